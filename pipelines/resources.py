@@ -1,0 +1,50 @@
+"""Resources: the one place that knows where config files and outputs live.
+
+Assets never build paths themselves; they ask ``TunegateResource`` for the ``Layout`` and
+the parsed configuration, so a test (or another deployment) repoints everything at once.
+Empty fields fall back to the ``TUNEGATE_*`` environment variables, then to the repo."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import dagster as dg
+
+from pipelines import config
+
+
+class TunegateResource(dg.ConfigurableResource):
+    """Paths and parsed configuration for every stage."""
+
+    home: str = ""
+    sources_file: str = ""
+    base_models_file: str = ""
+    settings_file: str = ""
+
+    def _path(self, value: str, default: Path) -> Path:
+        return Path(value).resolve() if value else default
+
+    @property
+    def layout(self) -> config.Layout:
+        return config.Layout(self._path(self.home, config.default_home()))
+
+    def sources(self) -> list[config.SourceSpec]:
+        return config.load_sources(self._path(self.sources_file, config.default_sources_file()))
+
+    def base_models_path(self) -> Path:
+        return self._path(self.base_models_file, config.default_base_models_file())
+
+    def base_models(self) -> list[config.BaseModelSpec]:
+        return config.load_base_models(self.base_models_path())
+
+    def base_model(self, name: str) -> config.BaseModelSpec:
+        for spec in self.base_models():
+            if spec.name == name:
+                return spec
+        raise config.ConfigError(
+            f"{self.base_models_path()}: no base model named {name!r}; "
+            "add it to the registry or pick an existing partition"
+        )
+
+    def settings(self) -> config.Settings:
+        return config.load_settings(self._path(self.settings_file, config.default_settings_file()))
