@@ -325,3 +325,7 @@ class Layout:
     @property
     def registry_file(self) -> Path:
         return self.home / "registry" / "promoted.json"
+
+    def merged_model_dir(self, slug: str) -> Path:
+        """The promoted adapter merged into its base weights, ready to serve."""
+        return self.home / "merged" / slug

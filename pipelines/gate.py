@@ -320,39 +320,46 @@ def find_champion(path: Path, eval_fingerprint: str | None) -> dict | None:
     return best
 
 
-def registry_entry(
-    partition: str,
-    base_model: dict,
-    adapter: dict,
-    decision: Decision,
-    baseline: dict,
-    tuned: dict,
-    baseline_general: dict,
-    tuned_general: dict,
+def card_summary(card: dict) -> dict:
+    """The numbers of a ScoreCard worth keeping (no per-case rows)."""
+    return {
+        k: card.get(k)
+        for k in ("contender", "n", "passed", "pass_rate", "ci_low", "ci_high", "mean_latency_ms", "mean_output_tokens")
+    }
+
+
+def decision_record(
+    decision: Decision, baseline: dict, tuned: dict, baseline_general: dict, tuned_general: dict
 ) -> dict:
+    """The gate's output: the verdict, its numbers, the report and the contenders' summaries."""
+    record = decision.to_dict()
+    record["report_md"] = decision_report(decision, baseline, tuned, baseline_general, tuned_general)
+    record["eval_fingerprint"] = tuned.get("eval_fingerprint")
+    record["scores"] = {
+        "baseline": card_summary(baseline),
+        "tuned": card_summary(tuned),
+        "baseline_general": card_summary(baseline_general),
+        "tuned_general": card_summary(tuned_general),
+    }
+    return record
+
+
+def registry_entry(partition: str, base_model: dict, adapter: dict, record: dict) -> dict:
     """Everything needed to reproduce or serve the promoted model, and why it won."""
-
-    def summary(card: dict) -> dict:
-        return {k: card.get(k) for k in ("pass_rate", "ci_low", "ci_high", "n", "mean_latency_ms", "mean_output_tokens")}
-
     return {
         "partition": partition,
         "promoted_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "base_model": {k: base_model.get(k) for k in ("name", "path", "source", "weights_sha256")},
         "adapter_dir": adapter["adapter_dir"],
+        "base_model_dir": adapter.get("base_model_dir", base_model.get("path")),
         "load_in_4bit": adapter.get("load_in_4bit"),
         "data_fingerprint": adapter.get("data_fingerprint"),
         "config_hash": adapter.get("config_hash"),
-        "eval_fingerprint": tuned.get("eval_fingerprint"),
-        "scores": {
-            "baseline": summary(baseline),
-            "tuned": summary(tuned),
-            "baseline_general": summary(baseline_general),
-            "tuned_general": summary(tuned_general),
-        },
-        "p_value": decision.p_value,
-        "margin": decision.margin,
-        "reason": decision.reason,
+        "eval_fingerprint": record.get("eval_fingerprint"),
+        "scores": record["scores"],
+        "p_value": record["p_value"],
+        "margin": record["margin"],
+        "reason": record["reason"],
     }
 
 

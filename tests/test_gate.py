@@ -229,12 +229,12 @@ def _entry(partition: str, rate: float, fingerprint: str = FP) -> dict:
     baseline, tuned = paired(both=5, only_tuned=12, only_base=1, neither=2)
     tuned["pass_rate"] = rate
     tuned["eval_fingerprint"] = baseline["eval_fingerprint"] = fingerprint
-    d = decide(baseline, tuned)
+    record = gate.decision_record(decide(baseline, tuned), baseline, tuned, *GENERAL_OK)
     return gate.registry_entry(
         partition,
         {"name": partition, "path": "/m", "source": "s", "weights_sha256": "w"},
         {"adapter_dir": f"/runs/{partition}", "data_fingerprint": "d", "config_hash": "h", "load_in_4bit": True},
-        d, baseline, tuned, *GENERAL_OK,
+        record,
     )
 
 
