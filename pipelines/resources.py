@@ -28,8 +28,11 @@ class TunegateResource(dg.ConfigurableResource):
     def layout(self) -> config.Layout:
         return config.Layout(self._path(self.home, config.default_home()))
 
+    def sources_path(self) -> Path:
+        return self._path(self.sources_file, config.default_sources_file())
+
     def sources(self) -> list[config.SourceSpec]:
-        return config.load_sources(self._path(self.sources_file, config.default_sources_file()))
+        return config.load_sources(self.sources_path())
 
     def base_models_path(self) -> Path:
         return self._path(self.base_models_file, config.default_base_models_file())
