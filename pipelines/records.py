@@ -1,0 +1,72 @@
+"""The record format shared by the data stage, and the one text normalisation everyone uses.
+
+A record is exactly what Axolotl's ``chat_template`` dataset type reads, plus provenance:
+``{"id", "source", "messages": [system?, user, assistant], "label"}``. Dedup and split both
+compare prompts through :func:`normalize`, so "the same prompt" means one thing everywhere.
+No Dagster here."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import unicodedata
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+_WORD = re.compile(r"\w+")
+
+
+def normalize(text: str) -> str:
+    """NFKC + casefold + whitespace collapsed: full-width digits, ligatures, case and
+    spacing differences must not make two prompts look different."""
+    return " ".join(unicodedata.normalize("NFKC", text).casefold().split())
+
+
+def words(text: str) -> list[str]:
+    """Word tokens of the normalised text; punctuation is dropped so "refund!!" ~ "refund"."""
+    return _WORD.findall(unicodedata.normalize("NFKC", text).casefold())
+
+
+def turn(record: dict[str, Any], role: str) -> str:
+    """Content of the first turn with ``role`` (empty string when absent, e.g. no system)."""
+    for message in record["messages"]:
+        if message["role"] == role:
+            return message["content"]
+    return ""
+
+
+def prompt_key(record: dict[str, Any]) -> str:
+    """Normalised system + user turn: the identity of an example for dedup and split."""
+    return normalize(turn(record, "system")) + "\n" + normalize(turn(record, "user"))
+
+
+def answer_key(record: dict[str, Any]) -> str:
+    """Canonical answer: JSON answers compare parsed (key order/spacing ignored)."""
+    answer = turn(record, "assistant")
+    try:
+        return json.dumps(json.loads(answer), sort_keys=True, ensure_ascii=False)
+    except ValueError:
+        return normalize(answer)
+
+
+def read_jsonl(path: Path) -> Iterator[dict[str, Any]]:
+    with open(path, encoding="utf-8") as handle:
+        for line in handle:
+            if line.strip():
+                yield json.loads(line)
+
+
+def write_jsonl(path: Path, rows: Iterable[dict[str, Any]]) -> int:
+    """Write atomically (temp file + rename) so a crashed run never leaves half a file
+    that a later stage would fingerprint and train on. Returns the row count."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    count = 0
+    with open(tmp, "w", encoding="utf-8") as handle:
+        for row in rows:
+            handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+            count += 1
+    os.replace(tmp, path)
+    return count

@@ -1,0 +1,109 @@
+"""The held-out split, made before any training, and stable as data grows.
+
+Each example's side comes from a salted hash of its normalised prompt, so it does not depend
+on the other rows: re-running, or appending rows to a source, never moves an example between
+train and eval, and scores stay comparable across re-tunes. Two small-data top-ups break that
+rule only while a label (or the whole set) is too small to get its share by hash alone:
+a label gets at least ``floor(eval_fraction * n_label)`` eval rows and the set at least
+``min_eval``, taking the lowest hash scores. Then eval rows that are near duplicates of train
+rows are moved to train (contamination must end at 0). No Dagster here."""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections import Counter, defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pipelines.dedup import MinHasher, similar_pairs
+from pipelines.records import normalize, prompt_key, turn
+
+NO_LABEL = "(none)"
+
+
+def split_score(record: dict[str, Any], salt: str) -> float:
+    """Uniform in [0, 1), a pure function of the normalised prompt and the salt."""
+    digest = hashlib.sha256(f"{salt}\0{prompt_key(record)}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64
+
+
+@dataclass
+class SplitResult:
+    train: list[dict[str, Any]]
+    eval: list[dict[str, Any]]
+    eval_topups: int  # rows put in eval by the small-data floors, not by the hash alone
+    contamination_moved: int  # eval rows moved to train: near duplicates of a train row
+    contamination_pairs: int  # eval/train near-duplicate pairs left after moving: must be 0
+
+    def labels(self) -> dict[str, dict[str, int]]:
+        train = Counter(r.get("label") or NO_LABEL for r in self.train)
+        held = Counter(r.get("label") or NO_LABEL for r in self.eval)
+        return {k: {"train": train[k], "eval": held[k]} for k in sorted(set(train) | set(held))}
+
+
+def _take_lowest(candidates: list[int], scores: list[float], count: int, is_eval: list[bool]) -> int:
+    chosen = sorted((i for i in candidates if not is_eval[i]), key=scores.__getitem__)[: max(0, count)]
+    for i in chosen:
+        is_eval[i] = True
+    return len(chosen)
+
+
+def _cross_pairs(pairs: Any, is_eval: list[bool]) -> list[tuple[int, int]]:
+    return [(a, b) for a, b in pairs.tolist() if is_eval[a] != is_eval[b]]
+
+
+def split(
+    records: list[dict[str, Any]],
+    *,
+    eval_fraction: float = 0.10,
+    min_eval: int = 40,
+    salt: str = "tunegate-split-v1",
+    near_threshold: float = 0.85,
+    hasher: MinHasher | None = None,
+) -> SplitResult:
+    scores = [split_score(r, salt) for r in records]
+    is_eval = [s < eval_fraction for s in scores]
+
+    topups = 0
+    strata: dict[str, list[int]] = defaultdict(list)
+    for i, record in enumerate(records):
+        strata[record.get("label") or NO_LABEL].append(i)
+    for members in strata.values():
+        floor = math.floor(eval_fraction * len(members))
+        topups += _take_lowest(members, scores, floor - sum(is_eval[i] for i in members), is_eval)
+    wanted = min(min_eval, len(records) // 2)
+    topups += _take_lowest(list(range(len(records))), scores, wanted - sum(is_eval), is_eval)
+
+    pairs, _ = similar_pairs(
+        [turn(r, "user") for r in records],
+        [normalize(turn(r, "system")) for r in records],
+        near_threshold,
+        hasher or MinHasher(),
+    )
+    moved = 0
+    while cross := _cross_pairs(pairs, is_eval):  # a moved row can expose its eval neighbours
+        for pair in cross:
+            for i in pair:
+                moved += is_eval[i]
+                is_eval[i] = False
+    return SplitResult(
+        train=[r for r, e in zip(records, is_eval) if not e],
+        eval=[r for r, e in zip(records, is_eval) if e],
+        eval_topups=topups,
+        contamination_moved=moved,
+        contamination_pairs=len(_cross_pairs(pairs, is_eval)),
+    )
+
+
+def data_fingerprint(train_file: Path, eval_file: Path) -> str:
+    """sha256 over both files' bytes: what later stages key their caches on."""
+    digest = hashlib.sha256()
+    for path in (train_file, eval_file):
+        digest.update(path.name.encode() + b"\0")
+        with open(path, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+        digest.update(b"\0")
+    return digest.hexdigest()
