@@ -70,3 +70,16 @@ def write_jsonl(path: Path, rows: Iterable[dict[str, Any]]) -> int:
             count += 1
     os.replace(tmp, path)
     return count
+
+
+def markdown_table(headers: list[str], rows: Iterable[Iterable[Any]], max_cell: int = 80) -> str:
+    """A markdown table for asset metadata; cells are escaped and cut so a 4000-character
+    ticket or a broken byte string cannot wreck the UI."""
+
+    def cell(value: Any) -> str:
+        text = " ".join(str(value).split()).replace("|", "\\|")
+        return text if len(text) <= max_cell else text[: max_cell - 1] + "…"
+
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
+    return "\n".join(lines)

@@ -1,0 +1,169 @@
+"""The dataset: ``labeled_pairs`` -> ``deduped_pairs`` -> ``train_set`` + ``eval_set``.
+
+Thin shells over ``pipelines.dedup`` and ``pipelines.split``: they read and write the files
+under the ``Layout`` and put the counts, fingerprints and tables in the UI. ``labeled_pairs``
+takes every ``raw_pairs/<name>`` asset of ``sources.yaml`` as an input, so it is built by a
+factory from the same source list (tests build it for their own sources)."""
+
+import dagster as dg
+
+from pipelines import config, dedup, split
+from pipelines.records import markdown_table, read_jsonl, turn, write_jsonl
+from pipelines.resources import TunegateResource
+
+GROUP = "dataset"
+
+
+def _input_name(source: str) -> str:
+    return f"raw_{source}"  # prefixed: a source called `context` must not clash
+
+
+def _build_labeled_pairs(specs: list[config.SourceSpec]) -> dg.AssetsDefinition:
+    names = [spec.name for spec in specs]
+
+    @dg.asset(
+        ins={_input_name(n): dg.AssetIn(key=dg.AssetKey(["raw_pairs", n])) for n in names},
+        group_name=GROUP,
+        kinds={"python", "json"},
+        description="All sources' validated records in one JSONL, in sources.yaml order, and every "
+        "quarantined row in one quarantine.jsonl ({source, row, reason, detail, raw}).",
+    )
+    def labeled_pairs(context: dg.AssetExecutionContext, tunegate: TunegateResource, **raw) -> dg.MaterializeResult:
+        layout = tunegate.layout
+        parts = [raw[_input_name(n)] for n in names]
+        per_source = {p["source"]: p["rows_kept"] for p in parts}
+        rows = write_jsonl(layout.labeled_file, (r for p in parts for r in read_jsonl(p["path"])))
+        quarantined = [q for p in parts for q in read_jsonl(p["quarantine_path"])]
+        write_jsonl(layout.quarantine_file, quarantined)
+        context.log.info(f"{rows} records from {len(parts)} sources; {len(quarantined)} quarantined")
+        table = markdown_table(
+            ["source", "rows in", "kept", "quarantined"],
+            ([p["source"], p["rows_in"], p["rows_kept"], p["rows_quarantined"]] for p in parts),
+        )
+        preview = markdown_table(
+            ["source", "row", "reason", "detail"],
+            ([q["source"], q["row"], q["reason"], q["detail"]] for q in quarantined[:20]),
+        )
+        return dg.MaterializeResult(
+            value={"path": str(layout.labeled_file), "rows": rows, "per_source": per_source,
+                   "quarantine_path": str(layout.quarantine_file), "rows_quarantined": len(quarantined)},
+            metadata={
+                "rows": rows,
+                **{f"rows_{name}": count for name, count in per_source.items()},
+                "rows_quarantined": len(quarantined),
+                "per_source": dg.MetadataValue.md(table),
+                "jsonl_path": dg.MetadataValue.path(str(layout.labeled_file)),
+                "quarantine_path": dg.MetadataValue.path(str(layout.quarantine_file)),
+                "quarantine_preview": dg.MetadataValue.md(preview),
+            },
+        )
+
+    return labeled_pairs
+
+
+@dg.asset(
+    group_name=GROUP,
+    kinds={"python", "numpy"},
+    description="Deduplicated hard: exact duplicates on the normalised system+user turn (NFKC, "
+    "casefold, whitespace), near duplicates by MinHash LSH over word shingles (tunegate.yaml "
+    "`dedup:`), first row kept. Duplicates whose answer differs are reported as conflicts; "
+    "every dropped row is in the audit file with the row it duplicated.",
+)
+def deduped_pairs(
+    context: dg.AssetExecutionContext, tunegate: TunegateResource, labeled_pairs: dict
+) -> dg.MaterializeResult:
+    settings, layout = tunegate.settings().dedup, tunegate.layout
+    records = list(read_jsonl(labeled_pairs["path"]))
+    hasher = dedup.MinHasher(num_perm=settings.num_perm, shingle_size=settings.shingle_size)
+    result = dedup.deduplicate(records, threshold=settings.near_threshold, hasher=hasher)
+    write_jsonl(layout.deduped_file, result.kept)
+    write_jsonl(layout.dedup_audit_file, result.audit)
+    write_jsonl(layout.conflicts_file, result.conflicts)
+    context.log.info(
+        f"{len(records)} -> {len(result.kept)}: {result.exact_duplicates} exact, "
+        f"{result.near_duplicates} near duplicates, {len(result.conflicts)} conflicts"
+    )
+    by_id = {r["id"]: r for r in records}
+    examples = lambda rows: markdown_table(  # noqa: E731
+        ["kind", "sim", "kept", "dropped", "kept answer", "dropped answer"],
+        ([a["kind"], a["similarity"], turn(by_id[a["kept_id"]], "user"), turn(by_id[a["dropped_id"]], "user"),
+          a["kept_answer"], a["dropped_answer"]] for a in rows[: settings.conflict_examples]),
+        max_cell=60,
+    )
+    near = [a for a in result.audit if a["kind"] == "near"]
+    return dg.MaterializeResult(
+        value={"path": str(layout.deduped_file), "rows_in": len(records), "rows_out": len(result.kept),
+               "exact_duplicates": result.exact_duplicates, "near_duplicates": result.near_duplicates,
+               "conflicts": len(result.conflicts), "audit_path": str(layout.dedup_audit_file)},
+        metadata={
+            "rows_in": len(records),
+            "rows_out": len(result.kept),
+            "exact_duplicates": result.exact_duplicates,
+            "near_duplicates": result.near_duplicates,
+            "conflicts": len(result.conflicts),
+            "near_threshold": dg.MetadataValue.float(settings.near_threshold),
+            "conflict_examples": dg.MetadataValue.md(examples(result.conflicts)),
+            "near_duplicate_examples": dg.MetadataValue.md(examples(near)),
+            "jsonl_path": dg.MetadataValue.path(str(layout.deduped_file)),
+            "audit_path": dg.MetadataValue.path(str(layout.dedup_audit_file)),
+            "conflicts_path": dg.MetadataValue.path(str(layout.conflicts_file)),
+        },
+    )
+
+
+@dg.multi_asset(
+    outs={
+        "train_set": dg.AssetOut(kinds={"python", "json"}, description=(
+            "Training examples (train.jsonl), in Axolotl's chat_template `messages` format.")),
+        "eval_set": dg.AssetOut(kinds={"python", "json"}, description=(
+            "Held-out examples (eval.jsonl), made before any training; never a near duplicate "
+            "of a train example.")),
+    },
+    group_name=GROUP,
+    description="Held-out split by a salted hash of the normalised prompt (stable as data grows), "
+    "stratified by label, with eval rows that near-duplicate a train row moved to train.",
+)
+def train_eval_split(context: dg.AssetExecutionContext, tunegate: TunegateResource, deduped_pairs: dict):
+    settings, layout = tunegate.settings(), tunegate.layout
+    records = list(read_jsonl(deduped_pairs["path"]))
+    result = split.split(
+        records,
+        eval_fraction=settings.split.eval_fraction,
+        min_eval=settings.split.min_eval,
+        salt=settings.split.salt,
+        near_threshold=settings.dedup.near_threshold,
+        hasher=dedup.MinHasher(num_perm=settings.dedup.num_perm, shingle_size=settings.dedup.shingle_size),
+    )
+    if result.contamination_pairs:  # cannot happen by construction; never train on a leak
+        raise dg.Failure(f"{result.contamination_pairs} eval rows still near-duplicate train rows")
+    write_jsonl(layout.train_file, result.train)
+    write_jsonl(layout.eval_file, result.eval)
+    fingerprint = split.data_fingerprint(layout.train_file, layout.eval_file)
+    labels = result.labels()
+    table = markdown_table(["label", "train", "eval", "eval share"], (
+        [k, v["train"], v["eval"], f"{v['eval'] / max(1, v['train'] + v['eval']):.0%}"] for k, v in labels.items()))
+    context.log.info(f"train {len(result.train)}, eval {len(result.eval)}, fingerprint {fingerprint[:12]}; "
+                     f"{result.contamination_moved} contaminated eval rows moved to train")
+    shared = {
+        "fingerprint": fingerprint,
+        "contamination_pairs": result.contamination_pairs,
+        "contamination_moved": result.contamination_moved,
+        "eval_topups": result.eval_topups,
+        "labels": dg.MetadataValue.md(table),
+    }
+    for name, rows, path in (("train_set", result.train, layout.train_file), ("eval_set", result.eval, layout.eval_file)):
+        side = "train" if name == "train_set" else "eval"
+        yield dg.MaterializeResult(
+            asset_key=name,
+            value={"path": str(path), "rows": len(rows), "fingerprint": fingerprint,
+                   "labels": {k: v[side] for k, v in labels.items() if v[side]}},
+            metadata={"rows": len(rows), "jsonl_path": dg.MetadataValue.path(str(path)), **shared},
+        )
+
+
+def build_dataset_assets(specs: list[config.SourceSpec]) -> list[dg.AssetsDefinition]:
+    """The dataset assets for a list of sources (tests call this with their own specs)."""
+    return [_build_labeled_pairs(specs), deduped_pairs, train_eval_split]
+
+
+dataset_assets = build_dataset_assets(config.load_sources(config.default_sources_file()))
