@@ -6,10 +6,14 @@ nothing below imports it."""
 import dagster as dg
 
 from assets import dataset, sources
+from pipelines.automation import base_model_registry_sensor, tune_job, weekly_retune_schedule
 from pipelines.resources import TunegateResource
 
 defs = dg.Definitions(
     assets=dg.load_assets_from_modules([sources, dataset]),
+    jobs=[tune_job],
+    sensors=[base_model_registry_sensor],
+    schedules=[weekly_retune_schedule],
     resources={"tunegate": TunegateResource()},
     executor=dg.in_process_executor,
 )

@@ -1,0 +1,180 @@
+"""End to end through the real UI: the webserver loads workspace.yaml, GraphQL shows every
+asset, the `base_model` partitions, the job, the sensor and the schedule, and a headless
+chromium screenshot of the lineage page lands in test-artifacts/lineage.png."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from pipelines.config import REPO_ROOT
+
+def _chromium() -> str | None:
+    return shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+pytestmark = [
+    pytest.mark.ui,
+    pytest.mark.skipif(
+        _chromium() is None,
+        reason="chromium is not installed (`make system-deps` installs Debian's chromium as root)",
+    ),
+]
+
+ARTIFACTS = REPO_ROOT / "test-artifacts"
+WEBSERVER = Path(sys.executable).parent / "dagster-webserver"
+STARTUP_TIMEOUT_S = 240  # 12-19 s measured when idle; the CPU is shared with training runs
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--hide-scrollbars",
+]
+
+WORKSPACE_QUERY = """
+{ workspaceOrError { __typename ... on Workspace { locationEntries { name loadStatus
+    locationOrLoadError { __typename
+      ... on PythonError { message }
+      ... on RepositoryLocation { repositories { name jobs { name } sensors { name }
+          schedules { name cronSchedule } } } } } } } }
+"""
+ASSETS_QUERY = """
+{ assetNodes { assetKey { path } groupName kinds description
+    partitionDefinition { name type } } }
+"""
+PARTITIONS_QUERY = """
+query ($path: [String!]!) { assetNodeOrError(assetKey: {path: $path}) {
+  ... on AssetNode { partitionKeysByDimension { name partitionKeys } } } }
+"""
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _graphql(base: str, query: str, variables: dict | None = None) -> dict:
+    body = json.dumps({"query": query, "variables": variables or {}}).encode()
+    request = urllib.request.Request(f"{base}/graphql", body, {"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=60) as response:
+        doc = json.load(response)
+    assert "errors" not in doc, doc["errors"]
+    return doc["data"]
+
+
+def _wait_until_loaded(base: str, proc: subprocess.Popen, log: Path) -> dict:
+    """Wait for /server_info, then for the code location to finish loading."""
+    deadline = time.monotonic() + STARTUP_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(f"webserver exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
+        try:
+            with urllib.request.urlopen(f"{base}/server_info", timeout=5):
+                pass
+            workspace = _graphql(base, WORKSPACE_QUERY)["workspaceOrError"]
+            entries = workspace.get("locationEntries") or []
+            if entries and all(e["loadStatus"] == "LOADED" for e in entries):
+                return workspace
+        except OSError:
+            pass
+        time.sleep(1)
+    pytest.fail(f"webserver not ready after {STARTUP_TIMEOUT_S} s:\n{log.read_text()[-3000:]}")
+
+
+@pytest.fixture
+def webserver(tmp_path, tiny_registry):
+    """dagster-webserver on a free 127.0.0.1 port, a temp instance and temp outputs."""
+    import dagster as dg
+
+    dagster_home = tmp_path / "dagster_home"
+    dagster_home.mkdir()
+    (dagster_home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    with dg.DagsterInstance.from_config(str(dagster_home)) as instance:
+        instance.add_dynamic_partitions("base_model", ["tiny-llama"])
+    env = {
+        **os.environ,
+        "DAGSTER_HOME": str(dagster_home),
+        "TUNEGATE_HOME": str(tmp_path / "out"),
+        "TUNEGATE_BASE_MODELS": str(tiny_registry),
+    }
+    port = _free_port()
+    log = tmp_path / "webserver.log"
+    with log.open("w") as log_handle:
+        proc = subprocess.Popen(
+            [str(WEBSERVER), "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(port)],
+            cwd=REPO_ROOT,
+            env=env,
+            stdout=log_handle,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # its code-server child shares this group: stopped with it
+        )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        yield base, _wait_until_loaded(base, proc, log)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)  # the group this test created, nothing else
+            proc.wait(timeout=10)
+        else:
+            try:
+                os.killpg(proc.pid, signal.SIGTERM)  # a lingering code server, if any
+            except ProcessLookupError:
+                pass
+
+
+def test_ui_shows_the_whole_chain(webserver, tmp_path):
+    from pipelines.definitions import defs
+
+    base, workspace = webserver
+    (entry,) = workspace["locationEntries"]
+    location = entry["locationOrLoadError"]
+    assert location["__typename"] == "RepositoryLocation", location
+    (repo,) = location["repositories"]
+    assert "tune_job" in {j["name"] for j in repo["jobs"]}
+    assert {s["name"] for s in repo["sensors"]} == {"base_model_registry_sensor"}
+    assert {s["name"] for s in repo["schedules"]} == {"weekly_retune_schedule"}
+
+    nodes = {tuple(n["assetKey"]["path"]): n for n in _graphql(base, ASSETS_QUERY)["assetNodes"]}
+    expected = {tuple(k.path) for k in defs.resolve_asset_graph().get_all_asset_keys()}
+    assert expected <= set(nodes), f"missing in the UI: {sorted(expected - set(nodes))}"
+    for key in ("train_set", "eval_set", "base_model", "axolotl_config", "qlora_adapter", "baseline_scores",
+                "tuned_scores", "gate_decision", "promoted_model", "merged_model"):
+        assert (key,) in nodes, key
+    for key in expected:
+        assert nodes[key]["groupName"] and nodes[key]["groupName"] != "default", key
+        assert nodes[key]["kinds"], f"{key} has no kinds"
+        assert nodes[key]["description"], f"{key} has no description"
+    gate_node = nodes[("gate_decision",)]
+    assert gate_node["partitionDefinition"]["name"] == "base_model"
+    assert gate_node["partitionDefinition"]["type"] == "DYNAMIC"
+    dims = _graphql(base, PARTITIONS_QUERY, {"path": ["gate_decision"]})["assetNodeOrError"]
+    assert dims["partitionKeysByDimension"][0]["partitionKeys"] == ["tiny-llama"]
+
+    _graphql(base, "mutation { setNuxSeen }")  # the first-run popup would cover the graph
+    ARTIFACTS.mkdir(exist_ok=True)
+    shot = ARTIFACTS / "lineage.png"
+    shot.unlink(missing_ok=True)
+    subprocess.run(
+        [_chromium(), *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'chromium'}", "--window-size=1800,1100",
+         "--virtual-time-budget=20000", f"--screenshot={shot}", f"{base}/asset-groups"],
+        check=True, timeout=180, capture_output=True,
+    )
+    assert shot.is_file() and shot.stat().st_size > 20_000, "screenshot missing or blank"
