@@ -1,0 +1,137 @@
+"""The data assets end to end through Dagster, on a temporary sources.yaml with two sources."""
+
+import json
+
+import dagster as dg
+import pandas as pd
+import pytest
+
+from assets.dataset import build_dataset_assets
+from assets.sources import build_source_assets
+from pipelines import config
+from pipelines.records import read_jsonl
+from pipelines.resources import TunegateResource
+
+SYSTEM = "Classify the support ticket."
+LABELS = ["billing", "technical", "account", "shipping", "refund"]
+
+
+def ticket(i: int) -> str:
+    return f"Ticket {i}: my {LABELS[i % 5]} problem number {i * 7919} needs help with item {i * 31}."
+
+
+def answer(i: int) -> str:
+    return json.dumps({"category": LABELS[i % 5], "priority": "low"})
+
+
+@pytest.fixture
+def workspace(tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    lines = [json.dumps({"messages": [{"role": "user", "content": ticket(i)},
+                                      {"role": "assistant", "content": answer(i)}]}) for i in range(60)]
+    lines += [lines[0], "{not json"]  # an exact duplicate and a malformed row
+    (data / "a.jsonl").write_text("\n".join(lines) + "\n")
+    frame = pd.DataFrame({"text": [ticket(i) for i in range(60, 100)] + [ticket(5), ""],
+                          "answer": [answer(i) for i in range(60, 100)] + [answer(6), answer(1)]})
+    frame.to_csv(data / "b.csv", index=False)
+    sources = tmp_path / "sources.yaml"
+    sources.write_text(f"""
+sources:
+  - name: alpha
+    kind: jsonl
+    path: {data / 'a.jsonl'}
+    fields: {{messages: messages}}
+    label: category
+    system_prompt: "{SYSTEM}"
+  - name: beta
+    kind: csv
+    path: {data / 'b.csv'}
+    fields: {{user: text, assistant: answer}}
+    label: category
+    system_prompt: "{SYSTEM}"
+""")
+    settings = tmp_path / "tunegate.yaml"
+    settings.write_text("split: {eval_fraction: 0.1, min_eval: 10}\n")
+    resource = TunegateResource(home=str(tmp_path / "home"), sources_file=str(sources), settings_file=str(settings))
+    return config.load_sources(sources), resource
+
+
+def materialize(specs, resource, **kwargs):
+    return dg.materialize([*build_source_assets(specs), *build_dataset_assets(specs)],
+                          resources={"tunegate": resource}, instance=dg.DagsterInstance.ephemeral(), **kwargs)
+
+
+def test_materialize_data_assets(workspace):
+    specs, resource = workspace
+    result = materialize(specs, resource)
+    assert result.success
+    out = lambda *key: result.asset_value(dg.AssetKey(list(key)))  # noqa: E731
+    assert {k: out("raw_pairs", "alpha")[k] for k in ("rows_in", "rows_kept", "rows_quarantined")} == {
+        "rows_in": 62, "rows_kept": 61, "rows_quarantined": 1}
+    assert (out("raw_pairs", "beta")["rows_in"], out("raw_pairs", "beta")["rows_kept"]) == (42, 41)
+    labeled = out("labeled_pairs")
+    assert labeled["rows"] == 102 and labeled["per_source"] == {"alpha": 61, "beta": 41}
+    quarantine = list(read_jsonl(resource.layout.quarantine_file))
+    assert [(q["source"], q["reason"]) for q in quarantine] == [("alpha", "invalid_json"), ("beta", "empty_content")]
+
+    deduped = out("deduped_pairs")
+    assert (deduped["rows_in"], deduped["rows_out"], deduped["exact_duplicates"]) == (102, 100, 2)
+    assert deduped["conflicts"] == 1  # ticket 5 in beta with ticket 6's answer
+    audit = list(read_jsonl(deduped["audit_path"]))
+    assert {(a["dropped_id"], a["kept_id"]) for a in audit} == {("alpha-61", "alpha-1"), ("beta-41", "alpha-6")}
+
+    train, held = out("train_set"), out("eval_set")
+    assert train["rows"] + held["rows"] == 100 and held["rows"] >= 10
+    assert train["fingerprint"] == held["fingerprint"]
+    assert sum(held["labels"].values()) == held["rows"]
+    example = next(read_jsonl(held["path"]))
+    assert set(example) == {"id", "source", "messages", "label"}
+    assert [m["role"] for m in example["messages"]] == ["system", "user", "assistant"]
+    assert example["messages"][0]["content"] == SYSTEM
+
+    meta = {e.materialization.asset_key.to_user_string(): e.materialization.metadata
+            for e in result.get_asset_materialization_events()}
+    assert meta["raw_pairs/alpha"]["rows_quarantined"].value == 1
+    assert meta["deduped_pairs"]["near_duplicates"].value == 0
+    assert meta["eval_set"]["contamination_pairs"].value == 0
+    assert "| label | train | eval |" in meta["eval_set"]["labels"].value
+    assert meta["labeled_pairs"]["rows_beta"].value == 41
+
+    again = materialize(specs, resource)  # same data, same split, same fingerprint
+    assert again.asset_value(dg.AssetKey("train_set"))["fingerprint"] == train["fingerprint"]
+
+
+def test_missing_data_file_fails_naming_the_source(workspace, tmp_path):
+    specs, resource = workspace
+    (tmp_path / "data" / "b.csv").unlink()
+    with pytest.raises(dg.Failure, match=r"source 'beta'.*not found.*fix `path:`"):
+        materialize(specs, resource, selection=[dg.AssetKey(["raw_pairs", "beta"])])
+
+
+def test_garbage_source_fails_its_asset(workspace, tmp_path):
+    specs, resource = workspace
+    (tmp_path / "data" / "a.jsonl").write_text('{"messages": []}\n{bad\n' + json.dumps(
+        {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": answer(0)}]}) + "\n")
+    with pytest.raises(dg.Failure, match=r"source 'alpha' \(.*a.jsonl\): 2 of 3 rows \(67%\)"):
+        materialize(specs, resource, selection=[dg.AssetKey(["raw_pairs", "alpha"])])
+    assert len(list(read_jsonl(resource.layout.source_quarantine_file("alpha")))) == 2  # kept for inspection
+
+
+def test_misconfigured_sources_fail_at_load(tmp_path):
+    path = tmp_path / "sources.yaml"
+    path.write_text("sources:\n  - {name: a, kind: jsonl, path: x.jsonl, fields: {messages: m}}\n"
+                    "  - {name: a, kind: csv, path: y.csv, fields: {user: u, assistant: v}}\n")
+    with pytest.raises(config.ConfigError, match="duplicate source name 'a'"):
+        config.load_sources(path)
+    path.write_text("sources:\n  - {name: a, kind: xlsx, path: x, fields: {messages: m}}\n")
+    with pytest.raises(config.ConfigError, match="source 'a'.*kind"):
+        config.load_sources(path)
+
+
+def test_definitions_have_one_asset_per_configured_source():
+    from pipelines.definitions import defs
+
+    keys = {k.to_user_string() for k in defs.resolve_asset_graph().get_all_asset_keys()}
+    expected = {f"raw_pairs/{s.name}" for s in config.load_sources(config.default_sources_file())}
+    assert expected | {"labeled_pairs", "deduped_pairs", "train_set", "eval_set"} <= keys
