@@ -150,6 +150,8 @@ class EvalSettings(_Strict):
     few_shot_k: int = Field(3, ge=0)
     batch_size: int = Field(16, ge=1)
     timeout_s: int = 1800
+    general_max_new_tokens: int = Field(32, ge=1)
+    max_concurrency: int = Field(4, ge=1)
 
 
 class GateSettings(_Strict):

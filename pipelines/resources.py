@@ -51,3 +51,28 @@ class TunegateResource(dg.ConfigurableResource):
 
     def settings(self) -> config.Settings:
         return config.load_settings(self._path(self.settings_file, config.default_settings_file()))
+
+
+class PromptfooResource(dg.ConfigurableResource):
+    """How the evaluation stage runs promptfoo (an external CLI, hence a resource).
+
+    ``cli``: the PyPI ``promptfoo`` wrapper's entry point (empty = the one in the venv).
+    ``npm_dir``: the folder whose ``node_modules/.bin`` holds the pinned promptfoo CLI and
+    Node 22 (empty = ``evals/``); it goes first on PATH so the wrapper never uses npx.
+    ``timeout_s`` 0 falls back to ``tunegate.yaml`` ``eval.timeout_s``. ``extra_env`` is
+    added to the promptfoo subprocess."""
+
+    cli: str = ""
+    npm_dir: str = ""
+    timeout_s: int = 0
+    extra_env: dict[str, str] = {}
+
+    def runner(self, default_timeout_s: int):
+        from pipelines.promptfoo import PromptfooRunner
+
+        return PromptfooRunner(
+            cli=self.cli,
+            npm_dir=self.npm_dir,
+            timeout_s=self.timeout_s or default_timeout_s,
+            extra_env=dict(self.extra_env),
+        )

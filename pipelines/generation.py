@@ -1,0 +1,204 @@
+"""Load a contender model for evaluation and generate greedily, in batches.
+
+Plain Python (no Dagster, no promptfoo): the promptfoo provider, the benchmark and the tests
+all call these functions, so "the model promptfoo scored" and "the model we benchmarked"
+are the same code.
+
+Why the loading rules matter: a QLoRA adapter must be evaluated on the base model quantised
+exactly as it was trained (NF4 4-bit, same compute dtype); on the fp32 base the same adapter
+scored 6/20 instead of 9/20 here (ENVIRONMENT.md). The chat template is the one training
+used, so the tuned model sees the prompt format it learned.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+TOKENIZER_DEFAULT = "tokenizer_default"
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Everything needed to load one contender. ``adapter_dir`` None = the plain base model."""
+
+    base_dir: str
+    adapter_dir: str | None = None
+    load_in_4bit: bool = False
+    bnb_4bit_quant_type: str = "nf4"
+    bnb_4bit_compute_dtype: str = "float32"
+    chat_template: str = TOKENIZER_DEFAULT
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ModelSpec:
+        return cls(**{k: data[k] for k in cls.__dataclass_fields__ if k in data})
+
+    @classmethod
+    def base(cls, base_model: dict[str, Any], chat_template: str = TOKENIZER_DEFAULT) -> ModelSpec:
+        """The prompt-only contender: the fp32 base model (the `base_model` asset's dict)."""
+        return cls(base_dir=base_model["path"], chat_template=chat_template)
+
+    @classmethod
+    def tuned(cls, adapter: dict[str, Any]) -> ModelSpec:
+        """The tuned contender, loaded the way the `qlora_adapter` asset says it was trained."""
+        return cls(
+            base_dir=adapter["base_model_dir"],
+            adapter_dir=adapter["adapter_dir"],
+            load_in_4bit=bool(adapter.get("load_in_4bit", False)),
+            bnb_4bit_quant_type=adapter.get("bnb_4bit_quant_type") or "nf4",
+            bnb_4bit_compute_dtype=adapter.get("bnb_4bit_compute_dtype") or "float32",
+            chat_template=adapter.get("chat_template") or TOKENIZER_DEFAULT,
+        )
+
+
+@dataclass(frozen=True)
+class Generation:
+    """One model answer. ``latency_ms`` is the batch's wall time divided by its size."""
+
+    text: str
+    output_tokens: int
+    prompt_tokens: int
+    latency_ms: float
+
+
+@dataclass
+class LoadedModel:
+    model: Any
+    tokenizer: Any
+    spec: ModelSpec
+    load_seconds: float = 0.0
+    notes: list[str] = field(default_factory=list)
+
+
+def _torch_dtype(name: str):
+    import torch
+
+    dtype = getattr(torch, str(name).replace("torch.", ""), None)
+    if not isinstance(dtype, torch.dtype):
+        raise ValueError(f"unknown torch dtype {name!r} (e.g. float32, bfloat16)")
+    return dtype
+
+
+def _resolve_chat_template(tokenizer, name: str) -> None:
+    """Use the template training used: the tokenizer's own for ``tokenizer_default``, else
+    Axolotl's named template (imported lazily: Axolotl is heavy)."""
+    if name in (None, "", TOKENIZER_DEFAULT):
+        if not tokenizer.chat_template:
+            raise ValueError("the tokenizer has no chat template and none was named")
+        return
+    from axolotl.utils.chat_templates import get_chat_template
+
+    tokenizer.chat_template = get_chat_template(name, tokenizer=tokenizer)
+
+
+def load(spec: ModelSpec) -> LoadedModel:
+    """Load tokenizer + model (+ adapter) for greedy evaluation on CPU."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    started = time.perf_counter()
+    base_dir = Path(spec.base_dir)
+    if not (base_dir / "config.json").is_file():
+        raise FileNotFoundError(f"{base_dir}: not a model folder (no config.json)")
+    tokenizer = AutoTokenizer.from_pretrained(base_dir)
+    _resolve_chat_template(tokenizer, spec.chat_template)
+    tokenizer.padding_side = "left"  # decoder-only batching: pad on the left
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    notes: list[str] = []
+    kwargs: dict[str, Any] = {}
+    if spec.load_in_4bit:
+        from transformers import BitsAndBytesConfig
+
+        kwargs["quantization_config"] = BitsAndBytesConfig(
+            load_in_4bit=True,
+            bnb_4bit_quant_type=spec.bnb_4bit_quant_type,
+            bnb_4bit_compute_dtype=_torch_dtype(spec.bnb_4bit_compute_dtype),
+        )
+        kwargs["device_map"] = "cpu"
+    else:
+        kwargs["dtype"] = torch.float32
+    model = AutoModelForCausalLM.from_pretrained(base_dir, **kwargs)
+    if spec.load_in_4bit:
+        notes.append(_same_4bit_kernel_as_training(model))
+    if spec.adapter_dir:
+        from peft import PeftModel
+
+        adapter_dir = Path(spec.adapter_dir)
+        if not (adapter_dir / "adapter_config.json").is_file():
+            raise FileNotFoundError(f"{adapter_dir}: not a PEFT adapter (no adapter_config.json)")
+        model = PeftModel.from_pretrained(model, adapter_dir)
+    model.eval()
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    return LoadedModel(model, tokenizer, spec, time.perf_counter() - started, notes)
+
+
+def _same_4bit_kernel_as_training(model) -> str:
+    """Training turns off bitsandbytes' AVX512-BF16 repack of 4-bit weights (it breaks
+    autograd, see pipelines/cpu_qlora_patch); do the same here so inference runs the same
+    dequantise-then-matmul path the adapter was trained against."""
+    count = 0
+    for module in model.modules():
+        if hasattr(module, "support_avx512bf16_for_cpu"):
+            module.support_avx512bf16_for_cpu = False
+            count += 1
+    return f"4-bit layers on the training kernel path: {count}"
+
+
+def render(tokenizer, messages: list[dict[str, str]]) -> str:
+    """The chat-templated prompt text, ending with the assistant header."""
+    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
+
+def generate(
+    loaded: LoadedModel,
+    conversations: list[list[dict[str, str]]],
+    max_new_tokens: int,
+    batch_size: int = 16,
+) -> list[Generation]:
+    """Greedy answers for every conversation, in input order.
+
+    Prompts are sorted by length before batching so a batch pads little, then put back in
+    order. Generation stops at the tokenizer's eos (``<|im_end|>`` for ChatML models)."""
+    import torch
+
+    if batch_size < 1:
+        raise ValueError("batch_size must be >= 1")
+    tokenizer, model = loaded.tokenizer, loaded.model
+    texts = [render(tokenizer, messages) for messages in conversations]
+    lengths = [len(tokenizer(text, add_special_tokens=False)["input_ids"]) for text in texts]
+    order = sorted(range(len(texts)), key=lambda i: lengths[i])
+    results: list[Generation | None] = [None] * len(texts)
+    eos_id = tokenizer.eos_token_id
+    for start in range(0, len(order), batch_size):
+        batch = order[start : start + batch_size]
+        encoded = tokenizer(
+            [texts[i] for i in batch], return_tensors="pt", padding=True, add_special_tokens=False
+        )
+        began = time.perf_counter()
+        with torch.inference_mode():
+            out = model.generate(
+                **encoded,
+                max_new_tokens=max_new_tokens,
+                do_sample=False,
+                num_beams=1,
+                eos_token_id=eos_id,
+                pad_token_id=tokenizer.pad_token_id,
+            )
+        per_case_ms = (time.perf_counter() - began) * 1000.0 / len(batch)
+        new_tokens = out[:, encoded["input_ids"].shape[1] :]
+        for row, index in enumerate(batch):
+            ids = new_tokens[row].tolist()
+            used = ids.index(eos_id) + 1 if eos_id in ids else len(ids)
+            results[index] = Generation(
+                text=tokenizer.decode(ids[:used], skip_special_tokens=True).strip(),
+                output_tokens=used,
+                prompt_tokens=lengths[index],
+                latency_ms=per_case_ms,
+            )
+    return [r for r in results if r is not None]
