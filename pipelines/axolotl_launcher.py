@@ -1,0 +1,150 @@
+"""Dagster Pipes child that runs ``axolotl train`` and reports what it sees.
+
+Axolotl cannot import ``dagster_pipes``, so this thin wrapper sits between Dagster's
+``PipesSubprocessClient`` and the Axolotl CLI: it starts Axolotl with a clean environment,
+streams its output (to stdout, so it lands in the run's logs, and to ``train.log`` in the
+run directory), parses loss/eval loss/learning rate as they appear and logs them through
+Pipes, and at the end reports the run's metrics as materialization metadata. On a non-zero
+exit it prints the last 50 lines and exits with Axolotl's code, which fails the asset.
+
+Run as ``python -m pipelines.axolotl_launcher`` with Pipes extras:
+``command`` (argv list), ``run_dir``, ``cpu_qlora_patch`` (bool), ``extra_env`` (dict),
+``timeout_s`` (int).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+from dagster_pipes import open_dagster_pipes
+
+from pipelines import axolotl as ax
+
+TAIL_LINES = 50
+
+
+class _Segments:
+    """Split a byte stream into terminal segments (``\\n`` lines and tqdm ``\\r`` redraws)."""
+
+    def __init__(self) -> None:
+        self._buffer = ""
+
+    def feed(self, text: str) -> list[tuple[str, str]]:
+        self._buffer += text
+        out: list[tuple[str, str]] = []
+        start = 0
+        for index, char in enumerate(self._buffer):
+            if char in "\r\n":
+                out.append((self._buffer[start:index], char))
+                start = index + 1
+        self._buffer = self._buffer[start:]
+        return out
+
+    def flush(self) -> list[tuple[str, str]]:
+        rest, self._buffer = self._buffer, ""
+        return [(rest, "\n")] if rest else []
+
+
+def _describe(record: dict) -> str:
+    keys = ("loss", "eval_loss", "learning_rate", "grad_norm", "epoch", "train_runtime")
+    return ", ".join(f"{k}={record[k]}" for k in keys if k in record)
+
+
+def run(pipes) -> int:
+    extras = pipes.extras
+    run_dir = Path(extras["run_dir"])
+    run_dir.mkdir(parents=True, exist_ok=True)
+    command = list(extras["command"])
+    env = ax.launch_env(
+        os.environ, cpu_qlora_patch=bool(extras.get("cpu_qlora_patch")), extra=extras.get("extra_env") or {}
+    )
+    timeout_s = float(extras.get("timeout_s") or 0)
+    pipes.log.info(f"launching: {' '.join(command)} (cpu_qlora_patch={extras.get('cpu_qlora_patch')})")
+
+    parser = ax.LogParser()
+    started = time.monotonic()
+    log_path = run_dir / ax.LOG_FILE
+    with log_path.open("a", encoding="utf-8") as log_file:
+        log_file.write(f"\n=== tunegate launch {time.strftime('%Y-%m-%dT%H:%M:%S')}: {' '.join(command)}\n")
+        process = subprocess.Popen(
+            command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, start_new_session=True
+        )
+
+        def forward(signum, _frame):
+            """Dagster interrupts the wrapper; Axolotl must stop too (it saves nothing on
+            SIGINT, but the last checkpoint is there to resume from)."""
+            if process.poll() is None:
+                os.killpg(process.pid, signum)
+
+        signal.signal(signal.SIGINT, forward)
+        signal.signal(signal.SIGTERM, forward)
+        timer = None
+        if timeout_s > 0:
+            timer = threading.Timer(timeout_s, lambda: forward(signal.SIGTERM, None))
+            timer.start()
+
+        segments = _Segments()
+        assert process.stdout is not None
+        fd = process.stdout.fileno()
+        while True:
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                break
+            text = chunk.decode("utf-8", errors="replace")
+            log_file.write(text)
+            log_file.flush()
+            for segment, end in segments.feed(text):
+                if end == "\n":  # tqdm redraws (\r) stay in train.log, not the run log
+                    sys.stdout.write(segment + "\n")
+                record = parser.feed(segment)
+                if record is not None:
+                    kind = "eval" if "eval_loss" in record else "summary" if "loss" not in record else "train"
+                    pipes.log.info(f"axolotl {kind}: {_describe(record)}")
+        for segment, _ in segments.flush():
+            sys.stdout.write(segment + "\n")
+            parser.feed(segment)
+        sys.stdout.flush()
+        returncode = process.wait()
+        if timer is not None:
+            timer.cancel()
+    elapsed = time.monotonic() - started
+
+    if returncode != 0:
+        reason = "timed out" if timeout_s and elapsed >= timeout_s else f"exited with code {returncode}"
+        last = ax.tail(log_path, TAIL_LINES)
+        print(f"axolotl {reason}; last {TAIL_LINES} lines:\n{last}", file=sys.stderr)
+        pipes.log.error(f"axolotl {reason}; see {log_path}")
+        return returncode or 1
+
+    metrics = ax.combine_metrics(parser.metrics, run_dir / ax.OUTPUT_SUBDIR)
+    data = metrics.to_dict()
+    data["wall_s"] = elapsed
+    (run_dir / ax.METRICS_FILE).write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+    pipes.report_asset_materialization(
+        metadata={
+            "launch_wall_s": {"raw_value": round(elapsed, 1), "type": "float"},
+            "train_log": {"raw_value": str(log_path), "type": "path"},
+            "eval_count": {"raw_value": len(metrics.evals), "type": "int"},
+            "logged_steps": {"raw_value": len(metrics.train), "type": "int"},
+            "eval_loss_first": {"raw_value": metrics.eval_loss_first, "type": "float"},
+            "eval_loss_last": {"raw_value": metrics.eval_loss_last, "type": "float"},
+        }
+    )
+    return 0
+
+
+def main() -> None:
+    with open_dagster_pipes() as pipes:
+        code = run(pipes)
+    sys.exit(code)
+
+
+if __name__ == "__main__":
+    main()
