@@ -53,6 +53,19 @@ class TunegateResource(dg.ConfigurableResource):
         return config.load_settings(self._path(self.settings_file, config.default_settings_file()))
 
 
+class AxolotlResource(dg.ConfigurableResource):
+    """How the training stage launches Axolotl: which CLI, extra environment, time limit.
+
+    Empty ``executable`` means the ``axolotl`` next to the running interpreter (the venv's).
+    ``extra_env`` is added to the training subprocess (``ACCELERATE_USE_*`` is refused:
+    Axolotl drops its device map when one is set). ``timeout_s`` 0 falls back to
+    ``tunegate.yaml`` ``training.timeout_s``."""
+
+    executable: str = ""
+    extra_env: dict[str, str] = {}
+    timeout_s: int = 0
+
+
 class PromptfooResource(dg.ConfigurableResource):
     """How the evaluation stage runs promptfoo (an external CLI, hence a resource).
 
