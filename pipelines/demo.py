@@ -58,7 +58,7 @@ def _outcome(instance: dg.DagsterInstance, result, partition: str) -> str:
             observation = event.event_specific_data.asset_observation
             if observation.asset_key == dg.AssetKey("qlora_adapter"):
                 meta = {k: getattr(v, "value", v) for k, v in observation.metadata.items()}
-                return f"## Training skipped\n\n{meta.get('reason', meta)}"
+                return f"## Training skipped\n\n{meta.get('skipped', meta)}"
     return "No gate decision was recorded in this run."
 
 

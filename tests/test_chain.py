@@ -114,3 +114,107 @@ def test_a_no_is_recorded_and_skips_downstream(tmp_path, tiny_registry, tiny_mod
         assert meta["promote"] is False
         assert "DO NOT PROMOTE" in meta["report"] and meta["p_value"] > 0.9
         assert not resource.layout.registry_file.exists()
+
+
+def test_training_is_skipped_when_the_baseline_meets_the_target(tmp_path, tiny_registry):
+    """The seed's rule: prove the prompt can't do it before paying for training."""
+    from assets.training import qlora_adapter
+    from pipelines.resources import AxolotlResource
+
+    baseline = paired(both=18, only_tuned=0, only_base=1, neither=1)[0]  # 95 % pass
+    baseline["target_pass_rate"] = 0.9
+
+    @dg.asset(name="tuned_scores", partitions_def=base_model_partitions, group_name="test_doubles")
+    def downstream_double(qlora_adapter: dict) -> dict:
+        """Test double for the evaluation of the tuned model."""
+        return qlora_adapter
+
+    settings = tmp_path / "tunegate.yaml"
+    settings.write_text("{}\n")
+    with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions("base_model", [PARTITION])
+        result = dg.materialize(
+            [
+                _double("baseline_scores", baseline),
+                _double("axolotl_config", {"plan": {}}),
+                _double("base_model", {"name": PARTITION}),
+                qlora_adapter,
+                downstream_double,
+            ],
+            instance=instance,
+            partition_key=PARTITION,
+            resources={
+                "tunegate": TunegateResource(home=str(tmp_path / "out"), base_models_file=str(tiny_registry),
+                                             settings_file=str(settings)),
+                "axolotl": AxolotlResource(),
+                "pipes_subprocess_client": dg.PipesSubprocessClient(),
+            },
+        )
+        assert result.success
+        materialized = {e.asset_key.to_user_string() for e in result.get_asset_materialization_events()}
+        assert "qlora_adapter" not in materialized and "tuned_scores" not in materialized
+        assert "tuned_scores" in {e.step_key for e in result.all_events if e.event_type_value == "STEP_SKIPPED"}
+        (observation,) = [
+            e.event_specific_data.asset_observation
+            for e in result.all_events
+            if e.event_type_value == "ASSET_OBSERVATION"
+        ]
+        assert "no fine-tune needed" in observation.metadata["skipped"].value
+
+
+@pytest.mark.slow
+def test_full_chain_on_the_tiny_model_is_not_promoted(tmp_path, tiny_registry):
+    """Every real stage, on a few demo rows and the random tiny model: it cannot beat the
+    prompt-only baseline, so the gate records a "no" and nothing downstream runs."""
+    import pandas as pd
+    import yaml
+
+    from assets import evaluation, promotion, training
+    from assets.dataset import build_dataset_assets
+    from assets.sources import build_source_assets
+    from pipelines.config import REPO_ROOT, load_sources
+    from pipelines.resources import AxolotlResource, PromptfooResource
+    from tests.test_training import TINY_OVERRIDES
+
+    demo = REPO_ROOT / "data" / "demo"
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "tickets.jsonl").write_text("".join(demo.joinpath("tickets.jsonl").read_text().splitlines(True)[:40]))
+    pd.read_csv(demo / "partner.csv").head(25).to_csv(data / "partner.csv", index=False)
+    shipped = {s.name: s for s in load_sources(REPO_ROOT / "sources.yaml")}
+    sources = tmp_path / "sources.yaml"
+    sources.write_text(yaml.safe_dump({"sources": [
+        {**shipped["tickets_jsonl"].model_dump(exclude_none=True), "path": str(data / "tickets.jsonl")},
+        {**shipped["partner_csv"].model_dump(exclude_none=True), "path": str(data / "partner.csv")},
+    ]}))
+    settings = tmp_path / "tunegate.yaml"
+    settings.write_text(yaml.safe_dump({
+        "split": {"eval_fraction": 0.2, "min_eval": 10},
+        "training": {"overrides": TINY_OVERRIDES, "min_eval_loss_drop": 0.01},
+        "eval": {"few_shot_k": 1},
+    }))
+    specs = load_sources(sources)
+    tunegate = TunegateResource(home=str(tmp_path / "out"), sources_file=str(sources),
+                                base_models_file=str(tiny_registry), settings_file=str(settings))
+    with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions("base_model", [PARTITION])
+        result = dg.materialize(
+            [*build_source_assets(specs), *build_dataset_assets(specs),
+             *dg.load_assets_from_modules([training, evaluation, promotion])],
+            instance=instance,
+            partition_key=PARTITION,
+            resources={"tunegate": tunegate, "axolotl": AxolotlResource(), "promptfoo": PromptfooResource(),
+                       "pipes_subprocess_client": dg.PipesSubprocessClient()},
+        )
+        assert result.success
+        materialized = {e.asset_key.to_user_string() for e in result.get_asset_materialization_events()}
+        for key in ("train_set", "eval_set", "base_model", "axolotl_config", "baseline_scores", "qlora_adapter",
+                    "tuned_scores", "baseline_general_scores", "tuned_general_scores", "gate_decision"):
+            assert key in materialized, key
+        assert "promoted_model" not in materialized and "merged_model" not in materialized
+        assert "merged_model" in {e.step_key for e in result.all_events if e.event_type_value == "STEP_SKIPPED"}
+        decision = result.asset_value("gate_decision", partition_key=PARTITION)
+        assert decision["promote"] is False
+        assert decision["pairing"]["n"] == result.asset_value("eval_set")["rows"]
+        assert "DO NOT PROMOTE" in decision["report_md"]
+        assert not tunegate.layout.registry_file.exists()
