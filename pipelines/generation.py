@@ -98,13 +98,13 @@ def _resolve_chat_template(tokenizer, name: str) -> None:
 
 def load(spec: ModelSpec) -> LoadedModel:
     """Load tokenizer + model (+ adapter) for greedy evaluation on CPU."""
+    base_dir = Path(spec.base_dir)
+    if not (base_dir / "config.json").is_file():  # before the slow imports
+        raise FileNotFoundError(f"{base_dir}: not a model folder (no config.json)")
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     started = time.perf_counter()
-    base_dir = Path(spec.base_dir)
-    if not (base_dir / "config.json").is_file():
-        raise FileNotFoundError(f"{base_dir}: not a model folder (no config.json)")
     tokenizer = AutoTokenizer.from_pretrained(base_dir)
     _resolve_chat_template(tokenizer, spec.chat_template)
     tokenizer.padding_side = "left"  # decoder-only batching: pad on the left

@@ -23,7 +23,9 @@ def wilson_interval(passed: int, n: int, confidence: float = 0.95) -> tuple[floa
     denom = 1 + z * z / n
     centre = (p + z * z / (2 * n)) / denom
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return max(0.0, centre - half), min(1.0, centre + half)
+    low = 0.0 if passed == 0 else max(0.0, centre - half)  # exact ends, no float dust
+    high = 1.0 if passed == n else min(1.0, centre + half)
+    return low, high
 
 
 def _normal_quantile(q: float) -> float:
