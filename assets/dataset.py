@@ -121,7 +121,8 @@ def deduped_pairs(
     },
     group_name=GROUP,
     description="Held-out split by a salted hash of the normalised prompt (stable as data grows), "
-    "stratified by label, with eval rows that near-duplicate a train row moved to train.",
+    "stratified by label; eval rows that near-duplicate a train row (MinHash Jaccard >= "
+    "tunegate.yaml `split.contamination_threshold`) are moved to train.",
 )
 def train_eval_split(context: dg.AssetExecutionContext, tunegate: TunegateResource, deduped_pairs: dict):
     settings, layout = tunegate.settings(), tunegate.layout
@@ -131,7 +132,7 @@ def train_eval_split(context: dg.AssetExecutionContext, tunegate: TunegateResour
         eval_fraction=settings.split.eval_fraction,
         min_eval=settings.split.min_eval,
         salt=settings.split.salt,
-        near_threshold=settings.dedup.near_threshold,
+        contamination_threshold=settings.split.contamination_threshold,
         hasher=dedup.MinHasher(num_perm=settings.dedup.num_perm, shingle_size=settings.dedup.shingle_size),
     )
     if result.contamination_pairs:  # cannot happen by construction; never train on a leak
@@ -148,6 +149,7 @@ def train_eval_split(context: dg.AssetExecutionContext, tunegate: TunegateResour
         "fingerprint": fingerprint,
         "contamination_pairs": result.contamination_pairs,
         "contamination_moved": result.contamination_moved,
+        "contamination_threshold": dg.MetadataValue.float(settings.split.contamination_threshold),
         "eval_topups": result.eval_topups,
         "labels": dg.MetadataValue.md(table),
     }

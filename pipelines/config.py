@@ -134,6 +134,9 @@ class SplitSettings(_Strict):
     eval_fraction: float = Field(0.10, gt=0, lt=1)
     min_eval: int = Field(40, ge=1)
     salt: str = "tunegate-split-v1"
+    # Stricter than dedup's near_threshold on purpose: after dedup no pair reaches that one,
+    # so checking eval against train at the same threshold would always report 0.
+    contamination_threshold: float = Field(0.70, gt=0, le=1)
 
 
 class TrainingSettings(_Strict):

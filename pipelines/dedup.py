@@ -8,22 +8,15 @@ No Dagster here."""
 
 from __future__ import annotations
 
-import hashlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import lru_cache
-from itertools import chain
 from typing import Any
 
 import numpy as np
 
-from pipelines.records import answer_key, normalize, prompt_key, turn, words
+from pipelines.records import answer_key, normalize, normalize_system, prompt_key, turn
 
 _MASK64 = np.uint64(0xFFFFFFFFFFFFFFFF)
-
-
-def _hash64(text: str) -> int:
-    """Stable across processes (unlike ``hash()``), so dedup decisions are reproducible."""
-    return int.from_bytes(hashlib.blake2b(text.encode("utf-8"), digest_size=8).digest(), "little")
 
 
 @lru_cache(maxsize=64)
@@ -43,6 +36,47 @@ def lsh_params(threshold: float, num_perm: int, fn_weight: float = 0.7) -> tuple
     return best
 
 
+_WORD_BYTE = np.zeros(256, bool)
+_WORD_BYTE[[*b"0123456789_abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ", *range(128, 256)]] = True
+_P = np.uint64(0x9E3779B97F4A7C15)  # odd, so it has an inverse mod 2**64
+_P_INV = np.uint64(pow(int(_P), -1, 2**64))
+
+
+def _mix64(h: np.ndarray) -> np.ndarray:
+    h = h ^ (h >> np.uint64(31))
+    h = h * np.uint64(0xBF58476D1CE4E5B9)
+    return h ^ (h >> np.uint64(29))
+
+
+def word_hashes(texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """64-bit hashes of every word of every normalised text, and the word count per row.
+
+    Tokenising and hashing in Python costs ~10 us per row; here the texts are joined into one
+    UTF-8 buffer and words (runs of ASCII letters, digits, ``_`` or non-ASCII bytes) are
+    hashed with a polynomial prefix sum, all in numpy. A row without words gets one
+    pseudo-word: its whole text."""
+    blob = "\n".join(map(normalize, texts)).encode("utf-8")  # normalize() leaves no newline
+    data = np.frombuffer(blob, np.uint8)
+    power = np.cumprod(np.concatenate(([np.uint64(1)], np.full(data.size, _P))), dtype=np.uint64)
+    inverse = np.cumprod(np.concatenate(([np.uint64(1)], np.full(data.size, _P_INV))), dtype=np.uint64)
+    prefix = np.concatenate(([np.uint64(0)], np.cumsum((data.astype(np.uint64) + np.uint64(1)) * power[:-1],
+                                                        dtype=np.uint64)))
+    span_hash = lambda lo, hi: _mix64((prefix[hi] - prefix[lo]) * inverse[lo])  # noqa: E731
+    edges = np.diff(np.concatenate(([0], _WORD_BYTE[data].view(np.int8), [0])))
+    lo, hi = np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)
+    row_start = np.concatenate(([0], np.flatnonzero(data == 10) + 1))
+    row_end = np.concatenate((row_start[1:] - 1, [data.size]))
+    rows = np.searchsorted(row_start, lo, side="right") - 1
+    lens = np.bincount(rows, minlength=len(texts))
+    empty = np.flatnonzero(lens == 0)
+    if empty.size:  # append pseudo-words, then restore row order
+        lo, hi = np.concatenate((lo, row_start[empty])), np.concatenate((hi, row_end[empty]))
+        rows = np.concatenate((rows, empty))
+        order = np.lexsort((lo, rows))
+        lo, hi, lens = lo[order], hi[order], np.maximum(lens, 1)
+    return span_hash(lo, hi), lens
+
+
 @dataclass(frozen=True)
 class MinHasher:
     """MinHash signatures of word k-shingles with multiply-shift hash permutations."""
@@ -51,7 +85,6 @@ class MinHasher:
     shingle_size: int = 3
     seed: int = 20240601
     chunk_rows: int = 20_000
-    _word_cache: dict[str, int] = field(default_factory=dict, compare=False, repr=False)
 
     def _params(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Odd 64-bit multipliers combining a shingle's word hashes, and the (odd multiplier,
@@ -66,13 +99,8 @@ class MinHasher:
 
     def _shingles(self, texts: list[str], mix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Flat array of shingle hashes and each row's offset into it. A row shorter than
-        k words is one shingle of all its words; a row with no words hashes its text."""
-        tokens = [words(t) or [normalize(t)] for t in texts]
-        cache = self._word_cache
-        for word in set(chain.from_iterable(tokens)) - cache.keys():
-            cache[word] = _hash64(word)
-        lens = np.fromiter(map(len, tokens), dtype=np.int64, count=len(tokens))
-        flat = np.fromiter(map(cache.__getitem__, chain.from_iterable(tokens)), np.uint64, int(lens.sum()))
+        k words is one shingle of all its words."""
+        flat, lens = word_hashes(texts)
         starts = np.concatenate(([0], np.cumsum(lens)[:-1]))
         pos = np.arange(flat.size)
         end = np.repeat(starts + lens, lens)
@@ -190,7 +218,7 @@ def deduplicate(
 
     pairs, sims = similar_pairs(
         [turn(r, "user") for r in survivors],
-        [normalize(turn(r, "system")) for r in survivors],
+        [normalize_system(turn(r, "system")) for r in survivors],
         threshold,
         hasher,
     )

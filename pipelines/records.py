@@ -12,6 +12,7 @@ import os
 import re
 import unicodedata
 from collections.abc import Iterable, Iterator
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,12 @@ def normalize(text: str) -> str:
     """NFKC + casefold + whitespace collapsed: full-width digits, ligatures, case and
     spacing differences must not make two prompts look different."""
     return " ".join(unicodedata.normalize("NFKC", text).casefold().split())
+
+
+@lru_cache(maxsize=1024)
+def normalize_system(text: str) -> str:
+    """``normalize`` for system prompts: a handful of distinct strings repeated on every row."""
+    return normalize(text)
 
 
 def words(text: str) -> list[str]:
@@ -39,7 +46,7 @@ def turn(record: dict[str, Any], role: str) -> str:
 
 def prompt_key(record: dict[str, Any]) -> str:
     """Normalised system + user turn: the identity of an example for dedup and split."""
-    return normalize(turn(record, "system")) + "\n" + normalize(turn(record, "user"))
+    return normalize_system(turn(record, "system")) + "\n" + normalize(turn(record, "user"))
 
 
 def answer_key(record: dict[str, Any]) -> str:

@@ -5,8 +5,9 @@ on the other rows: re-running, or appending rows to a source, never moves an exa
 train and eval, and scores stay comparable across re-tunes. Two small-data top-ups break that
 rule only where the hash alone gave too little: a label gets at least its expected eval
 count minus two standard deviations, and the set at least ``min_eval`` (at most half the
-rows), taking the lowest hash scores; ``eval_topups`` counts them. Then eval rows that are
-near duplicates of train rows are moved to train (contamination must end at 0).
+rows), taking the lowest hash scores; ``eval_topups`` counts them. Then eval rows that are near
+duplicates of train rows (``contamination_threshold``, stricter than dedup's) are moved to
+train, until none is left.
 No Dagster here."""
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from pipelines.dedup import MinHasher, similar_pairs
-from pipelines.records import normalize, prompt_key, turn
+from pipelines.records import normalize_system, prompt_key, turn
 
 NO_LABEL = "(none)"
 
@@ -69,7 +70,7 @@ def split(
     eval_fraction: float = 0.10,
     min_eval: int = 40,
     salt: str = "tunegate-split-v1",
-    near_threshold: float = 0.85,
+    contamination_threshold: float = 0.70,
     hasher: MinHasher | None = None,
 ) -> SplitResult:
     scores = [split_score(r, salt) for r in records]
@@ -87,8 +88,8 @@ def split(
 
     pairs, _ = similar_pairs(
         [turn(r, "user") for r in records],
-        [normalize(turn(r, "system")) for r in records],
-        near_threshold,
+        [normalize_system(turn(r, "system")) for r in records],
+        contamination_threshold,
         hasher or MinHasher(),
     )
     moved = 0
