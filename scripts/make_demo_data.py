@@ -159,18 +159,20 @@ def exact_variant(text: str, rng: random.Random) -> str:
 
 
 def build(rng: random.Random) -> tuple[list[dict], list[dict]]:
-    """Clean rows for both sources, with planted duplicates and conflicts."""
-    jsonl = [dict(zip(("text", "category", "priority"), ticket(rng))) for _ in range(340)]
+    """Clean rows for both sources, with planted duplicates and conflicts. Each copy lands
+    after its original (a re-sent ticket comes later), so keep-first keeps the original."""
+    jsonl = [dict(zip(("text", "category", "priority"), ticket(rng))) for _ in range(360)]
     partner = [dict(zip(("text", "category", "priority"), ticket(rng))) for _ in range(190)]
+    cross = [dict(r) for r in rng.sample(jsonl, 6)]  # cross-source copies
     for rows, exact, near, conflicts in ((jsonl, 18, 20, 4), (partner, 8, 12, 3)):
-        base = list(rows)
-        rows += [{**r, "text": exact_variant(r["text"], rng)} for r in rng.sample(base, exact)]
-        rows += [{**r, "text": near_edit(r["text"], rng)} for r in rng.sample(base, near)]
-        for r in rng.sample(base, conflicts):  # same ticket, different priority: label noise
-            rows.append({**r, "priority": rng.choice([p for p in PRIORITIES if p != r["priority"]])})
-    partner += [dict(r) for r in rng.sample(jsonl[:340], 6)]  # cross-source copies
-    rng.shuffle(jsonl)
-    rng.shuffle(partner)
+        copies = [(r, {**r, "text": exact_variant(r["text"], rng)}) for r in rng.sample(rows, exact)]
+        copies += [(r, {**r, "text": near_edit(r["text"], rng)}) for r in rng.sample(rows, near)]
+        copies += [(r, {**r, "priority": rng.choice([p for p in PRIORITIES if p != r["priority"]])})
+                   for r in rng.sample(rows, conflicts)]  # same ticket, different priority: label noise
+        for original, copy in copies:
+            after = next(i for i, row in enumerate(rows) if row is original)
+            rows.insert(rng.randint(after + 1, len(rows)), copy)
+    partner += cross
     return jsonl, partner
 
 
