@@ -4,7 +4,6 @@ Thin shells over ``pipelines.base_models`` and ``pipelines.axolotl``; Axolotl it
 in a subprocess through Dagster Pipes (``pipelines/axolotl_launcher.py``), so its output
 streams into the run's logs and its metrics land in the adapter's metadata."""
 
-from __future__ import annotations
 
 import json
 import sys
@@ -204,7 +203,7 @@ def qlora_adapter(
                 metadata={"skipped": reason, "baseline_pass_rate": baseline_scores.get("pass_rate")},
             )
         )
-        return None
+        return  # a generator that yields nothing: no materialization, downstream skipped
 
     plan = ax.RunPlan.from_dict(axolotl_config["plan"])
     done = ax.completed_run(plan.run_dir)
@@ -212,7 +211,8 @@ def qlora_adapter(
         context.log.info(f"Cache hit: {plan.run_dir} already holds a trained, checked adapter")
         metrics = ax.TrainMetrics.from_dict(json.loads((plan.run_dir / ax.METRICS_FILE).read_text()))
         record = {**done, "cache_hit": True}
-        return dg.MaterializeResult(value=record, metadata=_adapter_metadata(record, metrics))
+        yield dg.Output(record, metadata=_adapter_metadata(record, metrics))
+        return
 
     if not plan.config_path.is_file():  # the run dir was cleaned since axolotl_config ran
         ax.write_config(plan)
@@ -256,4 +256,4 @@ def qlora_adapter(
         ) from exc
     record = _adapter_record(plan, metrics)
     ax.mark_done(plan.run_dir, record)
-    return dg.MaterializeResult(value=record, metadata={**reported, **_adapter_metadata(record, metrics)})
+    yield dg.Output(record, metadata={**reported, **_adapter_metadata(record, metrics)})

