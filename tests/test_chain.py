@@ -179,7 +179,7 @@ def test_full_chain_on_the_tiny_model_is_not_promoted(tmp_path, tiny_registry):
     demo = REPO_ROOT / "data" / "demo"
     data = tmp_path / "data"
     data.mkdir()
-    (data / "tickets.jsonl").write_text("".join(demo.joinpath("tickets.jsonl").read_text().splitlines(True)[:40]))
+    (data / "tickets.jsonl").write_bytes(b"".join((demo / "tickets.jsonl").read_bytes().splitlines(True)[:40]))
     pd.read_csv(demo / "partner.csv").head(25).to_csv(data / "partner.csv", index=False)
     shipped = {s.name: s for s in load_sources(REPO_ROOT / "sources.yaml")}
     sources = tmp_path / "sources.yaml"
@@ -213,7 +213,7 @@ def test_full_chain_on_the_tiny_model_is_not_promoted(tmp_path, tiny_registry):
             assert key in materialized, key
         assert "promoted_model" not in materialized and "merged_model" not in materialized
         assert "merged_model" in {e.step_key for e in result.all_events if e.event_type_value == "STEP_SKIPPED"}
-        decision = result.asset_value("gate_decision", partition_key=PARTITION)
+        decision = result.asset_value("gate_decision")
         assert decision["promote"] is False
         assert decision["pairing"]["n"] == result.asset_value("eval_set")["rows"]
         assert "DO NOT PROMOTE" in decision["report_md"]
