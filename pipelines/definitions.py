@@ -5,15 +5,21 @@ nothing below imports it."""
 
 import dagster as dg
 
-from assets import dataset, sources
+from assets import dataset, evaluation, promotion, sources, training
 from pipelines.automation import base_model_registry_sensor, tune_job, weekly_retune_schedule
-from pipelines.resources import TunegateResource
+from pipelines.resources import AxolotlResource, PromptfooResource, TunegateResource
 
 defs = dg.Definitions(
-    assets=dg.load_assets_from_modules([sources, dataset]),
+    assets=dg.load_assets_from_modules([sources, dataset, training, evaluation, promotion]),
     jobs=[tune_job],
     sensors=[base_model_registry_sensor],
     schedules=[weekly_retune_schedule],
-    resources={"tunegate": TunegateResource()},
+    resources={
+        "tunegate": TunegateResource(),
+        "axolotl": AxolotlResource(),
+        "promptfoo": PromptfooResource(),
+        "pipes_subprocess_client": dg.PipesSubprocessClient(),
+    },
+    # The multiprocess executor re-imports Dagster per step: tens of seconds on 2 cores.
     executor=dg.in_process_executor,
 )
