@@ -1,6 +1,7 @@
 """End to end through the real UI: the webserver loads workspace.yaml, GraphQL shows every
 asset, the `base_model` partitions, the job, the sensor and the schedule, and a headless
-chromium screenshot of the lineage page lands in test-artifacts/lineage.png."""
+chromium screenshot of the lineage page lands in test-artifacts/lineage.png (and the
+promotion group, asset by asset, in test-artifacts/promotion.png)."""
 
 from __future__ import annotations
 
@@ -170,11 +171,17 @@ def test_ui_shows_the_whole_chain(webserver, tmp_path):
 
     _graphql(base, "mutation { setNuxSeen }")  # the first-run popup would cover the graph
     ARTIFACTS.mkdir(exist_ok=True)
-    shot = ARTIFACTS / "lineage.png"
-    shot.unlink(missing_ok=True)
-    subprocess.run(
-        [_chromium(), *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'chromium'}", "--window-size=1800,1100",
-         "--virtual-time-budget=20000", f"--screenshot={shot}", f"{base}/asset-groups"],
-        check=True, timeout=180, capture_output=True,
-    )
-    assert shot.is_file() and shot.stat().st_size > 20_000, "screenshot missing or blank"
+    location_name = entry["name"]
+    shots = {
+        "lineage.png": f"{base}/asset-groups",  # the global lineage, group by group
+        "promotion.png": f"{base}/locations/{location_name}/asset-groups/promotion",  # the gate, asset by asset
+    }
+    for name, url in shots.items():
+        shot = ARTIFACTS / name
+        shot.unlink(missing_ok=True)
+        subprocess.run(
+            [_chromium(), *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'chromium'}", "--window-size=1800,1100",
+             "--virtual-time-budget=20000", f"--screenshot={shot}", url],
+            check=True, timeout=180, capture_output=True,
+        )
+        assert shot.is_file() and shot.stat().st_size > 20_000, f"{name}: screenshot missing or blank"
