@@ -9,6 +9,7 @@ from ``GateSettings`` (tunegate.yaml), never from code.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import math
 import os
@@ -366,11 +367,17 @@ def write_registry_entry(path: Path, entry: dict) -> dict:
     """Record a promotion atomically: a crash mid-write leaves the previous file intact.
 
     The whole document goes to a temp file in the same directory, is fsynced, then
-    ``os.replace``d over the old one (atomic on POSIX). History keeps every promotion."""
-    doc = read_registry(path)
-    doc["partitions"][entry["partition"]] = entry
-    doc["history"].append(entry)
-    atomic_write_text(path, json.dumps(doc, indent=2, sort_keys=True) + "\n")
+    ``os.replace``d over the old one (atomic on POSIX); a lock file serialises writers.
+    History keeps every promotion."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # Two partitions may promote at once: serialise the read-modify-write so neither
+    # entry is lost (the rename alone only protects against torn files).
+    with open(path.with_name(path.name + ".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        doc = read_registry(path)
+        doc["partitions"][entry["partition"]] = entry
+        doc["history"].append(entry)
+        atomic_write_text(path, json.dumps(doc, indent=2, sort_keys=True) + "\n")
     return doc
 
 
