@@ -4,6 +4,8 @@ schedule that re-runs a partition only when its inputs changed.
 Thin Dagster shells: the decisions live in ``pipelines.retune`` (plain, unit-tested);
 this module only reads the instance and the resource and turns answers into requests."""
 
+from datetime import datetime, timezone
+
 import dagster as dg
 
 from pipelines import config, retune
@@ -84,6 +86,13 @@ def base_model_registry_sensor(context: dg.SensorEvaluationContext, tunegate: Tu
     )
 
 
+def _tick_time(context: dg.ScheduleEvaluationContext) -> datetime:
+    try:
+        return context.scheduled_execution_time
+    except Exception:  # evaluated outside a tick (a manual call): Dagster has no time to give
+        return datetime.now(timezone.utc)
+
+
 def _cron() -> str:
     return config.load_settings(config.default_settings_file()).schedule.cron
 
@@ -101,7 +110,7 @@ def weekly_retune_schedule(context: dg.ScheduleEvaluationContext, tunegate: Tune
     settings = tunegate.settings()
     known = set(context.instance.get_dynamic_partitions(base_model_partitions.name))
     newest_at, newest = retune.latest_source_mtime(tunegate.sources(), tunegate.sources_path())
-    tick = context.scheduled_execution_time
+    tick = _tick_time(context)
     requests, unchanged = [], []
     for spec in tunegate.base_models():
         if spec.name not in known:
@@ -112,7 +121,7 @@ def weekly_retune_schedule(context: dg.ScheduleEvaluationContext, tunegate: Tune
             unchanged.append(spec.name)
             continue
         context.log.info(f"re-tune {spec.name}: {'; '.join(changes)}")
-        stamp = f":{tick:%Y%m%dT%H%M}" if tick else ""
+        stamp = f":{tick:%Y%m%dT%H%M}"  # a failed re-tune is retried on the next tick
         requests.append(
             dg.RunRequest(
                 run_key=retune.run_key(spec.name, inputs) + stamp,
