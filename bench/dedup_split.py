@@ -182,7 +182,7 @@ def main() -> None:
     # the first originals plus planted near-duplicate pairs, so both sides have work to find
     wanted = {f"bench-{i}" for i in range(1, args.reference_n // 2 + 1)}
     wanted |= {f"bench-{i}" for pair in near_truth[: args.reference_n // 4] for i in pair}
-    sample = [turn(r, "user") for r in loaded.records if r["id"] in wanted]
+    sample = [normalize(turn(r, "user")) for r in loaded.records if r["id"] in wanted]
     t0 = time.perf_counter()
     ours, _ = dedup.similar_pairs(sample, [SYSTEM] * len(sample), args.threshold, dedup.MinHasher(num_perm=args.num_perm))
     ours_s = time.perf_counter() - t0

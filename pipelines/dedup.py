@@ -8,13 +8,15 @@ No Dagster here."""
 
 from __future__ import annotations
 
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
 import numpy as np
 
-from pipelines.records import answer_key, normalize, normalize_system, prompt_key, turn
+from pipelines.records import answer_key, prompt_parts, turn
 
 _MASK64 = np.uint64(0xFFFFFFFFFFFFFFFF)
 
@@ -48,19 +50,35 @@ def _mix64(h: np.ndarray) -> np.ndarray:
     return h ^ (h >> np.uint64(29))
 
 
+_TABLES: list[np.ndarray] = [np.ones(1, np.uint64), np.ones(1, np.uint64)]
+
+
+def _power_tables(size: int) -> tuple[np.ndarray, np.ndarray]:
+    """P**i and P**-i mod 2**64 for i <= size, grown on demand and reused across chunks."""
+    power, inverse = _TABLES
+    if power.size <= size:
+        n = max(size + 1, 2 * power.size)
+        power = np.cumprod(np.concatenate(([np.uint64(1)], np.full(n - 1, _P))), dtype=np.uint64)
+        inverse = np.cumprod(np.concatenate(([np.uint64(1)], np.full(n - 1, _P_INV))), dtype=np.uint64)
+        _TABLES[:] = [power, inverse]
+    return power, inverse
+
+
 def word_hashes(texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
-    """64-bit hashes of every word of every normalised text, and the word count per row.
+    """64-bit hashes of every word of every text (already ``normalize``d), and the word count
+    per row.
 
     Tokenising and hashing in Python costs ~10 us per row; here the texts are joined into one
     UTF-8 buffer and words (runs of ASCII letters, digits, ``_`` or non-ASCII bytes) are
     hashed with a polynomial prefix sum, all in numpy. A row without words gets one
     pseudo-word: its whole text."""
-    blob = "\n".join(map(normalize, texts)).encode("utf-8")  # normalize() leaves no newline
+    blob = "\n".join(texts).encode("utf-8")
+    if blob.count(b"\n") != max(0, len(texts) - 1):
+        raise ValueError("word_hashes needs normalised texts (records.normalize): one had a newline")
     data = np.frombuffer(blob, np.uint8)
-    power = np.cumprod(np.concatenate(([np.uint64(1)], np.full(data.size, _P))), dtype=np.uint64)
-    inverse = np.cumprod(np.concatenate(([np.uint64(1)], np.full(data.size, _P_INV))), dtype=np.uint64)
-    prefix = np.concatenate(([np.uint64(0)], np.cumsum((data.astype(np.uint64) + np.uint64(1)) * power[:-1],
-                                                        dtype=np.uint64)))
+    power, inverse = _power_tables(data.size)
+    prefix = np.zeros(data.size + 1, np.uint64)
+    np.cumsum((data.astype(np.uint64) + np.uint64(1)) * power[: data.size], dtype=np.uint64, out=prefix[1:])
     span_hash = lambda lo, hi: _mix64((prefix[hi] - prefix[lo]) * inverse[lo])  # noqa: E731
     edges = np.diff(np.concatenate(([0], _WORD_BYTE[data].view(np.int8), [0])))
     lo, hi = np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)
@@ -114,19 +132,25 @@ class MinHasher:
         return hashed[keep], np.concatenate(([0], np.cumsum(count)[:-1]))
 
     def signatures(self, texts: list[str]) -> np.ndarray:
-        """(rows, num_perm) uint32 signatures, in row chunks to bound memory. One permutation
-        at a time over a contiguous buffer: in-place uint32 ops, then a segmented min."""
+        """(rows, num_perm) uint32 signatures of normalised texts. Row chunks bound memory and
+        run on two threads (numpy releases the GIL); one permutation at a time over a
+        contiguous buffer: in-place uint32 ops, then a segmented min."""
         mix, mul, add = self._params()
         out = np.empty((len(texts), self.num_perm), np.uint32)
-        for lo in range(0, len(texts), self.chunk_rows):
+
+        def chunk(lo: int) -> None:
             shingles, offsets = self._shingles(texts[lo : lo + self.chunk_rows], mix)
             values = (shingles >> np.uint64(32)).astype(np.uint32)
             buf = np.empty_like(values)
-            block = out[lo : lo + len(offsets)]
+            block = np.empty((self.num_perm, len(offsets)), np.uint32)
             for p in range(self.num_perm):
                 np.multiply(values, mul[p], out=buf)
                 np.add(buf, add[p], out=buf)
-                block[:, p] = np.minimum.reduceat(buf, offsets)
+                np.minimum.reduceat(buf, offsets, out=block[p])
+            out[lo : lo + len(offsets)] = block.T
+
+        with ThreadPoolExecutor(max_workers=min(2, os.cpu_count() or 1)) as pool:
+            list(pool.map(chunk, range(0, len(texts), self.chunk_rows)))
         return out
 
 
@@ -162,7 +186,8 @@ def candidate_pairs(sigs: np.ndarray, groups: np.ndarray, bands: int, rows: int)
 def similar_pairs(
     texts: list[str], groups: list[str], threshold: float, hasher: MinHasher
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Verified near-duplicate pairs (earlier, later) and their estimated Jaccard."""
+    """Verified near-duplicate pairs (earlier, later) of normalised texts, and their
+    estimated Jaccard."""
     if len(texts) < 2:
         return np.empty((0, 2), np.int64), np.empty(0)
     sigs = hasher.signatures(texts)
@@ -205,10 +230,10 @@ def deduplicate(
             "dropped_answer": turn(row, "assistant"), "kept_answer": turn(kept, "assistant"),
         })
 
-    first: dict[str, dict[str, Any]] = {}
+    first: dict[tuple[str, str], dict[str, Any]] = {}
     survivors: list[dict[str, Any]] = []
     for record in records:
-        key = prompt_key(record)
+        key = prompt_parts(record)  # the prompt_key, split so the user part is reused below
         if key in first:
             drop(record, first[key], "exact", 1.0)
         else:
@@ -216,12 +241,8 @@ def deduplicate(
             survivors.append(record)
     exact = len(audit)
 
-    pairs, sims = similar_pairs(
-        [turn(r, "user") for r in survivors],
-        [normalize_system(turn(r, "system")) for r in survivors],
-        threshold,
-        hasher,
-    )
+    systems, users = zip(*first) if first else ((), ())
+    pairs, sims = similar_pairs(list(users), list(systems), threshold, hasher)
     dropped = np.zeros(len(survivors), bool)
     order = np.lexsort((pairs[:, 0], pairs[:, 1]))  # by later row, then earlier: keep-first
     for (earlier, later), sim in zip(pairs[order].tolist(), sims[order].tolist()):

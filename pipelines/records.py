@@ -44,9 +44,14 @@ def turn(record: dict[str, Any], role: str) -> str:
     return ""
 
 
+def prompt_parts(record: dict[str, Any]) -> tuple[str, str]:
+    """(normalised system turn, normalised user turn)."""
+    return normalize_system(turn(record, "system")), normalize(turn(record, "user"))
+
+
 def prompt_key(record: dict[str, Any]) -> str:
     """Normalised system + user turn: the identity of an example for dedup and split."""
-    return normalize_system(turn(record, "system")) + "\n" + normalize(turn(record, "user"))
+    return "\n".join(prompt_parts(record))
 
 
 def answer_key(record: dict[str, Any]) -> str:

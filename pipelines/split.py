@@ -20,15 +20,19 @@ from pathlib import Path
 from typing import Any
 
 from pipelines.dedup import MinHasher, similar_pairs
-from pipelines.records import normalize_system, prompt_key, turn
+from pipelines.records import prompt_key, prompt_parts
 
 NO_LABEL = "(none)"
 
 
+def _score(key: str, salt: str) -> float:
+    digest = hashlib.sha256(f"{salt}\0{key}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64
+
+
 def split_score(record: dict[str, Any], salt: str) -> float:
     """Uniform in [0, 1), a pure function of the normalised prompt and the salt."""
-    digest = hashlib.sha256(f"{salt}\0{prompt_key(record)}".encode()).digest()
-    return int.from_bytes(digest[:8], "big") / 2**64
+    return _score(prompt_key(record), salt)
 
 
 @dataclass
@@ -73,7 +77,8 @@ def split(
     contamination_threshold: float = 0.70,
     hasher: MinHasher | None = None,
 ) -> SplitResult:
-    scores = [split_score(r, salt) for r in records]
+    parts = [prompt_parts(r) for r in records]
+    scores = [_score("\n".join(p), salt) for p in parts]
     is_eval = [s < eval_fraction for s in scores]
 
     topups = 0
@@ -86,12 +91,8 @@ def split(
     wanted = min(min_eval, len(records) // 2)
     topups += _take_lowest(list(range(len(records))), scores, wanted - sum(is_eval), is_eval)
 
-    pairs, _ = similar_pairs(
-        [turn(r, "user") for r in records],
-        [normalize_system(turn(r, "system")) for r in records],
-        contamination_threshold,
-        hasher or MinHasher(),
-    )
+    pairs, _ = similar_pairs([u for _, u in parts], [s for s, _ in parts], contamination_threshold,
+                             hasher or MinHasher())
     moved = 0
     while cross := _cross_pairs(pairs, is_eval):  # a moved row can expose its eval neighbours
         for pair in cross:
