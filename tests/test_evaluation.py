@@ -203,24 +203,47 @@ def test_wilson_interval_known_values():
 
 # --------------------------------------------------------------------------- real runs (tiny model)
 @pytest.mark.slow
-def test_real_promptfoo_run_on_tiny_model(tiny_model_dir, tmp_path):
-    """One real promptfoo run through the shipped provider: 4 cases, batched generation."""
+def test_baseline_scores_asset_runs_promptfoo_on_tiny_model(tiny_model_dir, tiny_registry, tmp_path):
+    """The one real promptfoo run: the `baseline_scores` asset, 4 cases, through the shipped
+    provider (batched generation), with the odd characters of the fixture tickets."""
+    import dagster as dg
+
+    from assets.evaluation import baseline_scores
+    from pipelines.resources import PromptfooResource, TunegateResource
+
     rows = [json.loads(line) for line in EVAL.read_text("utf-8").splitlines()][:4]
     eval_path = _write_jsonl(tmp_path / "eval.jsonl", rows)
-    suite = pf.task_suite(_task(), eval_path, "baseline", TRAIN, few_shot_k=2)
-    card = pf.evaluate(
-        tmp_path / "run", suite, "baseline", ModelSpec(base_dir=str(tiny_model_dir)),
-        pf.PromptfooRunner(timeout_s=300), batch_size=3,
-    )  # fmt: skip
-    assert SCORECARD_KEYS <= set(card) and card["n"] == 4
+    settings = tmp_path / "tunegate.yaml"
+    settings.write_text(yaml.safe_dump({"eval": {"few_shot_k": 2, "batch_size": 3}}))
+    instance = dg.DagsterInstance.ephemeral()
+    instance.add_dynamic_partitions("base_model", ["tiny-llama"])
+    resources = {
+        "tunegate": TunegateResource(
+            home=str(tmp_path / "home"), base_models_file=str(tiny_registry), settings_file=str(settings)
+        ),
+        "promptfoo": PromptfooResource(timeout_s=300),
+    }
+    with dg.build_asset_context(partition_key="tiny-llama", instance=instance, resources=resources) as ctx:
+        result = baseline_scores(
+            ctx,
+            train_set={"path": str(TRAIN), "fingerprint": "f"},
+            eval_set={"path": str(eval_path), "fingerprint": "f"},
+            base_model={"path": str(tiny_model_dir)},
+        )
+    card = result.value
+    assert SCORECARD_KEYS <= set(card) and card["n"] == 4 and card["suite"] == "task"
     assert [c["id"] for c in card["cases"]] == [r["id"] for r in rows]
     assert all(isinstance(c["output"], str) and c["output_tokens"] >= 1 for c in card["cases"])
     assert all(c["latency_ms"] > 0 for c in card["cases"])
+    assert len(card["few_shot_ids"]) == 2 and card["model"]["chat_template"] == "tokenizer_default"
+    assert {"pass_rate", "ci_95", "checks", "worst_failures", "open_in_promptfoo"} <= set(result.metadata)
+    run_dir = tmp_path / "home" / "evals" / "tiny-llama" / "baseline"
+    assert Path(card["results_path"]) == run_dir / "results.json"
+    assert (run_dir / "promptfoo").is_dir()  # PROMPTFOO_CONFIG_DIR stayed in the run dir
     raw = json.loads(Path(card["results_path"]).read_text("utf-8"))["results"]["results"]
     users = {r["testIdx"]: (r["vars"]["case"]["user"], r["prompt"]["raw"]) for r in raw}
     for index, row in enumerate(rows):  # odd characters reach promptfoo's results untouched
         assert users[index] == (row["messages"][1]["content"],) * 2
-    assert (tmp_path / "run" / "promptfoo").is_dir()  # PROMPTFOO_CONFIG_DIR stayed in the run dir
 
 
 @pytest.mark.slow
