@@ -147,6 +147,10 @@ def _adapter_record(plan: ax.RunPlan, metrics: ax.TrainMetrics) -> dict:
     }
 
 
+def _float(value) -> dg.MetadataValue:
+    return dg.MetadataValue.float(float(value)) if value is not None else dg.MetadataValue.null()
+
+
 def _adapter_metadata(record: dict, metrics: ax.TrainMetrics) -> dict:
     first, last = record["eval_loss_first"], record["eval_loss_last"]
     return {
@@ -155,13 +159,13 @@ def _adapter_metadata(record: dict, metrics: ax.TrainMetrics) -> dict:
             round(sum(p.stat().st_size for p in Path(record["adapter_dir"]).glob("adapter_model.*")) / 2**20, 2)
         ),
         "trainable_params": dg.MetadataValue.int(int(record["trainable_params"] or 0)),
-        "train_loss_last": dg.MetadataValue.float(record["train_loss_last"]),
-        "eval_loss_first": dg.MetadataValue.float(first),
-        "eval_loss_last": dg.MetadataValue.float(last),
+        "train_loss_last": _float(record["train_loss_last"]),
+        "eval_loss_first": _float(first),
+        "eval_loss_last": _float(last),
         "eval_loss_drop": dg.MetadataValue.float(round((first - last) / first, 4) if first else 0.0),
         "loss_curve": dg.MetadataValue.md(ax.loss_table_md(metrics)),
-        "train_runtime_s": dg.MetadataValue.float(record["train_runtime_s"]),
-        "tokens_per_second": dg.MetadataValue.float(round(record["tokens_per_second"] or 0.0, 1)),
+        "train_runtime_s": _float(record["train_runtime_s"]),
+        "tokens_per_second": _float(record["tokens_per_second"]),
         "config_hash": record["config_hash"],
         "data_fingerprint": record["data_fingerprint"],
         "base_model_sha256": record["base_model_sha256"],
