@@ -45,9 +45,9 @@ def gate_decision(
         metadata={
             "promote": decision.promote,
             "reason": decision.reason,
-            "p_value": dg.MetadataValue.float(decision.p_value),
-            "margin": dg.MetadataValue.float(decision.margin),
-            "general_drop": dg.MetadataValue.float(decision.general_drop),
+            "p_value": dg.MetadataValue.float(float(f"{decision.p_value:.4g}")),
+            "margin": dg.MetadataValue.float(round(decision.margin, 4)),
+            "general_drop": dg.MetadataValue.float(round(decision.general_drop, 4)),
             "paired_cases": decision.pairing.n,
             "champion": (champion or {}).get("partition", "none"),
             "report": dg.MetadataValue.md(record["report_md"]),
