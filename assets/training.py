@@ -104,7 +104,7 @@ def axolotl_config(
             "config_hash": plan.config_hash,
             "run_key": plan.run_key,
             "run_dir": dg.MetadataValue.path(str(plan.run_dir)),
-            "path": dg.MetadataValue.path(str(path)),
+            "yaml_path": dg.MetadataValue.path(str(path)),
             "cpu_overlay": not plan.cuda,
             "cpu_qlora_patch": plan.needs_cpu_qlora_patch,
             "data_fingerprint": plan.data_fingerprint,
