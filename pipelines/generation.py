@@ -30,6 +30,7 @@ class ModelSpec:
     bnb_4bit_quant_type: str = "nf4"
     bnb_4bit_compute_dtype: str = "float32"
     chat_template: str = TOKENIZER_DEFAULT
+    bnb_config: dict[str, Any] | None = None  # the full BitsAndBytesConfig training used, if recorded
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -53,6 +54,7 @@ class ModelSpec:
             bnb_4bit_quant_type=adapter.get("bnb_4bit_quant_type") or "nf4",
             bnb_4bit_compute_dtype=adapter.get("bnb_4bit_compute_dtype") or "float32",
             chat_template=adapter.get("chat_template") or TOKENIZER_DEFAULT,
+            bnb_config=adapter.get("bnb_config"),
         )
 
 
@@ -82,6 +84,21 @@ def _torch_dtype(name: str):
     if not isinstance(dtype, torch.dtype):
         raise ValueError(f"unknown torch dtype {name!r} (e.g. float32, bfloat16)")
     return dtype
+
+
+def _bnb_kwargs(spec: ModelSpec) -> dict[str, Any]:
+    """The 4-bit settings training used: its full recorded config (double quantisation,
+    storage dtype) when there is one, else the contract's quant type and compute dtype."""
+    kwargs: dict[str, Any] = {
+        "bnb_4bit_quant_type": spec.bnb_4bit_quant_type,
+        "bnb_4bit_compute_dtype": spec.bnb_4bit_compute_dtype,
+    }
+    kwargs.update(spec.bnb_config or {})
+    kwargs["load_in_4bit"] = True
+    for key in ("bnb_4bit_compute_dtype", "bnb_4bit_quant_storage"):
+        if isinstance(kwargs.get(key), str):
+            kwargs[key] = _torch_dtype(kwargs[key])
+    return kwargs
 
 
 def _resolve_chat_template(tokenizer, name: str) -> None:
@@ -115,11 +132,7 @@ def load(spec: ModelSpec) -> LoadedModel:
     if spec.load_in_4bit:
         from transformers import BitsAndBytesConfig
 
-        kwargs["quantization_config"] = BitsAndBytesConfig(
-            load_in_4bit=True,
-            bnb_4bit_quant_type=spec.bnb_4bit_quant_type,
-            bnb_4bit_compute_dtype=_torch_dtype(spec.bnb_4bit_compute_dtype),
-        )
+        kwargs["quantization_config"] = BitsAndBytesConfig(**_bnb_kwargs(spec))
         kwargs["device_map"] = "cpu"
     else:
         kwargs["dtype"] = torch.float32

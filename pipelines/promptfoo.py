@@ -634,6 +634,6 @@ def _cell(value: Any, width: int = 80) -> str:
 def view_command(card: dict[str, Any]) -> str:
     """How to open a run in promptfoo's web viewer."""
     return (
-        f"PATH={DEFAULT_NPM_DIR / 'node_modules' / '.bin'}:$PATH "
-        f"PROMPTFOO_CONFIG_DIR={card['promptfoo_dir']} promptfoo view -y"
+        f"PATH={DEFAULT_NPM_DIR / 'node_modules' / '.bin'}:$PATH PROMPTFOO_DISABLE_TELEMETRY=1 "
+        f"PROMPTFOO_DISABLE_UPDATE=1 PROMPTFOO_CONFIG_DIR={card['promptfoo_dir']} promptfoo view -n"
     )
