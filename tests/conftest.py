@@ -25,3 +25,15 @@ def tiny_registry(tiny_model_dir, tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("registry") / "base_models.yaml"
     path.write_text(tiny_registry_yaml(tiny_model_dir))
     return path
+
+
+@pytest.fixture(autouse=True)
+def _isolated_dagster_defs_state():
+    """Resolving the global ``Definitions`` without an instance (dagster 1.13) leaves a
+    process-wide defs-state storage behind that holds a weak reference to a temporary
+    instance; later ``dg.materialize`` calls then fail with "Attempted to resolve undefined
+    DagsterInstance weakref". Restore the unset state after every test."""
+    from dagster._core.storage.defs_state.base import set_defs_state_storage
+
+    with set_defs_state_storage(None):
+        yield
