@@ -57,16 +57,9 @@ sources:
     return config.load_sources(sources), resource
 
 
-_INSTANCES: list[dg.DagsterInstance] = []
-
-
 def materialize(specs, resource, **kwargs):
-    # The result only holds a weak reference to its instance: keep the instance alive, or a
-    # garbage collection between run and `result.asset_value` breaks the read.
-    instance = dg.DagsterInstance.ephemeral()
-    _INSTANCES.append(instance)
     return dg.materialize([*build_source_assets(specs), *build_dataset_assets(specs)],
-                          resources={"tunegate": resource}, instance=instance, **kwargs)
+                          resources={"tunegate": resource}, instance=dg.DagsterInstance.ephemeral(), **kwargs)
 
 
 def test_materialize_data_assets(workspace):
