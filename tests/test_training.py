@@ -268,6 +268,15 @@ def test_baseline_at_target_skips_training(stage):
 
 
 @pytest.mark.slow
+def _error_chain_text(error) -> str:
+    """All messages of a step error: dagster may wrap our Failure in a step-execution error."""
+    parts = []
+    while error is not None:
+        parts.append(error.message)
+        error = error.cause or error.context
+    return "\n".join(parts)
+
+
 def test_axolotl_failure_fails_the_asset_with_its_last_lines(stage):
     _, _, tmp_path = stage
     fake = tmp_path / "failing-axolotl"
@@ -278,9 +287,11 @@ def test_axolotl_failure_fails_the_asset_with_its_last_lines(stage):
     assert not result.success
     failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE"
                    and e.step_key == "qlora_adapter")
-    message = str(failure.event_specific_data.error.message) + str(failure.event_specific_data.user_failure_data)
-    assert "ValueError: boom" in message and "line 80" in message and "line 31" in message
-    assert "line 30\n" not in message  # only the last 50 lines
+    data = failure.event_specific_data
+    message = _error_chain_text(data.error) + str(getattr(data.user_failure_data, "description", ""))
+    # 81 output lines (80 on stdout, the error on stderr): the last 50 start at "line 32"
+    assert "ValueError: boom" in message and "line 80" in message and "line 32" in message
+    assert "line 31\n" not in message
 
 
 # --------------------------------------------------------------------------- base model
