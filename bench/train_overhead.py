@@ -29,6 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from pipelines import axolotl as ax  # noqa: E402
 from pipelines import base_models, config  # noqa: E402
+from pipelines.records import read_jsonl  # noqa: E402
 
 WARMUP_STEPS = 2
 BATCH = 4 * 2  # micro-batch x grad-accum: examples per optimizer step
@@ -147,7 +148,7 @@ def main() -> None:
 
     model_dir = args.model_dir or _model_dir(args.model)
     train = (args.data or _default_data()).resolve()
-    rows = list(ax.iter_jsonl(train))[: args.steps * BATCH]
+    rows = list(read_jsonl(train))[: args.steps * BATCH]
     eval_ = config.REPO_ROOT / "tests" / "fixtures" / "chat_eval.jsonl"  # unused: evals are off
     with tempfile.TemporaryDirectory(prefix="tunegate-bench-") as tmp:
         work = Path(tmp)

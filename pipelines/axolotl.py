@@ -34,11 +34,12 @@ import re
 import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterator
 
 import yaml
 
 from pipelines.config import REPO_ROOT, BaseModelSpec, Layout, TrainingSettings
+from pipelines.records import read_jsonl
 
 TEMPLATE_DIR = REPO_ROOT / "axolotl_configs"
 BASE_TEMPLATE = "qlora.yaml"
@@ -281,8 +282,8 @@ def assert_disjoint(train_path: Path, eval_path: Path) -> None:
     """The held-out split must never be trained on: refuse overlapping files or ids."""
     if Path(train_path).resolve() == Path(eval_path).resolve():
         raise AxolotlConfigError(f"train and eval point at the same file {train_path}")
-    train_ids = {row.get("id") for row in iter_jsonl(train_path)}
-    shared = sorted(str(row.get("id")) for row in iter_jsonl(eval_path) if row.get("id") in train_ids)
+    train_ids = {row.get("id") for row in read_jsonl(train_path)}
+    shared = sorted(str(row.get("id")) for row in read_jsonl(eval_path) if row.get("id") in train_ids)
     if shared:
         raise AxolotlConfigError(
             f"{eval_path}: {len(shared)} eval record id(s) also in {train_path} "
@@ -747,8 +748,3 @@ def tail(path: Path, lines: int = 50) -> str:
     return "\n".join(segments[-lines:])
 
 
-def iter_jsonl(path: Path) -> Iterable[dict[str, Any]]:
-    with Path(path).open(encoding="utf-8") as handle:
-        for line in handle:
-            if line.strip():
-                yield json.loads(line)
