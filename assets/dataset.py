@@ -7,7 +7,7 @@ factory from the same source list (tests build it for their own sources)."""
 
 import dagster as dg
 
-from pipelines import config, dedup, split
+from pipelines import config, dedup, minhash, split
 from pipelines.records import markdown_table, read_jsonl, turn, write_jsonl
 from pipelines.resources import TunegateResource
 
@@ -74,7 +74,7 @@ def deduped_pairs(
 ) -> dg.MaterializeResult:
     settings, layout = tunegate.settings().dedup, tunegate.layout
     records = list(read_jsonl(labeled_pairs["path"]))
-    hasher = dedup.MinHasher(num_perm=settings.num_perm, shingle_size=settings.shingle_size)
+    hasher = minhash.MinHasher(num_perm=settings.num_perm, shingle_size=settings.shingle_size)
     result = dedup.deduplicate(records, threshold=settings.near_threshold, hasher=hasher)
     write_jsonl(layout.deduped_file, result.kept)
     write_jsonl(layout.dedup_audit_file, result.audit)
@@ -133,7 +133,7 @@ def train_eval_split(context: dg.AssetExecutionContext, tunegate: TunegateResour
         min_eval=settings.split.min_eval,
         salt=settings.split.salt,
         contamination_threshold=settings.split.contamination_threshold,
-        hasher=dedup.MinHasher(num_perm=settings.dedup.num_perm, shingle_size=settings.dedup.shingle_size),
+        hasher=minhash.MinHasher(num_perm=settings.dedup.num_perm, shingle_size=settings.dedup.shingle_size),
     )
     if result.contamination_pairs:  # cannot happen by construction; never train on a leak
         raise dg.Failure(f"{result.contamination_pairs} eval rows still near-duplicate train rows")

@@ -30,7 +30,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from pipelines import dedup, ingest, split  # noqa: E402
+from pipelines import dedup, ingest, minhash, split  # noqa: E402
 from pipelines.config import SourceSpec  # noqa: E402
 from pipelines.records import normalize, turn, words  # noqa: E402
 
@@ -138,7 +138,7 @@ def main() -> None:
 
     spec = SourceSpec(name="bench", kind="jsonl", path=str(data), fields={"messages": "messages"},
                       label="category", system_prompt=SYSTEM)
-    hasher = dedup.MinHasher(num_perm=args.num_perm)
+    hasher = minhash.MinHasher(num_perm=args.num_perm)
     timings = {}
     t0 = time.perf_counter()
     loaded = ingest.ingest(spec, max_chars=4000)
@@ -148,7 +148,7 @@ def main() -> None:
     deduped = dedup.deduplicate(loaded.records, threshold=args.threshold, hasher=hasher)
     timings["dedup"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    result = split.split(deduped.kept, hasher=hasher)
+    result = split.split(deduped.kept, index=deduped.kept_index)
     timings["split"] = time.perf_counter() - t0
     total = sum(timings.values())
     peak_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
@@ -184,7 +184,7 @@ def main() -> None:
     wanted |= {f"bench-{i}" for pair in near_truth[: args.reference_n // 4] for i in pair}
     sample = [normalize(turn(r, "user")) for r in loaded.records if r["id"] in wanted]
     t0 = time.perf_counter()
-    ours, _ = dedup.similar_pairs(sample, [SYSTEM] * len(sample), args.threshold, dedup.MinHasher(num_perm=args.num_perm))
+    ours, _ = minhash.similar_pairs(sample, [SYSTEM] * len(sample), args.threshold, minhash.MinHasher(num_perm=args.num_perm))
     ours_s = time.perf_counter() - t0
     ref_s, ref_pairs = reference(sample, args.threshold, args.num_perm)
     ours_pairs = set(map(tuple, ours.tolist()))

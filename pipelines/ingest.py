@@ -4,6 +4,9 @@ Nothing is lost: each input row ends up exactly once in ``records`` or ``quarant
 (``{source, row, reason, detail, raw}``), so ``rows_in == rows_kept + rows_quarantined``.
 Tabular formats go through pandas / ``datasets``; JSONL is read line by line as bytes so one
 bad line (invalid UTF-8, invalid JSON) is quarantined instead of failing the whole file.
+A line is parsed with orjson (3-4x faster than ``json``); a line orjson refuses goes through
+``json``, which accepts what it accepts (NaN, lone surrogates) and names the reason for the rest.
+(One difference remains: orjson reads integers beyond 64 bits as floats.)
 No Dagster here."""
 
 from __future__ import annotations
@@ -16,7 +19,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
+
 from pipelines.config import SourceSpec
+from pipelines.records import paused_gc
 
 # Quarantine reasons (stable codes: they are counted and shown in the UI).
 INVALID_UTF8 = "invalid_utf8"
@@ -61,6 +67,11 @@ def _jsonl_rows(spec: SourceSpec) -> Iterator[tuple[int, Any, Any]]:
         for number, raw in enumerate(handle, start=1):
             if not raw.strip():
                 continue
+            try:
+                yield number, orjson.loads(raw), raw
+                continue
+            except orjson.JSONDecodeError:
+                pass  # classified below, exactly as json does (NaN, huge ints, lone surrogates pass)
             try:
                 text = raw.decode("utf-8")
             except UnicodeDecodeError as exc:
@@ -150,14 +161,14 @@ def load_rows(spec: SourceSpec) -> Iterator[tuple[int, Any, Any]]:
 
 
 # --------------------------------------------------------------------------- validation
-def _content(value: Any, where: str, max_chars: int) -> str:
+def _content(value: Any, role: str, max_chars: int) -> str:
     if not isinstance(value, str):
-        raise Rejected(NON_STRING, f"{where}: expected a string, got {type(value).__name__}")
+        raise Rejected(NON_STRING, f"{role} turn: expected a string, got {type(value).__name__}")
     text = value.replace("\r\n", "\n").strip()
     if not text:
-        raise Rejected(EMPTY, f"{where}: empty")
+        raise Rejected(EMPTY, f"{role} turn: empty")
     if len(text) > max_chars:
-        raise Rejected(TOO_LONG, f"{where}: {len(text)} characters > max_chars {max_chars}")
+        raise Rejected(TOO_LONG, f"{role} turn: {len(text)} characters > max_chars {max_chars}")
     return text
 
 
@@ -194,8 +205,8 @@ def _label(row: dict[str, Any], answer: str, spec: SourceSpec) -> str | None:
     if row.get(spec.label) not in (None, ""):
         return str(row[spec.label])
     try:
-        parsed = json.loads(answer)
-    except ValueError:
+        parsed = orjson.loads(answer)
+    except orjson.JSONDecodeError:
         parsed = None
     if isinstance(parsed, dict) and parsed.get(spec.label) not in (None, ""):
         return str(parsed[spec.label])
@@ -212,7 +223,7 @@ def normalise_row(row: Any, spec: SourceSpec, number: int, max_chars: int) -> di
     if roles not in (["user", "assistant"], ["system", "user", "assistant"]):
         raise Rejected(ROLE_ORDER, f"roles {roles}; expected [system?, user, assistant]")
     messages = [
-        {"role": m["role"], "content": _content(m["content"], f"{m['role']} turn", max_chars)} for m in turns
+        {"role": m["role"], "content": _content(m["content"], m["role"], max_chars)} for m in turns
     ]
     if roles[0] != "system" and spec.system_prompt:
         messages.insert(0, {"role": "system", "content": spec.system_prompt.strip()})
@@ -224,6 +235,7 @@ def normalise_row(row: Any, spec: SourceSpec, number: int, max_chars: int) -> di
     }
 
 
+@paused_gc()
 def ingest(spec: SourceSpec, max_chars: int) -> IngestResult:
     """Every row of the source, validated: a record or a quarantined row, never dropped."""
     result = IngestResult(spec.name)
@@ -256,7 +268,10 @@ def check_reject_rate(result: IngestResult, spec: SourceSpec, max_reject_rate: f
 
 
 def _jsonable(raw: Any) -> Any:
-    """Quarantine keeps the raw row; values JSON cannot hold become their repr."""
+    """Quarantine keeps the raw row; values JSON cannot hold become their repr. A JSONL line
+    arrives as the bytes orjson parsed, so it is valid UTF-8."""
+    if isinstance(raw, bytes):
+        return raw.decode("utf-8", "replace")
     try:
         json.dumps(raw, ensure_ascii=False)
         return raw

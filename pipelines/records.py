@@ -7,11 +7,13 @@ No Dagster here."""
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import re
 import unicodedata
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -54,13 +56,32 @@ def prompt_key(record: dict[str, Any]) -> str:
     return "\n".join(prompt_parts(record))
 
 
-def answer_key(record: dict[str, Any]) -> str:
-    """Canonical answer: JSON answers compare parsed (key order/spacing ignored)."""
-    answer = turn(record, "assistant")
+def canonical_answer(answer: str) -> str:
+    """JSON answers compare parsed (key order and spacing ignored), others normalised."""
     try:
         return json.dumps(json.loads(answer), sort_keys=True, ensure_ascii=False)
     except ValueError:
         return normalize(answer)
+
+
+def same_answer(a: str, b: str) -> bool:
+    """Equal as canonical answers; identical strings (most duplicates) skip the parsing."""
+    return a == b or canonical_answer(a) == canonical_answer(b)
+
+
+@contextmanager
+def paused_gc() -> Iterator[None]:
+    """Pause the cyclic garbage collector while a stage builds millions of small acyclic
+    dicts and tuples: every few thousand allocations it re-scans the whole growing heap
+    (measured on 1M rows: reading went from 16 s to 11 s). Reference counting still frees
+    everything as usual; the previous state is restored. Also a decorator: ``@paused_gc()``."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
 
 
 def read_jsonl(path: Path) -> Iterator[dict[str, Any]]:

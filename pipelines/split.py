@@ -19,8 +19,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pipelines.dedup import MinHasher, similar_pairs
-from pipelines.records import prompt_key, prompt_parts
+from pipelines.dedup import PromptIndex
+from pipelines.minhash import MinHasher, similar_pairs
+from pipelines.records import paused_gc, prompt_key, prompt_parts
 
 NO_LABEL = "(none)"
 
@@ -68,6 +69,7 @@ def _cross_pairs(pairs: Any, is_eval: list[bool]) -> list[tuple[int, int]]:
     return [(a, b) for a, b in pairs.tolist() if is_eval[a] != is_eval[b]]
 
 
+@paused_gc()
 def split(
     records: list[dict[str, Any]],
     *,
@@ -76,8 +78,13 @@ def split(
     salt: str = "tunegate-split-v1",
     contamination_threshold: float = 0.70,
     hasher: MinHasher | None = None,
+    index: PromptIndex | None = None,
 ) -> SplitResult:
-    parts = [prompt_parts(r) for r in records]
+    """``index``: the records' prompts and signatures when dedup already computed them
+    (``DedupResult.kept_index``); its hasher then replaces ``hasher``."""
+    if index is not None and len(index.parts) != len(records):
+        raise ValueError(f"index has {len(index.parts)} rows for {len(records)} records")
+    parts = index.parts if index is not None else [prompt_parts(r) for r in records]
     scores = [_score("\n".join(p), salt) for p in parts]
     is_eval = [s < eval_fraction for s in scores]
 
@@ -92,7 +99,8 @@ def split(
     topups += _take_lowest(list(range(len(records))), scores, wanted - sum(is_eval), is_eval)
 
     pairs, _ = similar_pairs([u for _, u in parts], [s for s, _ in parts], contamination_threshold,
-                             hasher or MinHasher())
+                             index.hasher if index is not None else hasher or MinHasher(),
+                             index.signatures if index is not None else None)
     moved = 0
     while cross := _cross_pairs(pairs, is_eval):  # a moved row can expose its eval neighbours
         for pair in cross:

@@ -3,7 +3,7 @@
 import random
 
 from pipelines import split
-from pipelines.dedup import MinHasher
+from pipelines.minhash import MinHasher
 
 LABELS = ["billing", "technical", "account", "shipping", "refund"]
 WORDS = [f"w{i}" for i in range(2000)]
