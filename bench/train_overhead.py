@@ -35,12 +35,12 @@ WARMUP_STEPS = 2
 BATCH = 4 * 2  # micro-batch x grad-accum: examples per optimizer step
 
 
-def _default_data() -> Path:
+def default_data() -> Path:
     demo = config.Layout(config.default_home()).train_file
     return demo if demo.is_file() else config.REPO_ROOT / "tests" / "fixtures" / "chat_train.jsonl"
 
 
-def _model_dir(name: str) -> Path:
+def converted_model_dir(name: str) -> Path:
     specs = {s.name: s for s in config.load_base_models(config.default_base_models_file())}
     spec = specs[name]
     return base_models.materialize(spec, config.Layout(config.default_home()).model_cache_dir(spec.slug))
@@ -69,7 +69,7 @@ def run_ours(model_dir: Path, train: Path, eval_: Path, steps: int, work: Path) 
     """Our launch, as the asset does it (minus Dagster): generated YAML, clean env, patch,
     ``axolotl train --launcher python``. Evals and checkpoints off: throughput only."""
     spec = config.BaseModelSpec(name="bench", source=str(model_dir))
-    overrides = {"max_steps": steps, "eval_steps": None, "eval_strategy": "no", "saves_per_epoch": None,
+    overrides = {"max_steps": steps, "eval_strategy": "no", "saves_per_epoch": None,
                  "save_strategy": "no", "num_epochs": 1}
     plan = ax.plan_run(
         config.Layout(work), spec, config.TrainingSettings(overrides=overrides), base_model_dir=model_dir,
@@ -146,8 +146,8 @@ def main() -> None:
     args = parser.parse_args()
     os.environ.update(ax.SUBPROCESS_ENV)
 
-    model_dir = args.model_dir or _model_dir(args.model)
-    train = (args.data or _default_data()).resolve()
+    model_dir = args.model_dir or converted_model_dir(args.model)
+    train = (args.data or default_data()).resolve()
     rows = list(read_jsonl(train))[: args.steps * BATCH]
     eval_ = config.REPO_ROOT / "tests" / "fixtures" / "chat_eval.jsonl"  # unused: evals are off
     with tempfile.TemporaryDirectory(prefix="tunegate-bench-") as tmp:

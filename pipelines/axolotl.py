@@ -624,7 +624,7 @@ def check_learned(metrics: TrainMetrics, min_drop: float) -> float:
         raise NotLearnedError(
             f"cannot tell whether the adapter learned: {len(metrics.evals)} eval(s) in the log "
             "(need one before and one after training). Check that `test_datasets` points at the "
-            "eval split and that `eval_steps` is small enough for this run's step count."
+            "eval split and that `eval_strategy` / `eval_steps` evaluate during the run."
         )
     drop = (first - last) / first if first > 0 else 0.0
     if drop >= min_drop:

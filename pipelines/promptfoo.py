@@ -38,6 +38,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from pipelines import stats
 from pipelines.config import REPO_ROOT, ConfigError, _explain, _read_yaml
 from pipelines.generation import ModelSpec
+from pipelines.records import read_jsonl as read_records
 
 PROVIDER_FILE = REPO_ROOT / "evals" / "provider.py"
 DEFAULT_NPM_DIR = REPO_ROOT / "evals"
@@ -112,21 +113,8 @@ def _sha256(text: str) -> str:
 
 # --------------------------------------------------------------------------- data
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    """Rows of a JSONL file; a bad line fails with the file and line number."""
-    rows = []
-    with open(path, encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except ValueError as exc:
-                raise ConfigError(f"{path}: line {number}: not valid JSON: {exc}") from exc
-            if not isinstance(row, dict):
-                raise ConfigError(f"{path}: line {number}: expected a JSON object")
-            row["_line"] = number
-            rows.append(row)
-    return rows
+    """Rows of a JSONL file, each tagged with its line number (``_line``) for error messages."""
+    return list(read_records(path, line_key="_line"))
 
 
 def _turn(record: dict, role: str) -> str | None:

@@ -18,6 +18,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from pipelines.config import ConfigError
+
 _WORD = re.compile(r"\w+")
 
 
@@ -84,11 +86,22 @@ def paused_gc() -> Iterator[None]:
             gc.enable()
 
 
-def read_jsonl(path: Path) -> Iterator[dict[str, Any]]:
+def read_jsonl(path: Path, *, line_key: str | None = None) -> Iterator[dict[str, Any]]:
+    """The objects of a JSONL file; a bad line fails naming the file and line number.
+    ``line_key``: also store each object's line number under that key (for later errors)."""
     with open(path, encoding="utf-8") as handle:
-        for line in handle:
-            if line.strip():
-                yield json.loads(line)
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except ValueError as exc:
+                raise ConfigError(f"{path}: line {number}: not valid JSON: {exc}") from exc
+            if not isinstance(row, dict):
+                raise ConfigError(f"{path}: line {number}: expected a JSON object")
+            if line_key:
+                row[line_key] = number
+            yield row
 
 
 def write_jsonl(path: Path, rows: Iterable[dict[str, Any]]) -> int:

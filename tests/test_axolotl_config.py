@@ -90,7 +90,8 @@ def test_shipped_templates_have_the_cpu_keys_and_qlora_defaults():
     assert cfg["datasets"][0]["roles_to_train"] == ["assistant"]
     assert cfg["sequence_len"] == 256 and cfg["micro_batch_size"] == 4
     assert cfg["gradient_accumulation_steps"] == 2 and cfg["num_epochs"] == 1
-    assert "eval_steps" in cfg
+    assert cfg["eval_strategy"] == "epoch" and "eval_steps" not in cfg
+    assert cfg["plugins"] == ["pipelines.axolotl_plugin.LabelLogitsPlugin"]
     gpu = ax.training_config(_spec(), TrainingSettings(), cuda=True)
     assert "bf16" not in gpu and "lora_qkv_kernel" not in gpu
 
@@ -177,7 +178,7 @@ def test_generated_config_passes_axolotl_schema(tmp_path, model_dir):
         ({"learning_rat": 1e-4}, r"`learning_rat`: not an Axolotl 0.19 config key \(did you mean `learning_rate`\?\)"),
         ({"bnb_4bit_compute_dtype": "bfloat16"}, r"`bnb_4bit_compute_dtype`: not an Axolotl 0.19 config key"),
         ({"micro_batch_size": "four"}, r"`micro_batch_size`: Input should be a valid integer"),
-        ({"eval_strategy": "epoch"}, r"eval_strategy and eval_steps mismatch"),
+        ({"eval_steps": 5}, r"eval_strategy and eval_steps mismatch"),
         ({"lora_dropout": "high"}, r"`lora_dropout`: Input should be a valid number"),
     ],
 )

@@ -177,7 +177,7 @@ def _baseline_double(target: float | None, pass_rate: float):
 
 
 TINY_OVERRIDES = {  # the random tiny model learns slowly: big steps, one epoch of 12
-    "learning_rate": 0.05, "gradient_accumulation_steps": 1, "eval_steps": 6, "warmup_ratio": 0.0,
+    "learning_rate": 0.05, "gradient_accumulation_steps": 1, "warmup_ratio": 0.0,
 }
 
 
@@ -234,6 +234,7 @@ def test_end_to_end_qlora_run_through_pipes_then_cache_hit(stage):
     assert set(meta["versions"].value) >= {"axolotl", "transformers", "peft", "bitsandbytes", "torch"}
     log = (Path(adapter["run_dir"]) / ax.LOG_FILE).read_text()
     assert "trainable params" in log and ax.AVX512_WARNING not in log
+    assert "LlamaForCausalLM computes logits only at labelled positions" in log  # the plugin ran
 
     # a standard PEFT adapter, loadable on the 4-bit base it was trained on
     import torch
