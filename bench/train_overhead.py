@@ -1,7 +1,8 @@
 """What does launching training through our Axolotl path cost, against a direct PEFT + TRL
 loop in-process? Same model, data, batch shape and hyperparameters (QLoRA NF4, r=16 on
 q/k/v/o, seq 256, micro-batch 4 x grad-accum 2, lr 5e-4 cosine, fp32 on CPU, batches
-padded to the same multiple as Axolotl's collator).
+padded to the same multiple as Axolotl's collator). Ours is the launch as shipped, including
+what it adds (the label-logits plugin, length-grouped batches); the direct loop is plain TRL.
 
 Prints, for both: steady-state throughput (skipping warm-up steps) in examples/s and in
 real (non-padding) tokens/s, the ratio ours/direct (goal >= 0.9), and the fixed cost:

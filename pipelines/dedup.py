@@ -74,7 +74,7 @@ def deduplicate(
 
     parts = list(first)
     users = [u for _, u in parts]
-    sigs = hasher.signatures(users) if users else np.empty((0, hasher.num_perm), np.uint32)
+    sigs = hasher.signatures(users)
     pairs, sims = similar_pairs(users, [s for s, _ in parts], threshold, hasher, sigs)
     dropped = np.zeros(len(survivors), bool)
     order = np.lexsort((pairs[:, 0], pairs[:, 1]))  # by later row, then earlier: keep-first

@@ -16,6 +16,7 @@ import numba
 import numpy as np
 import pandas as pd
 
+
 @lru_cache(maxsize=64)
 def lsh_params(threshold: float, num_perm: int, fn_weight: float = 0.7) -> tuple[int, int]:
     """Bands x rows minimising weighted false-positive + false-negative area around the
@@ -60,7 +61,8 @@ def _fold(sig: np.ndarray, shingle: np.uint64, mul: np.ndarray, add: np.ndarray)
 
 
 @numba.njit(cache=True, parallel=True)
-def _signature_kernel(data, starts, ends, word_byte, mix, mul, add, out):  # pragma: no cover (compiled)
+def _signature_kernel(data, starts, ends, word_byte, mix, mul, add, out):
+    """out[r] = signature of the UTF-8 bytes data[starts[r]:ends[r]], rows in parallel."""
     k = mix.size
     for r in numba.prange(starts.size):
         sig = out[r]
@@ -131,7 +133,7 @@ class MinHasher:
 
 
 @numba.njit(cache=True, parallel=True)
-def _band_keys(sigs, bands, rows, mix, salt):  # pragma: no cover (compiled)
+def _band_keys(sigs, bands, rows, mix, salt):
     """(bands, n) hash of each row's band of signature values: one sequential pass over the
     signatures (column slices of a 400 MB array cost a cache miss per row per band)."""
     keys = np.empty((bands, sigs.shape[0]), np.uint64)
@@ -142,6 +144,13 @@ def _band_keys(sigs, bands, rows, mix, salt):  # pragma: no cover (compiled)
                 key += np.uint64(sigs[r, b * rows + j]) * mix[j]
             keys[b, r] = key
     return keys
+
+
+def compile_kernels() -> None:
+    """Compile the numba kernels now rather than on first use: about 6 s once per install
+    (cached under ``__pycache__``), under a second to load from that cache afterwards."""
+    sigs = MinHasher(num_perm=2).signatures(["warm up", "the kernels"])
+    candidate_pairs(sigs, np.zeros(2, np.int64), 1, 2)
 
 
 def candidate_pairs(sigs: np.ndarray, groups: np.ndarray, bands: int, rows: int) -> np.ndarray:

@@ -2,7 +2,9 @@
 
 import random
 
-from pipelines import split
+import pytest
+
+from pipelines import dedup, split
 from pipelines.minhash import MinHasher
 
 LABELS = ["billing", "technical", "account", "shipping", "refund"]
@@ -76,6 +78,20 @@ def test_contaminated_eval_rows_move_to_train():
     result = split.split(rows + [a, b], eval_fraction=0.1, min_eval=1, hasher=MinHasher())
     assert result.contamination_moved == 1 and result.contamination_pairs == 0
     assert {a["id"], b["id"]} <= {r["id"] for r in result.train}
+
+
+def test_reusing_dedup_signatures_gives_the_same_split():
+    """The in-process shortcut (dedup's prompts and signatures) changes nothing but time."""
+    rng = random.Random(3)
+    rows = corpus(300, seed=9)
+    rows += [rec(f"n{i}", rows[i]["messages"][1]["content"] + f" {rng.choice(WORDS)}", "billing") for i in range(40)]
+    deduped = dedup.deduplicate(rows, threshold=0.95)  # keeps the edits: some contaminate
+    reused = split.split(deduped.kept, eval_fraction=0.2, min_eval=10, index=deduped.kept_index)
+    fresh = split.split(deduped.kept, eval_fraction=0.2, min_eval=10)
+    assert sides(reused) == sides(fresh) and reused.contamination_moved == fresh.contamination_moved > 0
+    n = len(deduped.kept)
+    with pytest.raises(ValueError, match=f"index has {n} rows for {n - 1} records"):
+        split.split(deduped.kept[1:], index=deduped.kept_index)
 
 
 def test_fingerprint_tracks_contents(tmp_path):
