@@ -1,6 +1,6 @@
 """What does launching training through our Axolotl path cost, against a direct PEFT + TRL
 loop in-process? Same model, data, batch shape and hyperparameters (QLoRA NF4, r=16 on
-q/k/v/o, seq 256, micro-batch 4 x grad-accum 2, lr 5e-4 cosine, fp32 on CPU, batches
+q/k/v/o, seq 256, micro-batch 8 x grad-accum 1, lr 5e-4 cosine, fp32 on CPU, batches
 padded to the same multiple as Axolotl's collator). Ours is the launch as shipped, including
 what it adds (the label-logits plugin, length-grouped batches); the direct loop is plain TRL.
 
@@ -33,7 +33,7 @@ from pipelines import base_models, config  # noqa: E402
 from pipelines.records import read_jsonl  # noqa: E402
 
 WARMUP_STEPS = 2
-BATCH = 4 * 2  # micro-batch x grad-accum: examples per optimizer step
+BATCH = 8 * 1  # micro-batch x grad-accum: examples per optimizer step
 
 
 def default_data() -> Path:

@@ -88,8 +88,8 @@ def test_shipped_templates_have_the_cpu_keys_and_qlora_defaults():
         assert cfg[key] is False, key
     assert cfg["val_set_size"] == 0 and cfg["test_datasets"], "eval must come from OUR held-out split"
     assert cfg["datasets"][0]["roles_to_train"] == ["assistant"]
-    assert cfg["sequence_len"] == 256 and cfg["micro_batch_size"] == 4
-    assert cfg["gradient_accumulation_steps"] == 2 and cfg["num_epochs"] == 1
+    assert cfg["sequence_len"] == 256 and cfg["micro_batch_size"] == 8
+    assert cfg["gradient_accumulation_steps"] == 1 and cfg["num_epochs"] == 1
     assert cfg["eval_strategy"] == "epoch" and "eval_steps" not in cfg
     assert cfg["plugins"] == ["pipelines.axolotl_plugin.LabelLogitsPlugin"]
     gpu = ax.training_config(_spec(), TrainingSettings(), cuda=True)

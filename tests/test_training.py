@@ -177,7 +177,7 @@ def _baseline_double(target: float | None, pass_rate: float):
 
 
 TINY_OVERRIDES = {  # the random tiny model learns slowly: big steps, one epoch of 12
-    "learning_rate": 0.05, "gradient_accumulation_steps": 1, "warmup_ratio": 0.0,
+    "learning_rate": 0.05, "micro_batch_size": 4, "warmup_ratio": 0.0,
 }
 
 
