@@ -1,8 +1,8 @@
 """What does computing logits only at labelled positions save? (pipelines/axolotl_plugin.py)
 
 The same QLoRA model (SmolLM2-135M, NF4, LoRA r=16 on q/k/v/o, fp32 compute on CPU) and the
-same batches (micro-batch 4, demo chats in random order, labels on the assistant turn only),
-one forward + backward each, alternately with the model's own forward (logits at every
+same batches (the shipped micro-batch size, demo chats in random order, labels on the
+assistant turn only), one forward + backward each, alternately with the model's own forward (logits at every
 position: the reference) and with the plugin's forward. Prints seconds per micro-batch for
 both, the ratio, and the largest loss difference (must be ~0: same loss, fewer FLOPs).
 
@@ -20,11 +20,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.train_overhead import converted_model_dir, default_data  # noqa: E402
+from bench.train_overhead import converted_model_dir, default_data, shipped_batch  # noqa: E402
 from pipelines import axolotl_plugin  # noqa: E402
 from pipelines.records import read_jsonl  # noqa: E402
 
-MICRO_BATCH = 4
+MICRO_BATCH, _ = shipped_batch()
 
 
 def batches(model_dir: Path, train: Path, count: int) -> list[dict]:

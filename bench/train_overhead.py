@@ -1,6 +1,6 @@
 """What does launching training through our Axolotl path cost, against a direct PEFT + TRL
 loop in-process? Same model, data, batch shape and hyperparameters (QLoRA NF4, r=16 on
-q/k/v/o, seq 256, micro-batch 8 x grad-accum 1, lr 5e-4 cosine, fp32 on CPU, batches
+q/k/v/o, seq 256, the shipped micro-batch x grad-accum, lr 5e-4 cosine, fp32 on CPU, batches
 padded to the same multiple as Axolotl's collator). Ours is the launch as shipped, including
 what it adds (the label-logits plugin, length-grouped batches); the direct loop is plain TRL.
 
@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
+import math
 import os
 import statistics
 import subprocess
@@ -33,7 +34,15 @@ from pipelines import base_models, config  # noqa: E402
 from pipelines.records import read_jsonl  # noqa: E402
 
 WARMUP_STEPS = 2
-BATCH = 8 * 1  # micro-batch x grad-accum: examples per optimizer step
+
+
+def shipped_batch() -> tuple[int, int]:
+    """(micro_batch_size, gradient_accumulation_steps) of the shipped CPU training config."""
+    cfg = ax.training_config(config.BaseModelSpec(name="bench", source="."), config.TrainingSettings(), cuda=False)
+    return cfg["micro_batch_size"], cfg.get("gradient_accumulation_steps") or 1
+
+
+BATCH = math.prod(shipped_batch())  # examples per optimizer step
 
 
 def default_data() -> Path:

@@ -71,7 +71,7 @@ def _jsonl_rows(spec: SourceSpec) -> Iterator[tuple[int, Any, Any]]:
                 yield number, orjson.loads(raw), raw
                 continue
             except orjson.JSONDecodeError:
-                pass  # classified below, exactly as json does (NaN, huge ints, lone surrogates pass)
+                pass  # json decides below: it accepts NaN and lone surrogates, names the reason otherwise
             try:
                 text = raw.decode("utf-8")
             except UnicodeDecodeError as exc:

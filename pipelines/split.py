@@ -82,9 +82,12 @@ def split(
 ) -> SplitResult:
     """``index``: the records' prompts and signatures when dedup already computed them
     (``DedupResult.kept_index``); its hasher then replaces ``hasher``."""
-    if index is not None and len(index.parts) != len(records):
+    if index is None:
+        parts, sigs, hasher = [prompt_parts(r) for r in records], None, hasher or MinHasher()
+    elif len(index.parts) != len(records):
         raise ValueError(f"index has {len(index.parts)} rows for {len(records)} records")
-    parts = index.parts if index is not None else [prompt_parts(r) for r in records]
+    else:
+        parts, sigs, hasher = index.parts, index.signatures, index.hasher
     scores = [_score("\n".join(p), salt) for p in parts]
     is_eval = [s < eval_fraction for s in scores]
 
@@ -98,9 +101,7 @@ def split(
     wanted = min(min_eval, len(records) // 2)
     topups += _take_lowest(list(range(len(records))), scores, wanted - sum(is_eval), is_eval)
 
-    pairs, _ = similar_pairs([u for _, u in parts], [s for s, _ in parts], contamination_threshold,
-                             index.hasher if index is not None else hasher or MinHasher(),
-                             index.signatures if index is not None else None)
+    pairs, _ = similar_pairs([u for _, u in parts], [s for s, _ in parts], contamination_threshold, hasher, sigs)
     moved = 0
     while cross := _cross_pairs(pairs, is_eval):  # a moved row can expose its eval neighbours
         for pair in cross:
