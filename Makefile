@@ -57,7 +57,7 @@ ui: setup $(DAGSTER_HOME)/dagster.yaml
 bench: setup
 	$(PY) bench/dedup_split.py
 	$(PY) bench/train_overhead.py
-	$(PY) bench/label_logits.py
+	$(PY) bench/trim_compute.py
 	$(PY) bench/eval_overhead.py
 
 demo-data: python-deps

@@ -1,8 +1,9 @@
 """What does launching training through our Axolotl path cost, against a direct PEFT + TRL
-loop in-process? Same model, data, batch shape and hyperparameters (QLoRA NF4, r=16 on
-q/k/v/o, seq 256, the shipped micro-batch x grad-accum, lr 5e-4 cosine, fp32 on CPU, batches
-padded to the same multiple as Axolotl's collator). Ours is the launch as shipped, including
-what it adds (the label-logits plugin, length-grouped batches); the direct loop is plain TRL.
+loop in-process? Same model, data, batch shape and hyperparameters: the registry entry's
+shipped CPU config (QLoRA NF4, its LoRA targets and layers, seq 256, micro-batch x grad-accum,
+lr 5e-4 cosine, fp32, batches padded to the same multiple as Axolotl's collator). Ours is the
+launch as shipped, including what it adds (pipelines/axolotl_plugin.py, length-grouped
+batches); the direct loop is plain TRL.
 
 Prints, for both: steady-state throughput (skipping warm-up steps) in examples/s and in
 real (non-padding) tokens/s, the ratio ours/direct (goal >= 0.9), and the fixed cost:
@@ -34,11 +35,22 @@ from pipelines import base_models, config  # noqa: E402
 from pipelines.records import read_jsonl  # noqa: E402
 
 WARMUP_STEPS = 2
+DEFAULT_MODEL = "smollm2-135m-instruct"
+
+
+def registry_spec(name: str = DEFAULT_MODEL) -> config.BaseModelSpec:
+    specs = {s.name: s for s in config.load_base_models(config.default_base_models_file())}
+    return specs[name]
+
+
+def shipped_config(name: str = DEFAULT_MODEL) -> dict:
+    """The merged CPU training config of a registry entry (without the run's paths)."""
+    return ax.training_config(registry_spec(name), config.TrainingSettings(), cuda=False)
 
 
 def shipped_batch() -> tuple[int, int]:
     """(micro_batch_size, gradient_accumulation_steps) of the shipped CPU training config."""
-    cfg = ax.training_config(config.BaseModelSpec(name="bench", source="."), config.TrainingSettings(), cuda=False)
+    cfg = shipped_config()
     return cfg["micro_batch_size"], cfg.get("gradient_accumulation_steps") or 1
 
 
@@ -51,8 +63,7 @@ def default_data() -> Path:
 
 
 def converted_model_dir(name: str) -> Path:
-    specs = {s.name: s for s in config.load_base_models(config.default_base_models_file())}
-    spec = specs[name]
+    spec = registry_spec(name)
     return base_models.materialize(spec, config.Layout(config.default_home()).model_cache_dir(spec.slug))
 
 
@@ -75,10 +86,10 @@ def _mean_tokens(model_dir: Path, rows: list[dict]) -> float:
     return statistics.fmean(lengths)
 
 
-def run_ours(model_dir: Path, train: Path, eval_: Path, steps: int, work: Path) -> dict:
+def run_ours(name: str, model_dir: Path, train: Path, eval_: Path, steps: int, work: Path) -> dict:
     """Our launch, as the asset does it (minus Dagster): generated YAML, clean env, patch,
     ``axolotl train --launcher python``. Evals and checkpoints off: throughput only."""
-    spec = config.BaseModelSpec(name="bench", source=str(model_dir))
+    spec = registry_spec(name).model_copy(update={"source": str(model_dir)})
     overrides = {"max_steps": steps, "eval_strategy": "no", "saves_per_epoch": None,
                  "save_strategy": "no", "num_epochs": 1}
     plan = ax.plan_run(
@@ -129,7 +140,8 @@ def run_direct(model_dir: Path, train_rows: list[dict], steps: int, work: Path, 
         bf16=False, fp16=False, use_cpu=True, report_to="none", save_strategy="no", eval_strategy="no", dataloader_pin_memory=False, seed=42, dataset_num_proc=1,
     )
     lora = LoraConfig(r=cfg["lora_r"], lora_alpha=cfg["lora_alpha"], lora_dropout=cfg["lora_dropout"],
-                      target_modules=cfg["lora_target_modules"], task_type="CAUSAL_LM")
+                      target_modules=cfg["lora_target_modules"],
+                      layers_to_transform=cfg.get("peft_layers_to_transform"), task_type="CAUSAL_LM")
     points: list[tuple[int, float]] = []
 
     class Clock(TrainerCallback):
@@ -149,8 +161,8 @@ def run_direct(model_dir: Path, train_rows: list[dict], steps: int, work: Path, 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default="smollm2-135m-instruct", help="a base_models.yaml name")
-    parser.add_argument("--model-dir", type=Path, help="a local HF folder instead of --model")
+    parser.add_argument("--model", default=DEFAULT_MODEL, help="a base_models.yaml name")
+    parser.add_argument("--model-dir", type=Path, help="a local HF folder instead of --model's weights")
     parser.add_argument("--data", type=Path, default=None, help="train JSONL (default: demo split or fixture)")
     parser.add_argument("--steps", type=int, default=12)
     args = parser.parse_args()
@@ -165,7 +177,7 @@ def main() -> None:
         subset = work / "train.jsonl"
         subset.write_text("".join(json.dumps(r) + "\n" for r in rows))
         tokens = _mean_tokens(model_dir, rows)
-        ours = run_ours(model_dir, subset, eval_, args.steps, work / "ours")
+        ours = run_ours(args.model, model_dir, subset, eval_, args.steps, work / "ours")
         direct = run_direct(model_dir, rows, args.steps, work, ours["config"])
 
     print(f"model {model_dir.name}, {len(rows)} examples from {train.name}, {args.steps} steps of {BATCH} "

@@ -1,16 +1,22 @@
-"""An Axolotl plugin: run the LM head only at the positions that carry a label.
+"""tunegate's Axolotl plugin: two savings of training compute that leave the loss and every
+gradient unchanged.
 
-Why: with ``roles_to_train: [assistant]`` only the answer's tokens have a label (about 15 of
-the ~107 tokens of a demo chat), yet a causal LM computes 49,152-way logits and their
-log-softmax at every position: a fifth of each training step's FLOPs on SmolLM2-135M, and
-as much again in every eval pass. Hugging Face causal LMs take ``logits_to_keep`` (the
-sequence positions to compute logits for) and their loss takes ``shift_labels``; passing the
-positions that have a label in any row of the batch gives the same loss and gradients with
-the LM head run on those positions only. Models whose ``forward`` has no ``logits_to_keep``
-are left as they are.
+1. Run the LM head only at the positions that carry a label. With ``roles_to_train:
+   [assistant]`` only the answer's tokens have a label (about 15 of the ~107 tokens of a demo
+   chat), yet a causal LM computes 49,152-way logits and their log-softmax at every position:
+   a fifth of each training step's FLOPs on SmolLM2-135M, and as much again in every eval
+   pass. Hugging Face causal LMs take ``logits_to_keep`` (the sequence positions to compute
+   logits for) and their loss takes ``shift_labels``; passing the positions that have a label
+   in any row of the batch gives the same loss and gradients with the LM head run on those
+   positions only. Models whose ``forward`` has no ``logits_to_keep`` are left as they are.
+2. Stop the backward pass at the lowest layer that holds a trainable weight. Axolotl makes
+   the input embeddings' output require grad for every adapter (``enable_input_require_grads``),
+   which only reentrant gradient checkpointing needs; without checkpointing it makes autograd
+   backpropagate through every frozen layer below the adapted ones. When LoRA adapts only the
+   top layers (``peft_layers_to_transform``), the backward pass through the rest is wasted.
 
 Axolotl loads it from the generated config's ``plugins:`` inside the training subprocess
-(no Dagster here). Its effect is measured by ``bench/label_logits.py``."""
+(no Dagster here). Its effect is measured by ``bench/trim_compute.py``."""
 
 from __future__ import annotations
 
@@ -44,7 +50,7 @@ def label_positions_forward(forward: Callable[..., Any]) -> Callable[..., Any]:
     return wrapped
 
 
-def enable(model: torch.nn.Module) -> bool:
+def keep_logits_at_labels(model: torch.nn.Module) -> bool:
     """Patch this model instance (not its class); False when the model cannot take it."""
     params = inspect.signature(model.forward).parameters
     if "logits_to_keep" not in params or not any(p.kind is p.VAR_KEYWORD for p in params.values()):
@@ -53,12 +59,27 @@ def enable(model: torch.nn.Module) -> bool:
     return True
 
 
-class LabelLogitsPlugin(BasePlugin):
-    """``plugins: [pipelines.axolotl_plugin.LabelLogitsPlugin]`` in an Axolotl config."""
+def stop_backward_at_adapter(model: torch.nn.Module) -> bool:
+    """Undo Axolotl's ``enable_input_require_grads`` (True when there was a hook to remove)."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    if not getattr(base, "_require_grads_hooks", None):
+        return False
+    base.disable_input_require_grads()
+    return True
+
+
+class TrimComputePlugin(BasePlugin):
+    """``plugins: [pipelines.axolotl_plugin.TrimComputePlugin]`` in an Axolotl config."""
 
     def post_model_build(self, cfg: Any, model: torch.nn.Module) -> None:
         name = type(model).__name__
-        if enable(model):
+        if keep_logits_at_labels(model):
             LOG.info(f"tunegate: {name} computes logits only at labelled positions")
         else:
             LOG.warning(f"tunegate: {name}.forward has no logits_to_keep; logits at every position")
+
+    def post_model_load(self, cfg: Any, model: torch.nn.Module) -> None:
+        if cfg.gradient_checkpointing:
+            return  # reentrant checkpointing needs inputs that require grad: keep Axolotl's hook
+        if stop_backward_at_adapter(model):
+            LOG.info("tunegate: the backward pass stops at the lowest adapted layer")

@@ -91,7 +91,7 @@ def test_shipped_templates_have_the_cpu_keys_and_qlora_defaults():
     assert cfg["sequence_len"] == 256 and cfg["micro_batch_size"] == 8
     assert cfg["gradient_accumulation_steps"] == 1 and cfg["num_epochs"] == 1
     assert cfg["eval_strategy"] == "epoch" and "eval_steps" not in cfg
-    assert cfg["plugins"] == ["pipelines.axolotl_plugin.LabelLogitsPlugin"]
+    assert cfg["plugins"] == ["pipelines.axolotl_plugin.TrimComputePlugin"]
     gpu = ax.training_config(_spec(), TrainingSettings(), cuda=True)
     assert "bf16" not in gpu and "lora_qkv_kernel" not in gpu
 

@@ -1,4 +1,5 @@
-"""The label-positions plugin changes where logits are computed, never the loss or gradients."""
+"""The plugin changes where logits are computed and where the backward pass stops, never the
+loss or the gradients of the trainable weights."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import copy
 
 import pytest
 import torch
+from peft import LoraConfig, get_peft_model
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from pipelines import axolotl_plugin
@@ -13,7 +15,7 @@ from pipelines import axolotl_plugin
 
 def _model() -> LlamaForCausalLM:
     torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=300, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+    config = LlamaConfig(vocab_size=300, hidden_size=32, intermediate_size=64, num_hidden_layers=3,
                          num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64)
     return LlamaForCausalLM(config)
 
@@ -36,7 +38,7 @@ def _batch() -> dict[str, torch.Tensor]:
 def test_same_loss_and_gradients_with_fewer_logits(num_items):
     plain = _model()
     patched = copy.deepcopy(plain)
-    assert axolotl_plugin.enable(patched)
+    assert axolotl_plugin.keep_logits_at_labels(patched)
     seen = []
     patched.lm_head.register_forward_hook(lambda _m, args, _out: seen.append(args[0].shape[1]))
     kwargs = {} if num_items is None else {"num_items_in_batch": num_items}
@@ -54,7 +56,7 @@ def test_same_loss_and_gradients_with_fewer_logits(num_items):
 
 def test_generation_and_explicit_positions_are_untouched():
     model = _model()
-    axolotl_plugin.enable(model)
+    axolotl_plugin.keep_logits_at_labels(model)
     batch = _batch()
     assert model(input_ids=batch["input_ids"]).logits.shape == (4, 20, 300)  # no labels: every position
     assert model(input_ids=batch["input_ids"], logits_to_keep=1).logits.shape == (4, 1, 300)
@@ -66,5 +68,43 @@ def test_models_without_logits_to_keep_are_left_alone():
             return input_ids
 
     model = Old()
-    assert not axolotl_plugin.enable(model)
+    assert not axolotl_plugin.keep_logits_at_labels(model)
     assert "forward" not in vars(model)
+
+
+def _top_layer_lora(model: LlamaForCausalLM):
+    """LoRA on the top layer only, after Axolotl's unconditional ``enable_input_require_grads``."""
+    model.enable_input_require_grads()
+    torch.manual_seed(2)  # init_lora_weights=False: a non-zero B, so A gets a gradient too
+    return get_peft_model(model, LoraConfig(r=4, target_modules=["q_proj", "v_proj"], layers_to_transform=[2],
+                                            init_lora_weights=False, lora_dropout=0.0, task_type="CAUSAL_LM"))
+
+
+def test_backward_stops_at_the_lowest_adapted_layer_with_the_same_lora_gradients():
+    reference = _top_layer_lora(_model())
+    trimmed = _top_layer_lora(_model())
+    assert axolotl_plugin.stop_backward_at_adapter(trimmed)
+    assert not axolotl_plugin.stop_backward_at_adapter(trimmed)  # nothing left to remove
+    reached = {"reference": 0, "trimmed": 0}
+    for name, model in (("reference", reference), ("trimmed", trimmed)):
+        for layer in model.get_base_model().model.layers[:2]:  # frozen layers below the adapter
+            layer.register_full_backward_hook(lambda *_, name=name: reached.__setitem__(name, reached[name] + 1))
+
+    reference(**_batch()).loss.backward()
+    trimmed(**_batch()).loss.backward()
+
+    assert reached == {"reference": 2, "trimmed": 0}
+    lora = [(n, p) for n, p in trimmed.named_parameters() if p.requires_grad]
+    assert len(lora) == 4  # q_proj and v_proj of layer 2, A and B each
+    for (name, got), (_, expected) in zip(lora, ((n, p) for n, p in reference.named_parameters() if p.requires_grad)):
+        assert got.grad is not None and got.grad.abs().sum() > 0, name
+        torch.testing.assert_close(got.grad, expected.grad, msg=name)
+
+
+@pytest.mark.parametrize("checkpointing", [False, True])
+def test_the_plugin_keeps_the_hook_only_for_gradient_checkpointing(checkpointing):
+    from axolotl.utils.dict import DictDefault
+
+    model = _top_layer_lora(_model())
+    axolotl_plugin.TrimComputePlugin().post_model_load(DictDefault({"gradient_checkpointing": checkpointing}), model)
+    assert bool(model.get_base_model()._require_grads_hooks) is checkpointing

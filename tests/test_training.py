@@ -235,6 +235,7 @@ def test_end_to_end_qlora_run_through_pipes_then_cache_hit(stage):
     log = (Path(adapter["run_dir"]) / ax.LOG_FILE).read_text()
     assert "trainable params" in log and ax.AVX512_WARNING not in log
     assert "LlamaForCausalLM computes logits only at labelled positions" in log  # the plugin ran
+    assert "the backward pass stops at the lowest adapted layer" in log
 
     # a standard PEFT adapter, loadable on the 4-bit base it was trained on
     import torch
