@@ -57,6 +57,17 @@ def shipped_batch() -> tuple[int, int]:
 BATCH = math.prod(shipped_batch())  # examples per optimizer step
 
 
+def shipped_quantization(cfg: dict):
+    """The BitsAndBytesConfig our launch loads the base with for ``cfg`` (Axolotl's QLoRA
+    defaults, compute dtype from the config: ``pipelines.axolotl.quantization_config``)."""
+    import torch
+    from transformers import BitsAndBytesConfig
+
+    kwargs = ax.quantization_config(cfg)
+    return BitsAndBytesConfig(**{k: getattr(torch, v) if k.endswith(("_dtype", "_storage")) else v
+                                 for k, v in kwargs.items()})
+
+
 def default_data() -> Path:
     demo = config.Layout(config.default_home()).train_file
     return demo if demo.is_file() else config.REPO_ROOT / "tests" / "fixtures" / "chat_train.jsonl"
@@ -117,7 +128,7 @@ def run_direct(model_dir: Path, train_rows: list[dict], steps: int, work: Path, 
     import torch
     from datasets import Dataset
     from peft import LoraConfig
-    from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig, TrainerCallback
+    from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
     from trl import SFTConfig, SFTTrainer
 
     patch = importlib.util.spec_from_file_location("tunegate_cpu_qlora_patch", ax.PATCH_DIR / "sitecustomize.py")
@@ -125,10 +136,8 @@ def run_direct(model_dir: Path, train_rows: list[dict], steps: int, work: Path, 
     patch.loader.exec_module(module)  # same AVX512-BF16 workaround as our launch
 
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    quant = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-                               bnb_4bit_compute_dtype=torch.float32, bnb_4bit_quant_storage=torch.bfloat16)
-    model = AutoModelForCausalLM.from_pretrained(model_dir, quantization_config=quant, dtype=torch.float32,
-                                                 device_map="cpu")
+    model = AutoModelForCausalLM.from_pretrained(model_dir, quantization_config=shipped_quantization(cfg),
+                                                 dtype=torch.float32, device_map="cpu")
     # prompt/completion: loss on the assistant turn (+ its <|im_end|>) only, like roles_to_train
     data = Dataset.from_list([{"prompt": r["messages"][:-1], "completion": r["messages"][-1:]} for r in train_rows])
     args = SFTConfig(

@@ -26,7 +26,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.train_overhead import DEFAULT_MODEL, converted_model_dir, default_data, shipped_config  # noqa: E402
+from bench.train_overhead import (  # noqa: E402
+    DEFAULT_MODEL, converted_model_dir, default_data, shipped_config, shipped_quantization)
 from pipelines import axolotl_plugin  # noqa: E402
 from pipelines.records import read_jsonl  # noqa: E402
 
@@ -66,16 +67,14 @@ def main() -> None:
 
     import torch
     from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+    from transformers import AutoModelForCausalLM
 
     cfg = shipped_config(args.model)
     micro_batch = cfg["micro_batch_size"]
     model_dir = converted_model_dir(args.model)
     data = batches(model_dir, args.data or default_data(), args.batches + 1, micro_batch)
-    quant = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-                               bnb_4bit_compute_dtype=torch.float32)
-    base = AutoModelForCausalLM.from_pretrained(model_dir, quantization_config=quant, dtype=torch.float32,
-                                                device_map="cpu")
+    base = AutoModelForCausalLM.from_pretrained(model_dir, quantization_config=shipped_quantization(cfg),
+                                                dtype=torch.float32, device_map="cpu")
     plain_forward = base.forward
     axolotl_plugin.keep_logits_at_labels(base)
     label_forward = base.forward
