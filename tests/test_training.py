@@ -46,7 +46,13 @@ def avx512bf16_cpu(monkeypatch):
 
 
 def _input_grad_after_eval(modules):
-    """Gradient w.r.t. the input of one NF4 layer, before and after a no-grad eval pass."""
+    """Gradient w.r.t. the input of one NF4 layer, before and after a no-grad eval pass.
+
+    After the eval the gradient may be ``None``: on a CPU that really has AVX512-BF16,
+    bitsandbytes runs the repacked weights through its native bf16 kernel, which has no
+    autograd, so nothing reaches the input. On a CPU without it (where the fixture only
+    pretends), the repacked weights go through the pure-torch kernel, which still has
+    autograd but reads them in the wrong layout: a wrong gradient. Both are the bug."""
     import torch
 
     torch.manual_seed(0)
@@ -58,7 +64,10 @@ def _input_grad_after_eval(modules):
 
     def grad():
         xg = x.clone().requires_grad_(True)
-        (layer(xg) * upstream).sum().backward()
+        out = layer(xg)
+        if out.grad_fn is None:  # the native kernel may not even record a graph
+            return None
+        (out * upstream).sum().backward()
         return xg.grad
 
     before = grad()
@@ -74,7 +83,9 @@ def test_without_the_patch_an_eval_corrupts_4bit_gradients(avx512bf16_cpu):
     import torch
 
     before, after = _input_grad_after_eval(avx512bf16_cpu)
-    assert torch.nn.functional.cosine_similarity(before.flatten(), after.flatten(), dim=0) < 0.5
+    assert before is not None and before.abs().sum() > 0
+    lost = after is None
+    assert lost or torch.nn.functional.cosine_similarity(before.flatten(), after.flatten(), dim=0) < 0.5
 
 
 def test_with_the_patch_an_eval_leaves_4bit_gradients_intact(avx512bf16_cpu):
@@ -82,6 +93,7 @@ def test_with_the_patch_an_eval_leaves_4bit_gradients_intact(avx512bf16_cpu):
 
     _load_patch_module().patch_linear4bit(avx512bf16_cpu)
     before, after = _input_grad_after_eval(avx512bf16_cpu)
+    assert before is not None and after is not None
     assert torch.equal(before, after)
 
 
