@@ -168,6 +168,160 @@ def render(tokenizer, messages: list[dict[str, str]]) -> str:
     return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
 
 
+# Prefix caching. Every case of an eval run starts with the same long prompt (system prompt,
+# plus the few-shot pairs for the baseline) and adds a short ticket, so on CPU the prefill of
+# that shared prefix dominated: 50 few-shot cases x 430 tokens took ~85 s. The prefix is run
+# once and its KV cache reused by every batch; only each case's own tokens are prefilled.
+PREFIX_CACHE_MIN_TOKENS = 32  # below this the saving does not pay for the extra forward pass
+# Model types whose prefix-cached answers tests/test_generation.py checks against the plain
+# path; any other type takes the plain path (same answers, no speed-up) rather than risk a
+# family with its own masking or position rules answering differently.
+PREFIX_CACHE_MODEL_TYPES = frozenset({"llama", "gemma3_text"})
+_PREFIX_CACHE_ATTENTION = frozenset({"sdpa", "eager"})
+
+
+def shared_prefix_length(prompts: list[list[int]]) -> int:
+    """Leading tokens common to every prompt, leaving each prompt at least one token of its
+    own: generation needs one fed token per row to predict the first new one."""
+    if not prompts:
+        return 0
+    limit = min(len(ids) for ids in prompts) - 1
+    length = 0
+    for column in zip(*prompts):
+        if length >= limit or any(token != column[0] for token in column):
+            break
+        length += 1
+    return length
+
+
+def prefix_cache_refusal(model, longest_prompt: int, max_new_tokens: int) -> str | None:
+    """Why this model may not reuse a prefix cache here, or None when it may.
+
+    The cached path puts each row's padding between the shared prefix and the row's own tokens
+    (see ``_batch_inputs``). Positions stay right (they come from the mask), but a
+    sliding-window layer masks by cache slot, not by position, so padding there would shift
+    its window: such layers are only safe when the whole sequence fits in the window."""
+    config = model.config
+    if config.model_type not in PREFIX_CACHE_MODEL_TYPES:
+        return f"model type {config.model_type!r} is not verified for prefix caching"
+    attention = getattr(config, "_attn_implementation", None)
+    if attention not in _PREFIX_CACHE_ATTENTION:
+        return f"attention implementation {attention!r} is not verified for prefix caching"
+    peft_configs = getattr(model, "peft_config", None) or {}
+    if any(getattr(c, "is_prompt_learning", False) for c in peft_configs.values()):
+        return "prompt-learning adapters inject their own cache entries"
+    layer_types = set(getattr(config, "layer_types", None) or ["full_attention"])
+    if layer_types - {"full_attention"}:
+        window = getattr(config, "sliding_window", None)
+        if layer_types - {"full_attention", "sliding_attention"} or not window:
+            return f"layer types {sorted(layer_types)} are not verified for prefix caching"
+        if longest_prompt + max_new_tokens > window:
+            return (
+                f"prompt + answer ({longest_prompt} + {max_new_tokens} tokens) exceed the "
+                f"sliding window ({window})"
+            )
+    return None
+
+
+def _prefill_prefix(model, prefix: list[int]):
+    """The KV cache of the shared prefix, computed once at batch size 1."""
+    import torch
+    from transformers import DynamicCache
+
+    cache = DynamicCache(config=model.config)
+    model(input_ids=torch.tensor([prefix]), past_key_values=cache, use_cache=True)
+    if cache.get_seq_length() != len(prefix):  # generate would skip the wrong number of tokens
+        raise RuntimeError(f"prefix cache holds {cache.get_seq_length()} tokens, expected {len(prefix)}")
+    return cache
+
+
+def _batch_inputs(prompts: list[list[int]], prefix_length: int, pad_id: int) -> dict[str, Any]:
+    """Left-padded ``generate`` inputs for one batch: ``[prefix][pad...][own tokens]``.
+
+    With ``prefix_length`` 0 this is exactly the tokenizer's left padding (the plain path).
+    With a cached prefix the padding sits after the prefix, so position ids are passed
+    explicitly (mask cumsum): a row's own tokens keep the positions they have unpadded."""
+    import torch
+
+    width = max(len(ids) for ids in prompts)
+    input_ids, attention_mask = [], []
+    for ids in prompts:
+        pad = width - len(ids)
+        input_ids.append(ids[:prefix_length] + [pad_id] * pad + ids[prefix_length:])
+        attention_mask.append([1] * prefix_length + [0] * pad + [1] * (len(ids) - prefix_length))
+    inputs: dict[str, Any] = {
+        "input_ids": torch.tensor(input_ids),
+        "attention_mask": torch.tensor(attention_mask),
+    }
+    if prefix_length:
+        mask = inputs["attention_mask"]
+        inputs["position_ids"] = (mask.cumsum(-1) - 1).masked_fill(mask == 0, 0)
+    return inputs
+
+
+def _generate_batch(loaded: LoadedModel, prompts, prefix_length, prefix_cache, max_new_tokens, **extra):
+    """One greedy ``generate`` call: (input width, its output). A copy of the prefix cache,
+    expanded to the batch, stands in for the prefix; ``generate`` then feeds only the tokens
+    after it (it skips as many input tokens as the cache holds)."""
+    import copy
+
+    tokenizer = loaded.tokenizer
+    inputs = _batch_inputs(prompts, prefix_length, tokenizer.pad_token_id)
+    if prefix_cache is not None:
+        cache = copy.deepcopy(prefix_cache)  # generate extends the cache in place
+        cache.batch_repeat_interleave(len(prompts))
+        inputs["past_key_values"] = cache
+    out = loaded.model.generate(
+        **inputs,
+        max_new_tokens=max_new_tokens,
+        do_sample=False,
+        num_beams=1,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        **extra,
+    )
+    return inputs["input_ids"].shape[1], out
+
+
+def greedy_steps(loaded: LoadedModel, prompts: list[list[int]], prefix_length: int, max_new_tokens: int):
+    """(new token ids [batch, step], logits [batch, step, vocab]) of one greedy batch, plain
+    (``prefix_length`` 0) or from a cache of the first ``prefix_length`` tokens, through the
+    same code ``generate`` runs: what the tests and the bench compare the two paths with."""
+    import torch
+
+    with torch.inference_mode():
+        cache = _prefill_prefix(loaded.model, prompts[0][:prefix_length]) if prefix_length else None
+        width, out = _generate_batch(
+            loaded, prompts, prefix_length, cache, max_new_tokens,
+            output_logits=True, return_dict_in_generate=True,
+        )
+    return out.sequences[:, width:], torch.stack(out.logits, dim=1)
+
+
+def prompt_ids(tokenizer, conversations: list[list[dict[str, str]]]) -> list[list[int]]:
+    """Each conversation's chat-templated prompt as token ids (no extra special tokens:
+    the template writes them)."""
+    return [
+        tokenizer(render(tokenizer, messages), add_special_tokens=False)["input_ids"]
+        for messages in conversations
+    ]
+
+
+def _cached_prefix_length(loaded: LoadedModel, prompts: list[list[int]], max_new_tokens: int) -> int:
+    """The prefix length to cache for this run: 0 (the plain path) when the shared prefix is
+    too short to pay or the model is not verified for it (the reason goes to ``loaded.notes``)."""
+    prefix_length = shared_prefix_length(prompts)
+    if prefix_length < PREFIX_CACHE_MIN_TOKENS:
+        return 0
+    refusal = prefix_cache_refusal(loaded.model, max(map(len, prompts)), max_new_tokens)
+    if refusal:
+        note = f"prefix cache off: {refusal}"
+        if note not in loaded.notes:
+            loaded.notes.append(note)
+        return 0
+    return prefix_length
+
+
 def generate(
     loaded: LoadedModel,
     conversations: list[list[dict[str, str]]],
@@ -177,41 +331,58 @@ def generate(
     """Greedy answers for every conversation, in input order.
 
     Prompts are sorted by length before batching so a batch pads little, then put back in
-    order. Generation stops at the tokenizer's eos (``<|im_end|>`` for ChatML models)."""
+    order. Generation stops at the tokenizer's eos (``<|im_end|>`` for ChatML models). A
+    token prefix shared by every prompt is prefilled once and its cache reused (see
+    ``PREFIX_CACHE_MIN_TOKENS``); the answers are those of ``generate_uncached``."""
+    return _generate(loaded, conversations, max_new_tokens, batch_size, use_prefix_cache=True)
+
+
+def generate_uncached(
+    loaded: LoadedModel,
+    conversations: list[list[dict[str, str]]],
+    max_new_tokens: int,
+    batch_size: int = 16,
+) -> list[Generation]:
+    """``generate`` with every prompt prefilled in full: the reference the prefix-cached path
+    is tested and benchmarked against."""
+    return _generate(loaded, conversations, max_new_tokens, batch_size, use_prefix_cache=False)
+
+
+def _generate(loaded, conversations, max_new_tokens, batch_size, use_prefix_cache):
+    """Per-case latency is the batch's wall time divided by its size, plus an equal share of
+    the one prefix prefill, so the latencies still add up to the run's generation time."""
     import torch
 
     if batch_size < 1:
         raise ValueError("batch_size must be >= 1")
-    tokenizer, model = loaded.tokenizer, loaded.model
-    texts = [render(tokenizer, messages) for messages in conversations]
-    lengths = [len(tokenizer(text, add_special_tokens=False)["input_ids"]) for text in texts]
-    order = sorted(range(len(texts)), key=lambda i: lengths[i])
-    results: list[Generation | None] = [None] * len(texts)
+    if not conversations:
+        return []
+    tokenizer = loaded.tokenizer
+    prompts = prompt_ids(tokenizer, conversations)
+    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
+    prefix_length = _cached_prefix_length(loaded, prompts, max_new_tokens) if use_prefix_cache else 0
+    results: list[Generation | None] = [None] * len(prompts)
     eos_id = tokenizer.eos_token_id
-    for start in range(0, len(order), batch_size):
-        batch = order[start : start + batch_size]
-        encoded = tokenizer(
-            [texts[i] for i in batch], return_tensors="pt", padding=True, add_special_tokens=False
-        )
-        began = time.perf_counter()
-        with torch.inference_mode():
-            out = model.generate(
-                **encoded,
-                max_new_tokens=max_new_tokens,
-                do_sample=False,
-                num_beams=1,
-                eos_token_id=eos_id,
-                pad_token_id=tokenizer.pad_token_id,
+    prefix_cache, prefix_ms = None, 0.0
+    with torch.inference_mode():
+        if prefix_length:
+            began = time.perf_counter()
+            prefix_cache = _prefill_prefix(loaded.model, prompts[0][:prefix_length])
+            prefix_ms = (time.perf_counter() - began) * 1000.0 / len(prompts)
+        for start in range(0, len(order), batch_size):
+            batch = order[start : start + batch_size]
+            began = time.perf_counter()
+            width, out = _generate_batch(
+                loaded, [prompts[i] for i in batch], prefix_length, prefix_cache, max_new_tokens
             )
-        per_case_ms = (time.perf_counter() - began) * 1000.0 / len(batch)
-        new_tokens = out[:, encoded["input_ids"].shape[1] :]
-        for row, index in enumerate(batch):
-            ids = new_tokens[row].tolist()
-            used = ids.index(eos_id) + 1 if eos_id in ids else len(ids)
-            results[index] = Generation(
-                text=tokenizer.decode(ids[:used], skip_special_tokens=True).strip(),
-                output_tokens=used,
-                prompt_tokens=lengths[index],
-                latency_ms=per_case_ms,
-            )
+            per_case_ms = (time.perf_counter() - began) * 1000.0 / len(batch) + prefix_ms
+            for row, index in enumerate(batch):
+                ids = out[row, width:].tolist()
+                used = ids.index(eos_id) + 1 if eos_id in ids else len(ids)
+                results[index] = Generation(
+                    text=tokenizer.decode(ids[:used], skip_special_tokens=True).strip(),
+                    output_tokens=used,
+                    prompt_tokens=len(prompts[index]),
+                    latency_ms=per_case_ms,
+                )
     return [r for r in results if r is not None]

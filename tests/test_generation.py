@@ -1,0 +1,202 @@
+"""Prefix caching in ``pipelines.generation`` must not change a single answer.
+
+The tiny random Llama's weights are re-drawn larger (seeded) so its greedy choices vary and
+win by clear margins: with the fixture's small init every step is a near-tie on "\\n", which
+would make token comparisons meaningless. Logits are compared with a tolerance, token ids
+exactly."""
+
+from __future__ import annotations
+
+import pytest
+
+from pipelines import generation
+
+SYSTEM = (
+    "You are a support-ticket triage system. Read the customer's ticket and classify it into "
+    "billing, technical, account, shipping or refund, and give a priority: low, medium, high "
+    "or urgent. Reply with only the JSON object and nothing else."
+)
+TICKETS = [
+    "Refund please.",
+    "My invoice shows two charges for March and I was only supposed to pay once, can you fix it?",
+    "Login fails.",
+    "The parcel never arrived and tracking has said 'in transit' for three weeks now, "
+    "which is far longer than the five days promised at checkout. What happened to it?",
+    "App crashes on start since the update.",
+]
+STEPS = 6
+LOGIT_TOLERANCE = 1e-4
+
+
+def _conversations(system: str = SYSTEM) -> list[list[dict[str, str]]]:
+    return [[{"role": "system", "content": system}, {"role": "user", "content": t}] for t in TICKETS]
+
+
+def _sharpen(model, seed: int = 1):
+    """Re-draw the weight matrices with a large std so greedy margins are clear."""
+    import torch
+
+    torch.manual_seed(seed)
+    with torch.no_grad():
+        for parameter in model.parameters():
+            if parameter.dim() > 1:
+                parameter.normal_(0.0, 0.3)
+    return model
+
+
+@pytest.fixture(scope="module")
+def llama(tiny_model_dir) -> generation.LoadedModel:
+    loaded = generation.load(generation.ModelSpec(base_dir=str(tiny_model_dir)))
+    _sharpen(loaded.model)
+    return loaded
+
+
+@pytest.fixture
+def prefills(monkeypatch) -> list[int]:
+    """Lengths of the prefixes ``generate`` prefilled: proof the cached path ran (or not)."""
+    calls: list[int] = []
+    original = generation._prefill_prefix
+
+    def spy(model, prefix):
+        calls.append(len(prefix))
+        return original(model, prefix)
+
+    monkeypatch.setattr(generation, "_prefill_prefix", spy)
+    return calls
+
+
+def _prompts(loaded, conversations) -> list[list[int]]:
+    return generation.prompt_ids(loaded.tokenizer, conversations)
+
+
+def _steps(loaded, prompts, prefix_length):
+    return generation.greedy_steps(loaded, prompts, prefix_length, STEPS)
+
+
+def _assert_steps_agree(loaded, prompts):
+    """One greedy batch, plain and prefix-cached: logits within tolerance, margins wide
+    enough that the tolerance cannot flip a choice, the same token ids."""
+    prefix_length = generation.shared_prefix_length(prompts)
+    assert prefix_length >= generation.PREFIX_CACHE_MIN_TOKENS
+    plain_ids, plain_logits = _steps(loaded, prompts, 0)
+    cached_ids, cached_logits = _steps(loaded, prompts, prefix_length)
+    assert (cached_logits - plain_logits).abs().max().item() < LOGIT_TOLERANCE
+    top2 = plain_logits.topk(2, dim=-1).values
+    assert (top2[..., 0] - top2[..., 1]).min().item() > 10 * LOGIT_TOLERANCE
+    assert cached_ids.tolist() == plain_ids.tolist()
+
+
+def _assert_generate_agrees(loaded, conversations, batch_size, prefills, cached_prefix: int):
+    """``generate`` answers exactly as ``generate_uncached``, having prefilled a cached
+    prefix of ``cached_prefix`` tokens (0: it took the plain path)."""
+    prefills.clear()
+    plain = generation.generate_uncached(loaded, conversations, STEPS, batch_size)
+    assert prefills == []
+    cached = generation.generate(loaded, conversations, STEPS, batch_size)
+    assert prefills == ([cached_prefix] if cached_prefix else [])
+    assert [(g.text, g.output_tokens, g.prompt_tokens) for g in cached] == [
+        (g.text, g.output_tokens, g.prompt_tokens) for g in plain
+    ]
+    assert [g.prompt_tokens for g in cached] == [len(p) for p in _prompts(loaded, conversations)]
+    assert all(g.latency_ms > 0 for g in cached)
+
+
+def test_shared_prefix_length():
+    assert generation.shared_prefix_length([]) == 0
+    assert generation.shared_prefix_length([[1, 2, 3, 4], [1, 2, 5], [1, 2, 3]]) == 2
+    assert generation.shared_prefix_length([[1, 2, 3], [1, 2, 3]]) == 2  # one token left to feed
+    assert generation.shared_prefix_length([[7, 2], [1, 2]]) == 0
+
+
+@pytest.mark.parametrize("batch", [1, 2, 5])
+def test_prefix_cache_gives_the_plain_logits_and_tokens(llama, batch):
+    prompts = _prompts(llama, _conversations())
+    assert len({len(p) for p in prompts}) == len(prompts)  # own parts differ: padding is exercised
+    for start in range(0, len(prompts), batch):
+        _assert_steps_agree(llama, prompts[start : start + batch])
+
+
+@pytest.mark.parametrize("batch_size", [1, 2, 16])
+def test_generate_uses_the_prefix_cache_and_answers_the_same(llama, prefills, batch_size):
+    conversations = _conversations()
+    shared = generation.shared_prefix_length(_prompts(llama, conversations))
+    _assert_generate_agrees(llama, conversations, batch_size, prefills, cached_prefix=shared)
+
+
+def test_no_shared_prefix_takes_the_plain_path(llama, prefills):
+    conversations = [
+        [{"role": "system", "content": f"{n} {SYSTEM}"}, {"role": "user", "content": t}]
+        for n, t in zip(["One.", "Two!", "Three?", "Four:", "Five;"], TICKETS)
+    ]
+    shared = generation.shared_prefix_length(_prompts(llama, conversations))
+    assert shared < generation.PREFIX_CACHE_MIN_TOKENS
+    _assert_generate_agrees(llama, conversations, 2, prefills, cached_prefix=0)
+
+
+def test_unverified_model_type_takes_the_plain_path(llama, prefills, monkeypatch):
+    monkeypatch.setattr(generation, "PREFIX_CACHE_MODEL_TYPES", frozenset({"not-llama"}))
+    _assert_generate_agrees(llama, _conversations(), 2, prefills, cached_prefix=0)
+    assert any("'llama' is not verified" in note for note in llama.notes)
+
+
+def test_tuned_contender_4bit_lora_uses_the_prefix_cache(tiny_model_dir, tmp_path, prefills):
+    """The tuned contender: NF4 base + LoRA adapter (a PeftModel), loaded as training did."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    base = _sharpen(AutoModelForCausalLM.from_pretrained(tiny_model_dir))
+    base.save_pretrained(tmp_path / "base")
+    AutoTokenizer.from_pretrained(tiny_model_dir).save_pretrained(tmp_path / "base")
+    torch.manual_seed(2)
+    lora = LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
+    get_peft_model(base, lora).save_pretrained(tmp_path / "adapter")
+    loaded = generation.load(generation.ModelSpec(
+        base_dir=str(tmp_path / "base"), adapter_dir=str(tmp_path / "adapter"), load_in_4bit=True
+    ))
+    conversations = _conversations()
+    prompts = _prompts(loaded, conversations)
+    _assert_steps_agree(loaded, prompts)
+    shared = generation.shared_prefix_length(prompts)
+    _assert_generate_agrees(loaded, conversations, 3, prefills, cached_prefix=shared)
+
+
+def _tiny_gemma3(tokenizer_dir, out_dir, sliding_window: int):
+    """A 2-layer Gemma3 text model (one sliding-window layer, one full) with the tiny
+    model's tokenizer and chat template."""
+    from transformers import AutoTokenizer, Gemma3ForCausalLM, Gemma3TextConfig
+
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
+    config = Gemma3TextConfig(
+        vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, head_dim=16, sliding_window=sliding_window,
+        layer_types=["sliding_attention", "full_attention"], max_position_embeddings=1024,
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    _sharpen(Gemma3ForCausalLM(config), seed=3).save_pretrained(out_dir)
+    tokenizer.save_pretrained(out_dir)
+    return generation.load(generation.ModelSpec(base_dir=str(out_dir)))
+
+
+def test_gemma3_within_its_sliding_window_uses_the_prefix_cache(tiny_model_dir, tmp_path, prefills):
+    loaded = _tiny_gemma3(tiny_model_dir, tmp_path / "gemma3", sliding_window=512)
+    assert loaded.model.config.model_type == "gemma3_text"
+    conversations = _conversations()
+    prompts = _prompts(loaded, conversations)
+    _assert_steps_agree(loaded, prompts)
+    shared = generation.shared_prefix_length(prompts)
+    _assert_generate_agrees(loaded, conversations, 2, prefills, cached_prefix=shared)
+
+
+def test_gemma3_beyond_its_sliding_window_takes_the_plain_path(tiny_model_dir, tmp_path, prefills):
+    """Padding after the prefix would shift a sliding window (it masks by cache slot, not by
+    position), so a sequence longer than the window must not use the cache."""
+    loaded = _tiny_gemma3(tiny_model_dir, tmp_path / "gemma3", sliding_window=48)
+    conversations = _conversations()
+    prompts = _prompts(loaded, conversations)
+    _, plain_logits = _steps(loaded, prompts, 0)
+    _, forced_logits = _steps(loaded, prompts, generation.shared_prefix_length(prompts))
+    assert (forced_logits - plain_logits).abs().max().item() > 1.0  # why the refusal is needed
+    _assert_generate_agrees(loaded, conversations, 2, prefills, cached_prefix=0)
+    assert any("exceed the sliding window (48)" in note for note in loaded.notes)
