@@ -1,4 +1,4 @@
-"""The dataset: ``labeled_pairs`` -> ``deduped_pairs`` -> ``train_set`` + ``eval_set``.
+"""The dataset: ``labeled_pairs`` -> ``deduped_pairs`` -> ``train_set`` + ``validation_set`` + ``eval_set``.
 
 Thin shells over ``pipelines.dedup`` and ``pipelines.split``: they read and write the files
 under the ``Layout`` and put the counts, fingerprints and tables in the UI. ``labeled_pairs``
@@ -111,18 +111,30 @@ def deduped_pairs(
     )
 
 
+SPLIT_SIDES = (  # asset, side in SplitResult.labels(), Layout file
+    ("train_set", "train", "train_file"),
+    ("validation_set", "validation", "validation_file"),
+    ("eval_set", "eval", "eval_file"),
+)
+
+
 @dg.multi_asset(
     outs={
         "train_set": dg.AssetOut(kinds={"python", "json"}, description=(
-            "Training examples (train.jsonl), in Axolotl's chat_template `messages` format.")),
+            "Training examples (train.jsonl), in Axolotl's chat_template `messages` format: the "
+            "train side of the split minus the validation slice.")),
+        "validation_set": dg.AssetOut(kinds={"python", "json"}, description=(
+            "Validation slice (validation.jsonl), carved out of the train side by its own salted "
+            "hash: what Axolotl evaluates on and the \"did it learn\" guard judges. Never trained on.")),
         "eval_set": dg.AssetOut(kinds={"python", "json"}, description=(
             "Held-out examples (eval.jsonl), made before any training; never a near duplicate "
-            "of a train example.")),
+            "of a train or validation example, and never read by training.")),
     },
     group_name=GROUP,
     description="Held-out split by a salted hash of the normalised prompt (stable as data grows), "
     "stratified by label; eval rows that near-duplicate a train row (MinHash Jaccard >= "
-    "tunegate.yaml `split.contamination_threshold`) are moved to train.",
+    "tunegate.yaml `split.contamination_threshold`) are moved to train. The validation slice "
+    "(`split.validation_fraction`, at least `split.min_validation` rows) is then carved out of train.",
 )
 def train_eval_split(context: dg.AssetExecutionContext, tunegate: TunegateResource, deduped_pairs: dict):
     settings, layout = tunegate.settings(), tunegate.layout
@@ -133,18 +145,28 @@ def train_eval_split(context: dg.AssetExecutionContext, tunegate: TunegateResour
         min_eval=settings.split.min_eval,
         salt=settings.split.salt,
         contamination_threshold=settings.split.contamination_threshold,
+        validation_fraction=settings.split.validation_fraction,
+        min_validation=settings.split.min_validation,
         hasher=minhash.MinHasher(num_perm=settings.dedup.num_perm, shingle_size=settings.dedup.shingle_size),
     )
     if result.contamination_pairs:  # cannot happen by construction; never train on a leak
         raise dg.Failure(f"{result.contamination_pairs} eval rows still near-duplicate train rows")
-    write_jsonl(layout.train_file, result.train)
-    write_jsonl(layout.eval_file, result.eval)
-    fingerprint = split.data_fingerprint(layout.train_file, layout.eval_file)
+    if not result.validation or not result.train:
+        raise dg.Failure(
+            f"{deduped_pairs['path']}: {len(records)} rows leave {len(result.train) + len(result.validation)} "
+            "on the train side, too few to carve a validation slice out of and still train: add data"
+        )
+    rows = {"train": result.train, "validation": result.validation, "eval": result.eval}
+    for _, side, attr in SPLIT_SIDES:
+        write_jsonl(getattr(layout, attr), rows[side])
+    fingerprint = split.data_fingerprint(*layout.split_files)
     labels = result.labels()
-    table = markdown_table(["label", "train", "eval", "eval share"], (
-        [k, v["train"], v["eval"], f"{v['eval'] / max(1, v['train'] + v['eval']):.0%}"] for k, v in labels.items()))
-    context.log.info(f"train {len(result.train)}, eval {len(result.eval)}, fingerprint {fingerprint[:12]}; "
-                     f"{result.contamination_moved} contaminated eval rows moved to train")
+    table = markdown_table(["label", "train", "validation", "eval", "eval share"], (
+        [k, v["train"], v["validation"], v["eval"], f"{v['eval'] / max(1, sum(v.values())):.0%}"]
+        for k, v in labels.items()))
+    context.log.info(f"train {len(result.train)}, validation {len(result.validation)}, eval {len(result.eval)}, "
+                     f"fingerprint {fingerprint[:12]}; {result.contamination_moved} contaminated eval rows "
+                     "moved to train")
     shared = {
         "fingerprint": fingerprint,
         "contamination_pairs": result.contamination_pairs,
@@ -153,13 +175,13 @@ def train_eval_split(context: dg.AssetExecutionContext, tunegate: TunegateResour
         "eval_topups": result.eval_topups,
         "labels": dg.MetadataValue.md(table),
     }
-    for name, rows, path in (("train_set", result.train, layout.train_file), ("eval_set", result.eval, layout.eval_file)):
-        side = "train" if name == "train_set" else "eval"
+    for name, side, attr in SPLIT_SIDES:
+        path = getattr(layout, attr)
         yield dg.MaterializeResult(
             asset_key=name,
-            value={"path": str(path), "rows": len(rows), "fingerprint": fingerprint,
+            value={"path": str(path), "rows": len(rows[side]), "fingerprint": fingerprint,
                    "labels": {k: v[side] for k, v in labels.items() if v[side]}},
-            metadata={"rows": len(rows), "jsonl_path": dg.MetadataValue.path(str(path)), **shared},
+            metadata={"rows": len(rows[side]), "jsonl_path": dg.MetadataValue.path(str(path)), **shared},
         )
 
 

@@ -5,14 +5,13 @@ in a subprocess through Dagster Pipes (``pipelines/axolotl_launcher.py``), so it
 streams into the run's logs and its metrics land in the adapter's metadata."""
 
 
-import json
 import sys
 from pathlib import Path
 
 import dagster as dg
 
 from pipelines import axolotl as ax
-from pipelines import base_models, gate
+from pipelines import base_models
 from pipelines.config import REPO_ROOT
 from pipelines.partitions import base_model_partitions
 from pipelines.resources import AxolotlResource, TunegateResource
@@ -59,8 +58,9 @@ def base_model(context: dg.AssetExecutionContext, tunegate: TunegateResource) ->
     description=(
         "The Axolotl YAML for this base model and dataset: axolotl_configs/qlora.yaml <- cpu.yaml "
         "(no CUDA) <- registry overrides <- tunegate.yaml training.overrides <- run paths, "
-        "validated with Axolotl's own schema. Its run directory is keyed by data fingerprint, "
-        "config hash and base-model hash."
+        "validated with Axolotl's own schema. It trains on train_set and evaluates on "
+        "validation_set; the held-out eval_set is not an input. Its run directory is keyed by "
+        "data fingerprint, config hash and base-model hash."
     ),
 )
 def axolotl_config(
@@ -68,16 +68,16 @@ def axolotl_config(
     tunegate: TunegateResource,
     base_model: dict,
     train_set: dict,
-    eval_set: dict,
+    validation_set: dict,
 ) -> dg.MaterializeResult:
-    if train_set["fingerprint"] != eval_set["fingerprint"]:
+    if train_set["fingerprint"] != validation_set["fingerprint"]:
         raise dg.Failure(
-            "train_set and eval_set come from different dataset versions "
-            f"({train_set['fingerprint'][:12]} vs {eval_set['fingerprint'][:12]}): rematerialise both"
+            "train_set and validation_set come from different dataset versions "
+            f"({train_set['fingerprint'][:12]} vs {validation_set['fingerprint'][:12]}): rematerialise both"
         )
     spec = tunegate.base_model(context.partition_key)
-    train_path, eval_path = Path(train_set["path"]), Path(eval_set["path"])
-    ax.assert_disjoint(train_path, eval_path)
+    train_path, validation_path = Path(train_set["path"]), Path(validation_set["path"])
+    ax.assert_disjoint(train_path, validation_path)
     plan = ax.plan_run(
         tunegate.layout,
         spec,
@@ -85,7 +85,7 @@ def axolotl_config(
         base_model_dir=Path(base_model["path"]),
         base_model_sha256=base_model["weights_sha256"],
         train_path=train_path,
-        eval_path=eval_path,
+        validation_path=validation_path,
         data_fingerprint=train_set["fingerprint"],
     )
     ax.validate_config(plan.config)
@@ -174,6 +174,7 @@ def _adapter_metadata(record: dict, metrics: ax.TrainMetrics) -> dict:
         "versions": dg.MetadataValue.json(record["versions"]),
         "how_to_load": _md_code(record["how_to_load"], "python"),
         "train_log": dg.MetadataValue.path(str(Path(record["run_dir"]) / ax.LOG_FILE)),
+        "metrics_file": dg.MetadataValue.path(str(Path(record["run_dir"]) / ax.METRICS_FILE)),
     }
 
 
@@ -197,14 +198,14 @@ def qlora_adapter(
     base_model: dict,
     baseline_scores: dict,
 ):
-    reason = gate.baseline_meets_target(baseline_scores)
+    reason = baseline_scores["skip_training"]  # a prompt-only rung already meets the target
     if reason:
         context.log.info(f"Not training {context.partition_key}: {reason}")
         context.log_event(
             dg.AssetObservation(
                 asset_key=context.asset_key,
                 partition=context.partition_key,
-                metadata={"skipped": reason, "baseline_pass_rate": baseline_scores.get("pass_rate")},
+                metadata={"skipped": reason, "baseline_rung": baseline_scores["baseline_rung"]},
             )
         )
         return  # a generator that yields nothing: no materialization, downstream skipped
@@ -213,7 +214,7 @@ def qlora_adapter(
     done = ax.completed_run(plan.run_dir)
     if done is not None:
         context.log.info(f"Cache hit: {plan.run_dir} already holds a trained, checked adapter")
-        metrics = ax.TrainMetrics.from_dict(json.loads((plan.run_dir / ax.METRICS_FILE).read_text()))
+        metrics = ax.read_metrics(plan.run_dir)
         record = {**done, "cache_hit": True}
         yield dg.Output(record, metadata=_adapter_metadata(record, metrics))
         return
@@ -247,15 +248,21 @@ def qlora_adapter(
         ) from exc
     reported = invocation.get_materialize_result().metadata
 
-    metrics = ax.TrainMetrics.from_dict(json.loads((plan.run_dir / ax.METRICS_FILE).read_text()))
+    # The guard judges what the run recorded from inside the Trainer, across every launch
+    # (a resume included), never the stdout of the last launch alone.
     try:
+        metrics = ax.read_metrics(plan.run_dir)
         ax.check_learned(metrics, settings.min_eval_loss_drop)
+    except (OSError, ValueError) as exc:
+        raise dg.Failure(description=str(exc), metadata={
+            "train_log": dg.MetadataValue.path(str(plan.log_path))}) from exc
     except ax.NotLearnedError as exc:
         raise dg.Failure(
             description=str(exc),
             metadata={
                 "loss_curve": dg.MetadataValue.md(ax.loss_table_md(metrics)),
                 "train_log": dg.MetadataValue.path(str(plan.log_path)),
+                "metrics_file": dg.MetadataValue.path(str(plan.metrics_path)),
             },
         ) from exc
     record = _adapter_record(plan, metrics)

@@ -105,7 +105,7 @@ def run_ours(name: str, model_dir: Path, train: Path, eval_: Path, steps: int, w
                  "save_strategy": "no", "num_epochs": 1}
     plan = ax.plan_run(
         config.Layout(work), spec, config.TrainingSettings(overrides=overrides), base_model_dir=model_dir,
-        base_model_sha256="bench", train_path=train, eval_path=eval_, data_fingerprint="bench", cuda=False,
+        base_model_sha256="bench", train_path=train, validation_path=eval_, data_fingerprint="bench", cuda=False,
     )
     ax.validate_config(plan.config)
     ax.write_config(plan)
@@ -116,8 +116,8 @@ def run_ours(name: str, model_dir: Path, train: Path, eval_: Path, steps: int, w
     (work / "axolotl.log").write_text(out.stdout + out.stderr)
     if out.returncode != 0:
         raise SystemExit(f"axolotl failed ({out.returncode}); see {work / 'axolotl.log'}")
-    metrics = ax.parse_log(out.stdout + out.stderr)
-    points = [(i, float(r["train_runtime"])) for i, r in enumerate(metrics.train, start=1) if "train_runtime" in r]
+    metrics = ax.read_metrics(plan.run_dir)
+    points = [(r["step"], float(r["train_runtime"])) for r in metrics.train if "train_runtime" in r]
     return {"wall_s": wall, "steps_per_s": _steady_rate(points), "steps": len(points), "config": plan.config}
 
 

@@ -11,6 +11,8 @@ is the Pipes child that runs Axolotl). What lives here and why:
 - **Validation** with Axolotl's own schema before anything launches, plus a check for keys
   the schema does not know: pydantic silently drops those, and Axolotl renames keys between
   versions, so a typo would otherwise train with defaults.
+- **Data**: Axolotl trains on the train file and evaluates on the validation slice carved
+  out of train (``pipelines.split``); the held-out eval split is never an input here.
 - **Run identity**: run key = hash(data fingerprint, config hash, base-model weights hash);
   the run directory is ``Layout.run_dir(slug, key)``, so partitions and datasets never share
   files, and a finished run (done marker, written only after success and the learning
@@ -18,13 +20,14 @@ is the Pipes child that runs Axolotl). What lives here and why:
 - **Launch**: ``axolotl train <yaml> --launcher python`` with a clean environment, the
   AVX512-BF16 QLoRA workaround on the child's ``PYTHONPATH`` on CPU, resume from the newest
   checkpoint after a crash.
-- **Metrics**: parse Axolotl's stdout (dict reprs with string values, mixed with tqdm ``\\r``
-  bars) and ``trainer_state.json``; the "did it learn" guard.
+- **Metrics**: ``MetricsLogPlugin`` (``pipelines/axolotl_plugin.py``) appends every Trainer
+  log event, with its step, to ``metrics.jsonl`` in the run directory, across resumes;
+  ``read_metrics`` keeps the latest record per (kind, step), so the "did it learn" guard
+  judges the run's real last eval. Stdout is only scanned for the bitsandbytes warning.
 """
 
 from __future__ import annotations
 
-import ast
 import copy
 import difflib
 import hashlib
@@ -34,7 +37,7 @@ import re
 import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator
 
 import yaml
 
@@ -50,12 +53,17 @@ CONFIG_FILE = "axolotl.yaml"
 RESUME_CONFIG_FILE = "axolotl.resume.yaml"
 OUTPUT_SUBDIR = "output"
 LOG_FILE = "train.log"
-METRICS_FILE = "metrics.json"
+METRICS_FILE = "metrics.jsonl"
 DONE_MARKER = "tunegate-done.json"
+
+# Records every Trainer log event to the run's metrics file; the guard reads nothing else.
+METRICS_PLUGIN = "pipelines.axolotl_plugin.MetricsLogPlugin"
+METRICS_FILE_KEY = "tunegate_metrics_file"  # the plugin's config key (MetricsLogArgs)
 
 # Keys tunegate fills per run; excluded from the config hash (machine paths) and rejected in
 # templates/overrides (setting them there would silently point a run at the wrong files).
-RUN_SPECIFIC_KEYS = ("base_model", "output_dir", "dataset_prepared_path", "resume_from_checkpoint")
+RUN_SPECIFIC_KEYS = ("base_model", "output_dir", "dataset_prepared_path", "resume_from_checkpoint",
+                     METRICS_FILE_KEY)
 
 SUBPROCESS_ENV = {
     "AXOLOTL_DO_NOT_TRACK": "1",  # telemetry is on by default and retries a network host
@@ -184,8 +192,11 @@ def run_key(data_fingerprint: str, cfg_hash: str, base_model_sha256: str) -> str
     return hashlib.sha256(joined.encode()).hexdigest()[:16]
 
 
-def prepared_dataset_dir(layout: Layout, tok_hash: str) -> Path:
-    return layout.home / "cache" / "prepared" / tok_hash[:16]
+def prepared_dataset_dir(layout: Layout, tok_hash: str, data_fingerprint: str) -> Path:
+    """Axolotl keys its tokenised copy of a dataset by the file's *path*, not its bytes: a
+    rewritten train.jsonl at the same path would silently train on the old rows (the
+    validation slice included). Keying the folder by tokenizer and data avoids that."""
+    return layout.home / "cache" / "prepared" / tok_hash[:16] / data_fingerprint[:16]
 
 
 @dataclass(frozen=True)
@@ -217,6 +228,10 @@ class RunPlan:
         return self.run_dir / LOG_FILE
 
     @property
+    def metrics_path(self) -> Path:
+        return self.run_dir / METRICS_FILE
+
+    @property
     def needs_cpu_qlora_patch(self) -> bool:
         return not self.cuda and self.config.get("adapter") == "qlora" and bool(self.config.get("load_in_4bit"))
 
@@ -242,14 +257,21 @@ def plan_run(
     base_model_dir: Path,
     base_model_sha256: str,
     train_path: Path,
-    eval_path: Path,
+    validation_path: Path,
     data_fingerprint: str,
     cuda: bool | None = None,
     template_dir: Path = TEMPLATE_DIR,
 ) -> RunPlan:
-    """Merge the config, hash it, key the run, and fill in the run-specific paths."""
+    """Merge the config, hash it, key the run, and fill in the run-specific paths. Axolotl
+    trains on ``train_path`` and evaluates on ``validation_path`` (a slice of the train
+    split): the held-out eval split has no place in a training config."""
     cuda = cuda_available() if cuda is None else cuda
     base_cfg = training_config(spec, settings, cuda=cuda, template_dir=template_dir)
+    if METRICS_PLUGIN not in (base_cfg.get("plugins") or []):
+        raise AxolotlConfigError(
+            f"merged config: `plugins` must include {METRICS_PLUGIN}: the \"did it learn\" guard reads "
+            f"the metrics it records (plugins now: {base_cfg.get('plugins') or []})"
+        )
     cfg_hash = config_hash(base_cfg)
     key = run_key(data_fingerprint, cfg_hash, base_model_sha256)
     run_dir = layout.run_dir(spec.slug, key)
@@ -257,8 +279,9 @@ def plan_run(
     full = copy.deepcopy(base_cfg)
     full["base_model"] = str(base_model_dir)
     full["output_dir"] = str(run_dir / OUTPUT_SUBDIR)
-    full["dataset_prepared_path"] = str(prepared_dataset_dir(layout, tok_hash))
-    for list_key, path in (("datasets", train_path), ("test_datasets", eval_path)):
+    full["dataset_prepared_path"] = str(prepared_dataset_dir(layout, tok_hash, data_fingerprint))
+    full[METRICS_FILE_KEY] = str(run_dir / METRICS_FILE)
+    for list_key, path in (("datasets", train_path), ("test_datasets", validation_path)):
         entries = full.get(list_key) or []
         if not entries:
             raise AxolotlConfigError(f"merged config has no `{list_key}` entry to point at {path.name}")
@@ -278,16 +301,17 @@ def plan_run(
     )
 
 
-def assert_disjoint(train_path: Path, eval_path: Path) -> None:
-    """The held-out split must never be trained on: refuse overlapping files or ids."""
-    if Path(train_path).resolve() == Path(eval_path).resolve():
-        raise AxolotlConfigError(f"train and eval point at the same file {train_path}")
+def assert_disjoint(train_path: Path, other_path: Path) -> None:
+    """Rows that judge training (validation, eval) must never be trained on: refuse
+    overlapping files or ids."""
+    if Path(train_path).resolve() == Path(other_path).resolve():
+        raise AxolotlConfigError(f"train and {Path(other_path).name} point at the same file {train_path}")
     train_ids = {row.get("id") for row in read_jsonl(train_path)}
-    shared = sorted(str(row.get("id")) for row in read_jsonl(eval_path) if row.get("id") in train_ids)
+    shared = sorted(str(row.get("id")) for row in read_jsonl(other_path) if row.get("id") in train_ids)
     if shared:
         raise AxolotlConfigError(
-            f"{eval_path}: {len(shared)} eval record id(s) also in {train_path} "
-            f"(e.g. {shared[:3]}): the held-out split would be trained on"
+            f"{other_path}: {len(shared)} record id(s) also in {train_path} "
+            f"(e.g. {shared[:3]}): they would be trained on"
         )
 
 
@@ -337,15 +361,31 @@ def _format_pydantic(exc) -> list[str]:
 def validate_config(cfg: dict[str, Any]) -> None:
     """Validate with Axolotl's own schema (the same call ``axolotl train`` makes), plus
     unknown-key detection. Raises ``AxolotlConfigError`` naming each bad key."""
+    if cfg.get("adapter") == "lora" and (cfg.get("load_in_4bit") or cfg.get("load_in_8bit")):
+        raise AxolotlConfigError(
+            "adapter: lora with load_in_4bit/load_in_8bit: true would still train on a quantised base; for a plain "
+            "LoRA on the fp32 weights set both `adapter: lora` and `load_in_4bit: false` (e.g. in base_models.yaml "
+            "axolotl_overrides), or keep `adapter: qlora`"
+        )
     from pydantic import ValidationError
 
     from axolotl.cli.config import gpu_capabilities
+    from axolotl.integrations.base import PluginManager
+    from axolotl.integrations.config import merge_input_args
+    from axolotl.utils.config import prepare_plugins
     from axolotl.utils.config import validate_config as axolotl_validate
     from axolotl.utils.dict import DictDefault
-    from axolotl.utils.schemas.config import AxolotlInputConfig
     from axolotl.utils.schemas.datasets import SFTDataset
 
-    problems = _unknown_keys(cfg, _known_keys(AxolotlInputConfig), "")
+    # As `axolotl train` does: register the plugins, whose input args extend the schema
+    # (METRICS_FILE_KEY). Axolotl only logs a plugin that fails to import, then trains without it.
+    prepare_plugins(DictDefault(copy.deepcopy(cfg)))
+    registered = PluginManager.get_instance().plugins
+    missing = [name for name in cfg.get("plugins") or [] if name not in registered]
+    if missing:
+        raise AxolotlConfigError(f"invalid Axolotl config: `plugins`: cannot import {missing}")
+    _, input_config = merge_input_args()
+    problems = _unknown_keys(cfg, _known_keys(input_config), "")
     dataset_keys = _known_keys(SFTDataset)
     for list_key in ("datasets", "test_datasets"):
         for index, entry in enumerate(cfg.get(list_key) or []):
@@ -416,7 +456,8 @@ def prepare_launch(plan: RunPlan) -> tuple[Path, Path | None]:
     A rerun after a crash or kill continues from the newest checkpoint instead of
     starting over; the base YAML is untouched so its hash stays meaningful."""
     checkpoint = newest_checkpoint(plan.output_dir)
-    if checkpoint is None:
+    if checkpoint is None:  # a fresh start: records of an attempt that saved nothing are void
+        plan.metrics_path.unlink(missing_ok=True)
         return plan.config_path, None
     resume_cfg = {**plan.config, "resume_from_checkpoint": str(checkpoint)}
     path = plan.run_dir / RESUME_CONFIG_FILE
@@ -432,7 +473,7 @@ def adapter_complete(adapter_dir: Path) -> bool:
 def completed_run(run_dir: Path) -> dict[str, Any] | None:
     """The done record of a finished, guard-passed run, or None (then it must (re)train)."""
     marker = run_dir / DONE_MARKER
-    if not marker.is_file():
+    if not marker.is_file() or not (run_dir / METRICS_FILE).is_file():
         return None
     record = json.loads(marker.read_text(encoding="utf-8"))
     if not adapter_complete(Path(record.get("adapter_dir", run_dir / OUTPUT_SUBDIR))):
@@ -454,10 +495,6 @@ def dir_size(path: Path) -> int:
 
 
 # --------------------------------------------------------------------------- metrics
-_DICT_RE = re.compile(r"\{'[^{}]*\}")
-_TRAINABLE_RE = re.compile(r"trainable params: ([\d,]+) \|\| all params: ([\d,]+)")
-
-
 def split_output(text: str) -> Iterator[str]:
     """Segments of terminal output: tqdm redraws with ``\\r``, everything else with ``\\n``."""
     for line in text.split("\n"):
@@ -466,47 +503,53 @@ def split_output(text: str) -> Iterator[str]:
                 yield segment
 
 
-def _number(value: Any) -> Any:
-    if isinstance(value, str):
-        try:
-            return float(value)
-        except ValueError:
-            return value
-    return value
+def record_kind(logs: dict[str, Any]) -> str:
+    """What a Trainer log event is. Axolotl's per-step records also carry a running
+    ``train_runtime``; only the final summary has ``train_loss`` and no ``loss``."""
+    if "eval_loss" in logs:
+        return "eval"
+    if "loss" in logs:
+        return "train"
+    if "train_loss" in logs or "train_runtime" in logs:
+        return "summary"
+    return "other"
 
 
-def parse_metrics_line(segment: str) -> dict[str, Any] | None:
-    """A Trainer log dict from one output segment (values arrive as strings), or None."""
-    for match in _DICT_RE.finditer(segment):
-        try:
-            value = ast.literal_eval(match.group(0))
-        except (ValueError, SyntaxError):
-            continue
-        if isinstance(value, dict) and any(k in value for k in ("loss", "eval_loss", "train_runtime")):
-            return {str(k): _number(v) for k, v in value.items()}
-    return None
+def metrics_record(logs: dict[str, Any], *, step: int, epoch: float | None, kind: str | None = None) -> dict[str, Any]:
+    """One line of ``metrics.jsonl``: the event's kind, the optimizer step it happened at,
+    the epoch and its numeric values (what ``MetricsLogPlugin`` writes)."""
+    numbers = {k: v for k, v in logs.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    return {**numbers, "kind": kind or record_kind(logs), "step": int(step), "epoch": epoch}
 
 
 @dataclass
 class TrainMetrics:
-    """What a run reported: train steps, evals, the final summary."""
+    """What a run recorded, one record per (kind, step): train steps, evals, the final
+    summary, and one ``begin`` record per launch (a resume is a second launch)."""
 
     train: list[dict[str, Any]] = field(default_factory=list)
     evals: list[dict[str, Any]] = field(default_factory=list)
     summary: dict[str, Any] = field(default_factory=dict)
-    trainable_params: int | None = None
-    all_params: int | None = None
+    begins: list[dict[str, Any]] = field(default_factory=list)
     avx512_warning: bool = False
 
-    def add(self, record: dict[str, Any]) -> None:
-        # Axolotl's per-step records also carry a running `train_runtime`; only the final
-        # summary has `train_loss` (the mean over the run) and no `loss`.
-        if "eval_loss" in record:
-            self.evals.append(record)
-        elif "loss" in record:
-            self.train.append(record)
-        elif "train_loss" in record or "train_runtime" in record:
-            self.summary.update(record)
+    @classmethod
+    def from_records(cls, records: Iterable[dict[str, Any]], *, avx512_warning: bool = False) -> TrainMetrics:
+        """A resumed run logs again the steps after its checkpoint: the latest occurrence of
+        each (kind, step) wins, so the final eval is the resumed run's, not an older one."""
+        latest = {(record["kind"], record["step"]): record for record in records}
+        by_kind: dict[str, list[dict[str, Any]]] = {}
+        for kind, step in sorted(latest):
+            by_kind.setdefault(kind, []).append(latest[kind, step])
+        summaries = by_kind.get("summary", [])
+        return cls(train=by_kind.get("train", []), evals=by_kind.get("eval", []),
+                   summary=dict(summaries[-1]) if summaries else {}, begins=by_kind.get("begin", []),
+                   avx512_warning=avx512_warning)
+
+    @property
+    def final_step(self) -> int | None:
+        steps = [r["step"] for r in self.train] + ([self.summary["step"]] if self.summary else [])
+        return max(steps) if steps else None
 
     @property
     def eval_loss_first(self) -> float | None:
@@ -521,110 +564,76 @@ class TrainMetrics:
         return float(self.train[-1]["loss"]) if self.train else None
 
     @property
+    def trainable_params(self) -> int | None:
+        value = self.begins[-1].get("trainable_params") if self.begins else None
+        return int(value) if value is not None else None
+
+    @property
+    def all_params(self) -> int | None:
+        value = self.begins[-1].get("all_params") if self.begins else None
+        return int(value) if value is not None else None
+
+    @property
     def train_runtime_s(self) -> float | None:
+        """Of the last launch only: a resumed Trainer restarts its clock."""
         value = self.summary.get("train_runtime")
         return float(value) if value is not None else None
 
     @property
-    def tokens_seen(self) -> int | None:
-        value = self.summary.get("num_input_tokens_seen")
-        if value is None and self.train:
-            value = self.train[-1].get("num_input_tokens_seen")
-        return int(value) if isinstance(value, (int, float)) else None
-
-    @property
     def tokens_per_second(self) -> float | None:
-        """Input tokens processed per second of training (evals and checkpoint saves
+        """Input tokens processed per second of the last launch (evals and checkpoint saves
         included, as the user waits for them)."""
-        seen, runtime = self.tokens_seen, self.train_runtime_s
-        return seen / runtime if seen and runtime else None
+        seen, runtime = self.summary.get("num_input_tokens_seen"), self.train_runtime_s
+        if seen is None or not runtime:
+            return None
+        before = self.begins[-1].get("num_input_tokens_seen", 0) if self.begins else 0
+        return (seen - before) / runtime if seen > before else None
 
-    def to_dict(self) -> dict[str, Any]:
-        out = asdict(self)
-        out.update(
-            eval_loss_first=self.eval_loss_first,
-            eval_loss_last=self.eval_loss_last,
-            train_loss_last=self.train_loss_last,
-            train_runtime_s=self.train_runtime_s,
-            tokens_seen=self.tokens_seen,
-            tokens_per_second=self.tokens_per_second,
+
+def read_metrics(run_dir: Path) -> TrainMetrics:
+    """The run's metrics from ``metrics.jsonl`` (all launches), plus whether its log shows
+    the bitsandbytes warning (a process-level warning no Trainer callback sees)."""
+    path = Path(run_dir) / METRICS_FILE
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{path}: no metrics recorded: {METRICS_PLUGIN} did not run (is it in the config's "
+            "`plugins`, and did it import? see train.log)"
         )
-        return out
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> TrainMetrics:
-        names = {"train", "evals", "summary", "trainable_params", "all_params", "avx512_warning"}
-        return cls(**{k: v for k, v in data.items() if k in names})
+    log = Path(run_dir) / LOG_FILE
+    warned = log.is_file() and AVX512_WARNING in log.read_text(encoding="utf-8", errors="replace")
+    return TrainMetrics.from_records(_checked_records(path), avx512_warning=warned)
 
 
-class LogParser:
-    """Incremental parser: feed output segments as they stream, read metrics at any time."""
-
-    def __init__(self) -> None:
-        self.metrics = TrainMetrics()
-
-    def feed(self, segment: str) -> dict[str, Any] | None:
-        if AVX512_WARNING in segment:
-            self.metrics.avx512_warning = True
-        match = _TRAINABLE_RE.search(segment)
-        if match:
-            self.metrics.trainable_params = int(match.group(1).replace(",", ""))
-            self.metrics.all_params = int(match.group(2).replace(",", ""))
-        record = parse_metrics_line(segment)
-        if record is not None:
-            self.metrics.add(record)
-        return record
-
-
-def parse_log(text: str) -> TrainMetrics:
-    parser = LogParser()
-    for segment in split_output(text):
-        parser.feed(segment)
-    return parser.metrics
-
-
-def trainer_state_metrics(output_dir: Path) -> TrainMetrics | None:
-    """Float metrics with step numbers from the newest ``trainer_state.json`` (HF writes it
-    only inside checkpoints), or None."""
-    states = [p for p in Path(output_dir).glob("checkpoint-*/trainer_state.json")]
-    root_state = Path(output_dir) / "trainer_state.json"
-    if root_state.is_file():
-        states.append(root_state)
-    if not states:
-        return None
-    newest = max(states, key=lambda p: json.loads(p.read_text()).get("global_step", 0))
-    metrics = TrainMetrics()
-    for record in json.loads(newest.read_text()).get("log_history", []):
-        metrics.add(dict(record))
-    return metrics
-
-
-def combine_metrics(from_log: TrainMetrics, output_dir: Path) -> TrainMetrics:
-    """Stdout rounds values to 4 digits and has no step numbers; ``trainer_state.json`` has
-    both but exists only up to the last checkpoint. Use the checkpoint's records when they
-    cover everything the log saw, else the log (a crash after the last save)."""
-    state = trainer_state_metrics(output_dir)
-    merged = copy.deepcopy(from_log)
-    if state is None:
-        return merged
-    if len(state.train) >= len(merged.train) and len(state.evals) >= len(merged.evals):
-        merged.train, merged.evals = state.train, state.evals
-        merged.summary = {**merged.summary, **state.summary}
-    return merged
+def _checked_records(path: Path) -> Iterator[dict[str, Any]]:
+    for record in read_jsonl(path, line_key="_line"):
+        line = record.pop("_line")
+        if not isinstance(record.get("kind"), str) or not isinstance(record.get("step"), int):
+            raise ValueError(f"{path}: line {line}: a metrics record needs a `kind` and an integer `step`")
+        yield record
 
 
 # --------------------------------------------------------------------------- guard
 def check_learned(metrics: TrainMetrics, min_drop: float) -> float:
-    """Fail unless eval loss fell by at least ``min_drop`` (relative). Returns the drop.
+    """Fail unless eval loss fell by at least ``min_drop`` (relative) from the eval before the
+    first step to the eval after the last one. Returns the drop.
 
     A run that exits 0 but did not learn is the dangerous failure: it would reach the gate
-    looking like a real adapter. This catches it and names the usual causes."""
-    first, last = metrics.eval_loss_first, metrics.eval_loss_last
+    looking like a real adapter. This catches it and names the usual causes. Judging any
+    other eval (say, an older one at the step a crashed run resumed from) would be judging a
+    different adapter than the one that ships, so the evals' steps are checked too."""
+    first, last, final = metrics.eval_loss_first, metrics.eval_loss_last, metrics.final_step
     if first is None or last is None or len(metrics.evals) < 2:
         raise NotLearnedError(
-            f"cannot tell whether the adapter learned: {len(metrics.evals)} eval(s) in the log "
+            f"cannot tell whether the adapter learned: {len(metrics.evals)} eval(s) recorded "
             "(need one before and one after training). Check that `test_datasets` points at the "
-            "eval split and that `eval_strategy` / `eval_steps` evaluate during the run."
+            "validation slice and that `eval_strategy` / `eval_steps` evaluate during the run."
+        )
+    if metrics.evals[0]["step"] != 0 or metrics.evals[-1]["step"] != final:
+        raise NotLearnedError(
+            f"cannot tell whether the adapter learned: the evals ran at steps "
+            f"{[r['step'] for r in metrics.evals]}, training ended at step {final}; the guard needs "
+            "one at step 0 and one at the last step (use `eval_strategy: epoch`, or `eval_steps` "
+            "that divide the total)."
         )
     drop = (first - last) / first if first > 0 else 0.0
     if drop >= min_drop:
@@ -642,7 +651,7 @@ def check_learned(metrics: TrainMetrics, min_drop: float) -> float:
         "gradient_accumulation_steps vs. the training set size)",
         "nothing to learn: roles_to_train/eot_tokens mask every target token, or the "
         "assistant turns are empty",
-        "the eval split does not match the training distribution",
+        "the validation slice does not match the training distribution",
     ]
     listed = "\n".join(f"  - {c}" for c in causes)
     raise NotLearnedError(
@@ -655,23 +664,12 @@ def check_learned(metrics: TrainMetrics, min_drop: float) -> float:
 # --------------------------------------------------------------------------- reporting
 def loss_table_md(metrics: TrainMetrics, max_rows: int = 40) -> str:
     """The loss curve as a markdown table (train loss per logged step, eval loss where run)."""
-    rows: list[tuple[int, str, str, str]] = []
-    for index, record in enumerate(metrics.train, start=1):
-        step = int(record.get("step", index))
-        lr = record.get("learning_rate")
-        rows.append((step, f"{float(record['loss']):.4f}", "", f"{float(lr):.2e}" if isinstance(lr, (int, float)) else ""))
-    steps_per_epoch = _steps_per_epoch(metrics)
-    evals = []
-    for index, record in enumerate(metrics.evals):
-        step = record.get("step")
-        if step is None and steps_per_epoch:
-            step = round(float(record.get("epoch", 0)) * steps_per_epoch)
-        evals.append((int(step) if step is not None else index, f"{float(record['eval_loss']):.4f}"))
     by_step: dict[int, list[str]] = {}
-    for step, loss, _, lr in rows:
-        by_step[step] = [loss, "", lr]
-    for step, eval_loss in evals:
-        by_step.setdefault(step, ["", "", ""])[1] = eval_loss
+    for record in metrics.train:
+        lr = record.get("learning_rate")
+        by_step[record["step"]] = [f"{float(record['loss']):.4f}", "", f"{float(lr):.2e}" if lr is not None else ""]
+    for record in metrics.evals:
+        by_step.setdefault(record["step"], ["", "", ""])[1] = f"{float(record['eval_loss']):.4f}"
     ordered = sorted(by_step.items())
     if len(ordered) > max_rows:
         stride = -(-len(ordered) // max_rows)
@@ -680,18 +678,6 @@ def loss_table_md(metrics: TrainMetrics, max_rows: int = 40) -> str:
     lines = ["| step | train loss | eval loss | learning rate |", "|---:|---:|---:|---:|"]
     lines += [f"| {s} | {v[0]} | {v[1]} | {v[2]} |" for s, v in ordered]
     return "\n".join(lines)
-
-
-def _steps_per_epoch(metrics: TrainMetrics) -> float | None:
-    for record in reversed(metrics.train):
-        epoch = record.get("epoch")
-        if isinstance(epoch, (int, float)) and epoch > 0 and "step" in record:
-            return float(record["step"]) / float(epoch)
-    if metrics.train:
-        epoch = metrics.train[-1].get("epoch")
-        if isinstance(epoch, (int, float)) and epoch > 0:
-            return len(metrics.train) / float(epoch)
-    return None
 
 
 def versions() -> dict[str, str]:

@@ -3,9 +3,10 @@
 Axolotl cannot import ``dagster_pipes``, so this thin wrapper sits between Dagster's
 ``PipesSubprocessClient`` and the Axolotl CLI: it starts Axolotl with a clean environment,
 streams its output (to stdout, so it lands in the run's logs, and to ``train.log`` in the
-run directory), parses loss/eval loss/learning rate as they appear and logs them through
-Pipes, and at the end reports the run's metrics as materialization metadata. On a non-zero
-exit it prints the last 50 lines and exits with Axolotl's code, which fails the asset.
+run directory), logs each record ``MetricsLogPlugin`` appends to ``metrics.jsonl`` through
+Pipes as it appears, and at the end reports the run's metrics (``axolotl.read_metrics``:
+every launch of the run, the latest record per step) as materialization metadata. On a
+non-zero exit it prints the last 50 lines and exits with Axolotl's code, which fails the asset.
 
 Run as ``python -m pipelines.axolotl_launcher`` with Pipes extras:
 ``command`` (argv list), ``run_dir``, ``cpu_qlora_patch`` (bool), ``extra_env`` (dict),
@@ -28,6 +29,24 @@ from dagster_pipes import open_dagster_pipes
 from pipelines import axolotl as ax
 
 TAIL_LINES = 50
+
+
+class _NewRecords:
+    """The records appended to a JSONL file since the last call (complete lines only)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.offset = path.stat().st_size if path.is_file() else 0  # earlier launches: not news
+
+    def __call__(self) -> list[dict]:
+        if not self.path.is_file():
+            return []
+        with self.path.open("rb") as handle:
+            handle.seek(self.offset)
+            data = handle.read()
+        complete = data[: data.rfind(b"\n") + 1]
+        self.offset += len(complete)
+        return [json.loads(line) for line in complete.splitlines() if line.strip()]
 
 
 class _Segments:
@@ -53,8 +72,15 @@ class _Segments:
 
 
 def _describe(record: dict) -> str:
-    keys = ("loss", "eval_loss", "learning_rate", "grad_norm", "epoch", "train_runtime")
-    return ", ".join(f"{k}={record[k]}" for k in keys if k in record)
+    keys = ("step", "loss", "eval_loss", "learning_rate", "grad_norm", "epoch", "train_runtime")
+    return ", ".join(f"{k}={record[k]:.4g}" if isinstance(record[k], float) else f"{k}={record[k]}"
+                     for k in keys if k in record)
+
+
+def _report(pipes, records: list[dict]) -> None:
+    for record in records:
+        if record.get("kind") in ("train", "eval", "summary"):
+            pipes.log.info(f"axolotl {record['kind']}: {_describe(record)}")
 
 
 def run(pipes) -> int:
@@ -68,7 +94,7 @@ def run(pipes) -> int:
     timeout_s = float(extras.get("timeout_s") or 0)
     pipes.log.info(f"launching: {' '.join(command)} (cpu_qlora_patch={extras.get('cpu_qlora_patch')})")
 
-    parser = ax.LogParser()
+    new_records = _NewRecords(run_dir / ax.METRICS_FILE)
     started = time.monotonic()
     log_path = run_dir / ax.LOG_FILE
     with log_path.open("a", encoding="utf-8") as log_file:
@@ -103,13 +129,9 @@ def run(pipes) -> int:
             for segment, end in segments.feed(text):
                 if end == "\n":  # tqdm redraws (\r) stay in train.log, not the run log
                     sys.stdout.write(segment + "\n")
-                record = parser.feed(segment)
-                if record is not None:
-                    kind = "eval" if "eval_loss" in record else "summary" if "loss" not in record else "train"
-                    pipes.log.info(f"axolotl {kind}: {_describe(record)}")
+            _report(pipes, new_records())
         for segment, _ in segments.flush():
             sys.stdout.write(segment + "\n")
-            parser.feed(segment)
         sys.stdout.flush()
         returncode = process.wait()
         if timer is not None:
@@ -123,20 +145,25 @@ def run(pipes) -> int:
         pipes.log.error(f"axolotl {reason}; see {log_path}")
         return returncode or 1
 
-    metrics = ax.combine_metrics(parser.metrics, run_dir / ax.OUTPUT_SUBDIR)
-    data = metrics.to_dict()
-    data["wall_s"] = elapsed
-    (run_dir / ax.METRICS_FILE).write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
-    pipes.report_asset_materialization(
-        metadata={
-            "launch_wall_s": {"raw_value": round(elapsed, 1), "type": "float"},
-            "train_log": {"raw_value": str(log_path), "type": "path"},
+    _report(pipes, new_records())
+    metadata = {
+        "launch_wall_s": {"raw_value": round(elapsed, 1), "type": "float"},
+        "train_log": {"raw_value": str(log_path), "type": "path"},
+        "metrics_file": {"raw_value": str(run_dir / ax.METRICS_FILE), "type": "path"},
+    }
+    try:
+        metrics = ax.read_metrics(run_dir)
+    except (OSError, ValueError) as exc:  # the asset reads the file again and fails naming it
+        pipes.log.error(f"axolotl exited 0 but its metrics are unusable: {exc}")
+    else:
+        metadata.update({
+            "launches": {"raw_value": len(metrics.begins), "type": "int"},
             "eval_count": {"raw_value": len(metrics.evals), "type": "int"},
             "logged_steps": {"raw_value": len(metrics.train), "type": "int"},
             "eval_loss_first": {"raw_value": metrics.eval_loss_first, "type": "float"},
             "eval_loss_last": {"raw_value": metrics.eval_loss_last, "type": "float"},
-        }
-    )
+        })
+    pipes.report_asset_materialization(metadata=metadata)
     return 0
 
 

@@ -121,9 +121,9 @@ def current_inputs(layout: Layout, spec: BaseModelSpec, settings: Settings) -> I
 
 
 def current_data_fingerprint(layout: Layout) -> str | None:
-    """The data stage's own fingerprint of the train/eval files on disk; None if not built."""
+    """The data stage's own fingerprint of the split files on disk; None if not built."""
     from pipelines.split import data_fingerprint
 
-    if not (layout.train_file.is_file() and layout.eval_file.is_file()):
+    if not all(path.is_file() for path in layout.split_files):
         return None
-    return data_fingerprint(layout.train_file, layout.eval_file)
+    return data_fingerprint(*layout.split_files)

@@ -8,6 +8,13 @@ count minus two standard deviations, and the set at least ``min_eval`` (at most 
 rows), taking the lowest hash scores; ``eval_topups`` counts them. Then eval rows that are near
 duplicates of train rows (``contamination_threshold``, stricter than dedup's) are moved to
 train, until none is left.
+
+The validation slice is then carved out of the train side the same way, with a derived salt:
+the train rows scoring below ``validation_fraction`` (at least ``min_validation``, at most
+``MAX_VALIDATION_SHARE`` of train, lowest scores first). It is what Axolotl evaluates on and
+what the "did it learn" guard judges, so the held-out eval split never steers training (nor a
+retry after a guard failure). It is removed from the rows Axolotl trains on; eval rows were
+already kept apart from every train row, validation included, by the contamination check.
 No Dagster here."""
 
 from __future__ import annotations
@@ -24,6 +31,7 @@ from pipelines.minhash import MinHasher, similar_pairs
 from pipelines.records import paused_gc, prompt_key, prompt_parts
 
 NO_LABEL = "(none)"
+MAX_VALIDATION_SHARE = 0.25  # the floor never takes more than this share of the train rows
 
 
 def _score(key: str, salt: str) -> float:
@@ -36,18 +44,26 @@ def split_score(record: dict[str, Any], salt: str) -> float:
     return _score(prompt_key(record), salt)
 
 
+def validation_salt(salt: str) -> str:
+    """The validation slice's own salt: independent of the eval side's hash, yet it moves
+    only when ``split.salt`` does."""
+    return f"{salt}\0validation"
+
+
 @dataclass
 class SplitResult:
-    train: list[dict[str, Any]]
-    eval: list[dict[str, Any]]
+    train: list[dict[str, Any]]  # what Axolotl trains on: the train side minus validation
+    validation: list[dict[str, Any]]  # carved out of the train side; what Axolotl evaluates on
+    eval: list[dict[str, Any]]  # held out: only the final evaluation ever reads it
     eval_topups: int  # rows put in eval by the small-data floors, not by the hash alone
     contamination_moved: int  # eval rows moved to train: near duplicates of a train row
     contamination_pairs: int  # eval/train near-duplicate pairs left after moving: must be 0
 
     def labels(self) -> dict[str, dict[str, int]]:
-        train = Counter(r.get("label") or NO_LABEL for r in self.train)
-        held = Counter(r.get("label") or NO_LABEL for r in self.eval)
-        return {k: {"train": train[k], "eval": held[k]} for k in sorted(set(train) | set(held))}
+        sides = {name: Counter(r.get("label") or NO_LABEL for r in rows)
+                 for name, rows in (("train", self.train), ("validation", self.validation), ("eval", self.eval))}
+        keys = sorted(set().union(*sides.values()))
+        return {k: {name: counts[k] for name, counts in sides.items()} for k in keys}
 
 
 def _label_floor(n: int, fraction: float) -> int:
@@ -69,6 +85,22 @@ def _cross_pairs(pairs: Any, is_eval: list[bool]) -> list[tuple[int, int]]:
     return [(a, b) for a, b in pairs.tolist() if is_eval[a] != is_eval[b]]
 
 
+def _validation_size(train_rows: int, hashed: int, min_validation: int) -> int:
+    """How many train rows the validation slice takes: what the hash picked, raised to
+    ``min_validation`` and capped at ``MAX_VALIDATION_SHARE`` of the train rows."""
+    cap = int(train_rows * MAX_VALIDATION_SHARE)
+    return min(max(hashed, min_validation), cap)
+
+
+def _carve_validation(train: list[int], scores: dict[int, float], fraction: float, min_validation: int) -> set[int]:
+    """The validation rows among ``train`` (indices): the lowest scores. Between the floor
+    and the cap that is exactly the rows scoring below ``fraction``, a per-row property, so
+    appending rows never moves an old one in or out."""
+    hashed = sum(scores[i] < fraction for i in train)
+    ranked = sorted(train, key=scores.__getitem__)
+    return set(ranked[: _validation_size(len(train), hashed, min_validation)])
+
+
 @paused_gc()
 def split(
     records: list[dict[str, Any]],
@@ -77,6 +109,8 @@ def split(
     min_eval: int = 40,
     salt: str = "tunegate-split-v1",
     contamination_threshold: float = 0.70,
+    validation_fraction: float = 0.10,
+    min_validation: int = 16,
     hasher: MinHasher | None = None,
     index: PromptIndex | None = None,
 ) -> SplitResult:
@@ -88,7 +122,8 @@ def split(
         raise ValueError(f"index has {len(index.parts)} rows for {len(records)} records")
     else:
         parts, sigs, hasher = index.parts, index.signatures, index.hasher
-    scores = [_score("\n".join(p), salt) for p in parts]
+    keys = ["\n".join(p) for p in parts]
+    scores = [_score(k, salt) for k in keys]
     is_eval = [s < eval_fraction for s in scores]
 
     topups = 0
@@ -108,8 +143,13 @@ def split(
             for i in pair:
                 moved += is_eval[i]
                 is_eval[i] = False
+    train = [i for i, e in enumerate(is_eval) if not e]
+    val_salt = validation_salt(salt)
+    val_scores = {i: _score(keys[i], val_salt) for i in train}
+    validation = _carve_validation(train, val_scores, validation_fraction, min_validation)
     return SplitResult(
-        train=[r for r, e in zip(records, is_eval) if not e],
+        train=[records[i] for i in train if i not in validation],
+        validation=[records[i] for i in train if i in validation],
         eval=[r for r, e in zip(records, is_eval) if e],
         eval_topups=topups,
         contamination_moved=moved,
@@ -117,10 +157,11 @@ def split(
     )
 
 
-def data_fingerprint(train_file: Path, eval_file: Path) -> str:
-    """sha256 over both files' bytes: what later stages key their caches on."""
+def data_fingerprint(*files: Path) -> str:
+    """sha256 over the files' names and bytes (``Layout.split_files``: train, validation,
+    eval): what later stages key their caches on."""
     digest = hashlib.sha256()
-    for path in (train_file, eval_file):
+    for path in files:
         digest.update(path.name.encode() + b"\0")
         with open(path, "rb") as handle:
             for block in iter(lambda: handle.read(1 << 20), b""):

@@ -156,6 +156,7 @@ def _write_data(layout: Layout) -> str:
     layout.data_dir.mkdir(parents=True)
     layout.train_file.write_text('{"id": "1"}\n')
     layout.eval_file.write_text('{"id": "2"}\n')
+    layout.validation_file.write_text('{"id": "3"}\n')
     return retune.current_data_fingerprint(layout)
 
 

@@ -1,9 +1,11 @@
-"""Config generation, validation, run identity, launch environment and the log parser of
-the training stage (pipelines/axolotl.py). No model runs here; Axolotl's schema is imported."""
+"""Config generation, validation, run identity, launch environment, the metrics file and the
+"did it learn" guard of the training stage (pipelines/axolotl.py). No model runs here;
+Axolotl's schema is imported."""
 
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -16,8 +18,7 @@ from pipelines.config import BaseModelSpec, Layout, TrainingSettings
 
 FIXTURES = Path(__file__).parent / "fixtures"
 TRAIN = FIXTURES / "chat_train.jsonl"
-EVAL = FIXTURES / "chat_eval.jsonl"
-REAL_LOG = FIXTURES / "axolotl_qlora_tiny.log"  # captured from a real `axolotl train` run
+VALIDATION = FIXTURES / "chat_eval.jsonl"  # stands in for the validation slice of train
 
 
 def _spec(name: str = "tiny-llama", **kw) -> BaseModelSpec:
@@ -26,7 +27,7 @@ def _spec(name: str = "tiny-llama", **kw) -> BaseModelSpec:
 
 def _plan(tmp_path: Path, model_dir: Path, spec: BaseModelSpec | None = None, *, home: Path | None = None,
           overrides: dict | None = None, fingerprint: str = "f" * 64, sha: str = "a" * 64,
-          train: Path = TRAIN, eval_: Path = EVAL, cuda: bool = False) -> ax.RunPlan:
+          train: Path = TRAIN, validation: Path = VALIDATION, cuda: bool = False) -> ax.RunPlan:
     return ax.plan_run(
         Layout(home or tmp_path / "home"),
         spec or _spec(),
@@ -34,7 +35,7 @@ def _plan(tmp_path: Path, model_dir: Path, spec: BaseModelSpec | None = None, *,
         base_model_dir=model_dir,
         base_model_sha256=sha,
         train_path=train,
-        eval_path=eval_,
+        validation_path=validation,
         data_fingerprint=fingerprint,
         cuda=cuda,
     )
@@ -86,12 +87,12 @@ def test_shipped_templates_have_the_cpu_keys_and_qlora_defaults():
     for key in ("bf16", "fp16", "tf32", "flash_attention", "sample_packing", "dataloader_pin_memory",
                 "lora_mlp_kernel", "lora_qkv_kernel", "lora_o_kernel", "lora_embedding_kernel"):
         assert cfg[key] is False, key
-    assert cfg["val_set_size"] == 0 and cfg["test_datasets"], "eval must come from OUR held-out split"
+    assert cfg["val_set_size"] == 0 and cfg["test_datasets"], "eval must come from OUR validation slice"
     assert cfg["datasets"][0]["roles_to_train"] == ["assistant"]
     assert cfg["sequence_len"] == 256 and cfg["micro_batch_size"] == 8
     assert cfg["gradient_accumulation_steps"] == 1 and cfg["num_epochs"] == 1
     assert cfg["eval_strategy"] == "epoch" and "eval_steps" not in cfg
-    assert cfg["plugins"] == ["pipelines.axolotl_plugin.TrimComputePlugin"]
+    assert cfg["plugins"] == ["pipelines.axolotl_plugin.TrimComputePlugin", ax.METRICS_PLUGIN]
     gpu = ax.training_config(_spec(), TrainingSettings(), cuda=True)
     assert "bf16" not in gpu and "lora_qkv_kernel" not in gpu
 
@@ -101,22 +102,32 @@ def test_run_specific_keys_are_refused_in_overrides():
         ax.training_config(_spec(), TrainingSettings(overrides={"output_dir": "/elsewhere"}), cuda=False)
     with pytest.raises(ax.AxolotlConfigError, match="axolotl_overrides: `base_model`"):
         ax.training_config(_spec(axolotl_overrides={"base_model": "x"}), TrainingSettings(), cuda=False)
+    with pytest.raises(ax.AxolotlConfigError, match="`tunegate_metrics_file` is set per run"):
+        ax.training_config(_spec(), TrainingSettings(overrides={"tunegate_metrics_file": "/x"}), cuda=False)
+
+
+def test_a_config_without_the_metrics_plugin_is_refused(tmp_path, model_dir):
+    """Overrides replace lists whole: dropping the plugin would leave the guard blind."""
+    with pytest.raises(ax.AxolotlConfigError, match="must include pipelines.axolotl_plugin.MetricsLogPlugin"):
+        _plan(tmp_path, model_dir, overrides={"plugins": ["pipelines.axolotl_plugin.TrimComputePlugin"]})
 
 
 def test_odd_strings_survive_safe_dump(tmp_path, model_dir):
     odd = "Answer: {\"a\": 1}\n- not a list item\n# not a comment\n'quotes' & *anchors* %s {{ jinja }}"
     weird_dir = tmp_path / "data: #1 'x'"
     weird_dir.mkdir()
-    train, eval_ = weird_dir / "train set.jsonl", weird_dir / "eval: set.jsonl"
+    train, validation = weird_dir / "train set.jsonl", weird_dir / "validation: set.jsonl"
     train.write_text(TRAIN.read_text())
-    eval_.write_text(EVAL.read_text())
+    validation.write_text(VALIDATION.read_text())
     plan = _plan(tmp_path, model_dir, overrides={"chat_template": "jinja", "chat_template_jinja": odd},
-                 train=train, eval_=eval_)
+                 train=train, validation=validation)
     path = ax.write_config(plan)
     loaded = yaml.safe_load(path.read_text())
     assert loaded == plan.config
     assert loaded["chat_template_jinja"] == odd
     assert loaded["datasets"][0]["path"] == str(train)
+    assert loaded["test_datasets"][0]["path"] == str(validation)
+    assert loaded["tunegate_metrics_file"] == str(plan.metrics_path)
 
 
 # --------------------------------------------------------------------------- identity
@@ -139,12 +150,17 @@ def test_two_partitions_never_share_a_run_dir(tmp_path, model_dir):
     assert one.config["output_dir"].startswith(str(one.run_dir))
 
 
-def test_prepared_dataset_cache_is_keyed_by_tokenizer(tmp_path, model_dir):
+def test_prepared_dataset_cache_is_keyed_by_tokenizer_and_data(tmp_path, model_dir):
+    """Axolotl keys its tokenised copy by file path: new rows in train.jsonl at the same path
+    (say, after the validation slice left it) must not reuse the old tokenisation."""
     before = _plan(tmp_path, model_dir)
     (model_dir / "tokenizer.json").write_text('{"model": "v2"}')
     after = _plan(tmp_path, model_dir)
     assert before.config["dataset_prepared_path"] != after.config["dataset_prepared_path"]
     assert before.config_hash == after.config_hash
+    new_data = _plan(tmp_path, model_dir, fingerprint="0" * 64)
+    assert new_data.config["dataset_prepared_path"] != after.config["dataset_prepared_path"]
+    assert new_data.config["datasets"][0]["path"] == after.config["datasets"][0]["path"]  # same path
 
 
 def test_a_template_without_test_datasets_is_refused(tmp_path, model_dir):
@@ -157,10 +173,10 @@ def test_plan_round_trips_through_the_asset_value(tmp_path, model_dir):
     assert ax.RunPlan.from_dict(json.loads(json.dumps(plan.to_dict()))) == plan
 
 
-def test_eval_split_must_be_disjoint_from_train(tmp_path):
-    ax.assert_disjoint(TRAIN, EVAL)
-    leaky = tmp_path / "eval.jsonl"
-    leaky.write_text(EVAL.read_text() + TRAIN.read_text().splitlines()[0] + "\n")
+def test_validation_must_be_disjoint_from_train(tmp_path):
+    ax.assert_disjoint(TRAIN, VALIDATION)
+    leaky = tmp_path / "validation.jsonl"
+    leaky.write_text(VALIDATION.read_text() + TRAIN.read_text().splitlines()[0] + "\n")
     with pytest.raises(ax.AxolotlConfigError, match="train-000.*trained on"):
         ax.assert_disjoint(TRAIN, leaky)
     with pytest.raises(ax.AxolotlConfigError, match="same file"):
@@ -169,7 +185,17 @@ def test_eval_split_must_be_disjoint_from_train(tmp_path):
 
 # --------------------------------------------------------------------------- validation
 def test_generated_config_passes_axolotl_schema(tmp_path, model_dir):
-    ax.validate_config(_plan(tmp_path, model_dir).config)
+    """Including the metrics plugin's own key, which only its input args make known."""
+    cfg = _plan(tmp_path, model_dir).config
+    assert cfg[ax.METRICS_FILE_KEY].endswith("/" + ax.METRICS_FILE)
+    ax.validate_config(cfg)
+
+
+def test_a_plugin_that_does_not_import_is_named(tmp_path, model_dir):
+    cfg = _plan(tmp_path, model_dir).config
+    cfg["plugins"] = [*cfg["plugins"], "pipelines.no_such_module.Plugin"]
+    with pytest.raises(ax.AxolotlConfigError, match=r"`plugins`: cannot import \['pipelines.no_such_module.Plugin'\]"):
+        ax.validate_config(cfg)
 
 
 @pytest.mark.parametrize(
@@ -241,7 +267,21 @@ def test_resume_from_newest_complete_checkpoint(tmp_path, model_dir):
     assert checkpoint == plan.output_dir / "checkpoint-10"
     resumed = yaml.safe_load(path.read_text())
     assert resumed["resume_from_checkpoint"] == str(checkpoint)
+    assert resumed[ax.METRICS_FILE_KEY] == str(plan.metrics_path)
     assert "resume_from_checkpoint" not in yaml.safe_load(plan.config_path.read_text())
+
+
+def test_a_resume_keeps_the_metrics_and_a_fresh_start_drops_them(tmp_path, model_dir):
+    plan = _plan(tmp_path, model_dir)
+    ax.write_config(plan)
+    plan.metrics_path.write_text('{"kind": "train", "step": 1, "loss": 2.0}\n')
+    (plan.output_dir / "checkpoint-1").mkdir(parents=True)
+    (plan.output_dir / "checkpoint-1" / "trainer_state.json").write_text("{}")
+    ax.prepare_launch(plan)
+    assert plan.metrics_path.is_file()  # the steps before the checkpoint are only in there
+    shutil.rmtree(plan.output_dir)
+    ax.prepare_launch(plan)
+    assert not plan.metrics_path.exists()  # a killed attempt that saved nothing: void
 
 
 def test_cache_hit_only_for_a_marked_complete_adapter(tmp_path):
@@ -253,6 +293,8 @@ def test_cache_hit_only_for_a_marked_complete_adapter(tmp_path):
     (adapter / "adapter_model.safetensors").write_bytes(b"x")
     assert ax.completed_run(run_dir) is None  # trained, but not marked: guard not passed
     ax.mark_done(run_dir, {"adapter_dir": str(adapter), "eval_loss_last": 0.1})
+    assert ax.completed_run(run_dir) is None  # no metrics to show for it
+    (run_dir / ax.METRICS_FILE).write_text("")
     assert ax.completed_run(run_dir)["eval_loss_last"] == 0.1
     (adapter / "adapter_model.safetensors").unlink()
     assert ax.completed_run(run_dir) is None  # marker without weights is not a hit
@@ -264,57 +306,85 @@ def test_split_output_separates_tqdm_redraws():
     assert list(ax.split_output(text)) == ["a", " 50%|##  | 1/2", "{'loss': '1.5', 'epoch': '0.5'}", "b"]
 
 
-def test_log_parser_on_real_axolotl_output():
-    metrics = ax.parse_log(REAL_LOG.read_text())
-    assert len(metrics.train) >= 6 and len(metrics.evals) >= 2
-    assert all(isinstance(r["loss"], float) for r in metrics.train)  # strings became numbers
-    assert metrics.evals[0]["epoch"] == 0  # Axolotl's eval before the first step
-    assert metrics.eval_loss_first > metrics.eval_loss_last
-    assert metrics.summary["train_loss"] > 0 and metrics.train_runtime_s > 0
-    assert metrics.trainable_params and metrics.all_params > metrics.trainable_params
-    assert metrics.tokens_per_second and metrics.tokens_per_second > 0
-    assert not metrics.avx512_warning
-    assert parse_count(REAL_LOG.read_text()) == len(metrics.train) + len(metrics.evals) + 1
+def _rec(kind: str, step: int, **values) -> dict:
+    return ax.metrics_record(values, step=step, epoch=step / 12, kind=kind)
 
 
-def parse_count(text: str) -> int:
-    """Independent count: every Trainer dict repr in the raw output."""
-    return text.count("{'loss'") + text.count("{'eval_loss'") + text.count("{'train_runtime'")
+def _killed_and_resumed() -> list[dict]:
+    """What MetricsLogPlugin appends for a 12-step run (evals at 0, 6, 12) killed after step
+    8, then resumed from checkpoint-5: steps 6..8 and the eval at 6 are logged twice."""
+    first = [_rec("begin", 0, num_input_tokens_seen=0, trainable_params=100, all_params=1000),
+             _rec("eval", 0, eval_loss=4.0)]
+    first += [_rec("train", s, loss=4.0 - 0.1 * s, learning_rate=1e-3, num_input_tokens_seen=256 * s)
+              for s in range(1, 9)]
+    first.insert(8, _rec("eval", 6, eval_loss=2.5))
+    resumed = [_rec("begin", 5, num_input_tokens_seen=1280, trainable_params=100, all_params=1000)]
+    resumed += [_rec("train", s, loss=3.0 - 0.2 * s, learning_rate=1e-3, num_input_tokens_seen=256 * s)
+                for s in range(6, 13)]
+    resumed.insert(2, _rec("eval", 6, eval_loss=2.4))
+    resumed += [_rec("eval", 12, eval_loss=0.5),
+                _rec("summary", 12, train_runtime=10.0, train_loss=1.0, num_input_tokens_seen=3072)]
+    return first + resumed
 
 
-def test_parser_ignores_non_metric_dicts_and_flags_the_bnb_warning():
-    parser = ax.LogParser()
-    assert parser.feed("{'foo': 'bar'}") is None
-    assert parser.feed("UserWarning: bitsandbytes::gemv_4bit: an autograd kernel was not registered") is None
-    assert parser.metrics.avx512_warning
+def test_metrics_keep_the_latest_record_per_step_across_a_resume():
+    metrics = ax.TrainMetrics.from_records(_killed_and_resumed())
+    assert [r["step"] for r in metrics.train] == list(range(1, 13))
+    assert metrics.train[6]["loss"] == pytest.approx(3.0 - 0.2 * 7)  # the resumed run's step 7
+    assert [(r["step"], r["eval_loss"]) for r in metrics.evals] == [(0, 4.0), (6, 2.4), (12, 0.5)]
+    assert metrics.eval_loss_first == 4.0 and metrics.eval_loss_last == 0.5 and metrics.final_step == 12
+    assert metrics.train_loss_last == pytest.approx(3.0 - 0.2 * 12)
+    assert len(metrics.begins) == 2 and metrics.trainable_params == 100 and metrics.all_params == 1000
+    assert metrics.tokens_per_second == pytest.approx((3072 - 1280) / 10.0)  # the last launch's
+    assert ax.check_learned(metrics, 0.10) == pytest.approx(1 - 0.5 / 4.0)
 
 
-def test_trainer_state_adds_full_precision_and_steps(tmp_path):
-    log = ax.parse_log("{'eval_loss': '3.87', 'epoch': 0}\n{'loss': '3.9', 'epoch': '0.5'}\n"
-                       "{'eval_loss': '0.114', 'epoch': '1'}\n{'train_runtime': '10', 'train_loss': '2'}\n")
-    state = {"global_step": 2, "log_history": [
-        {"eval_loss": 3.8712, "epoch": 0, "step": 0}, {"loss": 3.9021, "epoch": 0.5, "step": 1},
-        {"eval_loss": 0.11402, "epoch": 1.0, "step": 2}]}
-    ckpt = tmp_path / "checkpoint-2"
-    ckpt.mkdir()
-    (ckpt / "trainer_state.json").write_text(json.dumps(state))
-    merged = ax.combine_metrics(log, tmp_path)
-    assert merged.eval_loss_first == pytest.approx(3.8712) and merged.evals[-1]["step"] == 2
-    assert merged.train_runtime_s == 10.0
-    # a crash after the last checkpoint: the log saw more than the state, keep the log
-    assert ax.combine_metrics(log, tmp_path / "nothing").eval_loss_last == pytest.approx(0.114)
+def test_read_metrics_from_the_run_dir(tmp_path):
+    (tmp_path / ax.METRICS_FILE).write_text("".join(json.dumps(r) + "\n" for r in _killed_and_resumed()))
+    (tmp_path / ax.LOG_FILE).write_text("UserWarning: bitsandbytes::gemv_4bit: an autograd kernel was not registered\n")
+    metrics = ax.read_metrics(tmp_path)
+    assert metrics.eval_loss_last == 0.5 and metrics.avx512_warning
+    (tmp_path / ax.LOG_FILE).write_text("all fine\n")
+    assert not ax.read_metrics(tmp_path).avx512_warning
+
+
+def test_read_metrics_errors_name_the_file_and_line(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"metrics.jsonl: no metrics recorded: .*MetricsLogPlugin did not run"):
+        ax.read_metrics(tmp_path)
+    path = tmp_path / ax.METRICS_FILE
+    path.write_text(json.dumps(_rec("eval", 0, eval_loss=1.0)) + "\n" + '{"kind": "eval", "eval_loss": 1.0}\n')
+    with pytest.raises(ValueError, match=r"metrics.jsonl: line 2: a metrics record needs a `kind` and an integer"):
+        ax.read_metrics(tmp_path)
+    path.write_text(json.dumps(_rec("eval", 0, eval_loss=1.0)) + "\n{\"kind\": \"tr\n")
+    with pytest.raises(ValueError, match=r"metrics.jsonl: line 2: not valid JSON"):
+        ax.read_metrics(tmp_path)
+
+
+def test_metrics_record_keeps_numbers_and_classifies():
+    logs = {"loss": 1.5, "learning_rate": 1e-3, "grad_norm": 2, "flag": True, "note": "x", "epoch": 0.5}
+    assert ax.metrics_record(logs, step=3, epoch=0.25) == {
+        "loss": 1.5, "learning_rate": 1e-3, "grad_norm": 2, "epoch": 0.25, "kind": "train", "step": 3}
+    assert ax.record_kind({"eval_loss": 1.0, "epoch": 1}) == "eval"
+    assert ax.record_kind({"train_runtime": 8.4, "train_loss": 10.7}) == "summary"
+    assert ax.record_kind({"total_flos": 1.0}) == "other"
 
 
 def test_loss_table_lists_train_and_eval_losses():
-    table = ax.loss_table_md(ax.parse_log(REAL_LOG.read_text()))
+    table = ax.loss_table_md(ax.TrainMetrics.from_records(_killed_and_resumed()))
     lines = table.splitlines()
     assert lines[0] == "| step | train loss | eval loss | learning rate |"
-    assert len(lines) >= 2 + 6
+    assert lines[2] == "| 0 |  | 4.0000 |  |" and lines[-1] == "| 12 | 0.6000 | 0.5000 | 1.00e-03 |"
+    assert len(lines) == 2 + 13
 
 
 # --------------------------------------------------------------------------- guard
-def _metrics(*eval_losses: float, warning: bool = False) -> ax.TrainMetrics:
-    return ax.TrainMetrics(evals=[{"eval_loss": v} for v in eval_losses], avx512_warning=warning)
+def _metrics(*eval_losses: float, warning: bool = False, steps: list[int] | None = None) -> ax.TrainMetrics:
+    """Evals spread over a 10-step run: the first at step 0, the last at step 10."""
+    last = max(1, len(eval_losses) - 1)
+    steps = steps or [round(10 * i / last) for i in range(len(eval_losses))]
+    records = [_rec("eval", s, eval_loss=v) for s, v in zip(steps, eval_losses)]
+    records += [_rec("train", s, loss=1.0) for s in range(1, 11)]
+    return ax.TrainMetrics.from_records(records, avx512_warning=warning)
 
 
 def test_guard_passes_a_real_drop():
@@ -334,6 +404,15 @@ def test_guard_needs_an_eval_before_and_after():
         ax.check_learned(_metrics(3.0), 0.10)
 
 
+def test_guard_refuses_a_last_eval_before_the_last_step():
+    """Judging an older eval (say, the one at the step a crashed run resumed from) would
+    judge another adapter than the one that ships."""
+    with pytest.raises(ax.NotLearnedError, match=r"evals ran at steps \[0, 6\], training ended at step 10"):
+        ax.check_learned(_metrics(3.87, 0.1, steps=[0, 6]), 0.10)
+    with pytest.raises(ax.NotLearnedError, match=r"steps \[2, 10\]"):
+        ax.check_learned(_metrics(3.87, 0.1, steps=[2, 10]), 0.10)
+
+
 def test_quantization_config_and_how_to_load():
     cfg = {"adapter": "qlora", "load_in_4bit": True, "bf16": False, "bnb_config_kwargs": {"bnb_4bit_compute_dtype": "bfloat16"}}
     quant = ax.quantization_config(cfg)
@@ -342,3 +421,18 @@ def test_quantization_config_and_how_to_load():
     code = ax.how_to_load("/a", "/b", quant)
     assert "bnb_4bit_compute_dtype=torch.bfloat16" in code and "PeftModel.from_pretrained(base, '/a')" in code
     compile(code, "how_to_load", "exec")
+
+
+def test_plain_lora_works_as_a_registry_override(tmp_path):
+    """Issue 10's remedy for quantisation loss: `adapter: lora` + `load_in_4bit: false` in a
+    model's axolotl_overrides gives a valid fp32 LoRA config (no 4-bit patch, no quantisation)."""
+    spec = BaseModelSpec(name="m", source=str(tmp_path), axolotl_overrides={"adapter": "lora", "load_in_4bit": False})
+    cfg = ax.training_config(spec, TrainingSettings(), cuda=False)
+    assert cfg["adapter"] == "lora" and cfg["load_in_4bit"] is False
+    assert ax.quantization_config(cfg) == {"load_in_4bit": False}
+    ax.validate_config({**cfg, "base_model": str(tmp_path), "output_dir": str(tmp_path / "out"),
+                        "datasets": [{**cfg["datasets"][0], "path": str(tmp_path / "t.jsonl")}],
+                        "test_datasets": [{**cfg["test_datasets"][0], "path": str(tmp_path / "v.jsonl")}]})
+    half = BaseModelSpec(name="m", source=str(tmp_path), axolotl_overrides={"adapter": "lora"})
+    with pytest.raises(ax.AxolotlConfigError, match="load_in_4bit: false"):
+        ax.validate_config(ax.training_config(half, TrainingSettings(), cuda=False))

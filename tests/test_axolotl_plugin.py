@@ -4,6 +4,7 @@ loss or the gradients of the trainable weights."""
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 
 import pytest
 import torch
@@ -108,3 +109,74 @@ def test_the_plugin_keeps_the_hook_only_for_gradient_checkpointing(checkpointing
     model = _top_layer_lora(_model())
     axolotl_plugin.TrimComputePlugin().post_model_load(DictDefault({"gradient_checkpointing": checkpointing}), model)
     assert bool(model.get_base_model()._require_grads_hooks) is checkpointing
+
+
+# --------------------------------------------------------------------------- metrics
+def _trainer(output_dir, metrics_file, max_steps: int):
+    """A real Hugging Face Trainer on the small LoRA model: eval before the first step and
+    every 2 steps, a checkpoint every 2 steps, MetricsLogCallback attached."""
+    from datasets import Dataset
+    from transformers import Trainer, TrainingArguments
+
+    torch.manual_seed(3)
+    ids = torch.randint(0, 300, (8, 12)).tolist()
+    data = Dataset.from_dict({"input_ids": ids, "labels": ids})
+    args = TrainingArguments(output_dir=str(output_dir), max_steps=max_steps, per_device_train_batch_size=4,
+                             per_device_eval_batch_size=4, learning_rate=1e-2, logging_steps=1,
+                             eval_strategy="steps", eval_steps=2, eval_on_start=True, save_steps=2,
+                             include_num_input_tokens_seen=True, report_to=[], use_cpu=True,
+                             disable_tqdm=True, seed=0)
+    return Trainer(model=_top_layer_lora(_model()), args=args, train_dataset=data, eval_dataset=data,
+                   callbacks=[axolotl_plugin.MetricsLogCallback(metrics_file)])
+
+
+def test_the_callback_records_every_launch_of_a_resumed_run(tmp_path):
+    """Stop a run at step 2 (its checkpoint), resume it to step 4: the file has both
+    launches, and read back it ends with the resumed launch's eval at step 4."""
+    from pipelines import axolotl as ax
+    from pipelines.records import read_jsonl
+
+    metrics_file = tmp_path / "run" / ax.METRICS_FILE
+    _trainer(tmp_path / "out", metrics_file, max_steps=2).train()
+    checkpoint = tmp_path / "out" / "checkpoint-2"
+    _trainer(tmp_path / "out", metrics_file, max_steps=4).train(resume_from_checkpoint=str(checkpoint))
+
+    records = list(read_jsonl(metrics_file))
+    assert [(r["kind"], r["step"]) for r in records if r["kind"] in ("begin", "eval", "summary")] == [
+        ("begin", 0), ("eval", 0), ("eval", 2), ("summary", 2),  # the first launch
+        ("begin", 2), ("eval", 2), ("eval", 4), ("summary", 4)]  # the resumed one (a plain Trainer
+    # evaluates on start again; Axolotl skips that on a resume, and the reader keeps the latest)
+    begin = records[0]
+    assert begin["trainable_params"] > 0 and begin["all_params"] > begin["trainable_params"]
+    assert all(isinstance(r["epoch"], (int, float)) for r in records[1:])
+    metrics = ax.TrainMetrics.from_records(records)
+    assert [r["step"] for r in metrics.train] == [1, 2, 3, 4] and metrics.final_step == 4
+    assert [r["step"] for r in metrics.evals] == [0, 2, 4]
+    assert metrics.eval_loss_last == next(r["eval_loss"] for r in records if r["kind"] == "eval" and r["step"] == 4)
+    assert metrics.begins[-1]["num_input_tokens_seen"] == 2 * 4 * 12  # restored from the checkpoint
+
+
+def test_the_metrics_plugin_reads_its_key_through_axolotl_validation(tmp_path):
+    """The path reaches the training process only as a config key: Axolotl's own validation
+    (what `axolotl train` runs) must keep it, and the plugin must turn it into a callback."""
+    from axolotl.utils.config import prepare_plugins, validate_config
+    from axolotl.utils.dict import DictDefault
+
+    from pipelines import axolotl as ax
+    from pipelines.config import BaseModelSpec, Layout, TrainingSettings
+
+    model_dir = tmp_path / "model"
+    model_dir.mkdir()
+    (model_dir / "tokenizer.json").write_text("{}")
+    fixtures = Path(__file__).parent / "fixtures"
+    plan = ax.plan_run(Layout(tmp_path / "home"), BaseModelSpec(name="tiny", source="/nonexistent"),
+                       TrainingSettings(), base_model_dir=model_dir, base_model_sha256="a" * 64,
+                       train_path=fixtures / "chat_train.jsonl", validation_path=fixtures / "chat_eval.jsonl",
+                       data_fingerprint="f" * 64, cuda=False)
+    cfg = DictDefault(plan.config)
+    prepare_plugins(cfg)
+    validated = validate_config(cfg)
+    assert validated[ax.METRICS_FILE_KEY] == str(plan.metrics_path)
+    (callback,) = axolotl_plugin.MetricsLogPlugin().add_callbacks_pre_trainer(validated, model=None)
+    assert callback.path == plan.metrics_path
+    assert axolotl_plugin.MetricsLogPlugin().add_callbacks_pre_trainer(DictDefault({}), model=None) == []

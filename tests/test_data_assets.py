@@ -1,6 +1,8 @@
-"""The data assets end to end through Dagster, on a temporary sources.yaml with two sources."""
+"""The data assets end to end through Dagster, on a temporary sources.yaml with two sources,
+and the training config built on them never seeing the held-out split."""
 
 import json
+from pathlib import Path
 
 import dagster as dg
 import pandas as pd
@@ -81,10 +83,15 @@ def test_materialize_data_assets(workspace):
     audit = list(read_jsonl(deduped["audit_path"]))
     assert {(a["dropped_id"], a["kept_id"]) for a in audit} == {("alpha-61", "alpha-1"), ("beta-41", "alpha-6")}
 
-    train, held = out("train_set"), out("eval_set")
-    assert train["rows"] + held["rows"] == 100 and held["rows"] >= 10
-    assert train["fingerprint"] == held["fingerprint"]
-    assert sum(held["labels"].values()) == held["rows"]
+    train, validation, held = out("train_set"), out("validation_set"), out("eval_set")
+    assert train["rows"] + validation["rows"] + held["rows"] == 100 and held["rows"] >= 10
+    assert validation["rows"] == 16  # the floor: 10 % of ~90 train rows is less
+    assert train["fingerprint"] == validation["fingerprint"] == held["fingerprint"]
+    for side in (train, validation, held):
+        assert sum(side["labels"].values()) == side["rows"] == len(list(read_jsonl(side["path"])))
+    ids = [{r["id"] for r in read_jsonl(side["path"])} for side in (train, validation, held)]
+    assert not ids[0] & ids[1] and not ids[0] & ids[2] and not ids[1] & ids[2]
+    assert Path(validation["path"]) == resource.layout.validation_file
     example = next(read_jsonl(held["path"]))
     assert set(example) == {"id", "source", "messages", "label"}
     assert [m["role"] for m in example["messages"]] == ["system", "user", "assistant"]
@@ -95,7 +102,7 @@ def test_materialize_data_assets(workspace):
     assert meta["raw_pairs/alpha"]["rows_quarantined"].value == 1
     assert meta["deduped_pairs"]["near_duplicates"].value == 0
     assert meta["eval_set"]["contamination_pairs"].value == 0
-    assert "| label | train | eval |" in meta["eval_set"]["labels"].value
+    assert "| label | train | validation | eval |" in meta["eval_set"]["labels"].value
     assert meta["labeled_pairs"]["rows_beta"].value == 41
 
     again = materialize(specs, resource)  # same data, same split, same fingerprint
@@ -134,4 +141,46 @@ def test_definitions_have_one_asset_per_configured_source():
 
     keys = {k.to_user_string() for k in defs.resolve_asset_graph().get_all_asset_keys()}
     expected = {f"raw_pairs/{s.name}" for s in config.load_sources(config.default_sources_file())}
-    assert expected | {"labeled_pairs", "deduped_pairs", "train_set", "eval_set"} <= keys
+    assert expected | {"labeled_pairs", "deduped_pairs", "train_set", "validation_set", "eval_set"} <= keys
+
+
+def test_training_config_never_sees_the_held_out_split(workspace, tiny_registry):
+    """The generated Axolotl YAML, and every file it points at, hold none of the eval
+    split's rows: Axolotl trains on train.jsonl and evaluates on validation.jsonl."""
+    import yaml
+
+    from assets import training
+
+    specs, resource = workspace
+    assert dg.AssetKey("eval_set") not in set(training.axolotl_config.keys_by_input_name.values())
+    resource = TunegateResource(home=resource.home, sources_file=resource.sources_file,
+                                settings_file=resource.settings_file, base_models_file=str(tiny_registry))
+    instance = dg.DagsterInstance.ephemeral()
+    instance.add_dynamic_partitions("base_model", ["tiny-llama"])
+    result = dg.materialize([*build_source_assets(specs), *build_dataset_assets(specs), training.base_model,
+                             training.axolotl_config], resources={"tunegate": resource}, instance=instance,
+                            partition_key="tiny-llama")
+    assert result.success
+    held, validation, train = (result.asset_value(k) for k in ("eval_set", "validation_set", "train_set"))
+    held_rows = list(read_jsonl(held["path"]))
+    held_ids, held_prompts = {r["id"] for r in held_rows}, {r["messages"][1]["content"] for r in held_rows}
+    assert held_ids and len(held_prompts) == len(held_rows)
+
+    config = result.asset_value("axolotl_config")
+    text = Path(config["path"]).read_text()
+    assert held["path"] not in text and Path(held["path"]).name not in text
+    assert not [i for i in held_ids if i in text] and not [p for p in held_prompts if p in text]
+    cfg = yaml.safe_load(text)
+    assert [d["path"] for d in cfg["datasets"]] == [train["path"]]
+    assert [d["path"] for d in cfg["test_datasets"]] == [validation["path"]]
+    for entry in cfg["datasets"] + cfg["test_datasets"]:
+        rows = list(read_jsonl(entry["path"]))
+        assert rows and not {r["id"] for r in rows} & held_ids, entry["path"]
+        assert not {r["messages"][1]["content"] for r in rows} & held_prompts, entry["path"]
+
+
+def test_too_few_train_rows_for_a_validation_slice_fail_the_split(workspace, tmp_path):
+    specs, resource = workspace
+    (tmp_path / "tunegate.yaml").write_text("split: {eval_fraction: 0.97, min_eval: 10}\n")  # ~3 train rows
+    with pytest.raises(dg.Failure, match=r"deduped.jsonl: 100 rows leave \d on the train side, too few"):
+        materialize(specs, resource)

@@ -1,4 +1,5 @@
-"""The held-out split: stable as data grows, stratified, minimum size, no contamination."""
+"""The held-out split and the validation slice carved out of train: stable as data grows,
+stratified, minimum sizes, disjoint, no contamination."""
 
 import random
 
@@ -23,7 +24,8 @@ def corpus(n, seed, start=0):
 
 
 def sides(result):
-    return {r["id"]: "train" for r in result.train} | {r["id"]: "eval" for r in result.eval}
+    return ({r["id"]: "train" for r in result.train} | {r["id"]: "validation" for r in result.validation}
+            | {r["id"]: "eval" for r in result.eval})
 
 
 def test_split_is_stable_as_data_grows():
@@ -62,7 +64,7 @@ def test_stratified_by_label():
 
 def test_min_eval_on_small_data():
     result = split.split(corpus(60, seed=6), eval_fraction=0.1, min_eval=20)
-    assert len(result.eval) == 20 and len(result.train) == 40
+    assert len(result.eval) == 20 and len(result.train) + len(result.validation) == 40
     tiny = split.split(corpus(6, seed=6), eval_fraction=0.1, min_eval=20)
     assert len(tiny.eval) == 3  # never more than half the data
 
@@ -95,13 +97,17 @@ def test_reusing_dedup_signatures_gives_the_same_split():
 
 
 def test_fingerprint_tracks_contents(tmp_path):
-    train, held = tmp_path / "train.jsonl", tmp_path / "eval.jsonl"
+    train, validation, held = tmp_path / "train.jsonl", tmp_path / "validation.jsonl", tmp_path / "eval.jsonl"
     train.write_text('{"a": 1}\n')
+    validation.write_text('{"v": 1}\n')
     held.write_text('{"b": 2}\n')
-    first = split.data_fingerprint(train, held)
-    assert first == split.data_fingerprint(train, held) and len(first) == 64
+    first = split.data_fingerprint(train, validation, held)
+    assert first == split.data_fingerprint(train, validation, held) and len(first) == 64
     held.write_text('{"b": 3}\n')
-    assert split.data_fingerprint(train, held) != first
+    second = split.data_fingerprint(train, validation, held)
+    assert second != first
+    validation.write_text('{"v": 2}\n')  # a row appended that landed in validation only
+    assert split.data_fingerprint(train, validation, held) != second
 
 
 def test_unlucky_label_is_topped_up():
@@ -110,3 +116,62 @@ def test_unlucky_label_is_topped_up():
                if split.split_score(r, "tunegate-split-v1") >= 0.1][:100]
     result = split.split(corpus(500, seed=9) + unlucky, eval_fraction=0.1, min_eval=10)
     assert result.labels()["unlucky"]["eval"] == 4 and result.eval_topups >= 4  # ceil(10 - 2*3)
+
+
+# --------------------------------------------------------------------------- validation slice
+def test_validation_slice_is_stable_as_data_grows():
+    base = corpus(1000, seed=11)
+    before = split.split(base, min_eval=10, validation_fraction=0.1, min_validation=16)
+    after = split.split(base + corpus(1000, seed=12, start=1000), min_eval=10, validation_fraction=0.1,
+                        min_validation=16)
+    assert 16 < len(before.validation) < 0.25 * (len(before.train) + len(before.validation))  # pure hash
+    old_validation = {r["id"] for r in before.validation}
+    new_validation = {r["id"] for r in after.validation}
+    assert new_validation & {r["id"] for r in base} == old_validation  # none left, none joined
+    assert len(new_validation) > len(old_validation)  # the new rows got their share
+
+
+def test_train_validation_eval_are_disjoint_and_add_up():
+    rows = corpus(700, seed=13)
+    result = split.split(rows, eval_fraction=0.1, min_eval=10, validation_fraction=0.1)
+    train, validation, held = ({r["id"] for r in side} for side in (result.train, result.validation, result.eval))
+    assert not train & validation and not train & held and not validation & held
+    assert len(result.train) + len(result.validation) + len(result.eval) == len(rows)
+    assert train | validation | held == {r["id"] for r in rows}
+    labels = result.labels()
+    for side, ids in (("train", train), ("validation", validation), ("eval", held)):
+        assert sum(c[side] for c in labels.values()) == len(ids), side
+
+
+def test_validation_comes_from_the_train_side_only():
+    """Carving the slice must not change which rows are held out: eval is the same with or
+    without it, and validation is exactly train-without-slice's complement in train."""
+    rows = corpus(500, seed=14)
+    small = split.split(rows, min_eval=10, validation_fraction=0.02, min_validation=1)
+    large = split.split(rows, min_eval=10, validation_fraction=0.2, min_validation=1)
+    assert [r["id"] for r in small.eval] == [r["id"] for r in large.eval]
+    assert {r["id"] for r in small.train + small.validation} == {r["id"] for r in large.train + large.validation}
+    assert {r["id"] for r in small.validation} < {r["id"] for r in large.validation}  # a larger hash range
+
+
+def test_validation_has_its_own_hash():
+    """Not the eval side's hash: the rows just above eval_fraction are not all validation."""
+    rows = corpus(1000, seed=15)
+    result = split.split(rows, eval_fraction=0.1, min_eval=10, validation_fraction=0.1)
+    salt = split.validation_salt("tunegate-split-v1")
+    assert all(split.split_score(r, salt) < 0.1 for r in result.validation)
+    assert all(split.split_score(r, salt) >= 0.1 for r in result.train)
+    next_band = {r["id"] for r in rows if 0.1 <= split.split_score(r, "tunegate-split-v1") < 0.2}
+    assert len(next_band & {r["id"] for r in result.validation}) < 0.5 * len(next_band)
+
+
+def test_validation_floor_and_cap_on_small_data():
+    floor = split.split(corpus(100, seed=16), eval_fraction=0.1, min_eval=10, validation_fraction=0.01,
+                        min_validation=16)
+    assert len(floor.validation) == 16  # the hash alone gave ~1
+    salt = split.validation_salt("tunegate-split-v1")
+    chosen = sorted(split.split_score(r, salt) for r in floor.validation)
+    assert chosen[-1] < min(split.split_score(r, salt) for r in floor.train)  # the lowest scores
+    capped = split.split(corpus(40, seed=16), eval_fraction=0.1, min_eval=10, min_validation=16)
+    assert len(capped.validation) == int(split.MAX_VALIDATION_SHARE * 30) == 7  # a quarter of 30
+    assert len(capped.train) == 23

@@ -1,13 +1,17 @@
 """The training stage for real: the AVX512-BF16 QLoRA workaround, one end-to-end Axolotl
-QLoRA run through Dagster Pipes on the tiny model, cache hits, skips, failures, and the
-converted SmolLM2 stopping at ``<|im_end|>``."""
+QLoRA run through Dagster Pipes on the tiny model, a run killed and resumed, cache hits,
+skips, failures, and the converted SmolLM2 stopping at ``<|im_end|>``."""
 
 from __future__ import annotations
 
 import hashlib
 import importlib.util
 import json
+import os
+import signal
 import stat
+import threading
+import time
 from pathlib import Path
 
 import dagster as dg
@@ -17,11 +21,12 @@ import yaml
 from assets import training
 from pipelines import axolotl as ax
 from pipelines.partitions import base_model_partitions
+from pipelines.records import read_jsonl
 from pipelines.resources import AxolotlResource, TunegateResource
 
 FIXTURES = Path(__file__).parent / "fixtures"
 TRAIN = FIXTURES / "chat_train.jsonl"
-EVAL = FIXTURES / "chat_eval.jsonl"
+VALIDATION = FIXTURES / "chat_eval.jsonl"  # stands in for the validation slice of train
 PARTITION = "tiny-llama"
 
 
@@ -158,7 +163,7 @@ def test_patched_qlora_learns_after_an_eval_on_the_tiny_model(avx512bf16_cpu, ti
 # --------------------------------------------------------------------------- Dagster
 def _fingerprint() -> str:
     digest = hashlib.sha256()
-    for path in (TRAIN, EVAL):
+    for path in (TRAIN, VALIDATION):
         digest.update(path.read_bytes())
     return digest.hexdigest()
 
@@ -167,23 +172,27 @@ def _split(path: Path) -> dict:
     return {"path": str(path), "rows": len(path.read_text().splitlines()), "fingerprint": _fingerprint(), "labels": {}}
 
 
-# Test doubles for assets other stages own: the data stage's splits (our fixture files) and
-# the evaluation stage's prompt-only baseline scores (a baseline far from the task target).
+# Test doubles for assets other stages own: the data stage's train split and validation
+# slice (our fixture files) and the evaluation stage's prompt-only baseline scores.
 @dg.asset(name="train_set")
 def train_set_double() -> dict:
     return _split(TRAIN)
 
 
-@dg.asset(name="eval_set")
-def eval_set_double() -> dict:
-    return _split(EVAL)
+@dg.asset(name="validation_set")
+def validation_set_double() -> dict:
+    return _split(VALIDATION)
 
 
 def _baseline_double(target: float | None, pass_rate: float):
+    skip = (f"no fine-tune needed: the baseline passes {pass_rate:.0%} >= target {target:.0%}"
+            if target is not None and pass_rate >= target else None)
+
     @dg.asset(name="baseline_scores", partitions_def=base_model_partitions)
     def baseline_scores_double() -> dict:
         return {"contender": "baseline", "suite": "task", "n": 12, "passed": round(12 * pass_rate),
-                "pass_rate": pass_rate, "target_pass_rate": target}
+                "pass_rate": pass_rate, "target_pass_rate": target,
+                "baseline_rung": "zero_shot", "skip_training": skip}
 
     return baseline_scores_double
 
@@ -193,10 +202,9 @@ TINY_OVERRIDES = {  # the random tiny model learns slowly: big steps, one epoch 
 }
 
 
-@pytest.fixture
-def stage(tmp_path, tiny_registry):
+def _stage(tmp_path, tiny_registry, overrides: dict):
     settings = tmp_path / "tunegate.yaml"
-    settings.write_text(yaml.safe_dump({"training": {"overrides": TINY_OVERRIDES, "min_eval_loss_drop": 0.01}}))
+    settings.write_text(yaml.safe_dump({"training": {"overrides": overrides, "min_eval_loss_drop": 0.01}}))
     instance = dg.DagsterInstance.ephemeral()
     instance.add_dynamic_partitions("base_model", [PARTITION])
     resources = {
@@ -208,11 +216,16 @@ def stage(tmp_path, tiny_registry):
     return instance, resources, tmp_path
 
 
+@pytest.fixture
+def stage(tmp_path, tiny_registry):
+    return _stage(tmp_path, tiny_registry, TINY_OVERRIDES)
+
+
 def _materialize(stage, baseline, axolotl: AxolotlResource | None = None, **kw):
     instance, resources, _ = stage
     if axolotl is not None:
         resources = {**resources, "axolotl": axolotl}
-    assets = [train_set_double, eval_set_double, baseline, training.base_model, training.axolotl_config,
+    assets = [train_set_double, validation_set_double, baseline, training.base_model, training.axolotl_config,
               training.qlora_adapter]
     return dg.materialize(assets, instance=instance, resources=resources, partition_key=PARTITION, **kw)
 
@@ -239,10 +252,12 @@ def test_end_to_end_qlora_run_through_pipes_then_cache_hit(stage):
     assert Path(config["path"]).is_file() and yaml.safe_load(Path(config["path"]).read_text()) == config["config"]
     assert config["run_dir"] == adapter["run_dir"]
 
-    # metadata parsed from Axolotl's streamed output
+    # metadata from the metrics the plugin recorded inside the Trainer
     assert meta["trainable_params"].value > 0 and meta["train_runtime_s"].value > 0
     assert meta["tokens_per_second"].value > 0 and meta["launch_wall_s"].value > 0
+    assert meta["launches"].value == 1 and meta["eval_count"].value == 2
     assert "| step | train loss |" in meta["loss_curve"].value
+    assert config["config"]["test_datasets"][0]["path"] == str(VALIDATION)
     assert set(meta["versions"].value) >= {"axolotl", "transformers", "peft", "bitsandbytes", "torch"}
     log = (Path(adapter["run_dir"]) / ax.LOG_FILE).read_text()
     assert "trainable params" in log and ax.AVX512_WARNING not in log
@@ -269,6 +284,76 @@ def test_end_to_end_qlora_run_through_pipes_then_cache_hit(stage):
     assert _materialization(again, "qlora_adapter").metadata["cache_hit"].value is True
 
 
+# 48 rows / 4 = 12 steps an epoch, 2 epochs: evals at steps 0, 12 and 24, checkpoints at 5,
+# 10, 15, 20 and 24 (the Trainer saves that one as the last step ends, before the epoch-end
+# eval: no checkpoint ever holds the final eval).
+RESUME_OVERRIDES = {**TINY_OVERRIDES, "num_epochs": 2, "saves_per_epoch": None, "save_steps": 5}
+KILL_AFTER = 15  # a checkpoint after the eval at step 12
+
+
+def _killing_executable(tmp_path: Path) -> tuple[Path, Path]:
+    """An `axolotl` that writes its pid (= its process group: the launcher starts it in a
+    new session) before becoming the real CLI, so the test can SIGKILL the whole run."""
+    pid_file, script = tmp_path / "axolotl.pid", tmp_path / "axolotl-with-pid"
+    script.write_text(f"#!/bin/sh\necho $$ > '{pid_file}'\nexec '{ax.axolotl_executable()}' \"$@\"\n")
+    script.chmod(script.stat().st_mode | stat.S_IEXEC)
+    return script, pid_file
+
+
+def _kill_after_checkpoint(home: Path, pid_file: Path, step: int, killed: threading.Event) -> None:
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline:
+        if pid_file.is_file() and list(home.glob(f"runs/*/*/output/checkpoint-{step}/trainer_state.json")):
+            os.killpg(int(pid_file.read_text()), signal.SIGKILL)
+            killed.set()
+            return
+        time.sleep(0.05)
+
+
+@pytest.mark.slow
+def test_a_killed_run_resumes_and_the_guard_judges_its_last_eval(tmp_path, tiny_registry):
+    """SIGKILL Axolotl after a checkpoint, rematerialise: it resumes, and the guard compares
+    the eval before step 1 (first launch) with the eval at the last step (resumed launch).
+    The newest checkpoint's trainer_state.json ends at an older eval: what a scrape of the
+    resumed stdout plus that state used to report."""
+    stage = _stage(tmp_path, tiny_registry, RESUME_OVERRIDES)
+    home = tmp_path / "home"
+    script, pid_file = _killing_executable(tmp_path)
+    killed = threading.Event()
+    killer = threading.Thread(target=_kill_after_checkpoint, args=(home, pid_file, KILL_AFTER, killed), daemon=True)
+    killer.start()
+    first = _materialize(stage, _baseline_double(target=0.9, pass_rate=0.1),
+                         axolotl=AxolotlResource(executable=str(script)), raise_on_error=False)
+    killer.join(timeout=5)
+    assert killed.is_set() and not first.success, "the run must be killed mid-way (it finished first)"
+    (run_dir,) = home.glob("runs/*/*")
+    before = [(r["kind"], r["step"]) for r in read_jsonl(run_dir / ax.METRICS_FILE)]
+    assert ("eval", 12) in before and ("eval", 24) not in before and ("summary", 24) not in before
+
+    second = _materialize(stage, _baseline_double(target=0.9, pass_rate=0.1))
+    assert second.success
+    resumed = yaml.safe_load((run_dir / ax.RESUME_CONFIG_FILE).read_text())
+    resumed_from = int(Path(resumed["resume_from_checkpoint"]).name.split("-")[1])
+    assert KILL_AFTER <= resumed_from < 24
+
+    records = list(read_jsonl(run_dir / ax.METRICS_FILE))
+    assert [r["step"] for r in records if r["kind"] == "begin"] == [0, resumed_from]  # both launches, one file
+    metrics = ax.read_metrics(run_dir)
+    # Axolotl's eval_on_start also runs on a resume: an eval at the resume step, mid-run
+    assert metrics.final_step == 24 and [r["step"] for r in metrics.evals] == [0, 12, resumed_from, 24]
+    last_eval = [r for r in records if r["kind"] == "eval"][-1]
+    assert last_eval["step"] == metrics.final_step == 24
+    adapter = second.output_for_node("qlora_adapter")
+    assert adapter["eval_loss_last"] == last_eval["eval_loss"]
+    assert adapter["eval_loss_first"] == next(r["eval_loss"] for r in records if r["kind"] == "eval" and r["step"] == 0)
+    assert _materialization(second, "qlora_adapter").metadata["launches"].value == 2
+
+    newest = ax.newest_checkpoint(run_dir / ax.OUTPUT_SUBDIR)
+    history = json.loads((newest / "trainer_state.json").read_text())["log_history"]
+    state_evals = [h for h in history if "eval_loss" in h]
+    assert state_evals[-1]["step"] < 24 and state_evals[-1]["eval_loss"] != last_eval["eval_loss"]
+
+
 @pytest.mark.slow
 def test_baseline_at_target_skips_training(stage):
     result = _materialize(stage, _baseline_double(target=0.5, pass_rate=0.8))
@@ -281,7 +366,6 @@ def test_baseline_at_target_skips_training(stage):
     assert not list((tmp_path / "home").glob("runs/*/*/output"))
 
 
-@pytest.mark.slow
 def _error_chain_text(error) -> str:
     """All messages of a step error: dagster may wrap our Failure in a step-execution error."""
     parts = []
