@@ -12,7 +12,7 @@ NPM_STAMP := evals/node_modules/.tunegate-installed
 export DAGSTER_HOME := $(CURDIR)/.dagster
 export PYTHONUNBUFFERED := 1
 
-.PHONY: setup python-deps node-deps system-deps demo test test-fast ui bench demo-data clean
+.PHONY: setup python-deps node-deps system-deps demo test test-fast ui bench demo-data general-suite clean
 
 setup: python-deps node-deps system-deps
 
@@ -59,9 +59,14 @@ bench: setup
 	$(PY) bench/train_overhead.py
 	$(PY) bench/trim_compute.py
 	$(PY) bench/eval_overhead.py
+	$(PY) bench/prefix_cache.py
 
 demo-data: python-deps
 	$(PY) scripts/make_demo_data.py
+
+# evals/general.jsonl: the general-skills (forgetting) suite, generated offline and seeded
+general-suite: python-deps
+	$(PY) scripts/make_general_suite.py
 
 clean:
 	rm -rf .tunegate .dagster

@@ -1,208 +1,240 @@
-"""Evaluation: the prompt-only baseline and the tuned model, scored by promptfoo.
+"""Evaluation: the prompt ladder, the tuned model and the general-skills checks, scored by
+promptfoo on suites that training never saw.
 
-Thin shells over ``pipelines.promptfoo`` (config, run, parse) and ``pipelines.generation``
-(the model, loaded exactly as trained). Each asset returns a ScoreCard dict (see the stage
-contract); its metadata is the summary a reviewer reads in the UI: pass rate with a 95 %
-Wilson interval, per-check pass rates, the worst failures, latency and tokens, and how to
-open the full run in ``promptfoo view``."""
+Thin shells over ``pipelines.evaluation`` (recipes, suites, the promptfoo runner, score
+cards). Each asset's value is a score card (or, for ``baseline_scores``, the whole ladder);
+its metadata is what a reviewer reads in the UI: pass rate with a 95 % Wilson interval,
+per-check pass rates, the worst failures, tokens and latency per call, and how to open the
+run in ``promptfoo view``. Cards are cached by (artefact identity, recipe, suite
+fingerprint): re-materialising an unchanged contender reuses its card."""
 
 from pathlib import Path
 
 import dagster as dg
 
-from pipelines import promptfoo as pf
+from pipelines import artefacts, config
 from pipelines.config import REPO_ROOT, ConfigError
+from pipelines.evaluation import recipes
+from pipelines.evaluation import suite as suites
+from pipelines.evaluation.runner import PromptfooError
+from pipelines.evaluation.scorecard import Contender, assertion_table_md, score, worst_failures_md
+from pipelines.evaluation.task import load_task
+from pipelines.gate.decision import IncomparableCards, meets_target, strongest_rung
+from pipelines.gate.report import ladder_md
 from pipelines.generation import ModelSpec
 from pipelines.partitions import base_model_partitions
+from pipelines.records import read_jsonl
 from pipelines.resources import PromptfooResource, TunegateResource
 
 GROUP = "evaluation"
 KINDS = {"promptfoo", "python"}
+LADDER_PREFIX = "ladder"
 
 
-def _repo_path(value: str) -> Path:
+def repo_path(value: str) -> Path:
     path = Path(value)
     return path if path.is_absolute() else REPO_ROOT / path
 
 
-def _score(
-    context: dg.AssetExecutionContext,
-    tunegate: TunegateResource,
-    promptfoo: PromptfooResource,
-    contender: str,
-    suite: pf.Suite,
-    model: ModelSpec,
-) -> dg.MaterializeResult:
-    """Run one promptfoo scoring and turn the ScoreCard into the asset's value + metadata."""
+def task_spec(tunegate: TunegateResource):
+    try:
+        return load_task(repo_path(tunegate.settings().eval.task_file))
+    except ConfigError as exc:
+        raise dg.Failure(description=str(exc)) from exc
+
+
+def task_suite(tunegate: TunegateResource, eval_set: dict) -> suites.Suite:
+    try:
+        return suites.task_suite(task_spec(tunegate), Path(eval_set["path"]))
+    except ConfigError as exc:
+        raise dg.Failure(description=str(exc)) from exc
+
+
+def general_suite(tunegate: TunegateResource) -> suites.Suite:
+    settings = tunegate.settings().eval
+    try:
+        return suites.general_suite(repo_path(settings.general_file), settings.general_max_new_tokens)
+    except ConfigError as exc:
+        raise dg.Failure(description=str(exc)) from exc
+
+
+def base_artefact(tunegate: TunegateResource, partition_key: str, base_model: dict) -> tuple[ModelSpec, dict]:
+    """The fp32 base model with the chat template the registry says training uses."""
+    template = tunegate.base_model(partition_key).chat_template
+    model = ModelSpec(base_dir=base_model["path"], chat_template=template)
+    return model, artefacts.identity(Path(base_model["path"]), template, {"dtype": "float32"})
+
+
+def run_scoring(context, tunegate: TunegateResource, promptfoo: PromptfooResource, run_name: str,
+                suite: suites.Suite, contenders: list[Contender], model: ModelSpec, train=None) -> dict[str, dict]:  # fmt: skip
+    """Score contenders of one model in one promptfoo run (cached cards reused)."""
     settings = tunegate.settings().eval
     slug = tunegate.base_model(context.partition_key).slug
-    run_name = contender if suite.name == "task" else f"{contender}-general"
     run_dir = tunegate.layout.eval_dir(slug, run_name)
-    context.log.info(f"scoring {run_name} on {len(suite.cases)} cases with promptfoo in {run_dir}")
     try:
-        card = pf.evaluate(
-            run_dir,
-            suite,
-            contender,
-            model,
-            promptfoo.runner(settings.timeout_s),
-            batch_size=settings.batch_size,
-            max_concurrency=settings.max_concurrency,
-        )
-    except pf.PromptfooError as exc:
-        raise dg.Failure(
-            description=f"promptfoo scoring of {run_name} failed: {exc}",
-            metadata={"run_dir": dg.MetadataValue.path(str(run_dir))},
-        ) from exc
+        return score(run_dir, suite, contenders, model, promptfoo.runner(settings.timeout_s),
+                     tunegate.layout.home / "evals" / "cards", train=train, batch_size=settings.batch_size,
+                     max_concurrency=settings.max_concurrency, log=context.log.info)  # fmt: skip
+    except PromptfooError as exc:
+        raise dg.Failure(description=f"promptfoo scoring of {run_name} failed: {exc}",
+                         metadata={"run_dir": dg.MetadataValue.path(str(run_dir))}) from exc  # fmt: skip
+
+
+def card_metadata(card: dict) -> dict:
+    """The score card as the UI shows it."""
     metadata = {
         "pass_rate": dg.MetadataValue.float(round(card["pass_rate"], 4)),
         "ci_95": f"[{card['ci_low']:.3f}, {card['ci_high']:.3f}]",
         "passed": dg.MetadataValue.int(card["passed"]),
         "n": dg.MetadataValue.int(card["n"]),
-        "checks": dg.MetadataValue.md(pf.assertion_table_md(card)),
-        "worst_failures": dg.MetadataValue.md(pf.worst_failures_md(card)),
-        "mean_latency_ms": dg.MetadataValue.float(round(card["mean_latency_ms"], 1)),
+        "checks": dg.MetadataValue.md(assertion_table_md(card)),
+        "worst_failures": dg.MetadataValue.md(worst_failures_md(card)),
+        "mean_prompt_tokens": dg.MetadataValue.float(round(card["mean_prompt_tokens"], 1)),
         "mean_output_tokens": dg.MetadataValue.float(round(card["mean_output_tokens"], 2)),
-        "promptfoo_seconds": dg.MetadataValue.float(round(card["duration_s"], 1)),
+        "mean_latency_ms": dg.MetadataValue.float(round(card["mean_latency_ms"], 1)),
+        "prompt": card.get("recipe_text", ""),
+        "artefact_id": card["artefact"]["id"],
+        "suite_fingerprint": card["suite_fingerprint"],
+        "cache_hit": card["cache_hit"],
+        "promptfoo_seconds": dg.MetadataValue.float(round(card.get("run_seconds", 0.0), 1)),
         "results_path": dg.MetadataValue.path(card["results_path"]),
-        "config_path": dg.MetadataValue.path(card["config_path"]),
-        "open_in_promptfoo": dg.MetadataValue.md(f"```\n{pf.view_command(card)}\n```"),
-        "eval_fingerprint": card["eval_fingerprint"],
-        "model": dg.MetadataValue.json(card["model"]),
+        "open_in_promptfoo": dg.MetadataValue.md(f"```\n{card['view_command']}\n```"),
     }
-    if card["target_pass_rate"] is not None:
+    if card.get("target_pass_rate") is not None:
         metadata["target_pass_rate"] = dg.MetadataValue.float(card["target_pass_rate"])
-    if card["few_shot_ids"]:
-        metadata["few_shot_ids_from_train"] = ", ".join(card["few_shot_ids"])
-    context.log.info(
-        f"{run_name}: {card['passed']}/{card['n']} passed ({card['pass_rate']:.1%}, "
-        f"95% CI {card['ci_low']:.1%}-{card['ci_high']:.1%})"
-    )
-    return dg.MaterializeResult(value=card, metadata=metadata)
+    return metadata
 
 
-def _task_suite(tunegate: TunegateResource, eval_set: dict, contender: str, train_set: dict | None):
-    settings = tunegate.settings().eval
-    try:
-        task = pf.load_task(_repo_path(settings.task_file))
-        return pf.task_suite(
-            task,
-            Path(eval_set["path"]),
-            contender,
-            train_path=Path(train_set["path"]) if train_set else None,
-            few_shot_k=settings.few_shot_k if contender == "baseline" else 0,
+def _log_card(context, name: str, card: dict) -> None:
+    context.log.info(f"{name}: {card['passed']}/{card['n']} passed ({card['pass_rate']:.1%}, "
+                     f"95% CI {card['ci_low']:.1%}-{card['ci_high']:.1%}), "
+                     f"{card['mean_prompt_tokens']:.0f} prompt tokens/call")  # fmt: skip
+
+
+def build_prompt_ladder(ladder: tuple[config.RungSettings, ...]) -> dg.AssetsDefinition:
+    """One asset per rung (``ladder/<name>``) plus ``baseline_scores`` (the strongest rung),
+    all from ONE promptfoo run on the base model: one model load, one promptfoo start."""
+    rung_keys = {rung.name: dg.AssetKey([LADDER_PREFIX, rung.name]) for rung in ladder}
+    inputs = {dg.AssetKey("train_set"), dg.AssetKey("eval_set"), dg.AssetKey("base_model")}
+    outs = {
+        f"rung_{rung.name}": dg.AssetOut(
+            key=rung_keys[rung.name], group_name=GROUP, kinds=KINDS,
+            description=f"Prompt-only rung {rung.name!r} ({rung.recipe}, k={rung.k}) on the base model, scored by "
+                        "promptfoo on the held-out cases; examples from the TRAIN split only.")
+        for rung in ladder
+    }
+    outs["baseline_scores"] = dg.AssetOut(
+        key="baseline_scores", group_name=GROUP, kinds=KINDS,
+        description="The baseline to beat: the strongest rung of the prompt ladder (ties go to the cheaper prompt). "
+                    "If any rung meets the task's target_pass_rate, training is skipped.")
+    deps = {name: inputs for name in outs}
+    deps["baseline_scores"] = set(rung_keys.values())
+
+    @dg.multi_asset(name="prompt_ladder", outs=outs, partitions_def=base_model_partitions, internal_asset_deps=deps)
+    def prompt_ladder(context: dg.AssetExecutionContext, tunegate: TunegateResource, promptfoo: PromptfooResource,
+                      train_set: dict, eval_set: dict, base_model: dict):  # fmt: skip
+        configured = tunegate.settings().eval.ladder
+        if tuple(configured) != tuple(ladder):
+            raise dg.Failure(description=(
+                f"eval.ladder in {tunegate.settings_path()} is {[r.name for r in configured]}, but this code location "
+                f"was loaded with {[r.name for r in ladder]}: reload the code location (its assets come from the ladder)"))
+        task = task_spec(tunegate)
+        suite = task_suite(tunegate, eval_set)
+        model, artefact = base_artefact(tunegate, context.partition_key, base_model)
+        contenders = [Contender(r.name, artefact, recipes.for_task(r.recipe, task, r.k)) for r in ladder]
+        train = list(read_jsonl(Path(train_set["path"])))
+        cards = run_scoring(context, tunegate, promptfoo, "ladder", suite, contenders, model, train=train)
+        for rung in ladder:
+            card = cards[rung.name]
+            _log_card(context, rung.name, card)
+            yield dg.Output(card, output_name=f"rung_{rung.name}", metadata=card_metadata(card))
+        try:
+            best = strongest_rung(cards)
+        except IncomparableCards as exc:
+            raise dg.Failure(description=str(exc)) from exc
+        skip = meets_target(cards)
+        context.log.info(f"baseline to beat: {best} ({cards[best]['pass_rate']:.1%})" + (f"; {skip}" if skip else ""))
+        yield dg.Output(
+            {"baseline_rung": best, "rungs": cards, "skip_training": skip},
+            output_name="baseline_scores",
+            metadata={
+                "baseline_rung": best,
+                "pass_rate": dg.MetadataValue.float(round(cards[best]["pass_rate"], 4)),
+                "ladder": dg.MetadataValue.md(ladder_md(cards, best)),
+                "skip_training": skip or "no: no rung meets the target",
+                "suite_fingerprint": cards[best]["suite_fingerprint"],
+            },
         )
-    except ConfigError as exc:
-        raise dg.Failure(description=str(exc)) from exc
+
+    return prompt_ladder
 
 
-def _general_suite(tunegate: TunegateResource) -> pf.Suite:
-    settings = tunegate.settings().eval
-    try:
-        return pf.general_suite(_repo_path(settings.general_file), settings.general_max_new_tokens)
-    except ConfigError as exc:
-        raise dg.Failure(description=str(exc)) from exc
+prompt_ladder = build_prompt_ladder(config.load_settings(config.default_settings_file()).eval.ladder)
 
 
-def _tuned_model(adapter: dict, eval_set: dict | None = None) -> ModelSpec:
-    if eval_set is not None and adapter.get("data_fingerprint") not in (None, eval_set["fingerprint"]):
+def _tuned_contender(tuned_model: dict) -> tuple[ModelSpec, Contender]:
+    model = ModelSpec(base_dir=tuned_model["path"], chat_template=tuned_model["chat_template"])
+    return model, Contender("tuned", tuned_model["artefact"], recipes.Recipe("as_trained"))
+
+
+@dg.asset(
+    partitions_def=base_model_partitions, group_name=GROUP, kinds=KINDS,
+    description=("The tuned model on the same held-out cases: the adapter merged into the weights it was trained "
+                 "against (what ships), prompted exactly as in training, scored by promptfoo with the same checks."),
+)  # fmt: skip
+def tuned_scores(context: dg.AssetExecutionContext, tunegate: TunegateResource, promptfoo: PromptfooResource,
+                 eval_set: dict, tuned_model: dict) -> dg.MaterializeResult:  # fmt: skip
+    if tuned_model.get("data_fingerprint") != eval_set["fingerprint"]:
         raise dg.Failure(
-            description=(
-                "the adapter was trained on another dataset version "
-                f"({str(adapter['data_fingerprint'])[:12]} vs eval_set {eval_set['fingerprint'][:12]}): "
-                "its eval split may overlap that training data; rematerialise qlora_adapter"
-            )
+            description=(f"the tuned model was trained on dataset version {tuned_model.get('data_fingerprint')!r}, the "
+                         f"held-out set is version {eval_set['fingerprint']!r}: its eval split may overlap that "
+                         "training data; rematerialise qlora_adapter")  # fmt: skip
         )
-    return ModelSpec.tuned(adapter)
+    model, contender = _tuned_contender(tuned_model)
+    card = run_scoring(context, tunegate, promptfoo, "tuned", task_suite(tunegate, eval_set), [contender], model)["tuned"]
+    _log_card(context, "tuned", card)
+    return dg.MaterializeResult(value=card, metadata=card_metadata(card))
 
 
-def _base_model(tunegate: TunegateResource, partition_key: str, base_model: dict) -> ModelSpec:
-    """The base model, with the chat template the registry says training uses."""
-    return ModelSpec.base(base_model, tunegate.base_model(partition_key).chat_template)
-
-
-@dg.asset(
-    partitions_def=base_model_partitions,
-    group_name=GROUP,
-    kinds=KINDS,
-    description=(
-        "The prompt-only baseline, scored BEFORE any training: the base model with a strong "
-        "prompt (evals/task.yaml's system prompt + eval.few_shot_k examples from the TRAIN "
-        "split) on the held-out eval split, by promptfoo with the task's built-in checks. "
-        "If it already meets target_pass_rate, training is skipped."
-    ),
-)
-def baseline_scores(
-    context: dg.AssetExecutionContext,
-    tunegate: TunegateResource,
-    promptfoo: PromptfooResource,
-    train_set: dict,
-    eval_set: dict,
-    base_model: dict,
-) -> dg.MaterializeResult:
-    suite = _task_suite(tunegate, eval_set, "baseline", train_set)
-    model = _base_model(tunegate, context.partition_key, base_model)
-    return _score(context, tunegate, promptfoo, "baseline", suite, model)
+def _general(context, tunegate, promptfoo, name: str, model: ModelSpec, artefact: dict) -> dg.MaterializeResult:
+    card = run_scoring(context, tunegate, promptfoo, f"{name}-general", general_suite(tunegate),
+                       [Contender(name, artefact)], model)[name]  # fmt: skip
+    _log_card(context, f"{name} general skills", card)
+    return dg.MaterializeResult(value=card, metadata=card_metadata(card))
 
 
 @dg.asset(
-    partitions_def=base_model_partitions,
-    group_name=GROUP,
-    kinds=KINDS,
-    description=(
-        "The tuned model on the same held-out cases: the base model in 4-bit NF4 (as trained) "
-        "plus the QLoRA adapter, prompted exactly as in training (its chat template and the "
-        "records' own system prompt), scored by promptfoo with the same checks."
-    ),
-)
-def tuned_scores(
-    context: dg.AssetExecutionContext,
-    tunegate: TunegateResource,
-    promptfoo: PromptfooResource,
-    eval_set: dict,
-    qlora_adapter: dict,
-) -> dg.MaterializeResult:
-    suite = _task_suite(tunegate, eval_set, "tuned", None)
-    return _score(context, tunegate, promptfoo, "tuned", suite, _tuned_model(qlora_adapter, eval_set))
+    partitions_def=base_model_partitions, group_name=GROUP, kinds=KINDS,
+    description=("General skills (evals/general.jsonl: instruction following, arithmetic, facts) of the fp32 base "
+                 "model, the model that serves without tuning: the reference for forgetting."),
+)  # fmt: skip
+def baseline_general_scores(context: dg.AssetExecutionContext, tunegate: TunegateResource,
+                            promptfoo: PromptfooResource, base_model: dict) -> dg.MaterializeResult:  # fmt: skip
+    model, artefact = base_artefact(tunegate, context.partition_key, base_model)
+    return _general(context, tunegate, promptfoo, "base", model, artefact)
 
 
 @dg.asset(
-    partitions_def=base_model_partitions,
-    group_name=GROUP,
-    kinds=KINDS,
-    description=(
-        "General-skills check of the base model (evals/general.jsonl: arithmetic, facts, "
-        "format following it gets right): the reference for catastrophic forgetting."
-    ),
-)
-def baseline_general_scores(
-    context: dg.AssetExecutionContext,
-    tunegate: TunegateResource,
-    promptfoo: PromptfooResource,
-    base_model: dict,
-) -> dg.MaterializeResult:
-    model = _base_model(tunegate, context.partition_key, base_model)
-    return _score(context, tunegate, promptfoo, "baseline", _general_suite(tunegate), model)
+    partitions_def=base_model_partitions, group_name=GROUP, kinds=KINDS,
+    description=("General skills of the base model as training saw it (4-bit NF4, dequantised), without the adapter: "
+                 "separates the cost of quantisation from the adapter's own effect. Same card as the fp32 base "
+                 "(cached) for a plain LoRA."),
+)  # fmt: skip
+def base_as_trained_general_scores(context: dg.AssetExecutionContext, tunegate: TunegateResource,
+                                   promptfoo: PromptfooResource, base_as_trained: dict) -> dg.MaterializeResult:  # fmt: skip
+    model = ModelSpec(base_dir=base_as_trained["path"], chat_template=base_as_trained["chat_template"])
+    return _general(context, tunegate, promptfoo, "base_as_trained", model, base_as_trained["artefact"])
 
 
 @dg.asset(
-    partitions_def=base_model_partitions,
-    group_name=GROUP,
-    kinds=KINDS,
-    description=(
-        "The same general-skills check with the adapter loaded (4-bit base + QLoRA): the gate "
-        "refuses an adapter that forgot how to follow ordinary instructions."
-    ),
+    partitions_def=base_model_partitions, group_name=GROUP, kinds=KINDS,
+    description="General skills of the tuned model that would ship: the gate refuses one that forgot them.",
 )
-def tuned_general_scores(
-    context: dg.AssetExecutionContext,
-    tunegate: TunegateResource,
-    promptfoo: PromptfooResource,
-    qlora_adapter: dict,
-) -> dg.MaterializeResult:
-    return _score(
-        context, tunegate, promptfoo, "tuned", _general_suite(tunegate), _tuned_model(qlora_adapter)
-    )
+def tuned_general_scores(context: dg.AssetExecutionContext, tunegate: TunegateResource,
+                         promptfoo: PromptfooResource, tuned_model: dict) -> dg.MaterializeResult:  # fmt: skip
+    model, contender = _tuned_contender(tuned_model)
+    return _general(context, tunegate, promptfoo, "tuned", model, contender.artefact)
 
 
-__all__ = ["baseline_scores", "tuned_scores", "baseline_general_scores", "tuned_general_scores"]
+__all__ = ["prompt_ladder", "tuned_scores", "baseline_general_scores", "base_as_trained_general_scores",
+           "tuned_general_scores"]  # fmt: skip

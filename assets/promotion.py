@@ -1,128 +1,153 @@
-"""Promotion: the gate that decides whether a fine-tune ships, and what ships.
+"""Promotion: the champion re-scored, the gate that decides whether a fine-tune ships, and
+the registry entry of what ships.
 
-Thin shells over ``pipelines.gate`` and ``pipelines.merge``. ``gate_decision`` always
-materialises, so a "no" is as visible in the UI as a "yes"; ``promoted_model`` only
-materialises on a win (``output_required=False``), which skips ``merged_model``."""
+Thin shells over ``pipelines.gate`` (decision, cost, report, registry). ``gate_decision``
+always materialises, so a "no" is as visible in the UI as a "yes"; ``promoted_model`` only
+materialises on a win (``output_required=False``), after checking that the folder about to
+be registered is byte for byte the artefact that was scored."""
+
+from pathlib import Path
 
 import dagster as dg
 
-from pipelines import gate, merge
+from assets.evaluation import card_metadata, run_scoring, task_spec, task_suite
+from pipelines import artefacts
+from pipelines.evaluation import recipes
+from pipelines.evaluation.scorecard import Contender
+from pipelines.gate import cost, registry
+from pipelines.gate.decision import ChampionInput, IncomparableCards, decide
+from pipelines.gate.report import decision_record
+from pipelines.generation import ModelSpec
 from pipelines.partitions import base_model_partitions
-from pipelines.resources import TunegateResource
+from pipelines.resources import PromptfooResource, TunegateResource
 
 GROUP = "promotion"
 
 
+def _champion(context, tunegate, promptfoo, eval_set: dict, tuned_model: dict) -> tuple[ChampionInput, dict]:
+    task = task_spec(tunegate).name
+    entry = registry.champion(tunegate.layout.registry_file, task)
+    if entry is None:
+        return ChampionInput("none"), {}
+    if entry["artefact"]["id"] == tuned_model["artefact"]["id"]:
+        return ChampionInput("same", entry), {}
+    try:
+        artefacts.verify(entry["artefact"], Path(entry["model_dir"]))
+    except (FileNotFoundError, ValueError) as exc:
+        return ChampionInput("missing", entry, why=f"{entry['partition']} at {entry['model_dir']}: {exc}"), {}
+    model = ModelSpec(base_dir=entry["model_dir"], chat_template=entry["artefact"]["chat_template"])
+    contender = Contender("champion", entry["artefact"], recipes.Recipe("as_trained"))
+    card = run_scoring(context, tunegate, promptfoo, "champion", task_suite(tunegate, eval_set), [contender], model)["champion"]
+    return ChampionInput("scored", entry, card), card_metadata(card)
+
+
 @dg.asset(
-    partitions_def=base_model_partitions,
-    group_name=GROUP,
-    kinds={"python", "markdown"},
-    description=(
-        "The gate's verdict, yes or no: margin over the prompt-only baseline, one-sided exact "
-        "McNemar on paired cases, general-skills regression and the champion's score, with a "
-        "markdown report. Thresholds come from tunegate.yaml `gate:`."
-    ),
-)
+    partitions_def=base_model_partitions, group_name=GROUP, kinds={"promptfoo", "python"},
+    description=("The task's current champion (from the promotion registry, any base model), re-scored on TODAY's "
+                 "held-out cases, loaded exactly as it ships, so a data refresh never switches the champion check "
+                 "off. Its status: none, same (the candidate is the champion), missing (files gone) or scored."),
+)  # fmt: skip
+def champion_scores(context: dg.AssetExecutionContext, tunegate: TunegateResource, promptfoo: PromptfooResource,
+                    eval_set: dict, tuned_model: dict) -> dg.MaterializeResult:  # fmt: skip
+    champion, metadata = _champion(context, tunegate, promptfoo, eval_set, tuned_model)
+    context.log.info(f"champion: {champion.status} {champion.why}")
+    value = {"status": champion.status, "entry": champion.entry, "card": champion.card, "why": champion.why}
+    return dg.MaterializeResult(
+        value=value,
+        metadata={"status": champion.status, "champion": (champion.entry or {}).get("partition", "none"),
+                  "why": champion.why, **metadata},
+    )  # fmt: skip
+
+
+@dg.asset(
+    partitions_def=base_model_partitions, group_name=GROUP, kinds={"python", "markdown"},
+    description=("The gate's verdict, yes or no: the tuned model vs the strongest prompt-only rung (margin, one-sided "
+                 "exact McNemar on paired cases), vs the re-scored champion (same rule), general-skills drop "
+                 "(upper 95 % bound, decomposed into quantisation and adapter), and the cost table. Thresholds "
+                 "from tunegate.yaml `gate:`, prices from `cost:`."),
+)  # fmt: skip
 def gate_decision(
     context: dg.AssetExecutionContext,
     tunegate: TunegateResource,
     baseline_scores: dict,
     tuned_scores: dict,
     baseline_general_scores: dict,
+    base_as_trained_general_scores: dict,
     tuned_general_scores: dict,
+    champion_scores: dict,
+    base_as_trained: dict,
+    qlora_adapter: dict,
 ) -> dg.MaterializeResult:
-    settings = tunegate.settings().gate
-    champion = gate.find_champion(tunegate.layout.registry_file, tuned_scores.get("eval_fingerprint"))
-    decision = gate.decide(
-        baseline_scores, tuned_scores, baseline_general_scores, tuned_general_scores, champion, settings
-    )
-    record = gate.decision_record(
-        decision, baseline_scores, tuned_scores, baseline_general_scores, tuned_general_scores
-    )
+    settings = tunegate.settings()
+    rungs = baseline_scores["rungs"]
+    general = {
+        "reference": baseline_general_scores,
+        "base_as_trained": base_as_trained_general_scores if base_as_trained["quantised"] else None,
+        "candidate": tuned_general_scores,
+    }
+    champion = ChampionInput(champion_scores["status"], champion_scores["entry"], champion_scores["card"],
+                             champion_scores["why"])  # fmt: skip
+    try:
+        decision = decide(rungs, tuned_scores, general, champion, settings.gate)
+    except IncomparableCards as exc:
+        raise dg.Failure(description=f"the gate cannot compare these score cards: {exc}") from exc
+    costs = cost.cost_report(rungs, decision.baseline_rung, tuned_scores, qlora_adapter, settings.cost)
+    record = decision_record(decision, rungs, tuned_scores, general, costs)
     context.log.info(f"Gate decision for {context.partition_key}:\n{record['report_md']}")
     return dg.MaterializeResult(
         value=record,
         metadata={
             "promote": decision.promote,
             "reason": decision.reason,
-            "p_value": dg.MetadataValue.float(float(f"{decision.p_value:.4g}")),
+            "baseline_rung": decision.baseline_rung,
             "margin": dg.MetadataValue.float(round(decision.margin, 4)),
-            "general_drop": dg.MetadataValue.float(round(decision.general_drop, 4)),
-            "paired_cases": decision.pairing.n,
-            "champion": (champion or {}).get("partition", "none"),
+            "p_value": dg.MetadataValue.float(float(f"{decision.p_value:.4g}")),
+            "general_drop": dg.MetadataValue.float(round(decision.forgetting.total.difference, 4)),
+            "general_drop_upper_95": dg.MetadataValue.float(round(decision.forgetting.drop_upper, 4)),
+            "break_even_calls_per_month": dg.MetadataValue.float(float(costs.break_even_calls_per_month or 0.0)),
+            "champion": champion.status,
+            "candidate_artefact_id": tuned_scores["artefact"]["id"],
             "report": dg.MetadataValue.md(record["report_md"]),
         },
     )
 
 
 @dg.asset(
-    partitions_def=base_model_partitions,
-    group_name=GROUP,
-    kinds={"python", "json"},
-    output_required=False,
-    description=(
-        "The registry entry of a promoted fine-tune (base model, adapter, data fingerprint, config "
-        "hash, scores), written atomically to the promotion registry. Materialises only on a win."
-    ),
-)
-def promoted_model(
-    context: dg.AssetExecutionContext,
-    tunegate: TunegateResource,
-    gate_decision: dict,
-    qlora_adapter: dict,
-    base_model: dict,
-):
+    partitions_def=base_model_partitions, group_name=GROUP, kinds={"python", "json"}, output_required=False,
+    description=("The registry entry of a promoted fine-tune: the scored artefact (content hash and folder), its base "
+                 "model, data fingerprint, config hash and scores, made the task's champion atomically. Materialises "
+                 "only on a win, and only if the folder still hashes to what the gate scored."),
+)  # fmt: skip
+def promoted_model(context: dg.AssetExecutionContext, tunegate: TunegateResource, gate_decision: dict,
+                   tuned_model: dict, qlora_adapter: dict, base_model: dict):  # fmt: skip
     if not gate_decision["promote"]:
         context.log.info(f"Nothing promoted for {context.partition_key}: {gate_decision['reason']}")
         return
+    scored = gate_decision["candidate"]
+    if scored["id"] != tuned_model["artefact"]["id"]:
+        raise dg.Failure(description=(f"refusing to promote: the gate scored artefact {scored['id'][:16]}, but "
+                                      f"tuned_model is now {tuned_model['artefact']['id'][:16]}; re-run the gate"))  # fmt: skip
+    try:
+        artefacts.verify(scored, Path(tuned_model["path"]))
+    except (FileNotFoundError, ValueError) as exc:
+        raise dg.Failure(description=f"refusing to promote: {exc}") from exc
+    task = task_spec(tunegate).name
+    entry = registry.entry(task, context.partition_key, scored, base_model, qlora_adapter, gate_decision)
     path = tunegate.layout.registry_file
-    entry = gate.registry_entry(context.partition_key, base_model, qlora_adapter, gate_decision)
-    gate.write_registry_entry(path, entry)
-    context.log.info(f"Promoted {entry['adapter_dir']} for {context.partition_key}; registry {path}")
+    registry.promote(path, entry)
+    context.log.info(f"Promoted {entry['model_dir']} as the {task} champion; registry {path}")
     yield dg.Output(
         entry,
         metadata={
             "registry_file": dg.MetadataValue.path(str(path)),
-            "adapter_dir": dg.MetadataValue.path(entry["adapter_dir"]),
+            "model_dir": dg.MetadataValue.path(entry["model_dir"]),
+            "artefact_id": scored["id"],
+            "task": task,
             "base_model": entry["base_model"]["name"],
             "data_fingerprint": entry["data_fingerprint"] or "",
-            "config_hash": entry["config_hash"] or "",
             "tuned_pass_rate": dg.MetadataValue.float(entry["scores"]["tuned"]["pass_rate"]),
             "baseline_pass_rate": dg.MetadataValue.float(entry["scores"]["baseline"]["pass_rate"]),
             "p_value": dg.MetadataValue.float(entry["p_value"]),
             "reason": entry["reason"],
-        },
-    )
-
-
-@dg.asset(
-    partitions_def=base_model_partitions,
-    group_name=GROUP,
-    kinds={"pytorch", "huggingface"},
-    description=(
-        "The promoted adapter merged into the fp32 base weights and saved with save_pretrained, "
-        "one folder a server can load. Runs only after a promotion."
-    ),
-)
-def merged_model(
-    context: dg.AssetExecutionContext, tunegate: TunegateResource, promoted_model: dict
-) -> dg.MaterializeResult:
-    slug = tunegate.base_model(context.partition_key).slug
-    info = merge.merge_adapter(
-        base_model_dir=promoted_model["base_model_dir"],
-        adapter_dir=promoted_model["adapter_dir"],
-        out_dir=tunegate.layout.merged_model_dir(slug),
-        trained_on_4bit=bool(promoted_model.get("load_in_4bit")),
-    )
-    context.log.info(info.note)
-    return dg.MaterializeResult(
-        value=info.to_dict(),
-        metadata={
-            "path": dg.MetadataValue.path(info.path),
-            "merged_into": info.merged_into,
-            "trained_on_4bit": info.trained_on_4bit,
-            "parameters": info.parameters,
-            "size_mb": round(info.size_bytes / 2**20, 1),
-            "note": info.note,
         },
     )

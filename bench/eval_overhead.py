@@ -4,14 +4,17 @@ For each of two contenders, N eval cases are answered (a) by the same batched gr
 generation called directly in Python (pipelines.generation: load + generate), and (b)
 through `promptfoo eval` with the shipped provider (CLI start, worker start, model load,
 the same batched generation, built-in assertions, results.json). Both sides load the model
-once per contender, so the ratio measures promptfoo's overhead. Goal: <= 1.3x.
+once per contender (one promptfoo run per contender), so the ratio measures promptfoo's
+overhead. Goal: <= 1.3x.
 
-Contenders: the prompt-only baseline (strong system prompt + few-shot from train) and the
-tuned model when an adapter is given (--adapter: the `qlora_adapter` asset's JSON); without
-one, the second contender is the base model prompted as in training (the records' own
-system prompt), which exercises the same code path with different prompts.
+Contenders: the prompt-only baseline (strong system prompt + the `static_few_shot` examples
+from train, k from the first static rung of `eval.ladder`) on the base model, and the tuned
+model when one is given (--tuned-model: a merged model folder, the `tuned_model` asset's
+path; its tokenizer carries the chat template training used); without one, the second
+contender is the base model prompted as in training (`as_trained`: the records' own system
+prompt), which exercises the same code path with different prompts.
 
-    .venv/bin/python bench/eval_overhead.py [--n 200] [--batch-size 16] [--adapter adapter.json]
+    .venv/bin/python bench/eval_overhead.py [--n 200] [--batch-size 16] [--tuned-model DIR]
 """
 
 from __future__ import annotations
@@ -26,27 +29,31 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from pipelines import base_models, generation  # noqa: E402
-from pipelines import promptfoo as pf  # noqa: E402
 from pipelines.config import REPO_ROOT, Layout, default_home, load_base_models, load_settings  # noqa: E402
 from pipelines.config import default_base_models_file, default_settings_file  # noqa: E402
+from pipelines.evaluation import recipes  # noqa: E402
+from pipelines.evaluation.runner import PromptfooRunner, write_run  # noqa: E402
+from pipelines.evaluation.scorecard import parse_results  # noqa: E402
+from pipelines.evaluation.suite import Suite, task_suite  # noqa: E402
+from pipelines.evaluation.task import TaskSpec, gold_answer, load_task, turn  # noqa: E402
 
 
-def _usable(task: pf.TaskSpec, lines: list[str]) -> list[dict]:
+def _usable(task: TaskSpec, lines: list[str]) -> list[dict]:
     """Records with a user turn and a gold JSON answer (the raw demo file also holds the
     deliberately broken rows the data stage quarantines: skip those here)."""
     out = []
     for line in lines:
         try:
             record = json.loads(line)
-            pf.gold_answer(record, Path("bench"), task)
+            gold_answer(record, Path("bench"), task)
         except (ValueError, TypeError, AttributeError, KeyError):
             continue
-        if isinstance(record.get("messages"), list) and pf._turn(record, "user"):
+        if isinstance(record.get("messages"), list) and turn(record, "user"):
             out.append(record)
     return out
 
 
-def _records(task: pf.TaskSpec, n: int, layout: Layout) -> tuple[list[dict], list[dict]]:
+def _records(task: TaskSpec, n: int, layout: Layout) -> tuple[list[dict], list[dict]]:
     """n cases to answer and a train pool for few-shot: the materialised splits when they
     exist, else the demo tickets. Throughput only: scores are not the point here."""
     def read(path: Path) -> list[dict]:
@@ -64,26 +71,47 @@ def _records(task: pf.TaskSpec, n: int, layout: Layout) -> tuple[list[dict], lis
     return cases, train
 
 
-def _suite(task: pf.TaskSpec, cases: list[dict], train: list[dict], contender: str, k: int, tmp: Path) -> pf.Suite:
+def _suite(task: TaskSpec, cases: list[dict], tmp: Path) -> Suite:
+    """The bench cases as a task suite (the same cases for both contenders)."""
     path = tmp / "cases.jsonl"
     path.write_text("".join(json.dumps(c, ensure_ascii=False) + "\n" for c in cases), encoding="utf-8")
-    train_path = tmp / "train.jsonl"
-    train_path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in train), encoding="utf-8")
-    return pf.task_suite(task, path, contender, train_path, few_shot_k=k if contender == "baseline" else 0)
+    return task_suite(task, path)
 
 
-def _direct(model: generation.ModelSpec, suite: pf.Suite, batch_size: int) -> float:
+def _static_k(ladder) -> int:
+    """k of the first `static_few_shot` rung: the baseline the old `eval.few_shot_k` set."""
+    for rung in ladder:
+        if rung.recipe == "static_few_shot":
+            return rung.k
+    raise SystemExit("eval.ladder has no static_few_shot rung: nothing sets the baseline's k")
+
+
+def _direct(model: generation.ModelSpec, conversations: list[list[dict]], max_new_tokens: int, batch_size: int) -> float:
     started = time.perf_counter()
     loaded = generation.load(model)
-    generation.generate(loaded, [c["messages"] for c in suite.cases], suite.max_new_tokens, batch_size)
+    generation.generate(loaded, conversations, max_new_tokens, batch_size)
     return time.perf_counter() - started
+
+
+def _through_promptfoo(run_dir: Path, suite: Suite, contender: str, conversations: list[list[dict]],
+                       model: generation.ModelSpec, runner: PromptfooRunner, batch_size: int,
+                       max_concurrency: int) -> tuple[float, dict]:  # fmt: skip
+    """Write the run, run promptfoo, parse the card: the whole scoring of one contender."""
+    started = time.perf_counter()
+    config_path = write_run(
+        run_dir, suite, {contender: conversations}, model, batch_size, runner.timeout_s, max_concurrency
+    )
+    results_path = run_dir / "results.json"
+    runner.run(config_path, results_path)
+    card = parse_results(results_path, suite, [contender])[contender]
+    return time.perf_counter() - started, card
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=200)
     parser.add_argument("--batch-size", type=int, default=None)
-    parser.add_argument("--adapter", type=Path, help="JSON of the qlora_adapter asset's value")
+    parser.add_argument("--tuned-model", type=Path, help="a merged tuned model folder (the `tuned_model` asset's path)")
     args = parser.parse_args()
 
     settings = load_settings(default_settings_file())
@@ -91,27 +119,28 @@ def main() -> None:
     layout = Layout(default_home())
     spec = load_base_models(default_base_models_file())[0]
     base_dir = base_models.materialize(spec, layout.model_cache_dir(spec.slug))
-    task = pf.load_task(REPO_ROOT / settings.eval.task_file)
+    task = load_task(REPO_ROOT / settings.eval.task_file)
     cases, train = _records(task, args.n, layout)
     base = generation.ModelSpec(base_dir=str(base_dir), chat_template=spec.chat_template)
-    if args.adapter:
-        second = ("tuned", generation.ModelSpec.tuned(json.loads(args.adapter.read_text())))
+    baseline = ("baseline", base, recipes.for_task("static_few_shot", task, _static_k(settings.eval.ladder)))
+    if args.tuned_model:
+        if not (args.tuned_model / "config.json").is_file():
+            raise SystemExit(f"{args.tuned_model}: not a model folder (no config.json)")
+        tuned_model = generation.ModelSpec(base_dir=str(args.tuned_model.resolve()))
+        second = ("tuned", tuned_model, recipes.for_task("as_trained", task))
     else:
-        second = ("tuned", base)
-        print("no --adapter: the second contender is the BASE model prompted as in training")
-    runner = pf.PromptfooRunner(timeout_s=settings.eval.timeout_s)
+        second = ("tuned", base, recipes.for_task("as_trained", task))
+        print("no --tuned-model: the second contender is the BASE model prompted as in training")
+    runner = PromptfooRunner(timeout_s=settings.eval.timeout_s)
     totals = {"direct": 0.0, "promptfoo": 0.0}
     with tempfile.TemporaryDirectory(prefix="tunegate-bench-") as tmp_name:
         tmp = Path(tmp_name)
-        for contender, model in (("baseline", base), second):
-            work = tmp / contender
-            work.mkdir()
-            suite = _suite(task, cases, train, contender, settings.eval.few_shot_k, work)
-            direct = _direct(model, suite, batch_size)
-            started = time.perf_counter()
-            card = pf.evaluate(work / "run", suite, contender, model, runner, batch_size,
-                               settings.eval.max_concurrency)  # fmt: skip
-            through = time.perf_counter() - started
+        suite = _suite(task, cases, tmp)
+        for contender, model, recipe in (baseline, second):
+            conversations, _ = recipes.build(recipe, suite.records, train)
+            direct = _direct(model, conversations, suite.max_new_tokens, batch_size)
+            through, card = _through_promptfoo(tmp / contender, suite, contender, conversations, model, runner,
+                                               batch_size, settings.eval.max_concurrency)  # fmt: skip
             totals["direct"] += direct
             totals["promptfoo"] += through
             print(

@@ -6,15 +6,17 @@ loads on the first call.
 
 Batching: one call per case would make a 200-case eval pay per-call generation on 2
 cores. Instead, on the first call this worker reads the run's cases file (written by
-``pipelines/promptfoo.py``; path in the provider config), generates answers for ALL cases
-in batches of ``batch_size`` with left padding, and caches them by case id; every call
-then returns the cached real output for ``context['vars']['case']['id']``. A case that is
-not in the cache is generated on its own. Reported latency per case is the batch's wall
-time divided by the batch size (a throughput figure, not a single-request latency).
+``pipelines/evaluation/runner.py``; path in the provider config), generates answers for ALL
+cases in batches of ``batch_size`` with left padding, one contender (prompt recipe) at a
+time so the cases of a batch share their prompt's prefix, and caches them by
+``<contender>/<case id>``; every call then returns the cached real output for
+``context['vars']['case']``. A case that is not in the cache is generated on its own.
+Reported latency per case is the batch's wall time divided by the batch size (a throughput
+figure, not a single-request latency).
 
-The conversations in the cases file are already the contender's exact messages
-(baseline: strong system prompt + few-shot + ticket; tuned: the training system prompt +
-ticket); ``prompt`` (the ticket text, for promptfoo's viewer) is not used to generate.
+The conversations in the cases file are already each contender's exact messages (a rung of
+the prompt ladder: strong system prompt, examples, ticket; the tuned model: the training
+system prompt + ticket); ``prompt`` (the ticket text, for promptfoo's viewer) is not used.
 """
 
 from __future__ import annotations
@@ -43,11 +45,13 @@ class _Run:
         self.max_new_tokens = int(config["max_new_tokens"])
         self.batch_size = int(config.get("batch_size", 16))
         self.cases: dict[str, list[dict]] = {}
+        self.groups: dict[str, list[str]] = {}
         with open(self.cases_file, encoding="utf-8") as handle:
             for line in handle:
                 if line.strip():
                     row = json.loads(line)
-                    self.cases[str(row["id"])] = row["messages"]
+                    self.cases[row["key"]] = row["messages"]
+                    self.groups.setdefault(row["group"], []).append(row["key"])
         self.loaded: generation.LoadedModel | None = None
         self.answers: dict[str, generation.Generation] = {}
         self.error: str | None = None
@@ -58,11 +62,11 @@ class _Run:
         return self.loaded
 
     def generate_all(self) -> None:
-        ids = list(self.cases)
-        outputs = generation.generate(
-            self.model(), [self.cases[i] for i in ids], self.max_new_tokens, self.batch_size
-        )
-        self.answers.update(zip(ids, outputs))
+        for keys in self.groups.values():
+            outputs = generation.generate(
+                self.model(), [self.cases[k] for k in keys], self.max_new_tokens, self.batch_size
+            )
+            self.answers.update(zip(keys, outputs))
 
     def answer(self, case_id: str) -> generation.Generation:
         if case_id not in self.answers:
@@ -75,7 +79,7 @@ class _Run:
 def call_api(prompt: str, options: dict, context: dict) -> dict:
     config = options.get("config") or {}
     case = ((context or {}).get("vars") or {}).get("case") or {}
-    case_id = str(case.get("id"))
+    case_id = f"{case.get('contender')}/{case.get('id')}"
     key = str(config.get("cases_file"))
     try:
         run = _RUNS.get(key)

@@ -137,6 +137,10 @@ class SplitSettings(_Strict):
     # Stricter than dedup's near_threshold on purpose: after dedup no pair reaches that one,
     # so checking eval against train at the same threshold would always report 0.
     contamination_threshold: float = Field(0.70, gt=0, le=1)
+    # The validation slice (what Axolotl evaluates on, and the "did it learn" guard judges) is
+    # carved out of TRAIN, so the held-out eval split never steers training or its retries.
+    validation_fraction: float = Field(0.10, gt=0, le=0.25)
+    min_validation: int = Field(16, ge=1)
 
 
 class TrainingSettings(_Strict):
@@ -147,20 +151,62 @@ class TrainingSettings(_Strict):
     timeout_s: int = 3600
 
 
+class RungSettings(_Strict):
+    """One rung of the prompt ladder: a prompt-only contender on the base model."""
+
+    name: str
+    recipe: Literal["zero_shot", "static_few_shot", "retrieved_few_shot"]
+    k: int = Field(3, ge=0, le=32)
+
+    @field_validator("name")
+    @classmethod
+    def _snake_name(cls, name: str) -> str:
+        if not _NAME_RE.match(name):
+            raise ValueError(f"rung name {name!r} must be snake_case (it becomes an asset key)")
+        return name
+
+
+DEFAULT_LADDER = (
+    RungSettings(name="zero_shot", recipe="zero_shot", k=0),
+    RungSettings(name="static_few_shot", recipe="static_few_shot", k=3),
+    RungSettings(name="retrieved_few_shot", recipe="retrieved_few_shot", k=3),
+)
+
+
 class EvalSettings(_Strict):
     task_file: str = "evals/task.yaml"
     general_file: str = "evals/general.jsonl"
-    few_shot_k: int = Field(3, ge=0)
-    batch_size: int = Field(16, ge=1)
+    ladder: tuple[RungSettings, ...] = Field(DEFAULT_LADDER, min_length=1)
+    batch_size: int = Field(32, ge=1)
     timeout_s: int = 1800
     general_max_new_tokens: int = Field(32, ge=1)
     max_concurrency: int = Field(4, ge=1)
+
+
+    @field_validator("ladder")
+    @classmethod
+    def _unique_rungs(cls, ladder: tuple[RungSettings, ...]) -> tuple[RungSettings, ...]:
+        names = [r.name for r in ladder]
+        if len(set(names)) != len(names):
+            raise ValueError(f"rung names must be unique, got {names}")
+        return ladder
 
 
 class GateSettings(_Strict):
     min_margin: float = 0.05
     alpha: float = Field(0.05, gt=0, lt=1)
     max_general_regression: float = Field(0.05, ge=0)
+
+
+class CostSettings(_Strict):
+    """Prices for the cost table and break-even volume. The defaults are EXAMPLES of a
+    small self-hosted model's prices, not facts: set your own."""
+
+    input_per_1m_tokens: float = Field(0.10, ge=0)
+    output_per_1m_tokens: float = Field(0.40, ge=0)
+    training_per_hour: float = Field(2.00, ge=0)
+    calls_per_month: int = Field(100_000, ge=0)
+    retunes_per_quarter: float = Field(1.0, ge=0)
 
 
 class ScheduleSettings(_Strict):
@@ -174,6 +220,7 @@ class Settings(_Strict):
     training: TrainingSettings = TrainingSettings()
     eval: EvalSettings = EvalSettings()
     gate: GateSettings = GateSettings()
+    cost: CostSettings = CostSettings()
     schedule: ScheduleSettings = ScheduleSettings()
 
 
@@ -315,8 +362,18 @@ class Layout:
         return self.data_dir / "train.jsonl"
 
     @property
+    def validation_file(self) -> Path:
+        """The slice of the train split Axolotl evaluates on (never trained on)."""
+        return self.data_dir / "validation.jsonl"
+
+    @property
     def eval_file(self) -> Path:
         return self.data_dir / "eval.jsonl"
+
+    @property
+    def split_files(self) -> tuple[Path, Path, Path]:
+        """Train, validation and eval: every file the data fingerprint covers."""
+        return (self.train_file, self.validation_file, self.eval_file)
 
     def model_cache_dir(self, slug: str) -> Path:
         return self.home / "cache" / "models" / slug
@@ -330,7 +387,3 @@ class Layout:
     @property
     def registry_file(self) -> Path:
         return self.home / "registry" / "promoted.json"
-
-    def merged_model_dir(self, slug: str) -> Path:
-        """The promoted adapter merged into its base weights, ready to serve."""
-        return self.home / "merged" / slug

@@ -5,12 +5,12 @@ nothing below imports it."""
 
 import dagster as dg
 
-from assets import dataset, evaluation, promotion, sources, training
+from assets import dataset, evaluation, models, promotion, sources, training
 from pipelines.automation import base_model_registry_sensor, tune_job, weekly_retune_schedule
 from pipelines.resources import AxolotlResource, PromptfooResource, TunegateResource
 
 defs = dg.Definitions(
-    assets=dg.load_assets_from_modules([sources, dataset, training, evaluation, promotion]),
+    assets=dg.load_assets_from_modules([sources, dataset, training, models, evaluation, promotion]),
     jobs=[tune_job],
     sensors=[base_model_registry_sensor],
     schedules=[weekly_retune_schedule],

@@ -58,7 +58,8 @@ def _outcome(instance: dg.DagsterInstance, result, partition: str) -> str:
             observation = event.event_specific_data.asset_observation
             if observation.asset_key == dg.AssetKey("qlora_adapter"):
                 meta = {k: getattr(v, "value", v) for k, v in observation.metadata.items()}
-                return f"## Training skipped\n\n{meta.get('skipped', meta)}"
+                ladder = _latest_metadata(instance, "baseline_scores", partition, result.run_id) or {}
+                return f"## Training skipped\n\n{meta.get('skipped', meta)}\n\n{ladder.get('ladder', '')}"
     return "No gate decision was recorded in this run."
 
 

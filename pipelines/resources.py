@@ -49,8 +49,11 @@ class TunegateResource(dg.ConfigurableResource):
             "add it to the registry or pick an existing partition"
         )
 
+    def settings_path(self) -> Path:
+        return self._path(self.settings_file, config.default_settings_file())
+
     def settings(self) -> config.Settings:
-        return config.load_settings(self._path(self.settings_file, config.default_settings_file()))
+        return config.load_settings(self.settings_path())
 
 
 class AxolotlResource(dg.ConfigurableResource):
@@ -81,7 +84,7 @@ class PromptfooResource(dg.ConfigurableResource):
     extra_env: dict[str, str] = {}
 
     def runner(self, default_timeout_s: int):
-        from pipelines.promptfoo import PromptfooRunner
+        from pipelines.evaluation.runner import PromptfooRunner
 
         return PromptfooRunner(
             cli=self.cli,

@@ -1,39 +1,49 @@
-"""The promotion gate's rules, on hand-made ScoreCards (the evaluation stage's contract)."""
+"""The promotion gate (pipelines/gate/): the decision rules, the report, the cost table and
+the champion registry, on hand-made score cards (the evaluation stage's contract)."""
 
 from __future__ import annotations
 
 import json
-import os
+import time
 from math import comb
-from pathlib import Path
 
 import pytest
 
-from pipelines import gate
-from pipelines.config import GateSettings
+from pipelines import files, stats
+from pipelines.config import CostSettings, GateSettings
+from pipelines.gate import cost, decision, registry, report
+from pipelines.gate.decision import ChampionInput, IncomparableCards
 
 SETTINGS = GateSettings()  # the shipped defaults: margin 0.05, alpha 0.05, general drop 0.05
-FP = "evalfp-123"
+FP = "task-suite-fp-01"  # 16 characters: error messages show the first 16 of a fingerprint
+OTHER_FP = "task-suite-fp-02"
+GFP = "general-suite-01"
+NO_CHAMPION = ChampionInput("none")
+TRAINING = {"train_runtime_s": 1800.0, "tokens_per_second": 1000.0}
 
 
-def card(contender: str, outcomes: list[bool], suite: str = "task", fingerprint: str = FP) -> dict:
-    """A ScoreCard with one case per outcome (ids c0, c1, ...)."""
+def card(contender: str, outcomes: list[bool], suite: str = "task", fingerprint: str | None = FP,
+         prompt_tokens: float = 300.0, target: float | None = None) -> dict:  # fmt: skip
+    """A score card with one case per outcome (ids c0, c1, ...)."""
     n = len(outcomes)
     passed = sum(outcomes)
     return {
         "contender": contender,
         "suite": suite,
+        "suite_fingerprint": fingerprint,
         "n": n,
         "passed": passed,
         "pass_rate": passed / n,
-        "ci_low": max(0.0, passed / n - 0.1),
-        "ci_high": min(1.0, passed / n + 0.1),
-        "target_pass_rate": None,
+        "ci_low": stats.wilson_interval(passed, n)[0],
+        "ci_high": stats.wilson_interval(passed, n)[1],
+        "target_pass_rate": target,
         "assertion_pass_rates": {},
         "mean_latency_ms": 120.0,
         "mean_output_tokens": 14.0,
+        "mean_prompt_tokens": prompt_tokens,
         "results_path": "/nowhere/results.json",
-        "eval_fingerprint": fingerprint,
+        "recipe_text": f"recipe of {contender}",
+        "artefact": {"id": f"artefact-of-{contender}", "path": f"/models/{contender}"},
         "cases": [
             {"id": f"c{i}", "passed": ok, "output": "", "gold": "", "latency_ms": 1.0, "output_tokens": 3}
             for i, ok in enumerate(outcomes)
@@ -41,17 +51,47 @@ def card(contender: str, outcomes: list[bool], suite: str = "task", fingerprint:
     }
 
 
-def paired(both: int, only_tuned: int, only_base: int, neither: int) -> tuple[dict, dict]:
-    tuned = [True] * both + [True] * only_tuned + [False] * only_base + [False] * neither
-    base = [True] * both + [False] * only_tuned + [True] * only_base + [False] * neither
-    return card("baseline", base), card("tuned", tuned)
+def outcomes(both: int, only_first: int, only_second: int, neither: int) -> tuple[list[bool], list[bool]]:
+    first = [True] * both + [True] * only_first + [False] * only_second + [False] * neither
+    second = [True] * both + [False] * only_first + [True] * only_second + [False] * neither
+    return first, second
 
 
-GENERAL_OK = (card("baseline", [True] * 9 + [False], "general"), card("tuned", [True] * 9 + [False], "general"))
+def paired(both: int, only_tuned: int, only_base: int, neither: int, **kw) -> tuple[dict, dict]:
+    """(baseline rung ``static_few_shot``, tuned) with these paired counts."""
+    tuned, base = outcomes(both, only_tuned, only_base, neither)
+    return card("static_few_shot", base, **kw), card("tuned", tuned, **kw)
 
 
-def decide(baseline, tuned, general=GENERAL_OK, champion=None, settings=SETTINGS) -> gate.Decision:
-    return gate.decide(baseline, tuned, general[0], general[1], champion, settings)
+def general(reference: list[bool], candidate: list[bool], base_as_trained: list[bool] | None = None) -> dict:
+    return {
+        "reference": card("base", reference, "general", GFP),
+        "base_as_trained": None if base_as_trained is None else card("base_as_trained", base_as_trained, "general", GFP),
+        "candidate": card("tuned", candidate, "general", GFP),
+    }
+
+
+def general_ok() -> dict:
+    """No item lost or gained on 200 items: an upper bound of +1.3 pts, within the allowance
+    (on 10 items the same "no change" would leave +22 pts possible: not enough evidence)."""
+    same = [True] * 180 + [False] * 20
+    return general(same, same, same)
+
+
+GENERAL_OK = general_ok()
+
+
+def decide(baseline, tuned, general_cards=None, champion=NO_CHAMPION, settings=SETTINGS, rungs=None):
+    rungs = rungs or {baseline["contender"]: baseline}
+    return decision.decide(rungs, tuned, general_cards or general_ok(), champion, settings)
+
+
+def failed(d) -> set[str]:
+    return {c.name for c in d.checks if not c.passed}
+
+
+def checks(d) -> dict:
+    return {c.name: c for c in d.checks}
 
 
 # --------------------------------------------------------------------------- McNemar
@@ -68,31 +108,34 @@ def decide(baseline, tuned, general=GENERAL_OK, champion=None, settings=SETTINGS
     ],
 )
 def test_mcnemar_known_values(b, c, expected):
-    assert gate.mcnemar_one_sided(b, c) == pytest.approx(expected, rel=1e-12)
+    assert stats.mcnemar_one_sided(b, c) == pytest.approx(expected, rel=1e-12)
 
 
 def test_mcnemar_matches_binomial_tail_definition():
     for n in range(1, 25):
         for b in range(n + 1):
             tail = sum(comb(n, k) for k in range(b, n + 1)) / 2**n
-            assert gate.mcnemar_one_sided(b, n - b) == pytest.approx(tail)
+            assert stats.mcnemar_one_sided(b, n - b) == pytest.approx(tail)
 
 
 def test_mcnemar_rejects_negative_counts():
     with pytest.raises(ValueError, match="b=-1"):
-        gate.mcnemar_one_sided(-1, 2)
+        stats.mcnemar_one_sided(-1, 2)
 
 
-# --------------------------------------------------------------------------- decisions
+# --------------------------------------------------------------------------- baseline rule
 def test_clear_win_is_promoted():
     baseline, tuned = paired(both=5, only_tuned=12, only_base=1, neither=2)
     d = decide(baseline, tuned)
     assert d.promote
     assert d.reason.startswith("Promoted")
+    assert d.baseline_rung == "static_few_shot"
     assert d.margin == pytest.approx(11 / 20)
-    assert d.p_value == pytest.approx(gate.mcnemar_one_sided(12, 1))
-    assert all(c.passed for c in d.checks)
-    assert {c.name for c in d.checks} == {"margin", "significance", "general_skills", "champion"}
+    assert d.p_value == pytest.approx(stats.mcnemar_one_sided(12, 1))
+    assert (d.versus_baseline.both, d.versus_baseline.only_first, d.versus_baseline.only_second,
+            d.versus_baseline.neither) == (5, 12, 1, 2)  # fmt: skip
+    assert all(c.passed for c in d.checks) and d.actions == []
+    assert {c.name for c in d.checks} == {"baseline_margin", "baseline_significance", "general_skills", "champion"}
 
 
 def test_tie_is_not_promoted():
@@ -100,9 +143,10 @@ def test_tie_is_not_promoted():
     d = decide(baseline, tuned)
     assert not d.promote
     assert d.margin == 0
-    failed = {c.name for c in d.checks if not c.passed}
-    assert failed == {"margin", "significance"}
-    assert "margin" in d.reason and "not significant" in d.reason
+    assert failed(d) == {"baseline_margin", "baseline_significance"}
+    assert d.reason.startswith("Not promoted")
+    assert "baseline_margin fails" in d.reason and "baseline_significance fails" in d.reason
+    assert any("could be chance" in a for a in d.actions)
 
 
 def test_loss_is_not_promoted():
@@ -118,149 +162,454 @@ def test_win_without_significance_is_not_promoted():
     baseline, tuned = paired(both=8, only_tuned=4, only_base=1, neither=7)
     d = decide(baseline, tuned)
     assert not d.promote
-    checks = {c.name: c for c in d.checks}
-    assert checks["margin"].passed
-    assert not checks["significance"].passed
-    assert checks["significance"].value == pytest.approx(3 / 16)
-    assert "not significant" in d.reason
-
-
-def test_general_skills_regression_blocks_a_task_win():
-    baseline, tuned = paired(both=5, only_tuned=12, only_base=1, neither=2)
-    general = (card("baseline", [True] * 10, "general"), card("tuned", [True] * 8 + [False] * 2, "general"))
-    d = decide(baseline, tuned, general=general)
-    assert not d.promote
-    checks = {c.name: c for c in d.checks}
-    assert not checks["general_skills"].passed
-    assert checks["general_skills"].value == pytest.approx(0.2)
-    assert "general skills dropped by +20.0 pts" in d.reason
-
-
-def test_small_general_drop_within_tolerance_passes():
-    baseline, tuned = paired(both=5, only_tuned=12, only_base=1, neither=2)
-    general = (
-        card("baseline", [True] * 20, "general"),
-        card("tuned", [True] * 19 + [False], "general"),  # -5 pts: exactly the allowance
-    )
-    assert decide(baseline, tuned, general=general).promote
-
-
-def test_better_champion_blocks_promotion():
-    baseline, tuned = paired(both=5, only_tuned=12, only_base=1, neither=2)  # tuned 85 %
-    champion = {"partition": "other-model", "eval_fingerprint": FP, "adapter_dir": "/a",
-                "scores": {"tuned": {"pass_rate": 0.9}}}
-    d = decide(baseline, tuned, champion=champion)
-    assert not d.promote
-    assert "champion" in d.reason
-    assert [c.name for c in d.checks if not c.passed] == ["champion"]
-
-
-def test_worse_champion_is_beaten():
-    baseline, tuned = paired(both=5, only_tuned=12, only_base=1, neither=2)
-    champion = {"partition": "other", "eval_fingerprint": FP, "adapter_dir": "/a",
-                "scores": {"tuned": {"pass_rate": 0.6}}}
-    d = decide(baseline, tuned, champion=champion)
-    assert d.promote and "beats the champion" in d.reason
-
-
-def test_champion_on_another_eval_set_is_not_comparable():
-    baseline, tuned = paired(both=5, only_tuned=12, only_base=1, neither=2)
-    champion = {"partition": "x", "eval_fingerprint": "old", "scores": {"tuned": {"pass_rate": 1.0}}}
-    d = decide(baseline, tuned, champion=champion)
-    assert d.promote
-    assert "different eval set" in {c.name: c for c in d.checks}["champion"].detail
+    c = checks(d)
+    assert c["baseline_margin"].passed
+    assert not c["baseline_significance"].passed
+    assert c["baseline_significance"].value == pytest.approx(3 / 16)
+    assert failed(d) == {"baseline_significance"}
+    assert "baseline_significance fails" in d.reason and "p = 0.1875" in d.reason
 
 
 def test_thresholds_come_from_settings():
-    baseline, tuned = paired(both=8, only_tuned=4, only_base=1, neither=7)  # p = 0.1875
+    baseline, tuned = paired(both=8, only_tuned=4, only_base=1, neither=7)  # +15 pts, p = 0.1875
+    assert not decide(baseline, tuned).promote
     assert decide(baseline, tuned, settings=GateSettings(alpha=0.2)).promote
     assert not decide(baseline, tuned, settings=GateSettings(alpha=0.2, min_margin=0.5)).promote
+    assert checks(decide(baseline, tuned, settings=GateSettings(alpha=0.2, min_margin=0.5)))["baseline_margin"].threshold == 0.5
+    forgot = general([True] * 10, [True] * 8 + [False] * 2)
+    win = paired(both=5, only_tuned=12, only_base=1, neither=2)
+    assert not decide(*win, general_cards=forgot).promote
+    assert decide(*win, general_cards=forgot, settings=GateSettings(max_general_regression=0.5)).promote
+
+
+# --------------------------------------------------------------------------- the prompt ladder
+def _ladder(static_tokens: float = 400.0, retrieved_tokens: float = 350.0, retrieved_passes: int = 14) -> dict:
+    return {
+        "zero_shot": card("zero_shot", [True] * 10 + [False] * 10, prompt_tokens=120.0),
+        "static_few_shot": card("static_few_shot", [True] * 14 + [False] * 6, prompt_tokens=static_tokens),
+        "retrieved_few_shot": card("retrieved_few_shot", [False] * (20 - retrieved_passes) + [True] * retrieved_passes,
+                                   prompt_tokens=retrieved_tokens),
+    }  # fmt: skip
+
+
+def test_strongest_rung_is_the_highest_pass_rate():
+    assert decision.strongest_rung(_ladder(retrieved_passes=15, retrieved_tokens=900.0)) == "retrieved_few_shot"
+    assert decision.strongest_rung(_ladder(retrieved_passes=13, retrieved_tokens=10.0)) == "static_few_shot"
+
+
+def test_strongest_rung_tie_goes_to_the_fewer_prompt_tokens():
+    assert decision.strongest_rung(_ladder(static_tokens=400.0, retrieved_tokens=350.0)) == "retrieved_few_shot"
+    assert decision.strongest_rung(_ladder(static_tokens=300.0, retrieved_tokens=350.0)) == "static_few_shot"
+    # same rate, same tokens: the name decides, so the choice never depends on dict order
+    rungs = _ladder(static_tokens=350.0, retrieved_tokens=350.0)
+    assert decision.strongest_rung(rungs) == decision.strongest_rung(dict(reversed(rungs.items()))) == "retrieved_few_shot"
+    with pytest.raises(ValueError, match="no rungs"):
+        decision.strongest_rung({})
+
+
+def test_decide_compares_the_tune_with_the_strongest_rung():
+    rungs = _ladder(static_tokens=400.0, retrieved_tokens=350.0)
+    tuned = card("tuned", [True] * 19 + [False])
+    d = decision.decide(rungs, tuned, general_ok(), NO_CHAMPION, SETTINGS)
+    assert d.baseline_rung == "retrieved_few_shot"
+    assert d.versus_baseline.second == "retrieved_few_shot"
+    # retrieved passes c6..c19, the tune c0..c18: 6 only tuned, 1 only the rung
+    assert (d.versus_baseline.only_first, d.versus_baseline.only_second) == (6, 1)
+    assert d.margin == pytest.approx(0.25)
+
+
+def test_meets_target_fires_when_any_rung_reaches_it():
+    rungs = {
+        "zero_shot": card("zero_shot", [True] * 10 + [False] * 10, target=0.8),
+        "static_few_shot": card("static_few_shot", [True] * 17 + [False] * 3, target=0.8),
+        "retrieved_few_shot": card("retrieved_few_shot", [True] * 12 + [False] * 8, target=0.8),
+    }
+    reason = decision.meets_target(rungs)
+    assert reason and "'static_few_shot'" in reason and "no fine-tune needed" in reason and "85.0%" in reason
+    for c in rungs.values():
+        c["target_pass_rate"] = 0.9
+    assert decision.meets_target(rungs) is None
+    for c in rungs.values():
+        c["target_pass_rate"] = None
+    assert decision.meets_target(rungs) is None
+
+
+def test_baseline_meets_target():
+    baseline = card("baseline", [True] * 9 + [False])
+    assert decision.meets_target({"baseline": baseline}) is None  # no target set
+    baseline["target_pass_rate"] = 0.8
+    assert "no fine-tune needed" in decision.meets_target({"baseline": baseline})
+    baseline["target_pass_rate"] = 0.95
+    assert decision.meets_target({"baseline": baseline}) is None
+
+
+# --------------------------------------------------------------------------- general skills
+def test_general_skills_regression_blocks_a_task_win():
+    baseline, tuned = paired(both=5, only_tuned=12, only_base=1, neither=2)
+    forgot = general([True] * 10, [True] * 8 + [False] * 2)
+    d = decide(baseline, tuned, general_cards=forgot)
+    assert not d.promote
+    assert failed(d) == {"general_skills"}
+    check = checks(d)["general_skills"]
+    assert d.forgetting.total.difference == pytest.approx(0.2)
+    assert check.value == pytest.approx(stats.drop_upper_bound(8, 2, 0, 0, 0.95)) and check.value > 0.2
+    assert check.threshold == 0.05
+    assert "general_skills fails" in d.reason and "drop +20.0 pts" in d.reason
+    assert d.forgetting.quantisation is None  # no base_as_trained card: a plain LoRA
+
+
+def test_a_small_drop_on_few_items_is_not_enough_evidence():
+    """Non-inferiority: 1 item lost of 20 (-5 pts, the allowance) cannot rule out a large drop."""
+    baseline, tuned = paired(both=5, only_tuned=12, only_base=1, neither=2)
+    d = decide(baseline, tuned, general_cards=general([True] * 20, [True] * 19 + [False]))
+    assert not d.promote and failed(d) == {"general_skills"}
+    assert checks(d)["general_skills"].value == pytest.approx(stats.drop_upper_bound(19, 1, 0, 0, 0.95))
+
+
+def test_a_small_drop_with_large_n_passes():
+    baseline, tuned = paired(both=5, only_tuned=12, only_base=1, neither=2)
+    reference, candidate = outcomes(both=950, only_first=6, only_second=4, neither=40)
+    d = decide(baseline, tuned, general_cards=general(reference, candidate, reference))
+    assert d.promote
+    value = checks(d)["general_skills"].value
+    assert 0 < d.forgetting.total.difference < value <= SETTINGS.max_general_regression
+    assert value == pytest.approx(stats.drop_upper_bound(950, 6, 4, 40, 0.95))
+
+
+def test_a_drop_from_quantisation_recommends_a_plain_lora():
+    baseline, tuned = paired(both=5, only_tuned=12, only_base=1, neither=2)
+    four_bit = [True] * 14 + [False] * 6  # the 4-bit base alone loses 6 of 20
+    d = decide(baseline, tuned, general_cards=general([True] * 20, four_bit, base_as_trained=four_bit))
+    assert not d.promote and failed(d) == {"general_skills"}
+    f = d.forgetting
+    assert (f.quantisation.only_first, f.adapter.only_first, f.total.only_first) == (6, 0, 6)
+    action = checks(d)["general_skills"].action
+    assert "adapter: lora" in action and "4-bit base alone loses 30.0 pts" in action
+    assert action in d.actions
+
+
+def test_a_drop_from_the_adapter_recommends_changing_the_adapter():
+    baseline, tuned = paired(both=5, only_tuned=12, only_base=1, neither=2)
+    d = decide(baseline, tuned, general_cards=general([True] * 20, [True] * 14 + [False] * 6, base_as_trained=[True] * 20))
+    assert not d.promote
+    action = checks(d)["general_skills"].action
+    assert "adapter itself costs 30.0 pts" in action and "adapter: lora" not in action
+    # without quantisation (plain LoRA) the whole drop is the adapter's
+    d = decide(baseline, tuned, general_cards=general([True] * 20, [True] * 14 + [False] * 6))
+    assert "adapter itself" in checks(d)["general_skills"].action
+
+
+# --------------------------------------------------------------------------- champion
+WIN = (5, 12, 1, 2)  # the tune passes c0..c16 (85 %), misses c17..c19
+
+
+def test_better_champion_blocks_promotion():
+    baseline, tuned = paired(*WIN)
+    champ = card("champion", [True] * 19 + [False])  # 95 %: right on c17, c18 where the tune is wrong
+    d = decide(baseline, tuned, champion=ChampionInput("scored", {"partition": "other-model"}, champ))
+    assert not d.promote
+    assert failed(d) == {"champion_margin", "champion_significance"}
+    assert "champion" in d.reason
+    assert (d.versus_champion.only_first, d.versus_champion.only_second) == (0, 2)
+
+
+def test_worse_champion_is_beaten():
+    baseline, tuned = paired(*WIN)
+    champ = card("champion", [True] * 5 + [False] * 15)
+    d = decide(baseline, tuned, champion=ChampionInput("scored", {"partition": "other-model"}, champ))
+    assert d.promote and "beats the champion" in d.reason
+    assert {"champion_margin", "champion_significance"} <= set(checks(d))
+    assert d.champion_p_value == pytest.approx(stats.mcnemar_one_sided(12, 0))
+
+
+def test_the_candidate_being_the_champion_passes():
+    baseline, tuned = paired(*WIN)
+    d = decide(baseline, tuned, champion=ChampionInput("same", {"partition": "tiny"}))
+    assert d.promote
+    c = checks(d)["champion"]
+    assert c.passed and "IS the champion" in c.detail
+    assert "beats the champion" not in d.reason
+
+
+def test_a_missing_champion_passes_and_the_report_names_it():
+    baseline, tuned = paired(*WIN)
+    why = "old-model at /gone/model: no such folder"
+    d = decide(baseline, tuned, champion=ChampionInput("missing", {"partition": "old-model"}, why=why))
+    assert d.promote
+    c = checks(d)["champion"]
+    assert c.passed and why in c.detail
+    md = report.decision_md(d, {"static_few_shot": baseline}, tuned, general_ok(), _cost(baseline, tuned))
+    assert f"Champion: missing. {why}" in md
+
+
+def test_no_champion_passes():
+    baseline, tuned = paired(*WIN)
+    assert "no model promoted" in checks(decide(baseline, tuned))["champion"].detail
+
+
+# --------------------------------------------------------------------------- comparability
+def test_missing_suite_fingerprint_names_the_card():
+    baseline, tuned = paired(*WIN)
+    tuned["suite_fingerprint"] = None
+    with pytest.raises(IncomparableCards, match=r"\['tuned'\] carry no suite fingerprint"):
+        decide(baseline, tuned)
+    baseline, tuned = paired(*WIN)
+    with pytest.raises(IncomparableCards, match=r"\['static_few_shot'\] carry no suite fingerprint"):
+        decide(card("static_few_shot", [True] * 20, fingerprint=""), tuned)
+    cards = general_ok()
+    cards["base_as_trained"]["suite_fingerprint"] = None
+    with pytest.raises(IncomparableCards, match=r"\['base_as_trained'\] carry no suite fingerprint"):
+        decide(baseline, tuned, general_cards=cards)
+
+
+def _both_values(excinfo, *names) -> None:
+    text = str(excinfo.value)
+    for needle in names:
+        assert needle in text, (needle, text)
+
+
+def test_task_cards_from_different_suites_are_an_error():
+    baseline, tuned = paired(*WIN)
+    tuned["suite_fingerprint"] = OTHER_FP
+    with pytest.raises(IncomparableCards, match="different suites") as excinfo:
+        decide(baseline, tuned)
+    _both_values(excinfo, f"static_few_shot={FP}", f"tuned={OTHER_FP}")
+    rungs = _ladder()
+    rungs["zero_shot"]["suite_fingerprint"] = OTHER_FP
+    with pytest.raises(IncomparableCards, match="different suites") as excinfo:
+        decision.strongest_rung(rungs)
+    _both_values(excinfo, f"zero_shot={OTHER_FP}", f"static_few_shot={FP}")
+
+
+def test_general_cards_from_different_suites_are_an_error():
+    baseline, tuned = paired(*WIN)
+    for name in ("reference", "base_as_trained", "candidate"):
+        cards = general_ok()
+        cards[name]["suite_fingerprint"] = "general-suite-99"
+        with pytest.raises(IncomparableCards, match="different suites") as excinfo:
+            decide(baseline, tuned, general_cards=cards)
+        _both_values(excinfo, f"{name}=general-suite-99", GFP)
+
+
+def test_champion_from_another_suite_is_an_error():
+    baseline, tuned = paired(*WIN)
+    champ = card("champion", [True] * 5 + [False] * 15, fingerprint=OTHER_FP)
+    with pytest.raises(IncomparableCards, match="different suites") as excinfo:
+        decide(baseline, tuned, champion=ChampionInput("scored", {"partition": "x"}, champ))
+    _both_values(excinfo, f"champion={OTHER_FP}", f"tuned={FP}")
 
 
 def test_cases_are_paired_by_id_not_position():
-    baseline, tuned = paired(both=5, only_tuned=12, only_base=1, neither=2)
+    baseline, tuned = paired(*WIN)
     tuned["cases"] = list(reversed(tuned["cases"]))
-    p = gate.pair_cases(tuned, baseline)
-    assert (p.only_tuned, p.only_baseline, p.both_right, p.both_wrong) == (12, 1, 5, 2)
+    by_position = sum(a["passed"] and not b["passed"] for a, b in zip(tuned["cases"], baseline["cases"]))
+    assert by_position != 12  # pairing by position would count something else
+    p = decision.pair(tuned, baseline)
+    assert (p.first, p.second, p.n) == ("tuned", "static_few_shot", 20)
+    assert (p.only_first, p.only_second, p.both, p.neither) == (12, 1, 5, 2)
+    assert p.difference == pytest.approx(11 / 20)
 
 
 def test_different_case_ids_are_an_error():
     baseline, tuned = paired(both=5, only_tuned=5, only_base=0, neither=0)
     tuned["cases"][0]["id"] = "stranger"
-    with pytest.raises(ValueError, match="case ids differ.*stranger"):
+    with pytest.raises(IncomparableCards, match="case ids differ.*stranger"):
         decide(baseline, tuned)
 
 
-def test_duplicate_case_ids_are_an_error():
+def test_duplicate_and_missing_case_ids_are_an_error():
     baseline, tuned = paired(both=5, only_tuned=5, only_base=0, neither=0)
     tuned["cases"][1]["id"] = "c0"
-    with pytest.raises(ValueError, match="duplicate case id 'c0'"):
-        gate.pair_cases(tuned, baseline)
-
-
-def test_different_eval_fingerprints_are_an_error():
+    with pytest.raises(IncomparableCards, match="duplicate case id 'c0'"):
+        decision.pair(tuned, baseline)
     baseline, tuned = paired(both=5, only_tuned=5, only_base=0, neither=0)
-    tuned["eval_fingerprint"] = "another"
-    with pytest.raises(ValueError, match="different eval sets"):
-        decide(baseline, tuned)
+    del tuned["cases"][0]["id"]
+    with pytest.raises(IncomparableCards, match="case #0 has no id"):
+        decision.pair(tuned, baseline)
+
+
+# --------------------------------------------------------------------------- cost
+PRICES = CostSettings(input_per_1m_tokens=0.10, output_per_1m_tokens=0.40, training_per_hour=2.0,
+                      calls_per_month=100_000, retunes_per_quarter=1.0)  # fmt: skip
+
+
+def _cost(baseline: dict, tuned: dict, prices: CostSettings = PRICES) -> cost.CostReport:
+    return cost.cost_report({baseline["contender"]: baseline}, baseline["contender"], tuned, TRAINING, prices)
+
+
+def test_per_call_cost_from_tokens_and_prices():
+    c = card("x", [True], prompt_tokens=400.0)  # 14 output tokens
+    # 400 x 0.10 / 1M + 14 x 0.40 / 1M = (40 + 5.6) / 1M
+    assert cost.per_call(c, PRICES) == pytest.approx(45.6e-6)
+    assert cost.per_call(c, CostSettings(input_per_1m_tokens=1.0, output_per_1m_tokens=0.0)) == pytest.approx(400e-6)
+
+
+def test_break_even_volume_by_hand():
+    baseline, tuned = paired(*WIN)
+    baseline["mean_prompt_tokens"], baseline["mean_output_tokens"] = 400.0, 15.0
+    tuned["mean_prompt_tokens"], tuned["mean_output_tokens"] = 100.0, 15.0
+    r = _cost(baseline, tuned)
+    baseline_call = (400 * 0.10 + 15 * 0.40) / 1e6  # 46e-6
+    tuned_call = (100 * 0.10 + 15 * 0.40) / 1e6  # 16e-6
+    training_cost = 1800 / 3600 * 2.0  # half an hour at 2.00 = 1.00
+    per_month = training_cost * (1 + 1) / 3  # the first tune + 1 re-tune per quarter, monthly
+    assert r.training_seconds == 1800 and r.training_tokens == pytest.approx(1.8e6)
+    assert r.training_cost == pytest.approx(training_cost)
+    assert r.training_per_month == pytest.approx(per_month)
+    assert r.saving_per_call == pytest.approx(baseline_call - tuned_call)
+    assert r.break_even_calls_per_month == pytest.approx(per_month / 30e-6)  # 22,222 calls
+    rows = {c.name: c for c in r.contenders}
+    assert rows["static_few_shot"].per_call == pytest.approx(baseline_call)
+    assert rows["static_few_shot"].per_month == pytest.approx(100_000 * baseline_call)  # 4.60
+    assert rows["tuned"].per_month == pytest.approx(100_000 * tuned_call + per_month)  # 1.60 + 0.67
+    assert "pays back from **22,222 calls per month**" in report.cost_md(r)
+
+
+def test_no_break_even_when_the_tune_is_not_cheaper():
+    baseline, tuned = paired(*WIN)
+    assert _cost(baseline, tuned).break_even_calls_per_month is None  # same tokens: no saving
+    tuned["mean_prompt_tokens"] = 500.0
+    r = _cost(baseline, tuned)
+    assert r.break_even_calls_per_month is None and r.saving_per_call < 0
+    assert "never pays back its training" in report.cost_md(r)
+
+
+# --------------------------------------------------------------------------- report
+def _a_no():
+    """A "no": +15 pts on 20 cases, p = 0.1875; general skills 40/40 -> 38 (4-bit) -> 35 (tuned)."""
+    baseline, tuned = paired(both=8, only_tuned=4, only_base=1, neither=7)
+    baseline["mean_prompt_tokens"], tuned["mean_prompt_tokens"] = 400.0, 80.0
+    rungs = {"zero_shot": card("zero_shot", [True] * 6 + [False] * 14, prompt_tokens=150.0), "static_few_shot": baseline}
+    reference, bat, cand = [True] * 40, [True] * 38 + [False] * 2, [True] * 35 + [False] * 5
+    general_cards = general(reference, cand, base_as_trained=bat)
+    d = decision.decide(rungs, tuned, general_cards, NO_CHAMPION, SETTINGS)
+    costs = cost.cost_report(rungs, d.baseline_rung, tuned, TRAINING, PRICES)
+    return d, rungs, tuned, general_cards, costs
 
 
 def test_report_shows_every_number_for_a_no():
-    baseline, tuned = paired(both=8, only_tuned=4, only_base=1, neither=7)
-    d = decide(baseline, tuned)
-    md = gate.decision_report(d, baseline, tuned, *GENERAL_OK)
-    assert "DO NOT PROMOTE" in md
-    assert d.reason in md
-    for needle in ("95% CI", "ms/call", "output tokens", "McNemar", "p = 0.1875", "+15.0 pts", "| significance | FAIL"):
+    d, rungs, tuned, general_cards, costs = _a_no()
+    assert not d.promote and failed(d) == {"baseline_significance", "general_skills"}
+    md = report.decision_md(d, rungs, tuned, general_cards, costs)
+    assert "DO NOT PROMOTE" in md and d.reason in md
+    assert "**What to change:**" in md and all(a in md for a in d.actions)
+    for needle in (
+        # the ladder
+        "### The prompt ladder", "| rung | prompt | pass rate | 95% CI | passed | prompt tok/call | output tok/call | ms/call",
+        "| **static_few_shot** (baseline) | recipe of static_few_shot | 45.0% |", "| zero_shot | recipe of zero_shot | 30.0% |",
+        # tuned vs baseline, paired
+        "Paired vs baseline (20 cases): both right 8, only tuned 4, only baseline 1, both wrong 7",
+        "McNemar p = 0.1875", "+15.0 pts",
+        # general skills, decomposed
+        "| quantisation: fp32 -> base as trained | 40 | 2 | 0 | +5.0 pts | the 4-bit base alone |",
+        "| adapter: base as trained -> tuned | 40 | 3 | 0 | +7.5 pts | the adapter's own effect |",
+        "| total: fp32 -> tuned | 40 | 5 | 0 | +12.5 pts | what a user of the shipped model sees |",
+        "| base as trained (4-bit, dequantised) | 95.0% |",
+        # the checks
+        "### Checks", "| baseline_margin | pass | 0.1500 | 0.0500 |", "| baseline_significance | FAIL | 0.1875 | 0.0500 |",
+        "| general_skills | FAIL |", "| champion | pass |",
+        # cost
+        "### Cost", "| contender | prompt tok/call | output tok/call | ms/call | cost per 1k calls | per month at 100,000 calls |",
+        "pays back from **20,833 calls per month**",  # 0.6667 / ((400 - 80) x 0.10 / 1M)
+        "Scored artefact: `artefact-of-tune", f"suite `{FP}`",
+    ):  # fmt: skip
         assert needle in md, needle
 
 
-def test_baseline_meets_target():
-    baseline = card("baseline", [True] * 9 + [False])
-    assert gate.baseline_meets_target(baseline) is None  # no target set
-    baseline["target_pass_rate"] = 0.8
-    assert "no fine-tune needed" in gate.baseline_meets_target(baseline)
-    baseline["target_pass_rate"] = 0.95
-    assert gate.baseline_meets_target(baseline) is None
+def test_report_without_quantisation_says_so():
+    baseline, tuned = paired(*WIN)
+    plain_lora = general_ok()
+    plain_lora["base_as_trained"] = None  # adapter: lora, nothing quantised
+    d = decide(baseline, tuned, general_cards=plain_lora)
+    md = report.decision_md(d, {"static_few_shot": baseline}, tuned, plain_lora, _cost(baseline, tuned))
+    assert "## Promotion decision: **PROMOTE**" in md
+    assert "base as trained (4-bit, dequantised)" not in md
+    assert "| quantisation: fp32 -> base as trained | - | - | - | - | no quantisation (adapter: lora) |" in md
+
+
+def test_decision_record_carries_identity_and_fingerprint():
+    d, rungs, tuned, general_cards, costs = _a_no()
+    record = report.decision_record(d, rungs, tuned, general_cards, costs)
+    json.dumps(record)  # the asset's value: plain JSON
+    assert record["promote"] is False and record["reason"] == d.reason
+    assert record["candidate"] == tuned["artefact"] == {"id": "artefact-of-tuned", "path": "/models/tuned"}
+    assert record["suite_fingerprint"] == FP
+    assert record["report_md"] == report.decision_md(d, rungs, tuned, general_cards, costs)
+    assert record["baseline_rung"] == "static_few_shot" and record["p_value"] == pytest.approx(3 / 16)
+    assert record["general_drop"] == pytest.approx(5 / 40) and record["general_drop_upper"] > 5 / 40
+    assert record["cost"]["break_even_calls_per_month"] == pytest.approx(costs.break_even_calls_per_month)
+    scores = record["scores"]
+    assert set(scores["ladder"]) == {"zero_shot", "static_few_shot"}
+    assert scores["baseline"]["contender"] == "static_few_shot"
+    assert scores["tuned"]["artefact"]["id"] == "artefact-of-tuned" and "cases" not in scores["tuned"]
+    assert set(scores["general"]) == {"reference", "base_as_trained", "candidate"}
+    assert scores["champion"] is None
 
 
 # --------------------------------------------------------------------------- registry
-def _entry(partition: str, rate: float, fingerprint: str = FP) -> dict:
-    baseline, tuned = paired(both=5, only_tuned=12, only_base=1, neither=2)
-    tuned["pass_rate"] = rate
-    tuned["eval_fingerprint"] = baseline["eval_fingerprint"] = fingerprint
-    record = gate.decision_record(decide(baseline, tuned), baseline, tuned, *GENERAL_OK)
-    return gate.registry_entry(
-        partition,
-        {"name": partition, "path": "/m", "source": "s", "weights_sha256": "w"},
-        {"adapter_dir": f"/runs/{partition}", "data_fingerprint": "d", "config_hash": "h", "load_in_4bit": True},
-        record,
-    )
+BASE_MODEL = {"name": "tiny", "path": "/m", "source": "s", "weights_sha256": "w", "ignored": "x"}
 
 
-def test_registry_roundtrip_and_champion(tmp_path):
+def _entry(partition: str, task: str = "triage") -> dict:
+    baseline, tuned = paired(*WIN)
+    tuned["artefact"] = {"id": f"artefact-{partition}", "path": f"/models/{partition}", "chat_template": "t"}
+    d = decide(baseline, tuned)
+    record = report.decision_record(d, {"static_few_shot": baseline}, tuned, general_ok(), _cost(baseline, tuned))
+    adapter = {"adapter_dir": f"/runs/{partition}", "run_key": f"run-{partition}", "data_fingerprint": "d",
+               "config_hash": "h"}  # fmt: skip
+    return registry.entry(task, partition, tuned["artefact"], BASE_MODEL, adapter, record)
+
+
+def test_registry_roundtrip_and_champion_per_task(tmp_path):
     path = tmp_path / "registry" / "promoted.json"
-    assert gate.find_champion(path, FP) is None
-    gate.write_registry_entry(path, _entry("a", 0.7))
-    gate.write_registry_entry(path, _entry("b", 0.8))
-    gate.write_registry_entry(path, _entry("c", 0.99, fingerprint="other-eval"))
-    doc = gate.read_registry(path)
-    assert set(doc["partitions"]) == {"a", "b", "c"}
-    assert len(doc["history"]) == 3
-    entry = doc["partitions"]["b"]
-    for key in ("base_model", "adapter_dir", "data_fingerprint", "config_hash", "scores", "p_value"):
-        assert key in entry
-    assert gate.find_champion(path, FP)["partition"] == "b"  # c is on another eval set
-    assert gate.find_champion(path, "other-eval")["partition"] == "c"
-    assert not list(path.parent.glob("*.tmp"))
+    assert registry.read_registry(path) == {"version": 2, "champions": {}, "history": []}
+    assert registry.champion(path, "triage") is None
+    registry.promote(path, _entry("a"))
+    registry.promote(path, _entry("b"))
+    last = registry.promote(path, _entry("c", task="summaries"))
+    doc = registry.read_registry(path)
+    assert doc == last == json.loads(path.read_text())
+    assert doc["version"] == 2
+    assert [e["partition"] for e in doc["history"]] == ["a", "b", "c"]
+    assert set(doc["champions"]) == {"triage", "summaries"}
+    assert registry.champion(path, "triage")["partition"] == "b"  # the later promotion holds the pointer
+    assert registry.champion(path, "summaries")["partition"] == "c"
+    assert registry.champion(path, "nothing") is None
+    entry = registry.champion(path, "triage")
+    for key in ("task", "promoted_at", "artefact", "model_dir", "base_model", "adapter_dir", "run_key",
+                "data_fingerprint", "config_hash", "suite_fingerprint", "scores", "p_value", "margin", "reason"):  # fmt: skip
+        assert key in entry, key
+    assert entry["artefact"]["id"] == "artefact-b" and entry["model_dir"] == "/models/b"
+    assert entry["base_model"] == {"name": "tiny", "path": "/m", "source": "s", "weights_sha256": "w"}
+    assert entry["suite_fingerprint"] == FP and entry["scores"]["tuned"]["pass_rate"] == pytest.approx(0.85)
+    assert not list(path.parent.glob("*.tmp")) and not list(path.parent.glob(".*.tmp"))
+
+
+def test_concurrent_promotions_lose_no_entry(tmp_path, monkeypatch):
+    from concurrent.futures import ThreadPoolExecutor
+
+    real_write = registry.atomic_write_json
+
+    def slow_write(path, data):  # widen the read-modify-write window: without the lock, entries get lost
+        time.sleep(0.02)
+        return real_write(path, data)
+
+    monkeypatch.setattr(registry, "atomic_write_json", slow_write)
+    path = tmp_path / "promoted.json"
+    entries = [_entry(f"model-{i}", task=f"task-{i % 3}") for i in range(12)]
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        list(pool.map(lambda e: registry.promote(path, e), entries))
+    doc = registry.read_registry(path)
+    assert sorted(e["partition"] for e in doc["history"]) == sorted(f"model-{i}" for i in range(12))
+    assert set(doc["champions"]) == {"task-0", "task-1", "task-2"}
 
 
 def test_crash_mid_write_leaves_old_registry_intact(tmp_path, monkeypatch):
     path = tmp_path / "promoted.json"
-    gate.write_registry_entry(path, _entry("a", 0.7))
+    registry.promote(path, _entry("a"))
     before = path.read_bytes()
 
-    real_fdopen = os.fdopen
+    real_fdopen = files.os.fdopen
 
     class Crashing:
         """Writes half the document, then dies like a killed process would."""
@@ -280,43 +629,47 @@ def test_crash_mid_write_leaves_old_registry_intact(tmp_path, monkeypatch):
             self.handle.flush()
             raise KeyboardInterrupt("killed mid-write")
 
-    monkeypatch.setattr(gate.os, "fdopen", lambda fd, *a, **k: Crashing(real_fdopen(fd, *a, **k)))
+    monkeypatch.setattr(files.os, "fdopen", lambda fd, *a, **k: Crashing(real_fdopen(fd, *a, **k)))
     with pytest.raises(KeyboardInterrupt):
-        gate.write_registry_entry(path, _entry("b", 0.8))
+        registry.promote(path, _entry("b"))
+    monkeypatch.undo()
     assert path.read_bytes() == before
-    assert set(json.loads(before)["partitions"]) == {"a"}
-    assert not list(tmp_path.glob("*.tmp"))  # temp file cleaned up
+    assert [e["partition"] for e in registry.read_registry(path)["history"]] == ["a"]
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]  # temp file cleaned up
 
 
 def test_crash_before_rename_leaves_old_registry_intact(tmp_path, monkeypatch):
     path = tmp_path / "promoted.json"
-    gate.write_registry_entry(path, _entry("a", 0.7))
+    registry.promote(path, _entry("a"))
     before = path.read_bytes()
 
     def boom(src, dst):
         raise OSError("disk gone")
 
-    monkeypatch.setattr(gate.os, "replace", boom)
+    monkeypatch.setattr(files.os, "replace", boom)
     with pytest.raises(OSError, match="disk gone"):
-        gate.write_registry_entry(path, _entry("b", 0.8))
+        registry.promote(path, _entry("b"))
+    monkeypatch.undo()
     assert path.read_bytes() == before
-    assert not list(tmp_path.glob("*.tmp"))
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
 
 
 def test_corrupt_registry_is_a_clear_error(tmp_path):
     path = tmp_path / "promoted.json"
     path.write_text("{not json")
     with pytest.raises(ValueError, match="promoted.json: promotion registry is not valid JSON"):
-        gate.read_registry(path)
+        registry.read_registry(path)
+    with pytest.raises(ValueError, match="promoted.json: promotion registry is not valid JSON"):
+        registry.champion(path, "triage")
 
 
-def test_concurrent_promotions_lose_no_entry(tmp_path):
-    from concurrent.futures import ThreadPoolExecutor
-
+def test_v1_registry_is_a_clear_error_and_is_left_alone(tmp_path):
     path = tmp_path / "promoted.json"
-    entries = [_entry(f"model-{i}", 0.5 + i / 100) for i in range(12)]
-    with ThreadPoolExecutor(max_workers=6) as pool:
-        list(pool.map(lambda e: gate.write_registry_entry(path, e), entries))
-    doc = gate.read_registry(path)
-    assert set(doc["partitions"]) == {f"model-{i}" for i in range(12)}
-    assert len(doc["history"]) == 12
+    v1 = {"version": 1, "partitions": {"a": {"partition": "a"}}, "history": [{"partition": "a"}]}
+    path.write_text(json.dumps(v1))
+    before = path.read_bytes()
+    with pytest.raises(ValueError, match=r"promoted\.json: not a version-2 promotion registry"):
+        registry.read_registry(path)
+    with pytest.raises(ValueError, match=r"promoted\.json: not a version-2 promotion registry"):
+        registry.promote(path, _entry("b"))
+    assert path.read_bytes() == before

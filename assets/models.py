@@ -1,0 +1,88 @@
+"""Models: the artefacts that are scored and shipped, built once per training run.
+
+``base_as_trained`` is the base model's weights as training saw them (4-bit NF4,
+dequantised to fp32; the fp32 base itself for a plain LoRA). ``tuned_model`` folds the
+adapter into exactly those weights: ONE folder that evaluation scores and promotion ships,
+identified by a content hash, so what was judged and what serves cannot drift apart.
+Thin shells over ``pipelines.merge`` and ``pipelines.artefacts``."""
+
+from pathlib import Path
+
+import dagster as dg
+
+from pipelines import artefacts, merge
+from pipelines import axolotl as ax
+from pipelines.partitions import base_model_partitions
+from pipelines.resources import TunegateResource
+
+GROUP = "models"
+
+
+def _metadata(value: dict, built: merge.BuiltModel | None) -> dict:
+    meta = {
+        "path": dg.MetadataValue.path(value["path"]),
+        "artefact_id": value["artefact"]["id"],
+        "folder_sha256": value["artefact"]["folder_sha256"],
+        "chat_template": value["chat_template"],
+        "built_now": built is not None,
+    }
+    if built is not None:
+        meta.update({"parameters": dg.MetadataValue.int(built.parameters),
+                     "size_mb": dg.MetadataValue.float(round(built.size_bytes / 2**20, 1)), "note": built.note})  # fmt: skip
+    return meta
+
+
+@dg.asset(
+    partitions_def=base_model_partitions, group_name=GROUP, kinds={"pytorch", "safetensors"},
+    description=("The base model's weights as the adapter was trained against them: for QLoRA the base quantised "
+                 "exactly as in training (the recorded BitsAndBytesConfig) and dequantised to fp32, so the cost of "
+                 "quantisation can be measured alone; for a plain LoRA the fp32 base itself."),
+)  # fmt: skip
+def base_as_trained(context: dg.AssetExecutionContext, tunegate: TunegateResource, base_model: dict,
+                    axolotl_config: dict) -> dg.MaterializeResult:  # fmt: skip
+    quant = ax.quantization_config(axolotl_config["config"])
+    template = axolotl_config["config"].get("chat_template") or tunegate.base_model(context.partition_key).chat_template
+    built = None
+    if quant.get("load_in_4bit"):
+        slug = tunegate.base_model(context.partition_key).slug
+        key = artefacts.sha256_json({"base": base_model["weights_sha256"], "quant": quant})[:16]
+        path = tunegate.layout.home / "models" / slug / "base-as-trained" / key
+        if not path.is_dir():
+            context.log.info(f"dequantising the 4-bit base into {path}")
+            built = merge.dequantize_base(Path(base_model["path"]), quant, path)
+        load = {"dtype": "float32", "dequantised_from": quant}
+    else:
+        path, load = Path(base_model["path"]), {"dtype": "float32"}
+    value = {"path": str(path), "quantised": bool(quant.get("load_in_4bit")), "bnb_config": quant,
+             "chat_template": template, "artefact": artefacts.identity(path, template, load)}  # fmt: skip
+    return dg.MaterializeResult(value=value, metadata={**_metadata(value, built), "quantised": value["quantised"]})
+
+
+@dg.asset(
+    partitions_def=base_model_partitions, group_name=GROUP, kinds={"pytorch", "safetensors"},
+    description=("The candidate: the adapter merged into the weights it was trained against (base_as_trained), with "
+                 "the training chat template in its tokenizer. Evaluation scores this folder; promotion ships it "
+                 "after checking its content hash is the one that was scored."),
+)  # fmt: skip
+def tuned_model(context: dg.AssetExecutionContext, tunegate: TunegateResource, qlora_adapter: dict,
+                base_as_trained: dict) -> dg.MaterializeResult:  # fmt: skip
+    slug = tunegate.base_model(context.partition_key).slug
+    path = tunegate.layout.home / "models" / slug / "tuned" / qlora_adapter["run_key"]
+    template = base_as_trained["chat_template"]
+    built = None
+    if not path.is_dir():
+        context.log.info(f"merging {qlora_adapter['adapter_dir']} into {base_as_trained['path']} -> {path}")
+        built = merge.merge_adapter(Path(base_as_trained["path"]), Path(qlora_adapter["adapter_dir"]), path, template)
+    value = {
+        "path": str(path),
+        "chat_template": template,
+        "artefact": artefacts.identity(path, template, {"dtype": "float32"}),
+        "adapter_dir": qlora_adapter["adapter_dir"],
+        "run_key": qlora_adapter["run_key"],
+        "data_fingerprint": qlora_adapter.get("data_fingerprint"),
+        "base_as_trained": base_as_trained["artefact"]["id"],
+    }
+    return dg.MaterializeResult(value=value, metadata={**_metadata(value, built), "run_key": value["run_key"]})
+
+
+__all__ = ["base_as_trained", "tuned_model"]

@@ -1,0 +1,65 @@
+"""Writing files and folders so that a crash never leaves half of one behind, and reading
+the end of a log for an error message. One helper per job, used by every stage.
+
+Why atomic: later stages fingerprint, train on, score or serve what earlier ones wrote; a
+torn file would be read as if it were whole. Everything goes to a temp name in the same
+directory and is renamed over the target at the end (atomic on POSIX)."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+
+def atomic_write_text(path: Path, text: str) -> Path:
+    """Write ``text`` to ``path`` via a fsynced temp file and ``os.replace``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def atomic_write_json(path: Path, data: Any) -> Path:
+    return atomic_write_text(path, json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
+
+
+@contextlib.contextmanager
+def atomic_dir(out_dir: Path) -> Iterator[Path]:
+    """Yield a temp folder beside ``out_dir``; on success it replaces ``out_dir``, on any
+    error it is removed and ``out_dir`` is left as it was."""
+    out_dir = Path(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    try:
+        yield tmp
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+        tmp.rename(out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def tail(path: Path, lines: int = 40, chars: int = 4000) -> str:
+    """The last lines of a log (progress-bar redraws collapsed), for error messages."""
+    try:
+        text = Path(path).read_text(encoding="utf-8", errors="replace")
+    except FileNotFoundError:
+        return "(no output captured)"
+    segments = [s for line in text.split("\n") for s in [line.split("\r")[-1]] if s.strip()]
+    return "\n".join(segments[-lines:])[-chars:]

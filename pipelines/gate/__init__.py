@@ -1,0 +1,2 @@
+"""The promotion gate's engines: the decision (pure functions over score cards), the cost
+model, the markdown report and the champion registry. Plain Python, no Dagster."""

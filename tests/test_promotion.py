@@ -1,0 +1,282 @@
+"""The promotion assets inside Dagster (assets/promotion.py): a win registers the scored
+artefact as the task's champion; a "no" is still a materialised decision with nothing
+promoted; promotion refuses a folder that is not byte for byte what the gate scored; and
+training is skipped when a prompt-only rung already meets the target.
+
+Upstream score, model and adapter assets are replaced by clearly named test doubles; the
+tuned model is a copy of the tiny model's folder (its content hash is real). The full
+chain on the tiny model is tests/test_chain.py."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from assets.promotion import champion_scores, gate_decision, promoted_model
+from pipelines import artefacts
+from pipelines.gate import registry
+from pipelines.gate.decision import meets_target
+from pipelines.partitions import base_model_partitions
+from pipelines.resources import PromptfooResource, TunegateResource
+from tests.test_gate import FP, OTHER_FP, card, general_ok, paired
+
+PARTITION = "tiny-llama"
+EVAL = Path(__file__).parent / "fixtures" / "promptfoo" / "tickets_eval.jsonl"
+TASK = "support_ticket_triage"  # evals/task.yaml
+TEMPLATE = "tokenizer_default"
+WIN = (5, 12, 1, 2)  # tuned 85 % vs the best prompt 30 %, McNemar p = 0.0017
+LOSS = (5, 1, 8, 6)
+
+
+def _double(name: str, value: dict) -> dg.AssetsDefinition:
+    """A test double standing in for an upstream stage's asset, returning a fixed value."""
+
+    @dg.asset(name=name, partitions_def=base_model_partitions, group_name="test_doubles")
+    def _asset() -> dict:
+        return value
+
+    return _asset
+
+
+@pytest.fixture
+def tuned_dir(tiny_model_dir, tmp_path):
+    """The candidate's folder: a copy of the tiny model, so a test may edit it."""
+    return shutil.copytree(tiny_model_dir, tmp_path / "tuned-model")
+
+
+@pytest.fixture
+def tunegate(tmp_path, tiny_registry):
+    settings = tmp_path / "tunegate.yaml"
+    settings.write_text("{}\n")
+    return TunegateResource(home=str(tmp_path / "out"), base_models_file=str(tiny_registry),
+                            settings_file=str(settings))  # fmt: skip
+
+
+@pytest.fixture
+def instance():
+    with dg.instance_for_test() as inst:
+        inst.add_dynamic_partitions("base_model", [PARTITION])
+        yield inst
+
+
+def _assets(tiny_model_dir, tuned_dir, outcome=WIN, *, tuned_fingerprint=FP, champion=None,
+            tuned_model_template=TEMPLATE) -> list:  # fmt: skip
+    """Doubles for everything upstream of the promotion group, plus its three real assets."""
+    baseline, tuned = paired(*outcome)
+    scored = artefacts.identity(tuned_dir, TEMPLATE, {"dtype": "float32"})
+    tuned.update({"artefact": scored, "suite_fingerprint": tuned_fingerprint})
+    general = general_ok()
+    doubles = [
+        _double("baseline_scores", {"baseline_rung": "static_few_shot", "rungs": {"static_few_shot": baseline},
+                                    "skip_training": None}),  # fmt: skip
+        _double("tuned_scores", tuned),
+        _double("baseline_general_scores", general["reference"]),
+        _double("base_as_trained_general_scores", general["base_as_trained"]),
+        _double("tuned_general_scores", general["candidate"]),
+        _double("eval_set", {"path": str(EVAL), "fingerprint": "data-fp", "rows": 6}),
+        _double("base_model", {"name": PARTITION, "path": str(tiny_model_dir), "source": str(tiny_model_dir),
+                               "weights_sha256": "w"}),  # fmt: skip
+        _double("base_as_trained", {"path": "/models/base-as-trained", "quantised": True, "chat_template": TEMPLATE,
+                                    "artefact": {"id": "base-as-trained-id"}}),  # fmt: skip
+        _double("qlora_adapter", {"adapter_dir": "/runs/adapter", "run_key": "run-1", "data_fingerprint": "data-fp",
+                                  "config_hash": "cfg-hash", "train_runtime_s": 600.0, "tokens_per_second": 900.0}),  # fmt: skip
+        _double("tuned_model", {"path": str(tuned_dir), "chat_template": tuned_model_template, "run_key": "run-1",
+                                "artefact": artefacts.identity(tuned_dir, tuned_model_template, {"dtype": "float32"}),
+                                "adapter_dir": "/runs/adapter", "data_fingerprint": "data-fp"}),  # fmt: skip
+    ]
+    real = [gate_decision, promoted_model]
+    if champion is None:
+        real.append(champion_scores)  # the real asset: reads the registry (status none / same / missing)
+    else:
+        doubles.append(_double("champion_scores", champion))
+    return [*doubles, *real]
+
+
+def _materialize(assets, instance, tunegate, **kw):
+    return dg.materialize(assets, instance=instance, partition_key=PARTITION,
+                          resources={"tunegate": tunegate, "promptfoo": PromptfooResource()}, **kw)  # fmt: skip
+
+
+def _materialized(result) -> set[str]:
+    return {e.asset_key.to_user_string() for e in result.get_asset_materialization_events()}
+
+
+def _metadata(result, node: str) -> dict:
+    (mat,) = result.asset_materializations_for_node(node)
+    return {k: getattr(v, "value", v) for k, v in mat.metadata.items()}
+
+
+def _failure(result, node: str) -> str:
+    [event] = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE" and e.step_key == node]
+    data = event.event_specific_data
+    return f"{data.error.message if data.error else ''} {getattr(data.user_failure_data, 'description', '')}"
+
+
+# --------------------------------------------------------------------------- a win
+def test_a_win_registers_the_candidate_and_records_the_champion(instance, tunegate, tiny_model_dir, tuned_dir):
+    scored = artefacts.identity(tuned_dir, TEMPLATE, {"dtype": "float32"})
+    result = _materialize(_assets(tiny_model_dir, tuned_dir), instance, tunegate)
+    assert result.success
+    assert {"champion_scores", "gate_decision", "promoted_model"} <= _materialized(result)
+    assert result.output_for_node("champion_scores")["status"] == "none"
+    meta = _metadata(result, "gate_decision")
+    assert meta["promote"] is True and meta["champion"] == "none"
+    assert meta["candidate_artefact_id"] == scored["id"]
+    assert "**PROMOTE**" in meta["report"] and "Promoted" in meta["reason"]
+    decision = result.output_for_node("gate_decision")
+    assert decision["candidate"] == scored and decision["suite_fingerprint"] == FP
+
+    path = tunegate.layout.registry_file
+    doc = json.loads(path.read_text())
+    assert len(doc["history"]) == 1 and set(doc["champions"]) == {TASK}
+    entry = doc["champions"][TASK]
+    assert entry == doc["history"][0] == result.output_for_node("promoted_model")
+    assert entry["task"] == TASK and entry["partition"] == PARTITION
+    assert entry["artefact"] == scored and entry["model_dir"] == str(tuned_dir)
+    assert entry["adapter_dir"] == "/runs/adapter" and entry["run_key"] == "run-1"
+    assert entry["data_fingerprint"] == "data-fp" and entry["config_hash"] == "cfg-hash"
+    assert entry["suite_fingerprint"] == FP and entry["base_model"]["name"] == PARTITION
+    assert entry["scores"]["tuned"]["pass_rate"] == pytest.approx(0.85)
+    assert entry["p_value"] == pytest.approx(decision["p_value"])
+    assert registry.champion(path, TASK)["artefact"]["id"] == scored["id"]
+    promoted = _metadata(result, "promoted_model")
+    assert promoted["artefact_id"] == scored["id"] and promoted["task"] == TASK
+
+    # the same candidate again: the champion IS the candidate, nothing to beat, it stays champion
+    again = _materialize(_assets(tiny_model_dir, tuned_dir), instance, tunegate)
+    assert again.success
+    assert again.output_for_node("champion_scores")["status"] == "same"
+    assert _metadata(again, "gate_decision")["promote"] is True
+    assert registry.champion(path, TASK)["artefact"]["id"] == scored["id"]
+
+
+def test_a_champion_whose_files_are_gone_is_named_and_defends_nothing(instance, tunegate, tiny_model_dir, tuned_dir,
+                                                                       tmp_path):  # fmt: skip
+    gone = tmp_path / "deleted-model"
+    old = {"task": TASK, "partition": "old-model", "model_dir": str(gone),
+           "artefact": {"id": "old-artefact", "path": str(gone), "folder_sha256": "f", "chat_template": TEMPLATE,
+                        "load": {}}}  # fmt: skip
+    registry.promote(tunegate.layout.registry_file, old)
+    result = _materialize(_assets(tiny_model_dir, tuned_dir), instance, tunegate)
+    assert result.success
+    champion = result.output_for_node("champion_scores")
+    assert champion["status"] == "missing" and "old-model" in champion["why"] and str(gone) in champion["why"]
+    meta = _metadata(result, "gate_decision")
+    assert meta["promote"] is True and meta["champion"] == "missing"
+    assert "Champion: missing. old-model at" in meta["report"]
+    doc = registry.read_registry(tunegate.layout.registry_file)
+    assert [e["partition"] for e in doc["history"]] == ["old-model", PARTITION]
+    assert doc["champions"][TASK]["partition"] == PARTITION
+
+
+def test_a_better_rescored_champion_blocks_promotion(instance, tunegate, tiny_model_dir, tuned_dir):
+    better = card("champion", [True] * 19 + [False])
+    champion = {"status": "scored", "entry": {"partition": "other-model"}, "card": better, "why": ""}
+    result = _materialize(_assets(tiny_model_dir, tuned_dir, champion=champion), instance, tunegate)
+    assert result.success
+    assert "gate_decision" in _materialized(result) and "promoted_model" not in _materialized(result)
+    decision = result.output_for_node("gate_decision")
+    assert decision["promote"] is False
+    assert {c["name"] for c in decision["checks"] if not c["passed"]} == {"champion_margin", "champion_significance"}
+    assert "champion (other-model)" in decision["report_md"]
+    assert not tunegate.layout.registry_file.exists()
+
+
+# --------------------------------------------------------------------------- a no
+def test_a_no_is_recorded_and_nothing_is_promoted(instance, tunegate, tiny_model_dir, tuned_dir):
+    result = _materialize(_assets(tiny_model_dir, tuned_dir, LOSS), instance, tunegate)
+    assert result.success  # a "no" is a result, not a failure
+    keys = _materialized(result)
+    assert "gate_decision" in keys and "promoted_model" not in keys
+    meta = _metadata(result, "gate_decision")
+    assert meta["promote"] is False
+    assert "DO NOT PROMOTE" in meta["report"] and meta["p_value"] > 0.9
+    assert meta["reason"].startswith("Not promoted")
+    assert not tunegate.layout.registry_file.exists()
+    assert not tunegate.layout.registry_file.parent.exists()
+
+
+def test_incomparable_cards_fail_the_gate(instance, tunegate, tiny_model_dir, tuned_dir):
+    assets = _assets(tiny_model_dir, tuned_dir, tuned_fingerprint=OTHER_FP)
+    result = _materialize(assets, instance, tunegate, raise_on_error=False)
+    assert not result.success
+    message = _failure(result, "gate_decision")
+    assert "cannot compare these score cards" in message and FP in message and OTHER_FP in message
+    assert not tunegate.layout.registry_file.exists()
+
+
+# --------------------------------------------------------------------------- promotion checks the artefact
+def test_promoted_model_refuses_a_folder_changed_after_scoring(instance, tunegate, tiny_model_dir, tuned_dir):
+    assets = _assets(tiny_model_dir, tuned_dir)
+    upstream = [a.key for a in assets if a.key != dg.AssetKey("promoted_model")]
+    first = _materialize(assets, instance, tunegate, selection=upstream)
+    assert first.success and first.output_for_node("gate_decision")["promote"] is True
+    assert "promoted_model" not in _materialized(first)
+
+    config = tuned_dir / "config.json"  # someone edits the folder after the gate scored it
+    config.write_text(config.read_text().replace("\n}", ',\n  "edited_after_scoring": true\n}'))
+    result = _materialize(assets, instance, tunegate, selection=[dg.AssetKey("promoted_model")], raise_on_error=False)
+    assert not result.success
+    message = _failure(result, "promoted_model")
+    assert "refusing to promote" in message and "the artefact changed since it was scored" in message
+    assert not tunegate.layout.registry_file.exists()
+
+
+def test_promoted_model_refuses_another_candidate(instance, tunegate, tiny_model_dir, tuned_dir):
+    """tuned_model now names another artefact (here: another chat template) than the gate scored."""
+    assets = _assets(tiny_model_dir, tuned_dir, tuned_model_template="chatml")
+    scored = artefacts.identity(tuned_dir, TEMPLATE, {"dtype": "float32"})["id"]
+    now = artefacts.identity(tuned_dir, "chatml", {"dtype": "float32"})["id"]
+    assert scored != now
+    result = _materialize(assets, instance, tunegate, raise_on_error=False)
+    assert not result.success
+    assert result.output_for_node("gate_decision")["promote"] is True
+    message = _failure(result, "promoted_model")
+    assert f"the gate scored artefact {scored[:16]}, but tuned_model is now {now[:16]}" in message
+    assert not tunegate.layout.registry_file.exists()
+
+
+# --------------------------------------------------------------------------- training skipped
+def test_training_is_skipped_when_the_baseline_meets_the_target(tmp_path, tunegate, instance):
+    """The seed's rule: prove the prompt can't do it before paying for training."""
+    from assets.training import qlora_adapter
+    from pipelines.resources import AxolotlResource
+
+    rungs = {"zero_shot": card("zero_shot", [True] * 10 + [False] * 10, target=0.9),
+             "static_few_shot": card("static_few_shot", [True] * 19 + [False], target=0.9)}  # 95 % pass  # fmt: skip
+    skip = meets_target(rungs)
+    assert skip
+
+    @dg.asset(name="tuned_model", partitions_def=base_model_partitions, group_name="test_doubles")
+    def downstream_double(qlora_adapter: dict) -> dict:
+        """Test double for the model built from the adapter."""
+        return qlora_adapter
+
+    result = dg.materialize(
+        [
+            _double("baseline_scores", {"baseline_rung": "static_few_shot", "rungs": rungs, "skip_training": skip}),
+            _double("axolotl_config", {"plan": {}}),
+            _double("base_model", {"name": PARTITION}),
+            qlora_adapter,
+            downstream_double,
+        ],
+        instance=instance,
+        partition_key=PARTITION,
+        resources={"tunegate": tunegate, "axolotl": AxolotlResource(),
+                   "pipes_subprocess_client": dg.PipesSubprocessClient()},  # fmt: skip
+    )
+    assert result.success
+    materialized = _materialized(result)
+    assert "qlora_adapter" not in materialized and "tuned_model" not in materialized
+    assert "tuned_model" in {e.step_key for e in result.all_events if e.event_type_value == "STEP_SKIPPED"}
+    (observation,) = [
+        e.event_specific_data.asset_observation for e in result.all_events if e.event_type_value == "ASSET_OBSERVATION"
+    ]
+    assert "no fine-tune needed" in observation.metadata["skipped"].value
+    assert "'static_few_shot'" in observation.metadata["skipped"].value
+    assert observation.metadata["baseline_rung"].value == "static_few_shot"
+    assert not (tmp_path / "out" / "runs").exists()  # nothing was trained
