@@ -157,7 +157,7 @@ def test_ui_shows_the_whole_chain(webserver, tmp_path):
     expected = {tuple(k.path) for k in defs.resolve_asset_graph().get_all_asset_keys()}
     assert expected <= set(nodes), f"missing in the UI: {sorted(expected - set(nodes))}"
     for key in ("train_set", "eval_set", "base_model", "axolotl_config", "qlora_adapter", "baseline_scores",
-                "tuned_scores", "gate_decision", "promoted_model", "merged_model"):
+                "tuned_scores", "gate_decision", "promoted_model", "tuned_model", "base_as_trained", "champion_scores"):
         assert (key,) in nodes, key
     for key in expected:
         assert nodes[key]["groupName"] and nodes[key]["groupName"] != "default", key
