@@ -3,13 +3,18 @@
 Offline and deterministic: pure Python, a fixed seed, no hub, no model. Re-running rewrites a
 byte-identical file (sorted keys, one JSON object per line). Three skills:
 
-* ``instruction``: verifiable instruction following in the style of IFEval (all lowercase,
-  all capitals, exactly one word, at most N words, required / forbidden word, start / end
-  with a word, repeat a sentence, a JSON object with a given key, a bullet list of 2 items,
-  double quotes, yes/no answered with only yes or no, ...);
-* ``arithmetic``: small +, -, x, / with a unique whole-number answer;
-* ``facts``: capitals, days, months, colours, opposites, plurals, animal sounds, basic
+* ``instruction`` (160): verifiable instruction following in the style of IFEval: repeat a
+  sentence exactly, copy a JSON object and nothing else, use / avoid a given word, a bullet
+  list of 2 items, yes/no answered with only yes or no, and a few items each of all
+  lowercase, all capitals, exactly one word, at most N words, start / end with a word,
+  double quotes;
+* ``arithmetic`` (80): small sums, doubles, halves, products, differences and quotients with
+  a unique whole-number answer;
+* ``facts`` (80): capitals, opposites, plurals, languages, famous people, currencies, basic
   science: things a 135M-parameter instruction model mostly knows.
+
+The mix leans toward kinds the default base model (SmolLM2-135M-Instruct) passes, so that
+forgetting shows up as a drop; the checks themselves are not loosened for it.
 
 Every item is ``{"id", "skill", "kind", "prompt", "assert"}`` where ``assert`` holds 1-3
 promptfoo built-in assertions. Every expected answer is short (the evaluation generates at
@@ -394,19 +399,30 @@ def instruction_cases() -> list[Case]:
 
 
 # --------------------------------------------------------------------------- arithmetic
-# Small operands; more sums and products than differences and quotients, which the base
-# model mostly gets wrong (a suite item the base always fails detects no forgetting).
+# Small operands, and more of the forms the default base model mostly gets right (doubling,
+# halving, small sums and products) than differences and quotients, which it mostly gets
+# wrong: an item the base model always fails detects no forgetting.
 ARITHMETIC = {  # kind: (count, phrasings, operation)
-    "add": (30, ["What is the sum of {a} and {b}?", "What is {a} plus {b}?"], lambda a, b: a + b),
-    "mul": (26, ["Multiply {a} by {b}.", "What is {a} times {b}?"], lambda a, b: a * b),
-    "sub": (12, ["What is {a} minus {b}?", "Subtract {b} from {a}."], lambda a, b: a - b),
-    "div": (12, ["What is {a} divided by {b}?", "Divide {a} by {b}."], lambda a, b: a // b),
+    "add": (26, ["What is the sum of {a} and {b}?", "What is {a} plus {b}?"], lambda a, b: a + b),
+    "double": (12, ["What is 2 times {b}?"], lambda a, b: a * b),
+    "half": (16, ["What is half of {a}?"], lambda a, b: a // 2),
+    "mul": (14, ["What is {a} times {b}?", "Multiply {a} by {b}."], lambda a, b: a * b),
+    "sub": (6, ["What is {a} minus {b}?", "Subtract {b} from {a}."], lambda a, b: a - b),
+    "div": (6, ["What is {a} divided by {b}?", "Divide {a} by {b}."], lambda a, b: a // b),
 }
+SYMBOLS = {"add": "+", "double": "x", "mul": "x", "sub": "-", "div": "/"}
+HALVES = [20, 30, 40, 50, 60, 70, 80, 90, 100, 6, 8, 10, 12, 14, 16, 18]
 
 
-def _operands(kind: str, rng: random.Random) -> tuple[int, int]:
-    if kind in ("add", "mul"):
+def _operands(kind: str, index: int, rng: random.Random) -> tuple[int, int]:
+    if kind == "double":
+        return 2, index + 1  # 2 x 2 ... 2 x 13
+    if kind == "half":
+        return HALVES[index - 1], 2
+    if kind == "add":
         return rng.randint(2, 9), rng.randint(2, 9)
+    if kind == "mul":  # 2 x b is the "double" kind
+        return rng.randint(3, 9), rng.randint(3, 9)
     if kind == "sub":
         a = rng.randint(6, 18)
         return a, rng.randint(2, a - 3)
@@ -419,7 +435,7 @@ def arithmetic_cases(rng: random.Random) -> list[Case]:
     for kind, (count, forms, fn) in ARITHMETIC.items():
         seen: set[tuple[int, int]] = set()
         while len(seen) < count:
-            a, b = _operands(kind, rng)
+            a, b = _operands(kind, len(seen) + 1, rng)
             answer = fn(a, b)
             if (a, b) in seen or answer < 2 or answer in (a, b):
                 continue
@@ -427,13 +443,13 @@ def arithmetic_cases(rng: random.Random) -> list[Case]:
             index = len(seen)
             prompt = forms[index % len(forms)].format(a=a, b=b) + " Answer with just the number."
             wrong = answer + rng.choice([-1, 1]) * rng.randint(1, 2)
-            symbol = {"add": "+", "sub": "-", "mul": "x", "div": "/"}[kind]
+            work = f"{a} / 2 = {{}}" if kind == "half" else f"{a} {SYMBOLS.get(kind)} {b} = {{}}"
             good = [str(answer), f"{answer}.", f"The answer is {answer}.", number_word(answer).capitalize(),
-                    f"{a} {symbol} {b} = {answer}"]
-            if kind == "div":
+                    work.format(answer)]
+            if kind in ("div", "half"):
                 good.append(f"{answer}.0")
             bad = [str(wrong), f"The answer is {wrong}.", f"{answer}0", f"-{answer}", f"{answer}.5",
-                   number_word(wrong), f"{a} {symbol} {b} = {wrong}"]
+                   number_word(wrong), work.format(wrong)]
             cases.append(item("arithmetic", kind, index, prompt, [regex(number_re(answer))], good, bad))
     return cases
 
