@@ -44,19 +44,6 @@ class ModelSpec:
         """The prompt-only contender: the fp32 base model (the `base_model` asset's dict)."""
         return cls(base_dir=base_model["path"], chat_template=chat_template)
 
-    @classmethod
-    def tuned(cls, adapter: dict[str, Any]) -> ModelSpec:
-        """The tuned contender, loaded the way the `qlora_adapter` asset says it was trained."""
-        return cls(
-            base_dir=adapter["base_model_dir"],
-            adapter_dir=adapter["adapter_dir"],
-            load_in_4bit=bool(adapter.get("load_in_4bit", False)),
-            bnb_4bit_quant_type=adapter.get("bnb_4bit_quant_type") or "nf4",
-            bnb_4bit_compute_dtype=adapter.get("bnb_4bit_compute_dtype") or "float32",
-            chat_template=adapter.get("chat_template") or TOKENIZER_DEFAULT,
-            bnb_config=adapter.get("bnb_config"),
-        )
-
 
 @dataclass(frozen=True)
 class Generation:
@@ -86,7 +73,7 @@ def _torch_dtype(name: str):
     return dtype
 
 
-def _bnb_kwargs(spec: ModelSpec) -> dict[str, Any]:
+def bnb_kwargs(spec: ModelSpec) -> dict[str, Any]:
     """The 4-bit settings training used: its full recorded config (double quantisation,
     storage dtype) when there is one, else the contract's quant type and compute dtype."""
     kwargs: dict[str, Any] = {
@@ -101,7 +88,7 @@ def _bnb_kwargs(spec: ModelSpec) -> dict[str, Any]:
     return kwargs
 
 
-def _resolve_chat_template(tokenizer, name: str) -> None:
+def apply_chat_template_name(tokenizer, name: str) -> None:
     """Use the template training used: the tokenizer's own for ``tokenizer_default``, else
     Axolotl's named template (imported lazily: Axolotl is heavy)."""
     if name in (None, "", TOKENIZER_DEFAULT):
@@ -123,7 +110,7 @@ def load(spec: ModelSpec) -> LoadedModel:
 
     started = time.perf_counter()
     tokenizer = AutoTokenizer.from_pretrained(base_dir)
-    _resolve_chat_template(tokenizer, spec.chat_template)
+    apply_chat_template_name(tokenizer, spec.chat_template)
     tokenizer.padding_side = "left"  # decoder-only batching: pad on the left
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
@@ -132,7 +119,7 @@ def load(spec: ModelSpec) -> LoadedModel:
     if spec.load_in_4bit:
         from transformers import BitsAndBytesConfig
 
-        kwargs["quantization_config"] = BitsAndBytesConfig(**_bnb_kwargs(spec))
+        kwargs["quantization_config"] = BitsAndBytesConfig(**bnb_kwargs(spec))
         kwargs["device_map"] = "cpu"
     else:
         kwargs["dtype"] = torch.float32

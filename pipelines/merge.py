@@ -58,7 +58,7 @@ def dequantize_base(base_model_dir: Path, bnb_config: dict[str, Any], out_dir: P
 
     base_model_dir = Path(base_model_dir)
     spec = generation.ModelSpec(base_dir=str(base_model_dir), load_in_4bit=True, bnb_config=bnb_config)
-    quant = BitsAndBytesConfig(**generation._bnb_kwargs(spec))
+    quant = BitsAndBytesConfig(**generation.bnb_kwargs(spec))
     model = AutoModelForCausalLM.from_pretrained(
         base_model_dir, quantization_config=quant, dtype=torch.float32, device_map="cpu"
     )
@@ -97,5 +97,5 @@ def merge_adapter(into_dir: Path, adapter_dir: Path, out_dir: Path, chat_templat
     if chat_template:
         from pipelines import generation
 
-        generation._resolve_chat_template(tokenizer, chat_template)
+        generation.apply_chat_template_name(tokenizer, chat_template)
     return _save(merged, tokenizer, Path(out_dir), f"adapter {adapter_dir.name} merged into {into_dir}")
