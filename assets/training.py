@@ -11,6 +11,7 @@ from pathlib import Path
 import dagster as dg
 
 from pipelines import axolotl as ax
+from pipelines.files import tail
 from pipelines import base_models
 from pipelines.config import REPO_ROOT
 from pipelines.partitions import base_model_partitions
@@ -242,7 +243,7 @@ def qlora_adapter(
         raise dg.Failure(
             description=(
                 f"Axolotl failed for {context.partition_key} ({exc}). "
-                f"Last {50} lines of its output:\n{ax.tail(plan.log_path, 50)}"
+                f"Last {50} lines of its output:\n{tail(plan.log_path, 50, chars=None)}"
             ),
             metadata={"train_log": dg.MetadataValue.path(str(plan.log_path))},
         ) from exc

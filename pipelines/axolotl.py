@@ -42,6 +42,7 @@ from typing import Any, Iterable, Iterator
 import yaml
 
 from pipelines.config import REPO_ROOT, BaseModelSpec, Layout, TrainingSettings
+from pipelines.files import atomic_write_json, atomic_write_text
 from pipelines.records import read_jsonl
 
 TEMPLATE_DIR = REPO_ROOT / "axolotl_configs"
@@ -322,11 +323,7 @@ def dump_config(cfg: dict[str, Any]) -> str:
 
 
 def write_config(plan: RunPlan) -> Path:
-    plan.run_dir.mkdir(parents=True, exist_ok=True)
-    tmp = plan.config_path.with_suffix(".tmp")
-    tmp.write_text(dump_config(plan.config), encoding="utf-8")
-    tmp.replace(plan.config_path)
-    return plan.config_path
+    return atomic_write_text(plan.config_path, dump_config(plan.config))
 
 
 # --------------------------------------------------------------------------- validation
@@ -483,11 +480,7 @@ def completed_run(run_dir: Path) -> dict[str, Any] | None:
 
 def mark_done(run_dir: Path, record: dict[str, Any]) -> Path:
     """Written last, only after success and the learning guard: its presence = cache hit."""
-    marker = run_dir / DONE_MARKER
-    tmp = marker.with_suffix(".tmp")
-    tmp.write_text(json.dumps(record, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    tmp.replace(marker)
-    return marker
+    return atomic_write_json(run_dir / DONE_MARKER, record)
 
 
 def dir_size(path: Path) -> int:
@@ -724,13 +717,5 @@ def how_to_load(adapter_dir: str, base_model_dir: str, quant: dict[str, Any]) ->
         + f"model = PeftModel.from_pretrained(base, {adapter_dir!r}).eval()\n"
         + f"tokenizer = AutoTokenizer.from_pretrained({adapter_dir!r})\n"
     )
-
-
-def tail(path: Path, lines: int = 50) -> str:
-    """The last ``lines`` lines of a log (tqdm redraws collapsed), for error messages."""
-    if not path.is_file():
-        return "(no output captured)"
-    segments = list(split_output(path.read_text(encoding="utf-8", errors="replace")))
-    return "\n".join(segments[-lines:])
 
 

@@ -27,6 +27,7 @@ from pathlib import Path
 from dagster_pipes import open_dagster_pipes
 
 from pipelines import axolotl as ax
+from pipelines.files import tail
 
 TAIL_LINES = 50
 
@@ -140,7 +141,7 @@ def run(pipes) -> int:
 
     if returncode != 0:
         reason = "timed out" if timeout_s and elapsed >= timeout_s else f"exited with code {returncode}"
-        last = ax.tail(log_path, TAIL_LINES)
+        last = tail(log_path, TAIL_LINES, chars=None)
         print(f"axolotl {reason}; last {TAIL_LINES} lines:\n{last}", file=sys.stderr)
         pipes.log.error(f"axolotl {reason}; see {log_path}")
         return returncode or 1

@@ -13,11 +13,11 @@ import hashlib
 import importlib.metadata
 import json
 import logging
-import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from pipelines.config import REPO_ROOT, BaseModelSpec
+from pipelines.files import atomic_dir
 
 log = logging.getLogger(__name__)
 
@@ -99,13 +99,10 @@ def convert_gguf(gguf_file: Path, out_dir: Path) -> Path:
     model.generation_config.eos_token_id = tokenizer.eos_token_id
     model.generation_config.pad_token_id = tokenizer.pad_token_id
 
-    tmp = out_dir.with_name(out_dir.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    (tmp / _DONE_MARKER).write_text(json.dumps({"gguf": gguf_file.name}) + "\n")
-    shutil.rmtree(out_dir, ignore_errors=True)
-    tmp.rename(out_dir)
+    with atomic_dir(out_dir) as tmp:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        (tmp / _DONE_MARKER).write_text(json.dumps({"gguf": gguf_file.name}) + "\n")
     return out_dir
 
 

@@ -55,11 +55,13 @@ def atomic_dir(out_dir: Path) -> Iterator[Path]:
         raise
 
 
-def tail(path: Path, lines: int = 40, chars: int = 4000) -> str:
-    """The last lines of a log (progress-bar redraws collapsed), for error messages."""
+def tail(path: Path, lines: int = 40, chars: int | None = 4000) -> str:
+    """The last lines of a log (progress-bar redraws collapsed), for error messages;
+    ``chars`` None keeps every character of those lines."""
     try:
         text = Path(path).read_text(encoding="utf-8", errors="replace")
     except FileNotFoundError:
         return "(no output captured)"
     segments = [s for line in text.split("\n") for s in [line.split("\r")[-1]] if s.strip()]
-    return "\n".join(segments[-lines:])[-chars:]
+    out = "\n".join(segments[-lines:])
+    return out if chars is None else out[-chars:]
