@@ -12,13 +12,10 @@ from pathlib import Path
 
 import dagster as dg
 
-from pipelines import artefacts, config
-from pipelines.config import REPO_ROOT, ConfigError
+from assets.scoring import base_artefact, card_metadata, general_suite, log_card, run_scoring, task_spec, task_suite
+from pipelines import config
 from pipelines.evaluation import recipes
-from pipelines.evaluation import suite as suites
-from pipelines.evaluation.runner import PromptfooError
-from pipelines.evaluation.scorecard import Contender, assertion_table_md, score, worst_failures_md
-from pipelines.evaluation.task import load_task
+from pipelines.evaluation.scorecard import Contender
 from pipelines.gate.decision import IncomparableCards, meets_target, strongest_rung
 from pipelines.gate.report import ladder_md
 from pipelines.generation import ModelSpec
@@ -29,86 +26,6 @@ from pipelines.resources import PromptfooResource, TunegateResource
 GROUP = "evaluation"
 KINDS = {"promptfoo", "python"}
 LADDER_PREFIX = "ladder"
-
-
-def repo_path(value: str) -> Path:
-    path = Path(value)
-    return path if path.is_absolute() else REPO_ROOT / path
-
-
-def task_spec(tunegate: TunegateResource):
-    try:
-        return load_task(repo_path(tunegate.settings().eval.task_file))
-    except ConfigError as exc:
-        raise dg.Failure(description=str(exc)) from exc
-
-
-def task_suite(tunegate: TunegateResource, eval_set: dict) -> suites.Suite:
-    try:
-        return suites.task_suite(task_spec(tunegate), Path(eval_set["path"]))
-    except ConfigError as exc:
-        raise dg.Failure(description=str(exc)) from exc
-
-
-def general_suite(tunegate: TunegateResource) -> suites.Suite:
-    settings = tunegate.settings().eval
-    try:
-        return suites.general_suite(repo_path(settings.general_file), settings.general_max_new_tokens)
-    except ConfigError as exc:
-        raise dg.Failure(description=str(exc)) from exc
-
-
-def base_artefact(tunegate: TunegateResource, partition_key: str, base_model: dict) -> tuple[ModelSpec, dict]:
-    """The fp32 base model with the chat template the registry says training uses."""
-    template = tunegate.base_model(partition_key).chat_template
-    model = ModelSpec(base_dir=base_model["path"], chat_template=template)
-    return model, artefacts.identity(Path(base_model["path"]), template, {"dtype": "float32"})
-
-
-def run_scoring(context, tunegate: TunegateResource, promptfoo: PromptfooResource, run_name: str,
-                suite: suites.Suite, contenders: list[Contender], model: ModelSpec, train=None) -> dict[str, dict]:  # fmt: skip
-    """Score contenders of one model in one promptfoo run (cached cards reused)."""
-    settings = tunegate.settings().eval
-    slug = tunegate.base_model(context.partition_key).slug
-    run_dir = tunegate.layout.eval_dir(slug, run_name)
-    try:
-        return score(run_dir, suite, contenders, model, promptfoo.runner(settings.timeout_s),
-                     tunegate.layout.home / "evals" / "cards", train=train, batch_size=settings.batch_size,
-                     max_concurrency=settings.max_concurrency, log=context.log.info)  # fmt: skip
-    except PromptfooError as exc:
-        raise dg.Failure(description=f"promptfoo scoring of {run_name} failed: {exc}",
-                         metadata={"run_dir": dg.MetadataValue.path(str(run_dir))}) from exc  # fmt: skip
-
-
-def card_metadata(card: dict) -> dict:
-    """The score card as the UI shows it."""
-    metadata = {
-        "pass_rate": dg.MetadataValue.float(round(card["pass_rate"], 4)),
-        "ci_95": f"[{card['ci_low']:.3f}, {card['ci_high']:.3f}]",
-        "passed": dg.MetadataValue.int(card["passed"]),
-        "n": dg.MetadataValue.int(card["n"]),
-        "checks": dg.MetadataValue.md(assertion_table_md(card)),
-        "worst_failures": dg.MetadataValue.md(worst_failures_md(card)),
-        "mean_prompt_tokens": dg.MetadataValue.float(round(card["mean_prompt_tokens"], 1)),
-        "mean_output_tokens": dg.MetadataValue.float(round(card["mean_output_tokens"], 2)),
-        "mean_latency_ms": dg.MetadataValue.float(round(card["mean_latency_ms"], 1)),
-        "prompt": card.get("recipe_text", ""),
-        "artefact_id": card["artefact"]["id"],
-        "suite_fingerprint": card["suite_fingerprint"],
-        "cache_hit": card["cache_hit"],
-        "promptfoo_seconds": dg.MetadataValue.float(round(card.get("run_seconds", 0.0), 1)),
-        "results_path": dg.MetadataValue.path(card["results_path"]),
-        "open_in_promptfoo": dg.MetadataValue.md(f"```\n{card['view_command']}\n```"),
-    }
-    if card.get("target_pass_rate") is not None:
-        metadata["target_pass_rate"] = dg.MetadataValue.float(card["target_pass_rate"])
-    return metadata
-
-
-def _log_card(context, name: str, card: dict) -> None:
-    context.log.info(f"{name}: {card['passed']}/{card['n']} passed ({card['pass_rate']:.1%}, "
-                     f"95% CI {card['ci_low']:.1%}-{card['ci_high']:.1%}), "
-                     f"{card['mean_prompt_tokens']:.0f} prompt tokens/call")  # fmt: skip
 
 
 def build_prompt_ladder(ladder: tuple[config.RungSettings, ...]) -> dg.AssetsDefinition:
@@ -146,7 +63,7 @@ def build_prompt_ladder(ladder: tuple[config.RungSettings, ...]) -> dg.AssetsDef
         cards = run_scoring(context, tunegate, promptfoo, "ladder", suite, contenders, model, train=train)
         for rung in ladder:
             card = cards[rung.name]
-            _log_card(context, rung.name, card)
+            log_card(context, rung.name, card)
             yield dg.Output(card, output_name=f"rung_{rung.name}", metadata=card_metadata(card))
         try:
             best = strongest_rung(cards)
@@ -192,14 +109,14 @@ def tuned_scores(context: dg.AssetExecutionContext, tunegate: TunegateResource, 
         )
     model, contender = _tuned_contender(tuned_model)
     card = run_scoring(context, tunegate, promptfoo, "tuned", task_suite(tunegate, eval_set), [contender], model)["tuned"]
-    _log_card(context, "tuned", card)
+    log_card(context, "tuned", card)
     return dg.MaterializeResult(value=card, metadata=card_metadata(card))
 
 
 def _general(context, tunegate, promptfoo, name: str, model: ModelSpec, artefact: dict) -> dg.MaterializeResult:
     card = run_scoring(context, tunegate, promptfoo, f"{name}-general", general_suite(tunegate),
                        [Contender(name, artefact)], model)[name]  # fmt: skip
-    _log_card(context, f"{name} general skills", card)
+    log_card(context, f"{name} general skills", card)
     return dg.MaterializeResult(value=card, metadata=card_metadata(card))
 
 

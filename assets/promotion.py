@@ -10,7 +10,7 @@ from pathlib import Path
 
 import dagster as dg
 
-from assets.evaluation import card_metadata, run_scoring, task_spec, task_suite
+from assets.scoring import card_metadata, run_scoring, task_spec, task_suite
 from pipelines import artefacts
 from pipelines.evaluation import recipes
 from pipelines.evaluation.scorecard import Contender
