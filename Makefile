@@ -1,6 +1,7 @@
 # tunegate: two commands on a fresh machine.
 #   make demo   set up, then run the whole chain on the embedded defaults
 #   make test   set up, then run the test suite
+#   make data   only the data assets (sources -> dedup -> split), for adding a dataset source
 # Every target is idempotent: stamps skip work that is already done.
 
 PYTHON    ?= python3
@@ -12,7 +13,7 @@ NPM_STAMP := evals/node_modules/.tunegate-installed
 export DAGSTER_HOME := $(CURDIR)/.dagster
 export PYTHONUNBUFFERED := 1
 
-.PHONY: setup python-deps node-deps system-deps demo test test-fast ui bench demo-data general-suite clean
+.PHONY: setup python-deps node-deps system-deps demo data test test-fast ui bench demo-data general-suite clean
 
 setup: python-deps node-deps system-deps
 
@@ -44,6 +45,10 @@ $(DAGSTER_HOME)/dagster.yaml:
 
 demo: setup $(DAGSTER_HOME)/dagster.yaml
 	$(PY) -m pipelines.demo
+
+# the data assets only (raw_pairs/* -> labeled_pairs -> deduped_pairs -> splits), no training
+data: python-deps $(DAGSTER_HOME)/dagster.yaml
+	$(PY) -m pipelines.data
 
 test: setup
 	$(PY) -m pytest

@@ -7,7 +7,9 @@ factory from the same source list (tests build it for their own sources)."""
 
 import dagster as dg
 
-from pipelines import config, dedup, minhash, split
+from collections import Counter
+
+from pipelines import config, dedup, ingest, minhash, split
 from pipelines.records import markdown_table, read_jsonl, turn, write_jsonl
 from pipelines.resources import TunegateResource
 
@@ -16,6 +18,14 @@ GROUP = "dataset"
 
 def _input_name(source: str) -> str:
     return f"raw_{source}"  # prefixed: a source called `context` must not clash
+
+
+def _quarantined_per_reason(sources: list[str], quarantined: list[dict]) -> str:
+    """Source x reason counts of the quarantine: where the rejected rows came from and why."""
+    counts = Counter((q["source"], q["reason"]) for q in quarantined)
+    reasons = [r for r in ingest.REASONS if any(counts[s, r] for s in sources)]
+    return markdown_table(["source", *reasons, "total"],
+                          ([s, *(counts[s, r] for r in reasons), sum(counts[s, r] for r in reasons)] for s in sources))
 
 
 def _build_labeled_pairs(specs: list[config.SourceSpec]) -> dg.AssetsDefinition:
@@ -40,6 +50,7 @@ def _build_labeled_pairs(specs: list[config.SourceSpec]) -> dg.AssetsDefinition:
             ["source", "rows in", "kept", "quarantined"],
             ([p["source"], p["rows_in"], p["rows_kept"], p["rows_quarantined"]] for p in parts),
         )
+        by_reason = _quarantined_per_reason([p["source"] for p in parts], quarantined)
         preview = markdown_table(
             ["source", "row", "reason", "detail"],
             ([q["source"], q["row"], q["reason"], q["detail"]] for q in quarantined[:20]),
@@ -52,6 +63,7 @@ def _build_labeled_pairs(specs: list[config.SourceSpec]) -> dg.AssetsDefinition:
                 **{f"rows_{name}": count for name, count in per_source.items()},
                 "rows_quarantined": len(quarantined),
                 "per_source": dg.MetadataValue.md(table),
+                "quarantined_per_reason": dg.MetadataValue.md(by_reason),
                 "jsonl_path": dg.MetadataValue.path(str(layout.labeled_file)),
                 "quarantine_path": dg.MetadataValue.path(str(layout.quarantine_file)),
                 "quarantine_preview": dg.MetadataValue.md(preview),
@@ -66,8 +78,10 @@ def _build_labeled_pairs(specs: list[config.SourceSpec]) -> dg.AssetsDefinition:
     kinds={"python", "numpy"},
     description="Deduplicated hard: exact duplicates on the normalised system+user turn (NFKC, "
     "casefold, whitespace), near duplicates by MinHash LSH over word shingles (tunegate.yaml "
-    "`dedup:`), first row kept. Duplicates whose answer differs are reported as conflicts; "
-    "every dropped row is in the audit file with the row it duplicated.",
+    "`dedup:`), first row kept. rows_in = rows_out + exact_duplicates + near_duplicates. A "
+    "conflict is an exact or near duplicate whose answer differs from the kept row's: part of "
+    "those counts (exact_conflicts + near_conflicts), not extra dropped rows. Every dropped row is "
+    "in the audit file with the row it duplicated; `dropped_per_source` breaks it down by source.",
 )
 def deduped_pairs(
     context: dg.AssetExecutionContext, tunegate: TunegateResource, labeled_pairs: dict
@@ -91,16 +105,34 @@ def deduped_pairs(
         max_cell=60,
     )
     near = [a for a in result.audit if a["kind"] == "near"]
+    exact_conflicts, near_conflicts = result.conflicts_of("exact"), result.conflicts_of("near")
+    counts = markdown_table(["rows", "count", "of which conflicting answers"], [
+        ["in", len(records), ""],
+        ["dropped: exact duplicates", result.exact_duplicates, exact_conflicts],
+        ["dropped: near duplicates", result.near_duplicates, near_conflicts],
+        ["out (kept)", len(result.kept), ""],
+    ])
+    per_source = result.per_source(records)
+    per_source_table = markdown_table(
+        ["source", "rows in", "exact dropped", "near dropped", "of which conflicts", "rows out"],
+        ([s, v["rows_in"], v["exact"], v["near"], v["conflicts"], v["rows_out"]] for s, v in per_source.items()),
+    )
     return dg.MaterializeResult(
         value={"path": str(layout.deduped_file), "rows_in": len(records), "rows_out": len(result.kept),
                "exact_duplicates": result.exact_duplicates, "near_duplicates": result.near_duplicates,
-               "conflicts": len(result.conflicts), "audit_path": str(layout.dedup_audit_file)},
+               "conflicts": len(result.conflicts), "exact_conflicts": exact_conflicts,
+               "near_conflicts": near_conflicts, "per_source": per_source,
+               "audit_path": str(layout.dedup_audit_file)},
         metadata={
             "rows_in": len(records),
             "rows_out": len(result.kept),
             "exact_duplicates": result.exact_duplicates,
             "near_duplicates": result.near_duplicates,
             "conflicts": len(result.conflicts),
+            "exact_conflicts": exact_conflicts,
+            "near_conflicts": near_conflicts,
+            "counts": dg.MetadataValue.md(counts),
+            "dropped_per_source": dg.MetadataValue.md(per_source_table),
             "near_threshold": dg.MetadataValue.float(settings.near_threshold),
             "conflict_examples": dg.MetadataValue.md(examples(result.conflicts)),
             "near_duplicate_examples": dg.MetadataValue.md(examples(near)),
@@ -110,6 +142,16 @@ def deduped_pairs(
         },
     )
 
+
+SPLIT_KEYS = markdown_table(["key", "meaning"], [
+    ["rows", "rows in this side's file (train + validation + eval = deduped_pairs rows_out)"],
+    ["fingerprint", "hash of train, validation and eval files together: training runs are keyed by it"],
+    ["contamination_pairs", "eval rows still near-duplicating a train row: must be 0"],
+    ["contamination_moved", "eval rows moved to train because they near-duplicated a train row"],
+    ["contamination_threshold", "MinHash Jaccard at or above which an eval row counts as contaminated"],
+    ["eval_topups", "rows put in eval by the min_eval / per-label floors, not by the hash alone"],
+    ["labels", "rows per label on each side"],
+], max_cell=120)
 
 SPLIT_SIDES = (  # asset, side in SplitResult.labels(), Layout file
     ("train_set", "train", "train_file"),
@@ -174,6 +216,7 @@ def train_eval_split(context: dg.AssetExecutionContext, tunegate: TunegateResour
         "contamination_threshold": dg.MetadataValue.float(settings.split.contamination_threshold),
         "eval_topups": result.eval_topups,
         "labels": dg.MetadataValue.md(table),
+        "keys": dg.MetadataValue.md(SPLIT_KEYS),
     }
     for name, side, attr in SPLIT_SIDES:
         path = getattr(layout, attr)

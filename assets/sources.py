@@ -1,10 +1,12 @@
 """``raw_pairs/<name>``: one asset per entry of ``sources.yaml``, built by a factory.
 
 Adding a source is a config change: the code location re-reads ``sources.yaml`` when it
-loads, so a misconfigured file fails there (``ConfigError`` names the file, source and fix)
-and a missing data file fails this asset, naming the source. The work is in
-``pipelines.ingest``; this module only writes files and metadata."""
+loads, so a misconfigured file, or a ``fields:`` mapping naming a column the file's header
+lacks, fails there (``ConfigError`` names the file, source and fix, printed first) and a
+missing, unreadable or empty data file fails this asset, naming the file and source. The
+work is in ``pipelines.ingest``; this module only writes files and metadata."""
 
+import sys
 
 import dagster as dg
 
@@ -36,7 +38,8 @@ def build_source_asset(spec: config.SourceSpec) -> dg.AssetsDefinition:
         kinds=_KINDS[spec.kind],
         description=(spec.description or f"Rows of source {spec.name!r}")
         + f" ({spec.kind}: {where}). Every row validated and normalised to chat messages,"
-        " or quarantined with its reason.",
+        " or quarantined with its reason. No rows fails the asset"
+        + (" (allow_empty: a warning here)." if spec.allow_empty else "."),
         metadata={"kind": spec.kind, "location": str(where)},
     )
     def _raw_pairs(context: dg.AssetExecutionContext, tunegate: TunegateResource) -> dg.MaterializeResult:
@@ -51,7 +54,13 @@ def build_source_asset(spec: config.SourceSpec) -> dg.AssetsDefinition:
         write_jsonl(quarantine_path, result.quarantined)
         reasons = markdown_table(["reason", "rows"], result.reasons.most_common())
         try:
-            ingest.check_reject_rate(result, spec, settings.max_reject_rate)
+            warning = ingest.check_not_empty(result, spec)
+        except ingest.SourceError as exc:
+            raise dg.Failure(description=f"{exc} (sources file: {tunegate.sources_path()})") from exc
+        if warning:
+            context.log.warning(warning)
+        try:
+            ingest.check_reject_rate(result, spec, settings.max_reject_rate, quarantine_path)
         except ingest.SourceError as exc:
             raise dg.Failure(
                 description=str(exc),
@@ -79,6 +88,7 @@ def build_source_asset(spec: config.SourceSpec) -> dg.AssetsDefinition:
                 "quarantine_path": dg.MetadataValue.path(str(quarantine_path)),
                 "reasons": dg.MetadataValue.md(reasons),
                 "quarantine_preview": dg.MetadataValue.md(quarantine_preview(result.quarantined)),
+                **({"empty_warning": dg.MetadataValue.text(warning)} if warning else {}),
             },
         )
 
@@ -90,4 +100,14 @@ def build_source_assets(specs: list[config.SourceSpec]) -> list[dg.AssetsDefinit
     return [build_source_asset(spec) for spec in specs]
 
 
-raw_pairs_assets = build_source_assets(config.load_sources(config.default_sources_file()))
+def _configured_sources() -> list[config.SourceSpec]:
+    """The sources of the code location. A misconfigured file is printed on its own first
+    (``dagster dev`` / the CLI show it above the import traceback), then raised unchained."""
+    try:
+        return ingest.load_checked_sources(config.default_sources_file())
+    except config.ConfigError as exc:
+        print(f"\ntunegate: sources.yaml is misconfigured\n{exc}\n", file=sys.stderr, flush=True)
+        raise config.ConfigError(str(exc)) from None
+
+
+raw_pairs_assets = build_source_assets(_configured_sources())

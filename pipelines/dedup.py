@@ -3,11 +3,14 @@
 Near duplicates are found with MinHash over word shingles and banded LSH (``minhash.py``):
 cost grows with the number of shingles, never with the number of row pairs. Rows are
 kept first-come in the input order, so the same input always keeps the same rows. Duplicates
-whose answer differs from the kept row's are label noise and are reported as conflicts.
+whose answer differs from the kept row's are label noise and are reported as conflicts: a
+conflict is one of the exact or near duplicates, never a third kind of dropped row, so
+``rows_in == kept + exact + near`` and ``conflicts == exact_conflicts + near_conflicts``.
 No Dagster here."""
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,7 +35,7 @@ class PromptIndex:
 @dataclass
 class DedupResult:
     kept: list[dict[str, Any]]
-    audit: list[dict[str, Any]]  # {dropped_id, kept_id, kind, similarity, conflict}
+    audit: list[dict[str, Any]]  # {dropped_id, kept_id, dropped_source, kept_source, kind, similarity, conflict, ...}
     exact_duplicates: int
     near_duplicates: int
     kept_index: PromptIndex  # aligned with ``kept``
@@ -40,6 +43,23 @@ class DedupResult:
     @property
     def conflicts(self) -> list[dict[str, Any]]:
         return [row for row in self.audit if row["conflict"]]
+
+    def conflicts_of(self, kind: str) -> int:
+        """Conflicts among the ``exact`` or ``near`` duplicates: the part of them whose answer differs."""
+        return sum(1 for row in self.audit if row["conflict"] and row["kind"] == kind)
+
+    def per_source(self, records: list[dict[str, Any]]) -> dict[str, dict[str, int]]:
+        """Per source, in first-seen order: rows in, dropped as exact / near duplicates (and how
+        many of those were conflicts), rows out. Each row adds up: in == exact + near + out."""
+        rows_in = Counter(r["source"] for r in records)
+        dropped = Counter((a["dropped_source"], a["kind"]) for a in self.audit)
+        conflicts = Counter(a["dropped_source"] for a in self.audit if a["conflict"])
+        return {
+            source: {"rows_in": n, "exact": dropped[source, "exact"], "near": dropped[source, "near"],
+                     "conflicts": conflicts[source],
+                     "rows_out": n - dropped[source, "exact"] - dropped[source, "near"]}
+            for source, n in rows_in.items()
+        }
 
 
 @paused_gc()
@@ -55,7 +75,8 @@ def deduplicate(
     def drop(row: dict, kept: dict, kind: str, similarity: float) -> None:
         dropped_answer, kept_answer = turn(row, "assistant"), turn(kept, "assistant")
         audit.append({
-            "dropped_id": row["id"], "kept_id": kept["id"], "kind": kind,
+            "dropped_id": row["id"], "kept_id": kept["id"],
+            "dropped_source": row.get("source"), "kept_source": kept.get("source"), "kind": kind,
             "similarity": round(float(similarity), 4),
             "conflict": not same_answer(dropped_answer, kept_answer),
             "dropped_answer": dropped_answer, "kept_answer": kept_answer,

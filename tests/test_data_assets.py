@@ -80,6 +80,11 @@ def test_materialize_data_assets(workspace):
     deduped = out("deduped_pairs")
     assert (deduped["rows_in"], deduped["rows_out"], deduped["exact_duplicates"]) == (102, 100, 2)
     assert deduped["conflicts"] == 1  # ticket 5 in beta with ticket 6's answer
+    # conflicts are part of the duplicates they belong to, and every source adds up on its own
+    assert (deduped["exact_conflicts"], deduped["near_conflicts"]) == (1, 0)
+    assert deduped["per_source"] == {
+        "alpha": {"rows_in": 61, "exact": 1, "near": 0, "conflicts": 0, "rows_out": 60},
+        "beta": {"rows_in": 41, "exact": 1, "near": 0, "conflicts": 1, "rows_out": 40}}
     audit = list(read_jsonl(deduped["audit_path"]))
     assert {(a["dropped_id"], a["kept_id"]) for a in audit} == {("alpha-61", "alpha-1"), ("beta-41", "alpha-6")}
 
@@ -104,6 +109,12 @@ def test_materialize_data_assets(workspace):
     assert meta["eval_set"]["contamination_pairs"].value == 0
     assert "| label | train | validation | eval |" in meta["eval_set"]["labels"].value
     assert meta["labeled_pairs"]["rows_beta"].value == 41
+    by_reason = meta["labeled_pairs"]["quarantined_per_reason"].value
+    assert "| source | invalid_json | empty_content | total |" in by_reason and "| beta | 0 | 1 | 1 |" in by_reason
+    counts = meta["deduped_pairs"]["counts"].value
+    assert "| dropped: exact duplicates | 2 | 1 |" in counts and "| out (kept) | 100 |" in counts
+    assert "| beta | 41 | 1 | 0 | 1 | 40 |" in meta["deduped_pairs"]["dropped_per_source"].value
+    assert "contamination_moved" in meta["eval_set"]["keys"].value
 
     again = materialize(specs, resource)  # same data, same split, same fingerprint
     assert again.asset_value(dg.AssetKey("train_set"))["fingerprint"] == train["fingerprint"]
@@ -184,3 +195,60 @@ def test_too_few_train_rows_for_a_validation_slice_fail_the_split(workspace, tmp
     (tmp_path / "tunegate.yaml").write_text("split: {eval_fraction: 0.97, min_eval: 10}\n")  # ~3 train rows
     with pytest.raises(dg.Failure, match=r"deduped.jsonl: 100 rows leave \d on the train side, too few"):
         materialize(specs, resource)
+
+
+def test_quarantine_record_format_is_the_documented_one(workspace):
+    """The README's quarantine format used to omit `detail`; a data engineer greps these keys."""
+    specs, resource = workspace
+    assert materialize(specs, resource, selection=[dg.AssetKey(["raw_pairs", "alpha"])]).success
+    rows = list(read_jsonl(resource.layout.source_quarantine_file("alpha")))
+    assert rows and all(list(r) == ["source", "file", "row", "reason", "detail", "raw"] for r in rows)
+    readme = (config.REPO_ROOT / "README.md").read_text()
+    assert "`{source, file, row, reason, detail, raw}`" in readme
+    assert "`{source, row, reason, raw}`" not in readme
+
+
+def test_empty_source_fails_its_asset_unless_allowed(workspace, tmp_path):
+    """A header-only export used to succeed with 0 rows: training data silently shrank."""
+    specs, resource = workspace
+    (tmp_path / "data" / "b.csv").write_text("text,answer\n")
+    beta = [dg.AssetKey(["raw_pairs", "beta"])]
+    with pytest.raises(dg.Failure, match=r"source 'beta': no rows: .*b.csv has a header \['text', 'answer'\] "
+                                         r"but no data rows.*allow_empty: true"):
+        materialize(specs, resource, selection=beta)
+    allowed = [s.model_copy(update={"allow_empty": True}) if s.name == "beta" else s for s in specs]
+    result = materialize(allowed, resource, selection=beta)
+    assert result.success and result.asset_value(beta[0])["rows_in"] == 0
+    meta = result.get_asset_materialization_events()[0].materialization.metadata
+    assert "allow_empty" in meta["empty_warning"].value
+
+
+def test_make_data_materialises_only_the_data_assets_on_the_persistent_instance(workspace, tmp_path,
+                                                                               monkeypatch, capsys):
+    """The data-only command: a persistent instance even without DAGSTER_HOME set by the user,
+    and a misconfigured sources.yaml as one short message, exit 2."""
+    from pipelines import data
+
+    specs, resource = workspace
+    monkeypatch.setenv("TUNEGATE_SOURCES", resource.sources_file)
+    monkeypatch.setenv("TUNEGATE_SETTINGS", resource.settings_file)
+    monkeypatch.setenv("TUNEGATE_HOME", resource.home)
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster_home"))
+    assert data.main([]) == 0
+    out = capsys.readouterr().out
+    assert "quarantine.jsonl" in out and "make ui" in out
+    assert resource.layout.train_file.is_file()
+    with dg.DagsterInstance.from_config(str(tmp_path / "dagster_home")) as instance:
+        keys = {k.to_user_string() for k in instance.get_asset_keys()}
+    assert keys == {"raw_pairs/alpha", "raw_pairs/beta", "labeled_pairs", "deduped_pairs",
+                    "train_set", "validation_set", "eval_set"}
+
+    Path(resource.sources_file).write_text("sources:\n  - {name: a, kind: parqet, path: x, fields: {messages: m}}\n")
+    assert data.main([]) == 2
+    err = capsys.readouterr().err
+    assert "source 'a': kind:" in err and "Traceback" not in err and len(err.splitlines()) <= 5
+    makefile = (config.REPO_ROOT / "Makefile").read_text()
+    assert "\ndata: " in makefile and "-m pipelines.data" in makefile
+    readme = (config.REPO_ROOT / "README.md").read_text()
+    section = readme.split("## Adding a dataset source", 1)[1].split("\n## ", 1)[0]
+    assert "make data" in section and "quarantine" in section
