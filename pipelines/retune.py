@@ -100,11 +100,11 @@ def latest_source_mtime(sources: list[SourceSpec], sources_file: Path) -> tuple[
     for spec in sources:
         if spec.kind == "python":
             continue
-        path = spec.resolved_path()
-        if path.is_dir():
-            paths.extend(p for p in path.rglob("*") if p.is_file())
-        else:
-            paths.append(path)
+        for path in spec.resolved_files():  # a glob source: every file it matches
+            if path.is_dir():
+                paths.extend(p for p in path.rglob("*") if p.is_file())
+            else:
+                paths.append(path)
     return latest_mtime(paths)
 
 

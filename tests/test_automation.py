@@ -216,3 +216,21 @@ def test_job_sensor_and_schedule_are_in_the_definitions():
         assert defs.resolve_sensor_def("base_model_registry_sensor").job_name == "tune_job"
         schedule = defs.resolve_schedule_def("weekly_retune_schedule")
     assert schedule.cron_schedule == load_settings(default_settings_file()).schedule.cron
+
+
+def test_latest_source_mtime_sees_every_file_a_glob_source_matches(tmp_path):
+    """A new export dropped into a glob source's folder must count as a data change."""
+    exports = tmp_path / "exports"
+    exports.mkdir()
+    old, new = exports / "2026-01.jsonl", exports / "2026-02.jsonl"
+    for stamp, path in ((1000, old), (2000, new)):
+        path.write_text("x")
+        os.utime(path, (stamp, stamp))
+    sources_file = tmp_path / "sources.yaml"
+    sources_file.write_text(yaml.safe_dump({"sources": [
+        {"name": "a", "kind": "jsonl", "path": "exports/*.jsonl", "fields": {"messages": "messages"}},
+    ]}))
+    os.utime(sources_file, (500, 500))
+    from pipelines.config import load_sources
+
+    assert retune.latest_source_mtime(load_sources(sources_file), sources_file) == (2000.0, new)
