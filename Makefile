@@ -65,6 +65,7 @@ bench: setup
 	$(PY) bench/trim_compute.py
 	$(PY) bench/eval_overhead.py
 	$(PY) bench/prefix_cache.py
+	$(PY) bench/ladder_cost.py
 
 demo-data: python-deps
 	$(PY) scripts/make_demo_data.py
