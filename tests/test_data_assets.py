@@ -252,3 +252,22 @@ def test_make_data_materialises_only_the_data_assets_on_the_persistent_instance(
     readme = (config.REPO_ROOT / "README.md").read_text()
     section = readme.split("## Adding a dataset source", 1)[1].split("\n## ", 1)[0]
     assert "make data" in section and "quarantine" in section
+
+
+def test_code_location_warns_when_dagster_home_is_unset():
+    """The Dagster CLI without DAGSTER_HOME writes to a throwaway instance: say so on load."""
+    import os
+    import subprocess
+    import sys
+
+    from pipelines.config import REPO_ROOT
+
+    env = {k: v for k, v in os.environ.items() if k != "DAGSTER_HOME"}
+    unset = subprocess.run([sys.executable, "-c", "import pipelines.definitions"], cwd=REPO_ROOT, env=env,
+                           capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert unset.returncode == 0, unset.stderr
+    assert "DAGSTER_HOME is not set" in unset.stderr
+    set_ = subprocess.run([sys.executable, "-c", "import pipelines.definitions"], cwd=REPO_ROOT,
+                          env={**env, "DAGSTER_HOME": str(REPO_ROOT / ".dagster")}, capture_output=True,
+                          text=True, timeout=300)  # fmt: skip
+    assert "DAGSTER_HOME is not set" not in set_.stderr
