@@ -200,3 +200,33 @@ def test_gemma3_beyond_its_sliding_window_takes_the_plain_path(tiny_model_dir, t
     assert (forced_logits - plain_logits).abs().max().item() > 1.0  # why the refusal is needed
     _assert_generate_agrees(loaded, conversations, 2, prefills, cached_prefix=0)
     assert any("exceed the sliding window (48)" in note for note in loaded.notes)
+
+
+@pytest.mark.parametrize("cached", [False, True])
+def test_native_grouped_query_attention_gives_the_library_path_logits_and_tokens(llama, monkeypatch, cached):
+    """Our ``generate`` lets torch's SDPA handle the tiny Llama's 2 key/value heads for 4 query
+    heads (no KV copies) under a padding mask; transformers' own rule copies the cache instead.
+    Same logits within tolerance, the same tokens, and the native path really ran."""
+    import contextlib
+
+    import torch
+
+    assert llama.model.config.num_key_value_heads < llama.model.config.num_attention_heads
+    prompts = _prompts(llama, _conversations())
+    prefix_length = generation.shared_prefix_length(prompts) if cached else 0
+    sdpa, native_calls = torch.nn.functional.scaled_dot_product_attention, []
+
+    def spy(*args, **kwargs):  # masked calls only: an unpadded prefix prefill has GQA either way
+        if kwargs.get("attn_mask") is not None:
+            native_calls.append(kwargs.get("enable_gqa", False))
+        return sdpa(*args, **kwargs)
+
+    monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention", spy)
+    native_ids, native_logits = generation.greedy_steps(llama, prompts, prefix_length, STEPS)
+    assert native_calls and all(native_calls)
+    native_calls.clear()
+    monkeypatch.setattr(generation, "_native_gqa_on_cpu", contextlib.nullcontext)
+    library_ids, library_logits = generation.greedy_steps(llama, prompts, prefix_length, STEPS)
+    assert native_calls and not any(native_calls)  # the library rule copies K/V under a mask
+    assert (native_logits - library_logits).abs().max().item() < LOGIT_TOLERANCE
+    assert native_ids.tolist() == library_ids.tolist()
