@@ -12,22 +12,12 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from pathlib import Path
 
 import dagster as dg
 
 from pipelines import ingest
-from pipelines.config import REPO_ROOT, ConfigError
-from pipelines.resources import TunegateResource
-
-
-def _instance() -> dg.DagsterInstance:
-    """The persistent instance: without DAGSTER_HOME, runs would go to a throwaway one."""
-    home = Path(os.environ.setdefault("DAGSTER_HOME", str(REPO_ROOT / ".dagster")))
-    home.mkdir(parents=True, exist_ok=True)
-    if not (home / "dagster.yaml").exists():
-        (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
-    return dg.DagsterInstance.get()
+from pipelines.config import ConfigError
+from pipelines.resources import TunegateResource, persistent_instance
 
 
 def _failures(result) -> list[str]:
@@ -47,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     from assets.dataset import build_dataset_assets
     from assets.sources import build_source_assets
 
-    instance = _instance()
+    instance = persistent_instance()
     layout = resource.layout
     print(f"tunegate data: {len(specs)} sources from {resource.sources_path()}\n"
           f"  outputs  {layout.data_dir}\n  instance {os.environ['DAGSTER_HOME']}", flush=True)

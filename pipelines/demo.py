@@ -11,24 +11,12 @@ import argparse
 import os
 import sys
 import time
-from pathlib import Path
 
 import dagster as dg
 
-from pipelines.config import REPO_ROOT
 from pipelines.definitions import defs
 from pipelines.partitions import base_model_partitions
-from pipelines.resources import TunegateResource
-
-
-def _instance() -> dg.DagsterInstance:
-    """The persistent instance; without DAGSTER_HOME default to the repo's .dagster/."""
-    home = Path(os.environ.setdefault("DAGSTER_HOME", str(REPO_ROOT / ".dagster")))
-    home.mkdir(parents=True, exist_ok=True)
-    dagster_yaml = home / "dagster.yaml"
-    if not dagster_yaml.exists():
-        dagster_yaml.write_text("telemetry:\n  enabled: false\n")
-    return dg.DagsterInstance.get()
+from pipelines.resources import TunegateResource, persistent_instance
 
 
 def _ensure_partitions(instance: dg.DagsterInstance, names: list[str]) -> None:
@@ -78,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--partition", help="base model (default: the registry's first entry)")
     args = parser.parse_args(argv)
 
-    instance = _instance()
+    instance = persistent_instance()
     resource = TunegateResource()
     names = [spec.name for spec in resource.base_models()]
     partition = args.partition or names[0]

@@ -6,11 +6,13 @@ Empty fields fall back to the ``TUNEGATE_*`` environment variables, then to the 
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import dagster as dg
 
 from pipelines import config
+from pipelines.config import REPO_ROOT
 
 
 class TunegateResource(dg.ConfigurableResource):
@@ -92,3 +94,14 @@ class PromptfooResource(dg.ConfigurableResource):
             timeout_s=self.timeout_s or default_timeout_s,
             extra_env=dict(self.extra_env),
         )
+
+
+def persistent_instance() -> dg.DagsterInstance:
+    """The instance under ``$DAGSTER_HOME`` (default: the repo's ``.dagster/``, created with
+    telemetry off): without DAGSTER_HOME, runs would go to a throwaway instance."""
+    home = Path(os.environ.setdefault("DAGSTER_HOME", str(REPO_ROOT / ".dagster")))
+    home.mkdir(parents=True, exist_ok=True)
+    dagster_yaml = home / "dagster.yaml"
+    if not dagster_yaml.exists():
+        dagster_yaml.write_text("telemetry:\n  enabled: false\n")
+    return dg.DagsterInstance.get()
