@@ -37,3 +37,15 @@ def _isolated_dagster_defs_state():
 
     with set_defs_state_storage(None):
         yield
+
+
+@pytest.fixture(scope="session")
+def learner_registry(tmp_path_factory) -> Path:
+    """A registry whose ``tiny-llama`` partition is the tiny learner (see tests/tiny_model.py):
+    a model a LoRA on every linear layer can really teach, for the gate's real "yes"."""
+    from tests.tiny_model import ALL_LINEAR, build_tiny_learner
+
+    model_dir = build_tiny_learner(tmp_path_factory.mktemp("tiny-learner") / "model")
+    path = tmp_path_factory.mktemp("learner-registry") / "base_models.yaml"
+    path.write_text(tiny_registry_yaml(model_dir, lora_target_modules=ALL_LINEAR))
+    return path

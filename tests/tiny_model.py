@@ -1,8 +1,13 @@
-"""Test double: a tiny randomly initialised Llama with the real SmolLM2 tokenizer.
+"""Test doubles: tiny Llamas with the real SmolLM2 tokenizer, built locally in seconds.
 
-It builds in seconds and trains through Axolotl like the real model, so tests exercise
-the shipped code path end to end. It cannot learn the task: it is for plumbing, never
-for scores. Only tests use it."""
+``build_tiny_llama`` is randomly initialised: it trains through Axolotl like the real model,
+so tests exercise the shipped code path end to end, but LoRA cannot teach it anything (its
+final norm and tiny random embeddings keep every logit near zero). It is for plumbing.
+
+``build_tiny_learner`` is the same model briefly pre-trained (all weights, in process) to
+answer any chat with a triage JSON object whose values are random. It knows the shape but
+no task, so no prompt makes it right, while a LoRA learns a fixed answer in a few dozen
+steps: the double for a real "yes" from the gate. Only tests use these."""
 
 from __future__ import annotations
 
@@ -48,7 +53,72 @@ def build_tiny_llama(out_dir: Path, seed: int = 0) -> Path:
     return out_dir
 
 
-def tiny_registry_yaml(model_dir: Path, name: str = "tiny-llama") -> str:
+_WORDS = ("my order invoice login password app crashes parcel refund card charged twice account email "
+          "page error slow delivery late broken plan upgrade cancel help please urgent today team cannot "
+          "access reset address tracking lost payment failed screen update settings export report").split()
+_CATEGORIES = ("billing", "technical", "account", "shipping", "refund")
+_PRIORITIES = ("low", "medium", "high", "urgent")
+
+
+def _pretraining_batch(tokenizer, rng, size: int):
+    """``size`` chats of random words answered by a random triage JSON; loss on the answer only."""
+    import torch
+
+    ids, labels = [], []
+    for _ in range(size):
+        user = [{"role": "user", "content": " ".join(rng.choices(_WORDS, k=rng.randint(4, 12)))}]
+        answer = f'{{"category": "{rng.choice(_CATEGORIES)}", "priority": "{rng.choice(_PRIORITIES)}"}}'
+        prompt = tokenizer.apply_chat_template(user, tokenize=False, add_generation_prompt=True)
+        full = tokenizer.apply_chat_template([*user, {"role": "assistant", "content": answer}], tokenize=False)
+        assert full.startswith(prompt), "the chat template must render the prompt as a prefix of the chat"
+        prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+        full_ids = tokenizer(full, add_special_tokens=False)["input_ids"]
+        ids.append(full_ids)
+        labels.append([-100] * len(prompt_ids) + full_ids[len(prompt_ids):])
+    width = max(map(len, ids))
+    pad = tokenizer.pad_token_id
+    return (
+        torch.tensor([i + [pad] * (width - len(i)) for i in ids]),
+        torch.tensor([[1] * len(i) + [0] * (width - len(i)) for i in ids]),
+        torch.tensor([lab + [-100] * (width - len(lab)) for lab in labels]),
+    )
+
+
+def build_tiny_learner(out_dir: Path, seed: int = 0, steps: int = 40) -> Path:
+    """The tiny Llama after ``steps`` full-weight steps on random-valued triage answers.
+
+    Measured: 40 steps (lr 5e-3, 8 chats a step) take the answer loss from 10.9 to 0.85;
+    the result then emits triage-shaped but wrong JSON, and a q/k/v/o + MLP LoRA at lr 0.01
+    learns a constant answer exactly on 20 of 20 unseen tickets in 45 steps."""
+    import random
+
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    if (out_dir / "config.json").is_file():
+        return out_dir
+    random_dir = build_tiny_llama(out_dir.parent / f"{out_dir.name}-random", seed=seed)
+    tokenizer = AutoTokenizer.from_pretrained(random_dir)
+    model = AutoModelForCausalLM.from_pretrained(random_dir)
+    torch.manual_seed(seed)
+    rng = random.Random(seed)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=5e-3)
+    model.train()
+    for _ in range(steps):
+        input_ids, attention_mask, labels = _pretraining_batch(tokenizer, rng, 8)
+        model(input_ids=input_ids, attention_mask=attention_mask, labels=labels).loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out_dir)
+    tokenizer.save_pretrained(out_dir)
+    return out_dir
+
+
+ALL_LINEAR = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+
+def tiny_registry_yaml(model_dir: Path, name: str = "tiny-llama", lora_target_modules: list[str] | None = None) -> str:
     """A test base-model registry pointing at a tiny model folder."""
     import yaml
 
@@ -60,11 +130,11 @@ def tiny_registry_yaml(model_dir: Path, name: str = "tiny-llama") -> str:
                     "source": str(model_dir),
                     "chat_template": "tokenizer_default",
                     "eot_tokens": ["<|im_end|>"],
-                    "lora_target_modules": ["q_proj", "k_proj", "v_proj", "o_proj"],
+                    "lora_target_modules": lora_target_modules or ["q_proj", "k_proj", "v_proj", "o_proj"],
                 }
             ]
         }
     )
 
 
-__all__ = ["build_tiny_llama", "tiny_registry_yaml", "GGUF_WHEEL_PREFIX"]
+__all__ = ["ALL_LINEAR", "build_tiny_learner", "build_tiny_llama", "tiny_registry_yaml", "GGUF_WHEEL_PREFIX"]
