@@ -56,7 +56,7 @@ def build_prompt_ladder(ladder: tuple[config.RungSettings, ...]) -> dg.AssetsDef
                 f"eval.ladder in {tunegate.settings_path()} is {[r.name for r in configured]}, but this code location "
                 f"was loaded with {[r.name for r in ladder]}: reload the code location (its assets come from the ladder)"))
         task = task_spec(tunegate)
-        suite = task_suite(tunegate, eval_set)
+        suite = task_suite(tunegate, eval_set, Path(train_set["path"]))
         model, artefact = base_artefact(tunegate, context.partition_key, base_model)
         contenders = [Contender(r.name, artefact, recipes.for_task(r.recipe, task, r.k)) for r in ladder]
         train = list(read_jsonl(Path(train_set["path"])))
