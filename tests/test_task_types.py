@@ -281,3 +281,88 @@ def test_gate_pairs_cases_of_every_type(tmp_path, kind):
     with pytest.raises(decision.IncomparableCards, match="different suites"):
         decision.decide({"zero_shot": _card("zero_shot", other, [True] * n)}, tuned, general_ok(),
                         ChampionInput("none"), GateSettings())  # fmt: skip
+
+
+# --------------------------------------------------------------------------- the tiny model (plumbing only)
+PARTITION = "tiny-llama"
+
+
+def _materialise_ladder(tmp_path: Path, tiny_model_dir: Path, tiny_registry: Path, task: dict,
+                        train: list[dict], eval_rows: list[dict], max_cases: int | None = None):  # fmt: skip
+    """The shipped ``prompt_ladder`` multi-asset (one rung: static few-shot, k=2) on the tiny
+    random Llama, with ``task`` as evals/task.yaml. Upstream assets are test doubles."""
+    import dagster as dg
+
+    from assets.evaluation import build_prompt_ladder
+    from pipelines.config import RungSettings
+    from pipelines.partitions import base_model_partitions
+    from pipelines.resources import PromptfooResource, TunegateResource
+
+    def double(name: str, value: dict) -> dg.AssetsDefinition:
+        @dg.asset(name=name, partitions_def=base_model_partitions, group_name="test_doubles")
+        def _asset() -> dict:
+            return value
+
+        return _asset
+
+    train_path = write_jsonl(tmp_path / "train.jsonl", train)
+    eval_path = write_jsonl(tmp_path / "eval.jsonl", eval_rows)
+    task_path = tmp_path / "task.yaml"
+    task_path.write_text(yaml.safe_dump(task))
+    ladder = (RungSettings(name="static_few_shot", recipe="static_few_shot", k=2),)
+    settings = tmp_path / "tunegate.yaml"
+    settings.write_text(yaml.safe_dump({"eval": {"batch_size": 4, "task_file": str(task_path), "max_cases": max_cases,
+                                                 "ladder": [r.model_dump() for r in ladder]}}))  # fmt: skip
+    tunegate = TunegateResource(home=str(tmp_path / "home"), base_models_file=str(tiny_registry),
+                                settings_file=str(settings))  # fmt: skip
+    doubles = [double("train_set", {"path": str(train_path), "fingerprint": "f"}),
+               double("eval_set", {"path": str(eval_path), "fingerprint": "f"}),
+               double("base_model", {"name": PARTITION, "path": str(tiny_model_dir)})]  # fmt: skip
+    with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions("base_model", [PARTITION])
+        result = dg.materialize([*doubles, build_prompt_ladder(ladder)], instance=instance, partition_key=PARTITION,
+                                resources={"tunegate": tunegate, "promptfoo": PromptfooResource(timeout_s=300)})  # fmt: skip
+        assert result.success
+        card = result.output_for_node("prompt_ladder", "rung_static_few_shot")
+        meta = {m.asset_key.to_user_string(): m.metadata for m in result.asset_materializations_for_node("prompt_ladder")}
+    return card, meta["ladder/static_few_shot"]
+
+
+@pytest.mark.slow
+@needs_promptfoo
+def test_label_task_on_the_tiny_model(tmp_path, tiny_model_dir, tiny_registry):
+    """The shipped intent example's spec (labels from the train split) through the real
+    provider: each case is scored against its label, the card carries per-label figures and
+    the UI gets per-label accuracy and confusions; eval.max_cases caps the cases scored."""
+    import csv
+
+    rows = list(csv.DictReader((REPO / "examples" / "intent" / "intents.csv").open(encoding="utf-8")))
+    records = [record(f"r{i:03d}", r["text"], r["intent"]) for i, r in enumerate(rows[:36])]
+    task = yaml.safe_load((REPO / "examples" / "intent" / "task.yaml").read_text())
+    card, meta = _materialise_ladder(tmp_path, tiny_model_dir, tiny_registry, task, records[:24], records[24:], max_cases=8)
+    assert card["n"] == 8 and card["suite"] == "task"
+    m = card["task_metrics"]
+    assert m["type"] == "label" and m["n_labels"] == 12  # 24 train rows cover the 12 intents
+    assert sum(v["n"] for v in m["per_label"].values()) == 8
+    assert m["accuracy"] == card["pass_rate"]
+    for case in card["cases"]:  # the check's verdict is normalised equality with the gold
+        assert case["passed"] == (normalise_label(case["output"]) == normalise_label(case["gold"]))
+    assert {"task_metrics", "per_label_accuracy", "confusions"} <= set(meta)
+    assert "pass rule (what the gate counts)" in meta["task_metrics"].value
+
+
+@pytest.mark.slow
+@needs_promptfoo
+def test_text_task_on_the_tiny_model(tmp_path, tiny_model_dir, tiny_registry):
+    replies = ["Your card ships today.", "The transfer arrives tomorrow.", "We have closed the account.",
+               "Your limit is now higher.", "The fee has been refunded.", "Your PIN is on its way."]  # fmt: skip
+    records = [record(f"r{i}", f"Message {i}: what happens next?", replies[i % 6]) for i in range(10)]
+    task = {"name": "replies", "system_prompt": "Write the reply.", "max_new_tokens": 12,
+            "output": {"type": "text", "metric": "rouge-n", "threshold": 0.5}}  # fmt: skip
+    card, meta = _materialise_ladder(tmp_path, tiny_model_dir, tiny_registry, task, records[:6], records[6:])
+    assert card["n"] == 4
+    scores = [c["scores"]["rouge-n"] for c in card["cases"]]
+    assert all(0.0 <= s <= 1.0 for s in scores)
+    assert [c["passed"] for c in card["cases"]] == [s >= 0.5 for s in scores]
+    assert card["task_metrics"]["mean_score"] == pytest.approx(sum(scores) / 4)
+    assert "mean rouge-n" in meta["task_metrics"].value
