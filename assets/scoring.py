@@ -42,6 +42,19 @@ def task_suite(tunegate: TunegateResource, eval_set: dict, train_path: Path | No
         raise dg.Failure(description=str(exc)) from exc
 
 
+def check_answer_budget(context, suite: suites.Suite, model_dir: Path) -> None:
+    """Fail before generating when a json or label gold answer cannot fit in
+    ``max_new_tokens`` (it could never pass); for a text task, warn."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    problem = suites.answer_budget_problem(suite, lambda text: len(tokenizer(text, add_special_tokens=False)["input_ids"]))
+    if problem and (suite.scoring or {}).get("type") == "text":
+        context.log.warning(problem)
+    elif problem:
+        raise dg.Failure(description=problem)
+
+
 def general_suite(tunegate: TunegateResource) -> suites.Suite:
     settings = tunegate.settings().eval
     try:

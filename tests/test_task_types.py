@@ -366,3 +366,32 @@ def test_text_task_on_the_tiny_model(tmp_path, tiny_model_dir, tiny_registry):
     assert [c["passed"] for c in card["cases"]] == [s >= 0.5 for s in scores]
     assert card["task_metrics"]["mean_score"] == pytest.approx(sum(scores) / 4)
     assert "mean rouge-n" in meta["task_metrics"].value
+
+
+def test_an_answer_budget_too_small_for_the_gold_is_named(tmp_path):
+    rows = [record("e1", "q", "card_arrival"), record("e2", "q", "a much longer label than the others")]
+    suite = suites.task_suite(label_task().model_copy(update={"max_new_tokens": 4}),
+                              write_jsonl(tmp_path / "eval.jsonl", rows), write_jsonl(tmp_path / "train.jsonl", rows))  # fmt: skip
+    words = lambda text: len(text.split())  # noqa: E731  (a stand-in tokenizer: one token per word)
+    assert suites.answer_budget_problem(suite, words) == (
+        "max_new_tokens is 4 but 1 of 2 gold answers need at least that many tokens (longest 7, case e2): "
+        "raise max_new_tokens in the task spec to at least 8")
+    roomy = suites.Suite(**{**suite.__dict__, "max_new_tokens": 8})
+    assert suites.answer_budget_problem(roomy, words) is None
+
+
+def test_the_gate_report_shows_each_contenders_task_figures(tmp_path):
+    from pipelines.config import CostSettings
+    from pipelines.gate.cost import cost_report
+    from pipelines.gate.report import decision_md
+
+    eval_ = write_jsonl(tmp_path / "eval.jsonl", [record(f"e{i}", f"q{i}", INTENTS[i % 4]) for i in range(40)])
+    suite = suites.task_suite(label_task(INTENTS), eval_)
+    rung, tuned = _card("zero_shot", suite, [i < 10 for i in range(40)]), _card("tuned", suite, [i < 30 for i in range(40)])
+    verdict = decision.decide({"zero_shot": rung}, tuned, general_ok(), ChampionInput("none"), GateSettings())
+    costs = cost_report({"zero_shot": rung}, "zero_shot", tuned, {"train_runtime_s": 60.0, "tokens_per_second": 100.0},
+                        CostSettings())  # fmt: skip
+    report = decision_md(verdict, {"zero_shot": rung}, tuned, general_ok(), costs)
+    assert "Pass rule per case (what the paired tests count): the answer, normalised" in report
+    assert "| contender | pass rate | macro accuracy | answers in the label set | worst label |" in report
+    assert "| tuned | 75.0% | 75.0% | 0.0% | " in report  # _card's outputs are empty: no answer is a label

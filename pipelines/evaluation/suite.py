@@ -169,6 +169,21 @@ def _label_set(task: TaskSpec, cases: list[dict], eval_path: Path, train_path: P
     return labels, unseen
 
 
+def answer_budget_problem(suite: Suite, count_tokens) -> str | None:
+    """Why ``max_new_tokens`` is too small for the gold answers, or None. A json or label
+    gold that does not fit can never pass (the answer is cut), whatever the model; a text
+    gold that does not fit caps its similarity. ``count_tokens``: text -> token count
+    (the model's tokenizer)."""
+    lengths = [(count_tokens(turn(c["record"], "assistant") or ""), c) for c in suite.cases]
+    longest, case = max(lengths, key=lambda lc: lc[0])
+    if longest < suite.max_new_tokens:  # room for the end-of-turn token
+        return None
+    over = sum(n >= suite.max_new_tokens for n, _ in lengths)
+    return (f"max_new_tokens is {suite.max_new_tokens} but {over} of {len(lengths)} gold answers need at least that "
+            f"many tokens (longest {longest}, case {case['id']}): raise max_new_tokens in the task spec to at least "
+            f"{longest + 1}")
+
+
 def general_suite(path: Path, max_new_tokens: int) -> Suite:
     """``evals/general.jsonl``: ``{"id","skill","kind","prompt","assert":[...]}`` per line,
     asked as a plain user turn; every assertion is a promptfoo built-in, tagged with the

@@ -155,3 +155,28 @@ def confusions_md(metrics: dict[str, Any]) -> str:
     if not metrics["top_confusions"]:
         return "_no confusions_"
     return markdown_table(["gold", "answered", "cases"], metrics["top_confusions"])
+
+
+def contenders_md(cards: dict[str, dict]) -> str | None:
+    """One row per contender with its type's figures beyond pass/fail (the gate report):
+    None when the cards carry no task metrics (cards cached before output types)."""
+    rows = []
+    for name, card in cards.items():
+        m = card.get("task_metrics")
+        if not m:
+            return None
+        if m["type"] == "json":
+            figures = [f"{m['field_accuracy']:.1%}", f"{m['field_f1']:.3f}",
+                       ", ".join(f"{f} {v:.0%}" for f, v in m["per_field_accuracy"].items())]
+        elif m["type"] == "label":
+            worst = min(m["per_label"].items(), key=lambda kv: (kv[1]["correct"] / kv[1]["n"], kv[0]))
+            figures = [f"{m['macro_accuracy']:.1%}", f"{m['valid_label_rate']:.1%}",
+                       f"{worst[0]} {worst[1]['correct']}/{worst[1]['n']}"]
+        else:
+            figures = [f"{m['mean_score']:.3f}", " / ".join(f"{v:.3f}" for v in m["score_quartiles"]), str(m["threshold"])]
+        rows.append([name, f"{card['pass_rate']:.1%}", *figures])
+    kind = next(iter(cards.values()))["task_metrics"]["type"]
+    headers = {"json": ["field accuracy", "field F1", "per field"],
+               "label": ["macro accuracy", "answers in the label set", "worst label"],
+               "text": ["mean score", "quartiles", "threshold"]}[kind]
+    return markdown_table(["contender", "pass rate", *headers], rows, max_cell=120)
