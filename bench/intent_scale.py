@@ -62,7 +62,8 @@ def make_task(out: Path, rows: int, labels: int) -> dict:
     if proc.returncode:
         raise SystemExit(f"make data failed on {out}:\n{proc.stderr[-3000:]}")
     layout = Layout(out / "home")
-    counts = {side: sum(1 for _ in read_jsonl(getattr(layout, f"{side}_file"))) for side in ("train", "validation", "eval")}
+    counts = {f"{side}_rows": sum(1 for _ in read_jsonl(getattr(layout, f"{side}_file")))
+              for side in ("train", "validation", "eval")}
     return {"data_s": time.perf_counter() - started, "data_peak_mib": children_peak_mib(), **counts,
             "layout": layout, "task_file": out / "task" / "task.yaml"}  # fmt: skip
 
@@ -80,7 +81,8 @@ def prompts(task_figures: dict, tokenizer, ladder) -> dict:
     tokens = {}
     for rung in ladder:
         conversations, _ = recipes.build(recipes.for_task(rung.recipe, task, rung.k), suite.records, train)
-        counts = [len(tokenizer.apply_chat_template(c, add_generation_prompt=True, tokenize=True)) for c in conversations]
+        counts = [len(tokenizer.apply_chat_template(c, add_generation_prompt=True, tokenize=True, return_dict=True)["input_ids"])
+                  for c in conversations]
         tokens[rung.name] = (sum(counts) / len(counts), max(counts))
     count = lambda text: len(tokenizer(text, add_special_tokens=False)["input_ids"])  # noqa: E731
     gold = max(count(turn(c["record"], "assistant")) for c in suite.cases)
@@ -103,15 +105,16 @@ def main() -> None:
     tokenizer = AutoTokenizer.from_pretrained(base_dir)
     with tempfile.TemporaryDirectory(prefix="tunegate-intent-scale-") as tmp_name:
         tmp = Path(tmp_name)
+        make_task(tmp / "warm-up", 480, 12)  # numba compiles the MinHash kernels once per install: not data time
         figures = {}
         for name, rows, labels in (("example", 480, 12), ("scale", args.rows, args.labels)):
             figures[name] = data = make_task(tmp / name, rows, labels)
             data.update(prompts(data, tokenizer, settings.eval.ladder))
             tok = ", ".join(f"{r} {m:.0f} (max {x})" for r, (m, x) in data["tokens"].items())
-            print(f"{name}: {rows} rows, {labels} labels -> train {data['train']}, validation {data['validation']}, "
-                  f"eval {data['eval']}; label set {data['labels']}\n"
+            print(f"{name}: {rows} rows, {labels} labels -> train {data['train_rows']}, validation "
+                  f"{data['validation_rows']}, eval {data['eval_rows']}; label set {data['labels']}\n"
                   f"  data (make data): {data['data_s']:.1f} s, peak RSS of a child so far {data['data_peak_mib']:.0f} MiB\n"
-                  f"  suite + label set: {data['suite_s']:.2f} s; retrieval index + 3 nearest for {data['eval']} cases: "
+                  f"  suite + label set: {data['suite_s']:.2f} s; retrieval index + 3 nearest for {data['eval_rows']} cases: "
                   f"{data['retrieval_s']:.2f} s\n  prompt tokens per call: {tok}\n"
                   f"  longest gold label {data['longest_gold_tokens']} tokens; max_new_tokens "
                   f"{data['suite'].max_new_tokens}: {data['budget_problem'] or 'fits'}", flush=True)  # fmt: skip
@@ -129,7 +132,7 @@ def main() -> None:
                           tmp / "cards", train=big["train"], batch_size=settings.eval.batch_size,
                           max_concurrency=settings.eval.max_concurrency, log=lambda _: None)  # fmt: skip
             wall = time.perf_counter() - started
-            print(f"\nladder on {len(suite.cases)} of {big['eval']} held-out cases (batch {settings.eval.batch_size}): "
+            print(f"\nladder on {len(suite.cases)} of {big['eval_rows']} held-out cases (batch {settings.eval.batch_size}): "
                   f"{wall:.1f} s, peak RSS of a child {children_peak_mib():.0f} MiB")  # fmt: skip
             for name, card in cards.items():
                 m = card["task_metrics"]

@@ -288,7 +288,7 @@ PARTITION = "tiny-llama"
 
 
 def _materialise_ladder(tmp_path: Path, tiny_model_dir: Path, tiny_registry: Path, task: dict,
-                        train: list[dict], eval_rows: list[dict], max_cases: int | None = None):  # fmt: skip
+                        train: list[dict], eval_rows: list[dict], max_cases: int | None = None, failure: bool = False):  # fmt: skip
     """The shipped ``prompt_ladder`` multi-asset (one rung: static few-shot, k=2) on the tiny
     random Llama, with ``task`` as evals/task.yaml. Upstream assets are test doubles."""
     import dagster as dg
@@ -321,7 +321,11 @@ def _materialise_ladder(tmp_path: Path, tiny_model_dir: Path, tiny_registry: Pat
     with dg.instance_for_test() as instance:
         instance.add_dynamic_partitions("base_model", [PARTITION])
         result = dg.materialize([*doubles, build_prompt_ladder(ladder)], instance=instance, partition_key=PARTITION,
-                                resources={"tunegate": tunegate, "promptfoo": PromptfooResource(timeout_s=300)})  # fmt: skip
+                                resources={"tunegate": tunegate, "promptfoo": PromptfooResource(timeout_s=300)},
+                                raise_on_error=not failure)  # fmt: skip
+        if failure:
+            assert not result.success
+            return [e.event_specific_data.error.message for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
         assert result.success
         card = result.output_for_node("prompt_ladder", "rung_static_few_shot")
         meta = {m.asset_key.to_user_string(): m.metadata for m in result.asset_materializations_for_node("prompt_ladder")}
@@ -395,3 +399,13 @@ def test_the_gate_report_shows_each_contenders_task_figures(tmp_path):
     assert "Pass rule per case (what the paired tests count): the answer, normalised" in report
     assert "| contender | pass rate | macro accuracy | answers in the label set | worst label |" in report
     assert "| tuned | 75.0% | 75.0% | 0.0% | " in report  # _card's outputs are empty: no answer is a label
+
+
+def test_the_ladder_refuses_a_label_that_cannot_fit_max_new_tokens(tmp_path, tiny_model_dir, tiny_registry):
+    """Before any generation: the model's tokenizer counts the longest gold answer."""
+    records = [record(f"r{i}", f"q{i}", label) for i, label in enumerate(INTENTS * 3)]
+    task = {"name": "intents", "system_prompt": "Name the intent.", "output": {"type": "label"}, "max_new_tokens": 2}
+    [message] = _materialise_ladder(tmp_path, tiny_model_dir, tiny_registry, task, records[:8], records[8:], failure=True)
+    assert "max_new_tokens is 2 but 4 of 4 gold answers need at least that many tokens" in message
+    assert "raise max_new_tokens in the task spec to at least" in message
+    assert not (tmp_path / "home" / "evals").exists()  # nothing was generated
