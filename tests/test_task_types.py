@@ -409,3 +409,21 @@ def test_the_ladder_refuses_a_label_that_cannot_fit_max_new_tokens(tmp_path, tin
     assert "max_new_tokens is 2 but 4 of 4 gold answers need at least that many tokens" in message
     assert "raise max_new_tokens in the task spec to at least" in message
     assert not (tmp_path / "home" / "evals").exists()  # nothing was generated
+
+
+def test_the_shipped_intent_example_is_what_the_script_writes(tmp_path):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("make_demo_data", REPO / "scripts" / "make_demo_data.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    script.write_intent_task(tmp_path, 480, 12, seed=20260101, name="intent_example")
+    shipped = REPO / "examples" / "intent"
+    assert (tmp_path / "intents.csv").read_text() == (shipped / "intents.csv").read_text()
+    for name in ("sources.yaml", "task.yaml"):
+        assert yaml.safe_load((tmp_path / name).read_text()) == yaml.safe_load((shipped / name).read_text())
+    assert yaml.safe_load((shipped / "tunegate.yaml").read_text()) == {"eval": {"task_file": "examples/intent/task.yaml"}}
+    assert "NOT the default demo" in (shipped / "task.yaml").read_text()
+    rows = (shipped / "intents.csv").read_text().splitlines()
+    assert rows[0] == "text,intent" and len(rows) == 481
+    assert {row.rsplit(",", 1)[1] for row in rows[1:]} == set(script.intent_labels(12))
