@@ -2,8 +2,8 @@
 
 A card holds the per-case outcomes (pass/fail, the output, each check's pass and score,
 tokens in and out, latency), the pass rate with a 95 % Wilson interval, the task's own
-figures (``task_metrics``: field partial credit, per-label accuracy, similarity), the suite's fingerprint and
-the contender's identity (artefact content hash + prompt recipe). Cards are cached under
+figures (``task_metrics``: field partial credit, per-label accuracy, similarity), the
+suite's fingerprint and the contender's identity (artefact content hash + prompt recipe). Cards are cached under
 (artefact identity, recipe, suite fingerprint, decoding settings): re-running the chain
 never scores an unchanged contender twice, which is what keeps re-tunes cheap.
 
