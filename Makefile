@@ -66,6 +66,7 @@ bench: setup
 	$(PY) bench/eval_overhead.py
 	$(PY) bench/prefix_cache.py
 	$(PY) bench/ladder_cost.py
+	$(PY) bench/intent_scale.py
 
 demo-data: python-deps
 	$(PY) scripts/make_demo_data.py

@@ -12,7 +12,16 @@ from pathlib import Path
 
 import dagster as dg
 
-from assets.scoring import base_artefact, card_metadata, general_suite, log_card, run_scoring, task_spec, task_suite
+from assets.scoring import (
+    base_artefact,
+    card_metadata,
+    check_answer_budget,
+    general_suite,
+    log_card,
+    run_scoring,
+    task_spec,
+    task_suite,
+)
 from pipelines import config
 from pipelines.evaluation import recipes
 from pipelines.evaluation.scorecard import Contender
@@ -56,7 +65,8 @@ def build_prompt_ladder(ladder: tuple[config.RungSettings, ...]) -> dg.AssetsDef
                 f"eval.ladder in {tunegate.settings_path()} is {[r.name for r in configured]}, but this code location "
                 f"was loaded with {[r.name for r in ladder]}: reload the code location (its assets come from the ladder)"))
         task = task_spec(tunegate)
-        suite = task_suite(tunegate, eval_set)
+        suite = task_suite(tunegate, eval_set, Path(train_set["path"]))
+        check_answer_budget(context, suite, Path(base_model["path"]))
         model, artefact = base_artefact(tunegate, context.partition_key, base_model)
         contenders = [Contender(r.name, artefact, recipes.for_task(r.recipe, task, r.k)) for r in ladder]
         train = list(read_jsonl(Path(train_set["path"])))

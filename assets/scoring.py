@@ -15,6 +15,7 @@ from pipelines.evaluation import suite as suites
 from pipelines.evaluation.runner import PromptfooError
 from pipelines.evaluation.scorecard import Contender, assertion_table_md, score, worst_failures_md
 from pipelines.evaluation.task import load_task
+from pipelines.evaluation.task_metrics import confusions_md, per_label_md, summary_md
 from pipelines.generation import ModelSpec
 from pipelines.resources import PromptfooResource, TunegateResource
 
@@ -31,11 +32,27 @@ def task_spec(tunegate: TunegateResource):
         raise dg.Failure(description=str(exc)) from exc
 
 
-def task_suite(tunegate: TunegateResource, eval_set: dict) -> suites.Suite:
+def task_suite(tunegate: TunegateResource, eval_set: dict, train_path: Path | None = None) -> suites.Suite:
+    """The held-out cases with the task's checks; a label task without ``output.labels``
+    takes its label set from the train split (default: the one written with this eval split)."""
     try:
-        return suites.task_suite(task_spec(tunegate), Path(eval_set["path"]))
+        return suites.task_suite(task_spec(tunegate), Path(eval_set["path"]), train_path or tunegate.layout.train_file,
+                                 tunegate.settings().eval.max_cases)  # fmt: skip
     except ConfigError as exc:
         raise dg.Failure(description=str(exc)) from exc
+
+
+def check_answer_budget(context, suite: suites.Suite, model_dir: Path) -> None:
+    """Fail before generating when a json or label gold answer cannot fit in
+    ``max_new_tokens`` (it could never pass); for a text task, warn."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    problem = suites.answer_budget_problem(suite, lambda text: len(tokenizer(text, add_special_tokens=False)["input_ids"]))
+    if problem and (suite.scoring or {}).get("type") == "text":
+        context.log.warning(problem)
+    elif problem:
+        raise dg.Failure(description=problem)
 
 
 def general_suite(tunegate: TunegateResource) -> suites.Suite:
@@ -88,6 +105,12 @@ def card_metadata(card: dict) -> dict:
         "results_path": dg.MetadataValue.path(card["results_path"]),
         "open_in_promptfoo": dg.MetadataValue.md(f"```\n{card['view_command']}\n```"),
     }
+    metrics = card.get("task_metrics")
+    if metrics:
+        metadata["task_metrics"] = dg.MetadataValue.md(summary_md(metrics))
+        if metrics["type"] == "label":
+            metadata["per_label_accuracy"] = dg.MetadataValue.md(per_label_md(metrics))
+            metadata["confusions"] = dg.MetadataValue.md(confusions_md(metrics))
     if card.get("target_pass_rate") is not None:
         metadata["target_pass_rate"] = dg.MetadataValue.float(card["target_pass_rate"])
     return metadata

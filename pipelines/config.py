@@ -287,6 +287,7 @@ class EvalSettings(_Strict):
     timeout_s: int = 1800
     general_max_new_tokens: int = Field(32, ge=1)
     max_concurrency: int = Field(4, ge=1)
+    max_cases: int | None = Field(None, ge=1)  # score a fixed sample of a large held-out split
 
 
     @field_validator("ladder")

@@ -6,17 +6,30 @@ epoch. Every data-stage rule shows up: exact duplicates (verbatim and after norm
 near duplicates (small edits), conflicting answers, cross-source copies and malformed rows.
 
     python scripts/make_demo_data.py   # writes data/demo/tickets.jsonl and data/demo/partner.csv
+                                       # and the second example task's examples/intent/intents.csv
+
+The second example task (``examples/intent/``) is a plain-label intent task: a CSV of
+``text,intent`` rows, the most common labelled data there is, scored as ``output.type:
+label``. Its intents are ``<topic>_<action>`` (e.g. ``card_fee``); the text names the topic
+and the action, so a small model can learn it. ``--intents-only --rows N --labels L --out DIR``
+writes a larger one of the same kind (the ~10k rows / ~80 labels scale check) with its own
+sources and task spec, not the shipped example.
 """
 
 from __future__ import annotations
 
+import argparse
 import csv
 import io
 import json
 import random
 from pathlib import Path
 
-OUT = Path(__file__).resolve().parent.parent / "data" / "demo"
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+OUT = REPO / "data" / "demo"
+INTENT_OUT = REPO / "examples" / "intent"
 CATEGORIES = ("billing", "technical", "account", "shipping", "refund")
 PRIORITIES = ("low", "medium", "high", "urgent")
 
@@ -221,13 +234,138 @@ def write_csv(rows: list[dict]) -> str:
     return buffer.getvalue()
 
 
-def main() -> None:
+# --------------------------------------------------------------------------- the intent task
+INTENT_TOPICS = {  # topic -> ways a customer names it
+    "card": ["my card", "my debit card", "the bank card"],
+    "transfer": ["a transfer", "my bank transfer", "the payment I sent"],
+    "account": ["my account", "my current account", "the joint account"],
+    "loan": ["my loan", "the personal loan", "my car loan"],
+    "savings": ["my savings account", "the savings pot", "my ISA"],
+    "app": ["the mobile app", "the banking app", "the app on my phone"],
+    "statement": ["my statement", "the monthly statement", "my e-statement"],
+    "mortgage": ["my mortgage", "the home loan", "my mortgage offer"],
+    "cheque": ["a cheque", "the cheque I paid in", "my cheque book"],
+    "pin": ["my PIN", "the card PIN", "my PIN code"],
+}
+INTENT_ACTIONS = {  # action -> templates with {thing}
+    "status": ["What is the status of {thing}?", "Any update on {thing}? I have been waiting {days} days.",
+               "Where is {thing} at right now?", "Can you check how {thing} is progressing?"],
+    "fee": ["Why was I charged a fee of {amount} for {thing}?", "What does {thing} cost per month?",
+            "There is a {amount} charge on {thing} I don't understand.", "Are there any fees for {thing}?"],
+    "cancel": ["Please cancel {thing}.", "I want to close {thing} today.", "How do I stop {thing} for good?",
+               "Cancel {thing}, I no longer need it."],
+    "limit": ["Can you raise the limit on {thing}?", "What is the daily limit for {thing}?",
+              "I hit the limit on {thing} at {amount}.", "Please lower the limit of {thing} to {amount}."],
+    "open": ["I'd like to open {thing}.", "How do I apply for {thing}?", "Can I set up {thing} online?",
+             "Start an application for {thing} please."],
+    "problem": ["Something is wrong with {thing}, it keeps failing.", "{thing} is not working since {day}.",
+                "I get an error with {thing} every time.", "{thing} stopped working this morning."],
+    "change": ["I need to change the details on {thing}.", "Please update the name on {thing}.",
+               "Can I switch {thing} to a different address?", "How do I edit {thing}?"],
+    "fraud": ["I think someone used {thing} without my permission.", "There is a payment on {thing} I did not make.",
+              "Please block {thing}, it may be compromised.", "I see suspicious activity on {thing}."],
+}
+INTENT_OPENERS = ["Hi,", "Hello,", "Good morning,", "Hey,", "", "", ""]
+INTENT_CLOSERS = ["Thanks.", "Thank you!", "Cheers, {name}.", "Regards, {name}.", "", "", ""]
+INTENT_SYSTEM = "Name the customer's intent. Reply with only the intent, e.g. card_fee."
+
+
+def intent_labels(n_labels: int) -> list[str]:
+    """The first ``n_labels`` ``<topic>_<action>`` intents, spread over topics and actions."""
+    combos = sorted(((t, a) for t in range(len(INTENT_TOPICS)) for a in range(len(INTENT_ACTIONS))),
+                    key=lambda ta: (max(ta), ta))  # 3x3 topics x actions first, then 4x4, ...
+    if not 2 <= n_labels <= len(combos):
+        raise SystemExit(f"--labels must be 2..{len(combos)}")
+    topics, actions = list(INTENT_TOPICS), list(INTENT_ACTIONS)
+    return [f"{topics[t]}_{actions[a]}" for t, a in combos[:n_labels]]
+
+
+def intent_row(label: str, rng: random.Random) -> dict:
+    topic, action = label.split("_", 1)
+    body = rng.choice(INTENT_ACTIONS[action]).format(
+        thing=rng.choice(INTENT_TOPICS[topic]), days=rng.randint(2, 30), day=rng.choice(SLOTS["day"]),
+        amount=f"${rng.randint(5, 900)}.{rng.randint(0, 99):02d}")
+    parts = [rng.choice(INTENT_OPENERS), body[0].upper() + body[1:], _fill(rng.choice(DETAILS), rng),
+             rng.choice(INTENT_CLOSERS).format(name=rng.choice(SLOTS["name"]))]
+    return {"text": " ".join(p for p in parts if p), "intent": label}
+
+
+def intents_csv(n_rows: int, labels: list[str], rng: random.Random) -> str:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=["text", "intent"], lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(intent_row(labels[i % len(labels)], rng) for i in range(n_rows))
+    return buffer.getvalue()
+
+
+def intent_task(labels: list[str], name: str) -> dict:
+    """The task spec of an intent task: the strong prompt lists every intent."""
+    listing = "\n".join(f"- {label}" for label in labels)
+    return {
+        "name": name,
+        "system_prompt": (f"You route customer messages at a bank. Choose exactly one intent:\n{listing}\n"
+                          "Reply with only the intent name, exactly as written above: no other text."),
+        "output": {"type": "label"},  # the closed set: every answer of the train split
+        "max_new_tokens": 12,
+        "target_pass_rate": 0.9,
+    }
+
+
+def intent_sources(csv_name: str, source: str) -> dict:
+    return {"sources": [{"name": source, "kind": "csv", "path": csv_name,
+                         "description": "Customer messages labelled with one intent (text,intent).",
+                         "fields": {"user": "text", "assistant": "intent"}, "label": "intent",
+                         "system_prompt": INTENT_SYSTEM}]}
+
+
+class _BlockDumper(yaml.SafeDumper):
+    """safe_dump, with multi-line strings (the strong prompt) as readable ``|`` blocks."""
+
+
+_BlockDumper.add_representer(str, lambda dumper, text: dumper.represent_scalar(
+    "tag:yaml.org,2002:str", text, style="|" if "\n" in text else None))
+
+
+def write_intent_task(out: Path, n_rows: int, n_labels: int, seed: int, name: str) -> None:
+    """A whole intent task in ``out``: the CSV, sources.yaml, task.yaml and tunegate.yaml."""
+    labels = intent_labels(n_labels)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "intents.csv").write_text(intents_csv(n_rows, labels, random.Random(seed)), encoding="utf-8")
+    folder = out.resolve().relative_to(REPO) if out.resolve().is_relative_to(REPO) else out
+    header = (f"# Generated by scripts/make_demo_data.py: {name}, a plain-label intent task ({n_rows} rows,\n"
+              f"# {n_labels} intents). NOT the default demo; run it with its three files:\n"
+              f"#   TUNEGATE_SOURCES={folder}/sources.yaml TUNEGATE_SETTINGS={folder}/tunegate.yaml \\\n"
+              f"#   TUNEGATE_HOME=.tunegate-{name} make data   (or make demo)\n")
+    dump = lambda doc: header + yaml.dump(doc, Dumper=_BlockDumper, sort_keys=False, allow_unicode=True)  # noqa: E731
+    (out / "sources.yaml").write_text(dump(intent_sources("intents.csv", name)))
+    (out / "task.yaml").write_text(dump(intent_task(labels, name)))
+    try:
+        task_file = (out / "task.yaml").resolve().relative_to(REPO)
+    except ValueError:
+        task_file = (out / "task.yaml").resolve()
+    (out / "tunegate.yaml").write_text(dump({"eval": {"task_file": str(task_file)}}))
+    print(f"wrote {n_rows} rows ({n_labels} intents) and sources.yaml, task.yaml, tunegate.yaml to {out}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Generate the demo data sets.")
+    parser.add_argument("--intents-only", action="store_true", help="only an intent task, into --out")
+    parser.add_argument("--rows", type=int, default=480, help="intent rows (with --intents-only)")
+    parser.add_argument("--labels", type=int, default=12, help="distinct intents (with --intents-only)")
+    parser.add_argument("--out", type=Path, default=None, help="folder of the intent task (with --intents-only)")
+    args = parser.parse_args(argv)
+    if args.intents_only:
+        if args.out is None:
+            raise SystemExit("--intents-only needs --out DIR (the shipped example is written without it)")
+        write_intent_task(args.out, args.rows, args.labels, seed=20260101, name=f"intent_{args.labels}")
+        return
     rng = random.Random(20240601)
     jsonl, partner = build(rng)
     OUT.mkdir(parents=True, exist_ok=True)
     (OUT / "tickets.jsonl").write_bytes(write_jsonl(jsonl, rng))
     (OUT / "partner.csv").write_text(write_csv(partner), encoding="utf-8")
     print(f"wrote {len(jsonl) + 8} rows to tickets.jsonl, {len(partner) + 4} rows to partner.csv in {OUT}")
+    write_intent_task(INTENT_OUT, 480, 12, seed=20260101, name="intent_example")
 
 
 if __name__ == "__main__":

@@ -1,8 +1,9 @@
 """Score cards: one contender on one suite, parsed from promptfoo's results, cached.
 
-A card holds the per-case outcomes (pass/fail, the output, which checks failed, tokens in
-and out, latency), the pass rate with a 95 % Wilson interval, the suite's fingerprint and
-the contender's identity (artefact content hash + prompt recipe). Cards are cached under
+A card holds the per-case outcomes (pass/fail, the output, each check's pass and score,
+tokens in and out, latency), the pass rate with a 95 % Wilson interval, the task's own
+figures (``task_metrics``: field partial credit, per-label accuracy, similarity), the
+suite's fingerprint and the contender's identity (artefact content hash + prompt recipe). Cards are cached under
 (artefact identity, recipe, suite fingerprint, decoding settings): re-running the chain
 never scores an unchanged contender twice, which is what keeps re-tunes cheap.
 
@@ -19,7 +20,7 @@ from typing import Any
 
 from pipelines import stats
 from pipelines.artefacts import sha256_json
-from pipelines.evaluation import recipes
+from pipelines.evaluation import recipes, task_metrics
 from pipelines.evaluation.runner import PromptfooError, PromptfooRunner, view_command, write_run
 from pipelines.evaluation.suite import Suite
 from pipelines.files import atomic_write_json
@@ -78,11 +79,13 @@ def parse_results(results_path: Path, suite: Suite, contenders: list[str]) -> di
             response = entry.get("response") or {}
             meta = response.get("metadata") or {}
             usage = response.get("tokenUsage") or {}
-            failed = []
+            failed, checks, scores = [], {}, {}
             for component in (entry.get("gradingResult") or {}).get("componentResults") or []:
                 assertion = component.get("assertion") or {}
                 name = assertion.get("metric") or assertion.get("type") or "assertion"
                 metric_pass[name].append(bool(component.get("pass")))
+                checks[name] = bool(component.get("pass"))
+                scores[name] = float(component.get("score") or 0.0)
                 if not component.get("pass"):
                     failed.append(name)
             cases.append(
@@ -95,6 +98,8 @@ def parse_results(results_path: Path, suite: Suite, contenders: list[str]) -> di
                     "output_tokens": int(meta.get("output_tokens", usage.get("completion") or 0)),
                     "prompt_tokens": int(usage.get("prompt") or 0),
                     "failed_assertions": failed,
+                    "checks": checks,  # each check's pass (json: per field: partial credit)
+                    "scores": scores,  # each check's score (text: the similarity)
                 }
             )
         cards[contender] = summarise(contender, suite, cases, {k: sum(v) / len(v) for k, v in metric_pass.items()})
@@ -121,6 +126,7 @@ def summarise(contender: str, suite: Suite, cases: list[dict], assertion_pass_ra
         "mean_latency_ms": sum(c["latency_ms"] for c in cases) / n,
         "mean_output_tokens": sum(c["output_tokens"] for c in cases) / n,
         "mean_prompt_tokens": sum(c.get("prompt_tokens", 0) for c in cases) / n,
+        "task_metrics": task_metrics.summarise(suite.scoring, cases),
         "cases": cases,
     }
 

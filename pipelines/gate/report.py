@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from pipelines.evaluation.task_metrics import contenders_md
 from pipelines.gate.cost import CostReport
 from pipelines.gate.decision import Decision, Pairing
 from pipelines.records import markdown_table
@@ -73,6 +74,10 @@ def decision_md(decision: Decision, rungs: dict[str, dict], tuned: dict, general
     if decision.actions:
         lines += ["**What to change:**", *[f"- {a}" for a in decision.actions], ""]
     lines += ["### The prompt ladder (held-out cases)", "", ladder_md(rungs, decision.baseline_rung, cost), ""]
+    figures = contenders_md({**rungs, "tuned": tuned})
+    if figures:
+        pass_rule = tuned["task_metrics"]["pass_rule"]
+        lines += [f"Pass rule per case (what the paired tests count): {pass_rule}. Beyond pass/fail:", "", figures, ""]
     vb = decision.versus_baseline
     contenders = [["tuned (merged, as trained)", _rate(tuned["pass_rate"]), _ci(tuned), f"{tuned['passed']}/{tuned['n']}"],
                   [f"baseline = {decision.baseline_rung}", _rate(baseline["pass_rate"]), _ci(baseline),
