@@ -173,9 +173,9 @@ def training_config(
         _reject_run_keys(layer, where)
         merged = deep_merge(merged, layer)
     if merged.get("flash_attention") and not flash_attention_available():
-        # gpu.yaml asks for flash attention "where available": without flash_attn, torch's SDPA
-        merged["flash_attention"] = False
-        merged["sdp_attention"] = True
+        # gpu.yaml asks for flash attention "where available": without flash_attn, torch's SDPA,
+        # and no sample packing (Axolotl warns packing + SDPA + bf16 may train on a 0.0 loss)
+        merged.update(flash_attention=False, sdp_attention=True, sample_packing=False, pad_to_sequence_len=False)
     return merged
 
 

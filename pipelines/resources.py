@@ -123,11 +123,25 @@ def instance_yaml() -> str:
     return text
 
 
+def _check_pg_url() -> None:
+    """SQLAlchemy 2.1 maps a bare ``postgresql://`` to psycopg 3; dagster-postgres brings
+    psycopg2. Say so at start-up instead of a ModuleNotFoundError on the first run."""
+    url = os.environ.get(PG_URL_ENV, "")
+    if url and not url.startswith("postgresql+psycopg2://"):
+        scheme = url.split("://", 1)[0] if "://" in url else "(none)"
+        raise config.ConfigError(
+            f"{PG_URL_ENV}: scheme {scheme!r}: use postgresql+psycopg2://user:password@host:5432/db "
+            "(a bare postgresql:// makes SQLAlchemy 2.1 load psycopg 3, which is not installed; "
+            "dagster-postgres ships psycopg2)"
+        )
+
+
 def ensure_dagster_home() -> Path:
     """``$DAGSTER_HOME`` (default: the repo's ``.dagster/``) with a ``dagster.yaml``. A file
     tunegate wrote is rewritten to follow ``DAGSTER_PG_URL``; one a user wrote is kept, but
     refused when ``DAGSTER_PG_URL`` is set and it does not configure PostgreSQL (runs would
     silently land in SQLite)."""
+    _check_pg_url()
     home = Path(os.environ.setdefault("DAGSTER_HOME", str(REPO_ROOT / ".dagster")))
     home.mkdir(parents=True, exist_ok=True)
     dagster_yaml = home / "dagster.yaml"
