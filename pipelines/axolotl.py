@@ -3,7 +3,7 @@
 Plain Python, no Dagster (``assets/training.py`` is the thin shell; ``axolotl_launcher.py``
 is the Pipes child that runs Axolotl). What lives here and why:
 
-- **Config generation**: ``axolotl_configs/qlora.yaml`` <- ``cpu.yaml`` (only without CUDA)
+- **Config generation**: ``axolotl_configs/qlora.yaml`` <- ``cpu.yaml`` (no CUDA) or ``gpu.yaml`` (CUDA)
   <- the registry entry (chat template, eot tokens, LoRA targets, ``axolotl_overrides``)
   <- ``tunegate.yaml`` ``training.overrides`` <- run-specific keys (paths). Written only with
   ``yaml.safe_dump``. The config hash covers everything but the run-specific paths, so it
@@ -17,9 +17,10 @@ is the Pipes child that runs Axolotl). What lives here and why:
   the run directory is ``Layout.run_dir(slug, key)``, so partitions and datasets never share
   files, and a finished run (done marker, written only after success and the learning
   guard) is reused instead of retrained.
-- **Launch**: ``axolotl train <yaml> --launcher python`` with a clean environment, the
-  AVX512-BF16 QLoRA workaround on the child's ``PYTHONPATH`` on CPU, resume from the newest
-  checkpoint after a crash.
+- **Launch**: ``axolotl train <yaml> --launcher python|torchrun|accelerate [-- <launcher args>]``
+  (``training.launcher`` / ``training.processes``: the same YAML on 1 or N processes) with a
+  clean environment, the AVX512-BF16 QLoRA workaround on the child's ``PYTHONPATH`` on CPU
+  (and ``CpuDataParallelPlugin`` for N CPU processes), resume from the newest checkpoint.
 - **Metrics**: ``MetricsLogPlugin`` (``pipelines/axolotl_plugin.py``) appends every Trainer
   log event, with its step, to ``metrics.jsonl`` in the run directory, across resumes;
   ``read_metrics`` keeps the latest record per (kind, step), so the "did it learn" guard

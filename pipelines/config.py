@@ -249,9 +249,6 @@ class SplitSettings(_Strict):
     min_validation: int = Field(16, ge=1)
 
 
-_POOL_RE = re.compile(r"^[A-Za-z0-9_.-]+$")
-
-
 class KubernetesSettings(_Strict):
     """``training.kubernetes``: the pod ``qlora_adapter`` runs in when ``training.backend`` is
     ``kubernetes``, in dagster-k8s' terms (``PipesK8sClient.run``: image, namespace,
@@ -290,17 +287,10 @@ class TrainingSettings(_Strict):
     timeout_s: int = 3600
     launcher: Literal["python", "accelerate", "torchrun"] = "python"  # axolotl train --launcher
     processes: int = Field(1, ge=1)    # data-parallel processes (one per GPU; gloo on CPU)
-    pool: str = "accelerator"          # Dagster concurrency pool of qlora_adapter
+    pool: str = Field("accelerator", pattern=r"^[A-Za-z0-9_.-]+$")  # Dagster concurrency pool of qlora_adapter
     pool_limit: int = Field(1, ge=1)   # training steps running at once, across all runs
     backend: Literal["local", "kubernetes"] = "local"
     kubernetes: KubernetesSettings = KubernetesSettings()
-
-    @field_validator("pool")
-    @classmethod
-    def _pool_name(cls, pool: str) -> str:
-        if not _POOL_RE.match(pool):
-            raise ValueError(f"pool {pool!r}: use letters, digits, '_', '-' or '.'")
-        return pool
 
     @model_validator(mode="after")
     def _launch_fits(self) -> TrainingSettings:
