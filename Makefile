@@ -13,7 +13,7 @@ NPM_STAMP := evals/node_modules/.tunegate-installed
 export DAGSTER_HOME := $(CURDIR)/.dagster
 export PYTHONUNBUFFERED := 1
 
-.PHONY: setup python-deps node-deps system-deps demo data test test-fast ui bench demo-data general-suite clean
+.PHONY: setup python-deps node-deps system-deps instance demo data test test-fast ui bench demo-data general-suite clean
 
 setup: python-deps node-deps system-deps
 
@@ -33,21 +33,26 @@ $(NPM_STAMP): evals/package.json evals/package-lock.json
 	cd evals && npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
-# Debian's chromium, for the end-to-end UI screenshot test (needs root; skipped otherwise)
+# Debian's chromium, for the end-to-end UI screenshot test, and Debian's postgresql, for the
+# test that runs the Dagster instance on a real PostgreSQL server (need root; skipped otherwise)
+PG_BINDIR := $(firstword $(wildcard /usr/lib/postgresql/*/bin))
 system-deps:
 	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && \
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
 	  || echo "chromium not installed: the UI screenshot test will be skipped"; }
+	@{ command -v initdb >/dev/null 2>&1 || [ -x "$(PG_BINDIR)/initdb" ]; } || { [ "$$(id -u)" = 0 ] && \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null) \
+	  || echo "postgresql not installed: the PostgreSQL instance test will be skipped"; }
 
-$(DAGSTER_HOME)/dagster.yaml:
-	mkdir -p $(DAGSTER_HOME)
-	printf 'telemetry:\n  enabled: false\n' > $@
+# $(DAGSTER_HOME)/dagster.yaml: telemetry off; dagster-postgres storage when DAGSTER_PG_URL is set
+instance: python-deps
+	$(PY) -m pipelines.resources >/dev/null
 
-demo: setup $(DAGSTER_HOME)/dagster.yaml
+demo: setup instance
 	$(PY) -m pipelines.demo
 
 # the data assets only (raw_pairs/* -> labeled_pairs -> deduped_pairs -> splits), no training
-data: python-deps $(DAGSTER_HOME)/dagster.yaml
+data: python-deps instance
 	$(PY) -m pipelines.data
 
 test: setup
@@ -56,7 +61,7 @@ test: setup
 test-fast: setup
 	$(PY) -m pytest -m "not slow and not ui"
 
-ui: setup $(DAGSTER_HOME)/dagster.yaml
+ui: setup instance
 	trap - INT; $(VENV)/bin/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
 
 bench: setup

@@ -12,12 +12,46 @@ import dagster as dg
 
 from pipelines import axolotl as ax
 from pipelines.files import tail
-from pipelines import base_models
+from pipelines import base_models, config, k8s_pod
 from pipelines.config import REPO_ROOT
 from pipelines.partitions import base_model_partitions
 from pipelines.resources import AxolotlResource, TunegateResource
 
 GROUP = "training"
+LAUNCHER_MODULE = "pipelines.axolotl_launcher"
+
+
+def _training_pool() -> str:
+    """The Dagster pool ``qlora_adapter`` runs in (tunegate.yaml ``training.pool``); its limit
+    (``training.pool_limit``) is set on the instance by the sensor, the schedule and ``make``."""
+    return config.load_settings(config.default_settings_file()).training.pool
+
+
+def _on_cuda(settings: config.TrainingSettings) -> bool | None:
+    """Whether the training process will see CUDA: a Kubernetes pod with GPUs does, whatever
+    this machine has; None lets the local machine say."""
+    if settings.backend == "kubernetes":
+        return k8s_pod.pod_gpus(settings.kubernetes, settings.processes) > 0
+    return None
+
+
+def _pod_launch(settings: config.TrainingSettings, plan: ax.RunPlan) -> k8s_pod.PodLaunch:
+    paths = [str(plan.run_dir), str(plan.base_model_dir), plan.config["dataset_prepared_path"],
+             *[entry["path"] for key in ("datasets", "test_datasets") for entry in plan.config[key]]]
+    return k8s_pod.pod_launch(settings.kubernetes, processes=settings.processes,
+                              launcher_module=LAUNCHER_MODULE, paths=paths)
+
+
+def _check_pod(launch: k8s_pod.PodLaunch) -> None:
+    """Build the pod as ``PipesK8sClient.run`` will (``build_pod_body``: the kubernetes
+    client's models), so a bad key fails here, before any training is queued."""
+    from dagster_k8s.pipes import build_pod_body
+
+    try:
+        build_pod_body(pod_name="tunegate-check", image=launch.image, command=launch.command, env_vars=launch.env,
+                       base_pod_meta=launch.base_pod_meta, base_pod_spec=launch.base_pod_spec)
+    except Exception as exc:  # dagster-k8s raises invariant violations and model errors
+        raise k8s_pod.PodSpecError(f"training.kubernetes: the pod spec is invalid: {exc}") from exc
 
 
 def _md_code(text: str, lang: str = "") -> dg.MetadataValue:
@@ -77,19 +111,25 @@ def axolotl_config(
             f"({train_set['fingerprint'][:12]} vs {validation_set['fingerprint'][:12]}): rematerialise both"
         )
     spec = tunegate.base_model(context.partition_key)
+    settings = tunegate.settings().training
     train_path, validation_path = Path(train_set["path"]), Path(validation_set["path"])
     ax.assert_disjoint(train_path, validation_path)
     plan = ax.plan_run(
         tunegate.layout,
         spec,
-        tunegate.settings().training,
+        settings,
         base_model_dir=Path(base_model["path"]),
         base_model_sha256=base_model["weights_sha256"],
         train_path=train_path,
         validation_path=validation_path,
         data_fingerprint=train_set["fingerprint"],
+        cuda=_on_cuda(settings),
     )
-    ax.validate_config(plan.config)
+    if settings.backend == "kubernetes":
+        _check_pod(_pod_launch(settings, plan))
+        ax.validate_config(plan.config, k8s_pod.pod_capabilities(settings.kubernetes, settings.processes))
+    else:
+        ax.validate_config(plan.config)
     path = ax.write_config(plan)
     text = path.read_text(encoding="utf-8")
     context.log.info(f"Axolotl config {plan.config_hash[:12]} -> {path}")
@@ -106,7 +146,8 @@ def axolotl_config(
             "run_key": plan.run_key,
             "run_dir": dg.MetadataValue.path(str(plan.run_dir)),
             "yaml_path": dg.MetadataValue.path(str(path)),
-            "cpu_overlay": not plan.cuda,
+            "profile": ax.GPU_OVERLAY if plan.cuda else ax.CPU_OVERLAY,
+            "launch": f"{settings.backend}: axolotl --launcher {plan.launcher}, {plan.processes} process(es)",
             "cpu_qlora_patch": plan.needs_cpu_qlora_patch,
             "data_fingerprint": plan.data_fingerprint,
             "yaml": _md_code(text, "yaml"),
@@ -184,8 +225,11 @@ def _adapter_metadata(record: dict, metrics: ax.TrainMetrics) -> dict:
     group_name=GROUP,
     kinds={"axolotl", "pytorch"},
     output_required=False,
+    pool=_training_pool(),
     description=(
-        "A QLoRA adapter trained by `axolotl train` (subprocess via Dagster Pipes). Skipped when "
+        "A QLoRA adapter trained by `axolotl train` through Dagster Pipes: a local subprocess, or a "
+        "Kubernetes pod (training.backend), with training.launcher and training.processes. Runs in "
+        "the training.pool concurrency pool (at most training.pool_limit at once). Skipped when "
         "the prompt-only baseline already meets the task target; reused when data, config and "
         "base weights are unchanged; fails unless eval loss fell by training.min_eval_loss_drop."
     ),
@@ -226,19 +270,26 @@ def qlora_adapter(
     if checkpoint is not None:
         context.log.info(f"Resuming from {checkpoint}")
     settings = tunegate.settings().training
+    on_k8s = settings.backend == "kubernetes"
+    timeout_s = axolotl.timeout_s or settings.timeout_s
+    extras = {
+        "command": ax.launch_command(launch_path, settings.kubernetes.axolotl if on_k8s else axolotl.executable,
+                                     launcher=plan.launcher, processes=plan.processes, cuda=plan.cuda),
+        "run_dir": str(plan.run_dir),
+        "cpu_qlora_patch": plan.needs_cpu_qlora_patch,
+        "extra_env": dict(axolotl.extra_env),
+        "timeout_s": timeout_s,
+    }
     try:
-        invocation = pipes_subprocess_client.run(
-            context=context,
-            command=[sys.executable, "-m", "pipelines.axolotl_launcher"],
-            cwd=str(REPO_ROOT),
-            extras={
-                "command": ax.launch_command(launch_path, axolotl.executable),
-                "run_dir": str(plan.run_dir),
-                "cpu_qlora_patch": plan.needs_cpu_qlora_patch,
-                "extra_env": dict(axolotl.extra_env),
-                "timeout_s": axolotl.timeout_s or settings.timeout_s,
-            },
-        )
+        if on_k8s:  # the same launcher and extras, in a pod; Pipes messages come back in its logs
+            invocation = axolotl.k8s_client().run(
+                context=context, extras=extras, pod_wait_timeout=timeout_s + 600,
+                **_pod_launch(settings, plan).run_kwargs(),
+            )
+        else:
+            invocation = pipes_subprocess_client.run(
+                context=context, command=[sys.executable, "-m", LAUNCHER_MODULE], cwd=str(REPO_ROOT), extras=extras,
+            )
     except Exception as exc:  # the Pipes client's error type is not public API; any launch failure gets the tail
         raise dg.Failure(
             description=(

@@ -10,7 +10,7 @@ import dagster as dg
 
 from pipelines import config, retune
 from pipelines.partitions import base_model_partitions
-from pipelines.resources import TunegateResource
+from pipelines.resources import TunegateResource, apply_pool_limit
 
 tune_job = dg.define_asset_job(
     "tune_job",
@@ -69,6 +69,8 @@ def base_model_registry_sensor(context: dg.SensorEvaluationContext, tunegate: Tu
     if not new:
         return dg.SkipReason(f"no new base model in {tunegate.base_models_path()}")
     settings = tunegate.settings()
+    if apply_pool_limit(context.instance, settings.training):  # several new models: their training queues
+        context.log.info(f"pool {settings.training.pool!r}: limit {settings.training.pool_limit} (tunegate.yaml)")
     requests = []
     for spec in specs:
         if spec.name in new:
@@ -108,6 +110,7 @@ def _cron() -> str:
 )
 def weekly_retune_schedule(context: dg.ScheduleEvaluationContext, tunegate: TunegateResource):
     settings = tunegate.settings()
+    apply_pool_limit(context.instance, settings.training)
     known = set(context.instance.get_dynamic_partitions(base_model_partitions.name))
     newest_at, newest = retune.latest_source_mtime(tunegate.sources(), tunegate.sources_path())
     tick = _tick_time(context)

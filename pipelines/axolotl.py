@@ -3,7 +3,7 @@
 Plain Python, no Dagster (``assets/training.py`` is the thin shell; ``axolotl_launcher.py``
 is the Pipes child that runs Axolotl). What lives here and why:
 
-- **Config generation**: ``axolotl_configs/qlora.yaml`` <- ``cpu.yaml`` (only without CUDA)
+- **Config generation**: ``axolotl_configs/qlora.yaml`` <- ``cpu.yaml`` (no CUDA) or ``gpu.yaml`` (CUDA)
   <- the registry entry (chat template, eot tokens, LoRA targets, ``axolotl_overrides``)
   <- ``tunegate.yaml`` ``training.overrides`` <- run-specific keys (paths). Written only with
   ``yaml.safe_dump``. The config hash covers everything but the run-specific paths, so it
@@ -17,9 +17,10 @@ is the Pipes child that runs Axolotl). What lives here and why:
   the run directory is ``Layout.run_dir(slug, key)``, so partitions and datasets never share
   files, and a finished run (done marker, written only after success and the learning
   guard) is reused instead of retrained.
-- **Launch**: ``axolotl train <yaml> --launcher python`` with a clean environment, the
-  AVX512-BF16 QLoRA workaround on the child's ``PYTHONPATH`` on CPU, resume from the newest
-  checkpoint after a crash.
+- **Launch**: ``axolotl train <yaml> --launcher python|torchrun|accelerate [-- <launcher args>]``
+  (``training.launcher`` / ``training.processes``: the same YAML on 1 or N processes) with a
+  clean environment, the AVX512-BF16 QLoRA workaround on the child's ``PYTHONPATH`` on CPU
+  (and ``CpuDataParallelPlugin`` for N CPU processes), resume from the newest checkpoint.
 - **Metrics**: ``MetricsLogPlugin`` (``pipelines/axolotl_plugin.py``) appends every Trainer
   log event, with its step, to ``metrics.jsonl`` in the run directory, across resumes;
   ``read_metrics`` keeps the latest record per (kind, step), so the "did it learn" guard
@@ -48,6 +49,7 @@ from pipelines.records import read_jsonl
 TEMPLATE_DIR = REPO_ROOT / "axolotl_configs"
 BASE_TEMPLATE = "qlora.yaml"
 CPU_OVERLAY = "cpu.yaml"
+GPU_OVERLAY = "gpu.yaml"
 PATCH_DIR = Path(__file__).resolve().parent / "cpu_qlora_patch"
 
 CONFIG_FILE = "axolotl.yaml"
@@ -59,6 +61,8 @@ DONE_MARKER = "tunegate-done.json"
 
 # Records every Trainer log event to the run's metrics file; the guard reads nothing else.
 METRICS_PLUGIN = "pipelines.axolotl_plugin.MetricsLogPlugin"
+# Added to CPU runs with more than one process: Axolotl 0.19 cannot run DDP on CPU without it.
+CPU_DDP_PLUGIN = "pipelines.axolotl_plugin.CpuDataParallelPlugin"
 METRICS_FILE_KEY = "tunegate_metrics_file"  # the plugin's config key (MetricsLogArgs)
 
 # Keys tunegate fills per run; excluded from the config hash (machine paths) and rejected in
@@ -124,6 +128,13 @@ def cuda_available() -> bool:
     return torch.cuda.is_available()
 
 
+def flash_attention_available() -> bool:
+    """Axolotl's ``flash_attention: true`` needs the ``flash_attn`` package (CUDA builds only)."""
+    import importlib.util
+
+    return importlib.util.find_spec("flash_attn") is not None
+
+
 def _reject_run_keys(layer: dict[str, Any], where: str) -> None:
     for key in RUN_SPECIFIC_KEYS:
         if key in layer:
@@ -140,10 +151,12 @@ def training_config(
     cuda: bool,
     template_dir: Path = TEMPLATE_DIR,
 ) -> dict[str, Any]:
-    """The merged, machine-independent training config (what the config hash covers)."""
+    """The merged, machine-independent training config (what the config hash covers):
+    the QLoRA template, then the GPU profile (CUDA) or the CPU overlay, then the registry
+    entry and ``training.overrides``."""
     layers: list[tuple[str, dict[str, Any]]] = [(BASE_TEMPLATE, load_template(BASE_TEMPLATE, template_dir))]
-    if not cuda:
-        layers.append((CPU_OVERLAY, load_template(CPU_OVERLAY, template_dir)))
+    overlay = GPU_OVERLAY if cuda else CPU_OVERLAY
+    layers.append((overlay, load_template(overlay, template_dir)))
     layers.append(
         (
             f"base model {spec.name!r}",
@@ -160,6 +173,10 @@ def training_config(
     for where, layer in layers:
         _reject_run_keys(layer, where)
         merged = deep_merge(merged, layer)
+    if merged.get("flash_attention") and not flash_attention_available():
+        # gpu.yaml asks for flash attention "where available": without flash_attn, torch's SDPA,
+        # and no sample packing (Axolotl warns packing + SDPA + bf16 may train on a 0.0 loss)
+        merged.update(flash_attention=False, sdp_attention=True, sample_packing=False, pad_to_sequence_len=False)
     return merged
 
 
@@ -215,6 +232,8 @@ class RunPlan:
     base_model_dir: Path
     tokenizer_hash: str
     cuda: bool
+    launcher: str = "python"
+    processes: int = 1
 
     @property
     def config_path(self) -> Path:
@@ -273,7 +292,12 @@ def plan_run(
             f"merged config: `plugins` must include {METRICS_PLUGIN}: the \"did it learn\" guard reads "
             f"the metrics it records (plugins now: {base_cfg.get('plugins') or []})"
         )
-    cfg_hash = config_hash(base_cfg)
+    check_launch(settings.launcher, settings.processes, cuda=cuda)
+    if settings.processes > 1 and not cuda:
+        base_cfg["plugins"] = [*base_cfg["plugins"], CPU_DDP_PLUGIN]
+    # N processes train on N x the global batch (Axolotl: micro x accumulation x world size):
+    # a different run. One process keeps the hash every earlier run was keyed by.
+    cfg_hash = config_hash(base_cfg if settings.processes == 1 else {**base_cfg, "_processes": settings.processes})
     key = run_key(data_fingerprint, cfg_hash, base_model_sha256)
     run_dir = layout.run_dir(spec.slug, key)
     tok_hash = tokenizer_hash(base_model_dir)
@@ -299,6 +323,8 @@ def plan_run(
         base_model_dir=Path(base_model_dir),
         tokenizer_hash=tok_hash,
         cuda=cuda,
+        launcher=settings.launcher,
+        processes=settings.processes,
     )
 
 
@@ -355,9 +381,11 @@ def _format_pydantic(exc) -> list[str]:
     return out
 
 
-def validate_config(cfg: dict[str, Any]) -> None:
+def validate_config(cfg: dict[str, Any], capabilities: tuple[dict, dict] | None = None) -> None:
     """Validate with Axolotl's own schema (the same call ``axolotl train`` makes), plus
-    unknown-key detection. Raises ``AxolotlConfigError`` naming each bad key."""
+    unknown-key detection. Raises ``AxolotlConfigError`` naming each bad key.
+    ``capabilities``: Axolotl's ``(capabilities, env_capabilities)`` of the machine that will
+    train (default: this one's, probed as ``axolotl train`` does), e.g. a GPU pod's."""
     if cfg.get("adapter") == "lora" and (cfg.get("load_in_4bit") or cfg.get("load_in_8bit")):
         raise AxolotlConfigError(
             "adapter: lora with load_in_4bit/load_in_8bit: true would still train on a quantised base; for a plain "
@@ -390,7 +418,7 @@ def validate_config(cfg: dict[str, Any]) -> None:
                 problems += _unknown_keys(entry, dataset_keys, f"{list_key}[{index}].")
     if problems:
         raise AxolotlConfigError("invalid Axolotl config: " + "; ".join(problems))
-    capabilities, env_capabilities = gpu_capabilities()
+    capabilities, env_capabilities = capabilities or gpu_capabilities()
     try:
         axolotl_validate(
             DictDefault(copy.deepcopy(cfg)),
@@ -406,9 +434,11 @@ def validate_config(cfg: dict[str, Any]) -> None:
 # --------------------------------------------------------------------------- launch
 def launch_env(base: dict[str, str] | os._Environ, *, cpu_qlora_patch: bool, extra: dict[str, str] | None = None) -> dict[str, str]:
     """The training subprocess's environment: inherited, minus ACCELERATE_USE_*, plus the
-    offline/no-telemetry variables and (QLoRA on CPU) the AVX512-BF16 workaround."""
+    offline/no-telemetry variables and (QLoRA on CPU) the AVX512-BF16 workaround. This
+    interpreter's ``bin`` goes first on PATH: Axolotl starts ``torchrun`` / ``accelerate`` by name."""
     env = {k: v for k, v in base.items() if not k.startswith(_STRIPPED_ENV_PREFIXES)}
     env.update(SUBPROCESS_ENV)
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), *[p for p in env.get("PATH", "").split(os.pathsep) if p]])
     for key, value in (extra or {}).items():
         if key.startswith(_STRIPPED_ENV_PREFIXES):
             raise ValueError(f"refusing to set {key}: Axolotl drops its device map when it is set")
@@ -427,8 +457,38 @@ def axolotl_executable(executable: str = "") -> str:
     return str(candidate) if candidate.exists() else "axolotl"
 
 
-def launch_command(config_path: Path, executable: str = "") -> list[str]:
-    return [axolotl_executable(executable), "train", str(config_path), "--launcher", "python"]
+def check_launch(launcher: str, processes: int, *, cuda: bool) -> None:
+    """Refuse launcher/process combinations that cannot start, naming the fix."""
+    if processes > 1 and launcher == "python":
+        raise AxolotlConfigError(f"training.processes: {processes} needs launcher torchrun or accelerate")
+    if processes > 1 and launcher == "accelerate" and not cuda:
+        raise AxolotlConfigError(
+            f"training.launcher: accelerate with processes: {processes} on a machine without CUDA: accelerate's "
+            "multi-CPU launch goes through mpirun (not installed); use `launcher: torchrun` (gloo) on CPU"
+        )
+
+
+def launcher_args(launcher: str, processes: int, *, cuda: bool) -> list[str]:
+    """Arguments for the launcher Axolotl starts (after ``--`` on its command line), in the
+    launchers' own terms: ``torchrun --standalone --nproc_per_node N`` (a free rendezvous
+    port, so two runs on one host do not collide); ``accelerate launch --num_processes N``
+    (``--multi_gpu`` for N > 1)."""
+    if launcher == "torchrun":
+        return ["--standalone", "--nproc_per_node", str(processes)]
+    if launcher == "accelerate":
+        args = ["--num_processes", str(processes), "--num_machines", "1", "--dynamo_backend", "no"]
+        return args + (["--multi_gpu"] if processes > 1 else []) + ([] if cuda else ["--cpu"])
+    return []
+
+
+def launch_command(config_path: Path, executable: str = "", *, launcher: str = "python", processes: int = 1,
+                   cuda: bool = False) -> list[str]:
+    """``axolotl train <yaml> --launcher <launcher> [-- <launcher args>]``: the same YAML runs
+    on one process or data-parallel on N."""
+    check_launch(launcher, processes, cuda=cuda)
+    command = [axolotl_executable(executable), "train", str(config_path), "--launcher", launcher]
+    extra = launcher_args(launcher, processes, cuda=cuda)
+    return command + (["--", *extra] if extra else [])
 
 
 def _checkpoint_step(path: Path) -> int:

@@ -13,6 +13,7 @@ import dagster as dg
 
 from pipelines import config
 from pipelines.config import REPO_ROOT
+from pipelines.files import atomic_write_text
 
 
 class TunegateResource(dg.ConfigurableResource):
@@ -69,6 +70,17 @@ class AxolotlResource(dg.ConfigurableResource):
     executable: str = ""
     extra_env: dict[str, str] = {}
     timeout_s: int = 0
+    # How the Kubernetes backend (tunegate.yaml training.backend: kubernetes) reaches the
+    # cluster, as dagster-k8s' PipesK8sClient takes it: empty = in-cluster config when
+    # KUBERNETES_SERVICE_HOST is set, else the default kubeconfig.
+    kubeconfig_file: str = ""
+    kube_context: str = ""
+
+    def k8s_client(self):
+        """dagster-k8s' Pipes client for a training pod (it reads pod logs for Pipes messages)."""
+        from dagster_k8s import PipesK8sClient
+
+        return PipesK8sClient(kubeconfig_file=self.kubeconfig_file or None, kube_context=self.kube_context or None)
 
 
 class PromptfooResource(dg.ConfigurableResource):
@@ -96,12 +108,79 @@ class PromptfooResource(dg.ConfigurableResource):
         )
 
 
-def persistent_instance() -> dg.DagsterInstance:
-    """The instance under ``$DAGSTER_HOME`` (default: the repo's ``.dagster/``, created with
-    telemetry off): without DAGSTER_HOME, runs would go to a throwaway instance."""
+PG_URL_ENV = "DAGSTER_PG_URL"
+_GENERATED = "# written by tunegate (pipelines/resources.py), which rewrites it while this line is here: delete the line to keep your edits\n"
+
+
+def instance_yaml() -> str:
+    """The ``dagster.yaml`` tunegate writes: telemetry off, and when ``DAGSTER_PG_URL`` is set,
+    dagster-postgres' run, event-log and schedule storage (its documented ``storage:
+    postgres: postgres_url: {env: ...}`` form: the URL, password included, stays in the
+    environment, never in the file). Without it, Dagster's embedded SQLite."""
+    text = _GENERATED + "telemetry:\n  enabled: false\n"
+    if os.environ.get(PG_URL_ENV):
+        text += f"storage:\n  postgres:\n    postgres_url:\n      env: {PG_URL_ENV}\n"
+    return text
+
+
+def _check_pg_url() -> None:
+    """SQLAlchemy 2.1 maps a bare ``postgresql://`` to psycopg 3; dagster-postgres brings
+    psycopg2. Say so at start-up instead of a ModuleNotFoundError on the first run."""
+    url = os.environ.get(PG_URL_ENV, "")
+    if url and not url.startswith("postgresql+psycopg2://"):
+        scheme = url.split("://", 1)[0] if "://" in url else "(none)"
+        raise config.ConfigError(
+            f"{PG_URL_ENV}: scheme {scheme!r}: use postgresql+psycopg2://user:password@host:5432/db "
+            "(a bare postgresql:// makes SQLAlchemy 2.1 load psycopg 3, which is not installed; "
+            "dagster-postgres ships psycopg2)"
+        )
+
+
+def ensure_dagster_home() -> Path:
+    """``$DAGSTER_HOME`` (default: the repo's ``.dagster/``) with a ``dagster.yaml``. A file
+    tunegate wrote is rewritten to follow ``DAGSTER_PG_URL``; one a user wrote is kept, but
+    refused when ``DAGSTER_PG_URL`` is set and it does not configure PostgreSQL (runs would
+    silently land in SQLite)."""
+    _check_pg_url()
     home = Path(os.environ.setdefault("DAGSTER_HOME", str(REPO_ROOT / ".dagster")))
     home.mkdir(parents=True, exist_ok=True)
     dagster_yaml = home / "dagster.yaml"
-    if not dagster_yaml.exists():
-        dagster_yaml.write_text("telemetry:\n  enabled: false\n")
-    return dg.DagsterInstance.get()
+    current = dagster_yaml.read_text() if dagster_yaml.exists() else None
+    if current is None or current.startswith(_GENERATED) or current.strip() == "telemetry:\n  enabled: false":
+        if current != instance_yaml():
+            atomic_write_text(dagster_yaml, instance_yaml())
+    elif os.environ.get(PG_URL_ENV) and "postgres" not in current:
+        raise config.ConfigError(
+            f"{dagster_yaml}: {PG_URL_ENV} is set but this dagster.yaml (not written by tunegate) configures no "
+            f"PostgreSQL storage; add `storage: {{postgres: {{postgres_url: {{env: {PG_URL_ENV}}}}}}}` or unset {PG_URL_ENV}"
+        )
+    return home
+
+
+def apply_pool_limit(instance: dg.DagsterInstance, settings: config.TrainingSettings) -> bool:
+    """Set the training pool's limit on ``instance`` to ``training.pool_limit`` (what
+    ``dagster instance concurrency set <pool> <limit>`` does), unless it already is. Called
+    by the sensor and the schedule before they request runs and by ``make demo``/``make data``,
+    so tunegate.yaml stays the one place the limit lives. True when it changed."""
+    storage = instance.event_log_storage
+    if not storage.supports_global_concurrency_limits:
+        return False
+    current = storage.get_concurrency_info(settings.pool).slot_count
+    if current == settings.pool_limit:
+        return False
+    storage.set_concurrency_slots(settings.pool, settings.pool_limit)
+    return True
+
+
+def persistent_instance() -> dg.DagsterInstance:
+    """The instance under ``$DAGSTER_HOME`` (see ``ensure_dagster_home``; without
+    DAGSTER_HOME, runs would go to a throwaway instance), on PostgreSQL when
+    ``DAGSTER_PG_URL`` is set, with the training pool's limit from tunegate.yaml."""
+    ensure_dagster_home()
+    instance = dg.DagsterInstance.get()
+    apply_pool_limit(instance, config.load_settings(config.default_settings_file()).training)
+    return instance
+
+
+if __name__ == "__main__":  # `make` writes $DAGSTER_HOME/dagster.yaml with this
+    print(ensure_dagster_home() / "dagster.yaml")

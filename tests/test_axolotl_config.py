@@ -53,11 +53,12 @@ def model_dir(tmp_path) -> Path:
 
 
 # --------------------------------------------------------------------------- merging
-def _templates(tmp_path: Path, base: dict, cpu: dict) -> Path:
+def _templates(tmp_path: Path, base: dict, cpu: dict, gpu: dict | None = None) -> Path:
     folder = tmp_path / "templates"
     folder.mkdir()
     (folder / ax.BASE_TEMPLATE).write_text(yaml.safe_dump(base))
     (folder / ax.CPU_OVERLAY).write_text(yaml.safe_dump(cpu))
+    (folder / ax.GPU_OVERLAY).write_text(yaml.safe_dump(gpu or {}))
     return folder
 
 
@@ -66,6 +67,7 @@ def test_merge_order_template_cpu_registry_settings(tmp_path):
         tmp_path,
         base={"lora_r": 16, "learning_rate": 1e-3, "bf16": "auto", "warmup_ratio": 0.1, "trl": {"beta": 1, "x": 2}},
         cpu={"bf16": False, "lora_r": 12},
+        gpu={"sequence_len": 2048},
     )
     spec = _spec(axolotl_overrides={"lora_r": 8, "learning_rate": 5e-4, "trl": {"beta": 3}})
     settings = TrainingSettings(overrides={"lora_r": 4, "warmup_ratio": None})
@@ -79,6 +81,7 @@ def test_merge_order_template_cpu_registry_settings(tmp_path):
 
     on_gpu = ax.training_config(spec, TrainingSettings(), cuda=True, template_dir=folder)
     assert on_gpu["bf16"] == "auto"  # no CPU overlay with CUDA
+    assert on_gpu["sequence_len"] == 2048 and "sequence_len" not in cfg  # the GPU profile, only with CUDA
 
 
 def test_shipped_templates_have_the_cpu_keys_and_qlora_defaults():
@@ -94,7 +97,7 @@ def test_shipped_templates_have_the_cpu_keys_and_qlora_defaults():
     assert cfg["eval_strategy"] == "epoch" and "eval_steps" not in cfg
     assert cfg["plugins"] == ["pipelines.axolotl_plugin.TrimComputePlugin", ax.METRICS_PLUGIN]
     gpu = ax.training_config(_spec(), TrainingSettings(), cuda=True)
-    assert "bf16" not in gpu and "lora_qkv_kernel" not in gpu
+    assert "lora_qkv_kernel" not in gpu and gpu["bf16"] is True  # gpu.yaml, not cpu.yaml
 
 
 def test_run_specific_keys_are_refused_in_overrides():
@@ -229,7 +232,8 @@ def test_launch_env_is_clean_and_offline():
     for key, value in ax.SUBPROCESS_ENV.items():
         assert env[key] == value
     assert env["PYTHONPATH"].split(":") == [str(ax.PATCH_DIR), "/x"]
-    assert env["MY_FLAG"] == "1" and env["PATH"] == "/usr/bin"
+    assert env["MY_FLAG"] == "1"
+    assert env["PATH"].split(":") == [str(Path(sys.executable).parent), "/usr/bin"]  # torchrun/accelerate by name
     assert "PYTHONPATH" not in ax.launch_env({}, cpu_qlora_patch=False)
     with pytest.raises(ValueError, match="ACCELERATE_USE_CPU"):
         ax.launch_env({}, cpu_qlora_patch=False, extra={"ACCELERATE_USE_CPU": "1"})
