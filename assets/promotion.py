@@ -28,7 +28,10 @@ GROUP = "promotion"
 def _champion(context, tunegate, promptfoo, eval_set: dict, tuned_model: dict) -> tuple[ChampionInput, dict]:
     task = task_spec(tunegate).name
     store = tunegate.tracking_store()
-    entry = registry.champion(store, task)
+    try:
+        entry = registry.champion(store, task)
+    except registry.RegistryError as exc:  # not knowing the champion is no reason to skip its check
+        raise dg.Failure(description=str(exc)) from exc
     if entry is None:
         return ChampionInput("none"), {}
     if entry["artefact"]["id"] == tuned_model["artefact"]["id"]:
@@ -147,7 +150,11 @@ def promoted_model(context: dg.AssetExecutionContext, tunegate: TunegateResource
         entry = registry.promote(store, new, base_model)
     except registry.RegistryError as exc:
         raise dg.Failure(description=f"promotion of {context.partition_key} did not complete: {exc}") from exc
-    path = registry.export(store, tunegate.layout.registry_file)
+    path = tunegate.layout.registry_file
+    try:
+        registry.export(store, path)
+    except OSError as exc:  # the export is derived: the promotion stands without it
+        context.log.warning(f"{entry['task']} version {entry['version']} is champion, but {path} was not rewritten: {exc}")
     context.log.info(f"Promoted {entry['model_dir']} as the {task} champion: version {entry['version']}")
     yield dg.Output(
         entry,

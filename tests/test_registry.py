@@ -273,3 +273,13 @@ def test_the_server_going_away_between_register_and_alias_leaves_the_champion(ml
     retried = registry.promote(store, candidate, BASE_MODEL)  # the retry reuses version 2
     assert retried["version"] == 2 and set(_versions(store, task)) == {1, 2}
     assert registry.champion(store, task)["partition"] == "model-b"
+
+
+def test_an_unreachable_store_is_named_not_taken_for_no_champion(monkeypatch):
+    from tests.mlflow_store import free_port
+
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
+    store = tracking.Store(f"http://127.0.0.1:{free_port()}")  # nothing listens there
+    with pytest.raises(registry.RegistryError, match=rf"cannot read the 'triage' champion from the MLflow store {store.uri}"):
+        registry.champion(store, "triage")

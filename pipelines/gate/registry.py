@@ -68,17 +68,14 @@ def entry(task: str, partition: str, artefact: dict, base_model: dict, adapter: 
 
 
 def version_tags(new: dict) -> dict[str, str]:
-    """What a reviewer filters and reads on the model version page."""
+    """What a reviewer filters and reads on the model version page (the rest is in entry.json)."""
     scores = new.get("scores") or {}
     return tracking.tags(
-        task=new["task"], partition=new["partition"], artefact_id=new["artefact"]["id"],
-        base_model=new["base_model"].get("name"), base_model_sha256=new["base_model"].get("weights_sha256"),
+        partition=new["partition"], artefact_id=new["artefact"]["id"], base_model=new["base_model"].get("name"),
         data_fingerprint=new.get("data_fingerprint"), eval_fingerprint=new.get("suite_fingerprint"),
-        config_hash=new.get("config_hash"), run_key=new.get("run_key"),
-        tuned_pass_rate=(scores.get("tuned") or {}).get("pass_rate"),
-        baseline_pass_rate=(scores.get("baseline") or {}).get("pass_rate"),
-        p_value=new.get("p_value"), margin=new.get("margin"), decision_run=new.get("decision_run_id"),
-        training_run=new.get("training_run_id"), model_dir=new["model_dir"], promoted_at=new["promoted_at"],
+        config_hash=new.get("config_hash"), tuned_pass_rate=(scores.get("tuned") or {}).get("pass_rate"),
+        baseline_pass_rate=(scores.get("baseline") or {}).get("pass_rate"), p_value=new.get("p_value"),
+        decision_run=new.get("decision_run_id"), training_run=new.get("training_run_id"),
     )  # fmt: skip
 
 
@@ -106,13 +103,19 @@ def _read_entry(client, version) -> dict:
 
 
 def champion(store: tracking.Store, task: str) -> dict | None:
-    """The entry of the version the ``champion`` alias points at, or None."""
+    """The entry of the version the ``champion`` alias points at, or None. Raises
+    RegistryError, naming the store, when it cannot be read."""
+    from mlflow.exceptions import MlflowException
+
     client = store.client()
-    model = _registered(client, task)
-    number = (model.aliases or {}).get(CHAMPION) if model else None
-    if number is None:
-        return None
-    return _read_entry(client, client.get_model_version(task, str(number)))
+    try:
+        model = _registered(client, task)
+        number = (model.aliases or {}).get(CHAMPION) if model else None
+        if number is None:
+            return None
+        return _read_entry(client, client.get_model_version(task, str(number)))
+    except (MlflowException, OSError) as exc:
+        raise RegistryError(f"cannot read the {task!r} champion from the MLflow store {store.uri}: {exc}") from exc
 
 
 def champion_model_dir(store: tracking.Store, entry: dict, cache_dir: Path) -> Path:
