@@ -154,7 +154,7 @@ def promoted_model(context: dg.AssetExecutionContext, tunegate: TunegateResource
     try:
         registry.export(store, path)
     except OSError as exc:  # the export is derived: the promotion stands without it
-        context.log.warning(f"{entry['task']} version {entry['version']} is champion, but {path} was not rewritten: {exc}")
+        context.log.warning(f"{task} version {entry['version']} is champion, but {path} was not rewritten: {exc}")
     context.log.info(f"Promoted {entry['model_dir']} as the {task} champion: version {entry['version']}")
     yield dg.Output(
         entry,
@@ -164,7 +164,7 @@ def promoted_model(context: dg.AssetExecutionContext, tunegate: TunegateResource
             "alias": registry.CHAMPION,
             "source": entry["source"],
             "mlflow_tracking_uri": store.uri,
-            "rollback": dg.MetadataValue.md("```\n.venv/bin/python -m pipelines.gate.registry set-champion <version>\n```"),
+            "rollback": dg.MetadataValue.md(f"```\n{registry.ROLLBACK_COMMAND}\n```"),
             "registry_export": dg.MetadataValue.path(str(path)),
             "model_dir": dg.MetadataValue.path(entry["model_dir"]),
             "artefact_id": scored["id"],

@@ -123,7 +123,8 @@ def axolotl_config(
 def _training_tags(partition: str, plan: ax.RunPlan) -> dict[str, str]:
     """Tags of the training run (set by Axolotl's MLflow integration from ``MLFLOW_TAGS``)."""
     return tracking.tags(kind="training", partition=partition, data_fingerprint=plan.data_fingerprint,
-                         config_hash=plan.config_hash, run_key=plan.run_key, base_model_sha256=plan.base_model_sha256)  # fmt: skip
+                         config_hash=plan.config_hash, run_key=plan.run_key,
+                         base_model_sha256=plan.base_model_sha256)  # fmt: skip
 
 
 def _training_run(tunegate: TunegateResource, plan: ax.RunPlan) -> str | None:

@@ -159,8 +159,9 @@ def log_scores(store: Store, experiment: str, stage: str, partition: str, cards:
 def _pairing_metrics(prefix: str, pairing: dict | None, first: str, second: str) -> dict[str, float]:
     if not pairing:
         return {}
-    return {f"{prefix}.n": pairing["n"], f"{prefix}.both": pairing["both"], f"{prefix}.only_{first}": pairing["only_first"],
-            f"{prefix}.only_{second}": pairing["only_second"], f"{prefix}.neither": pairing["neither"]}  # fmt: skip
+    return {f"{prefix}.n": pairing["n"], f"{prefix}.both": pairing["both"],
+            f"{prefix}.only_{first}": pairing["only_first"], f"{prefix}.only_{second}": pairing["only_second"],
+            f"{prefix}.neither": pairing["neither"]}  # fmt: skip
 
 
 def decision_metrics(record: dict) -> dict[str, float | None]:

@@ -38,6 +38,7 @@ CHAMPION = "champion"
 FILES = "promoted"  # the artifact folder of a promotion in the decision run
 ENTRY_FILE = "entry.json"
 EXPORT_VERSION = 3
+ROLLBACK_COMMAND = ".venv/bin/python -m pipelines.gate.registry set-champion <version>"
 
 
 class RegistryError(RuntimeError):
@@ -249,9 +250,13 @@ def export(store: tracking.Store, path: Path) -> Path:
     and its versions. The registry stays the truth; this file is rewritten, never read."""
     client = store.client()
     models = [m for m in client.search_registered_models() if f"{tracking.TAG}task" in (m.tags or {})]
-    doc: dict[str, Any] = {"version": EXPORT_VERSION, "exported_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                           "note": "derived from the MLflow registry: move the `champion` alias to change it",
-                           "champions": {}, "versions": {}}  # fmt: skip
+    doc: dict[str, Any] = {
+        "version": EXPORT_VERSION,
+        "exported_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "note": "derived from the MLflow registry: move the `champion` alias to change it",
+        "champions": {},
+        "versions": {},
+    }
     for model in sorted(models, key=lambda m: m.name):
         found = champion(store, model.name)
         if found:
@@ -262,7 +267,9 @@ def export(store: tracking.Store, path: Path) -> Path:
         versions = client.search_model_versions(f"name='{model.name}'")
         doc["versions"][model.name] = [
             {"version": int(v.version), "aliases": sorted(aliases.get(int(v.version), [])), "source": v.source,
-             "run_id": v.run_id, "tags": dict(v.tags or {})} for v in sorted(versions, key=lambda v: int(v.version))]  # fmt: skip
+             "run_id": v.run_id, "tags": dict(v.tags or {})}
+            for v in sorted(versions, key=lambda v: int(v.version))
+        ]  # fmt: skip
     path = Path(path)
     atomic_write_json(path, doc)
     path.chmod(0o444)
@@ -294,7 +301,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "set-champion":
         found = set_champion(store, task, args.version)
         export(store, config.Layout(home).registry_file)
-        print(f"{task}: `{CHAMPION}` -> version {found['version']} ({found['partition']}, {found['artefact']['id'][:16]})")
+        print(f"{task}: `{CHAMPION}` -> version {found['version']} "
+              f"({found['partition']}, artefact {found['artefact']['id'][:16]})")
     else:
         print(json.dumps(champion(store, task), indent=2, default=str))
     return 0
