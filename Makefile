@@ -2,6 +2,7 @@
 #   make demo   set up, then run the whole chain on the embedded defaults
 #   make test   set up, then run the test suite
 #   make data   only the data assets (sources -> dedup -> split), for adding a dataset source
+#   make ui / make mlflow-ui   the Dagster UI on :3000 / the MLflow UI on :5000
 # Every target is idempotent: stamps skip work that is already done.
 
 PYTHON    ?= python3
@@ -13,7 +14,7 @@ NPM_STAMP := evals/node_modules/.tunegate-installed
 export DAGSTER_HOME := $(CURDIR)/.dagster
 export PYTHONUNBUFFERED := 1
 
-.PHONY: setup python-deps node-deps system-deps instance demo data test test-fast ui bench demo-data general-suite clean
+.PHONY: setup python-deps node-deps system-deps instance demo data test test-fast ui mlflow-ui bench demo-data general-suite clean
 
 setup: python-deps node-deps system-deps
 
@@ -63,6 +64,13 @@ test-fast: setup
 
 ui: setup instance
 	trap - INT; $(VENV)/bin/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
+
+# the MLflow UI over the local store (runs, scores, decisions, the registry and its `champion` alias)
+MLFLOW_STORE := $(abspath $(or $(TUNEGATE_HOME),.tunegate))/mlflow
+mlflow-ui: python-deps
+	mkdir -p $(MLFLOW_STORE)
+	trap - INT; $(VENV)/bin/mlflow server --backend-store-uri sqlite:///$(MLFLOW_STORE)/mlflow.db \
+	  --artifacts-destination $(MLFLOW_STORE)/artifacts --host 127.0.0.1 --port 5000 --workers 1
 
 bench: setup
 	$(PY) bench/dedup_split.py

@@ -1,17 +1,18 @@
 """Promotion: the champion re-scored, the gate that decides whether a fine-tune ships, and
-the registry entry of what ships.
+the registered model version of what ships.
 
-Thin shells over ``pipelines.gate`` (decision, cost, report, registry). ``gate_decision``
-always materialises, so a "no" is as visible in the UI as a "yes"; ``promoted_model`` only
-materialises on a win (``output_required=False``), after checking that the folder about to
-be registered is byte for byte the artefact that was scored."""
+Thin shells over ``pipelines.gate`` (decision, cost, report, registry) and
+``pipelines.tracking``. ``gate_decision`` always materialises and is logged to MLflow, so a
+"no" is as visible as a "yes"; ``promoted_model`` only materialises on a win
+(``output_required=False``), after checking that the folder about to be registered is byte
+for byte the artefact that was scored, and moves the MLflow alias ``champion`` to it."""
 
 from pathlib import Path
 
 import dagster as dg
 
-from assets.scoring import card_metadata, run_scoring, task_spec, task_suite
-from pipelines import artefacts
+from assets.scoring import card_metadata, experiment, run_scoring, task_spec, task_suite
+from pipelines import artefacts, tracking
 from pipelines.evaluation import recipes
 from pipelines.evaluation.scorecard import Contender
 from pipelines.gate import cost, registry
@@ -26,16 +27,20 @@ GROUP = "promotion"
 
 def _champion(context, tunegate, promptfoo, eval_set: dict, tuned_model: dict) -> tuple[ChampionInput, dict]:
     task = task_spec(tunegate).name
-    entry = registry.champion(tunegate.layout.registry_file, task)
+    store = tunegate.tracking_store()
+    try:
+        entry = registry.champion(store, task)
+    except registry.RegistryError as exc:  # not knowing the champion is no reason to skip its check
+        raise dg.Failure(description=str(exc)) from exc
     if entry is None:
         return ChampionInput("none"), {}
     if entry["artefact"]["id"] == tuned_model["artefact"]["id"]:
         return ChampionInput("same", entry), {}
     try:
-        artefacts.verify(entry["artefact"], Path(entry["model_dir"]))
+        model_dir = registry.champion_model_dir(store, entry, tunegate.layout.champion_cache_dir)
     except (FileNotFoundError, ValueError) as exc:
         return ChampionInput("missing", entry, why=f"{entry['partition']} at {entry['model_dir']}: {exc}"), {}
-    model = ModelSpec(base_dir=entry["model_dir"], chat_template=entry["artefact"]["chat_template"])
+    model = ModelSpec(base_dir=str(model_dir), chat_template=entry["artefact"]["chat_template"])
     contender = Contender("champion", entry["artefact"], recipes.Recipe("as_trained"))
     card = run_scoring(context, tunegate, promptfoo, "champion", task_suite(tunegate, eval_set), [contender], model)["champion"]
     return ChampionInput("scored", entry, card), card_metadata(card)
@@ -43,7 +48,7 @@ def _champion(context, tunegate, promptfoo, eval_set: dict, tuned_model: dict) -
 
 @dg.asset(
     partitions_def=base_model_partitions, group_name=GROUP, kinds={"promptfoo", "python"},
-    description=("The task's current champion (from the promotion registry, any base model), re-scored on TODAY's "
+    description=("The task's current champion (the MLflow alias `champion`, any base model), re-scored on TODAY's "
                  "held-out cases, loaded exactly as it ships, so a data refresh never switches the champion check "
                  "off. Its status: none, same (the candidate is the champion), missing (files gone) or scored."),
 )  # fmt: skip
@@ -55,6 +60,7 @@ def champion_scores(context: dg.AssetExecutionContext, tunegate: TunegateResourc
     return dg.MaterializeResult(
         value=value,
         metadata={"status": champion.status, "champion": (champion.entry or {}).get("partition", "none"),
+                  "champion_version": str((champion.entry or {}).get("version", "none")),
                   "why": champion.why, **metadata},
     )  # fmt: skip
 
@@ -93,6 +99,10 @@ def gate_decision(
         raise dg.Failure(description=f"the gate cannot compare these score cards: {exc}") from exc
     costs = cost.cost_report(rungs, decision.baseline_rung, tuned_scores, qlora_adapter, settings.cost)
     record = decision_record(decision, rungs, tuned_scores, general, costs)
+    record["mlflow_run_id"] = tracking.log_decision(
+        tunegate.tracking_store(), experiment(tunegate), context.partition_key, record,
+        tracking.tags(data_fingerprint=qlora_adapter.get("data_fingerprint"), run_key=qlora_adapter.get("run_key"),
+                      training_run=qlora_adapter.get("mlflow_run_id")))  # fmt: skip
     context.log.info(f"Gate decision for {context.partition_key}:\n{record['report_md']}")
     return dg.MaterializeResult(
         value=record,
@@ -107,16 +117,18 @@ def gate_decision(
             "break_even_calls_per_month": dg.MetadataValue.float(float(costs.break_even_calls_per_month or 0.0)),
             "champion": champion.status,
             "candidate_artefact_id": tuned_scores["artefact"]["id"],
+            "mlflow_run_id": record["mlflow_run_id"],
             "report": dg.MetadataValue.md(record["report_md"]),
         },
     )
 
 
 @dg.asset(
-    partitions_def=base_model_partitions, group_name=GROUP, kinds={"python", "json"}, output_required=False,
-    description=("The registry entry of a promoted fine-tune: the scored artefact (content hash and folder), its base "
-                 "model, data fingerprint, config hash and scores, made the task's champion atomically. Materialises "
-                 "only on a win, and only if the folder still hashes to what the gate scored."),
+    partitions_def=base_model_partitions, group_name=GROUP, kinds={"python", "mlflow"}, output_required=False,
+    description=("A promoted fine-tune: the scored artefact (merged model, adapter, base reference) registered as a "
+                 "version of the task's MLflow model, tagged with base model, data and eval fingerprints and scores, "
+                 "and the alias `champion` moved to it (both or neither). Materialises only on a win, and only if "
+                 "the folder still hashes to what the gate scored."),
 )  # fmt: skip
 def promoted_model(context: dg.AssetExecutionContext, tunegate: TunegateResource, gate_decision: dict,
                    tuned_model: dict, qlora_adapter: dict, base_model: dict):  # fmt: skip
@@ -132,14 +144,28 @@ def promoted_model(context: dg.AssetExecutionContext, tunegate: TunegateResource
     except (FileNotFoundError, ValueError) as exc:
         raise dg.Failure(description=f"refusing to promote: {exc}") from exc
     task = task_spec(tunegate).name
-    entry = registry.entry(task, context.partition_key, scored, base_model, qlora_adapter, gate_decision)
+    new = registry.entry(task, context.partition_key, scored, base_model, qlora_adapter, gate_decision)
+    store = tunegate.tracking_store()
+    try:
+        entry = registry.promote(store, new, base_model)
+    except registry.RegistryError as exc:
+        raise dg.Failure(description=f"promotion of {context.partition_key} did not complete: {exc}") from exc
     path = tunegate.layout.registry_file
-    registry.promote(path, entry)
-    context.log.info(f"Promoted {entry['model_dir']} as the {task} champion; registry {path}")
+    try:
+        registry.export(store, path)
+    except OSError as exc:  # the export is derived: the promotion stands without it
+        context.log.warning(f"{task} version {entry['version']} is champion, but {path} was not rewritten: {exc}")
+    context.log.info(f"Promoted {entry['model_dir']} as the {task} champion: version {entry['version']}")
     yield dg.Output(
         entry,
         metadata={
-            "registry_file": dg.MetadataValue.path(str(path)),
+            "registered_model": task,
+            "version": dg.MetadataValue.int(entry["version"]),
+            "alias": registry.CHAMPION,
+            "source": entry["source"],
+            "mlflow_tracking_uri": store.uri,
+            "rollback": dg.MetadataValue.md(f"```\n{registry.ROLLBACK_COMMAND}\n```"),
+            "registry_export": dg.MetadataValue.path(str(path)),
             "model_dir": dg.MetadataValue.path(entry["model_dir"]),
             "artefact_id": scored["id"],
             "task": task,

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import dagster as dg
 
-from pipelines import artefacts
+from pipelines import artefacts, tracking
 from pipelines.config import REPO_ROOT, ConfigError
 from pipelines.evaluation import suite as suites
 from pipelines.evaluation.runner import PromptfooError
@@ -30,6 +30,11 @@ def task_spec(tunegate: TunegateResource):
         return load_task(repo_path(tunegate.settings().eval.task_file))
     except ConfigError as exc:
         raise dg.Failure(description=str(exc)) from exc
+
+
+def experiment(tunegate: TunegateResource) -> str:
+    """The MLflow experiment of this task: training, scores and decisions side by side."""
+    return tracking.experiment_name(task_spec(tunegate).name)
 
 
 def task_suite(tunegate: TunegateResource, eval_set: dict, train_path: Path | None = None) -> suites.Suite:
@@ -72,17 +77,21 @@ def base_artefact(tunegate: TunegateResource, partition_key: str, base_model: di
 
 def run_scoring(context, tunegate: TunegateResource, promptfoo: PromptfooResource, run_name: str,
                 suite: suites.Suite, contenders: list[Contender], model: ModelSpec, train=None) -> dict[str, dict]:  # fmt: skip
-    """Score contenders of one model in one promptfoo run (cached cards reused)."""
+    """Score contenders of one model in one promptfoo run (cached cards reused); each card is
+    logged as an MLflow run (its id lands in the card as ``mlflow_run_id``)."""
     settings = tunegate.settings().eval
     slug = tunegate.base_model(context.partition_key).slug
     run_dir = tunegate.layout.eval_dir(slug, run_name)
     try:
-        return score(run_dir, suite, contenders, model, promptfoo.runner(settings.timeout_s),
-                     tunegate.layout.home / "evals" / "cards", train=train, batch_size=settings.batch_size,
-                     max_concurrency=settings.max_concurrency, log=context.log.info)  # fmt: skip
+        cards = score(run_dir, suite, contenders, model, promptfoo.runner(settings.timeout_s),
+                      tunegate.layout.home / "evals" / "cards", train=train, batch_size=settings.batch_size,
+                      max_concurrency=settings.max_concurrency, log=context.log.info)  # fmt: skip
     except PromptfooError as exc:
         raise dg.Failure(description=f"promptfoo scoring of {run_name} failed: {exc}",
                          metadata={"run_dir": dg.MetadataValue.path(str(run_dir))}) from exc  # fmt: skip
+    run_ids = tracking.log_scores(tunegate.tracking_store(), experiment(tunegate), run_name, context.partition_key,
+                                  cards, tracking.tags(suite=suite.name))  # fmt: skip
+    return {name: {**card, "mlflow_run_id": run_ids[name]} for name, card in cards.items()}
 
 
 def card_metadata(card: dict) -> dict:
@@ -103,6 +112,7 @@ def card_metadata(card: dict) -> dict:
         "cache_hit": card["cache_hit"],
         "promptfoo_seconds": dg.MetadataValue.float(round(card.get("run_seconds", 0.0), 1)),
         "results_path": dg.MetadataValue.path(card["results_path"]),
+        "mlflow_run_id": card.get("mlflow_run_id", ""),
         "open_in_promptfoo": dg.MetadataValue.md(f"```\n{card['view_command']}\n```"),
     }
     metrics = card.get("task_metrics")

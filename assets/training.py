@@ -10,9 +10,10 @@ from pathlib import Path
 
 import dagster as dg
 
+from assets.scoring import experiment
 from pipelines import axolotl as ax
 from pipelines.files import tail
-from pipelines import base_models, config, k8s_pod
+from pipelines import base_models, config, k8s_pod, tracking
 from pipelines.config import REPO_ROOT
 from pipelines.partitions import base_model_partitions
 from pipelines.resources import AxolotlResource, TunegateResource
@@ -114,6 +115,8 @@ def axolotl_config(
     settings = tunegate.settings().training
     train_path, validation_path = Path(train_set["path"]), Path(validation_set["path"])
     ax.assert_disjoint(train_path, validation_path)
+    store, experiment_name = tunegate.tracking_store(), experiment(tunegate)
+    store.experiment_id(experiment_name)  # created here, so a local store puts its artifacts under home
     plan = ax.plan_run(
         tunegate.layout,
         spec,
@@ -124,6 +127,7 @@ def axolotl_config(
         validation_path=validation_path,
         data_fingerprint=train_set["fingerprint"],
         cuda=_on_cuda(settings),
+        tracking_keys=tracking.axolotl_keys(store, experiment_name, f"train @ {context.partition_key}"),
     )
     if settings.backend == "kubernetes":
         _check_pod(_pod_launch(settings, plan))
@@ -150,12 +154,29 @@ def axolotl_config(
             "launch": f"{settings.backend}: axolotl --launcher {plan.launcher}, {plan.processes} process(es)",
             "cpu_qlora_patch": plan.needs_cpu_qlora_patch,
             "data_fingerprint": plan.data_fingerprint,
+            "mlflow_experiment": experiment_name,
+            "mlflow_tracking_uri": store.uri,
             "yaml": _md_code(text, "yaml"),
         },
     )
 
 
-def _adapter_record(plan: ax.RunPlan, metrics: ax.TrainMetrics) -> dict:
+def _training_tags(partition: str, plan: ax.RunPlan) -> dict[str, str]:
+    """Tags of the training run (set by Axolotl's MLflow integration from ``MLFLOW_TAGS``)."""
+    return tracking.tags(kind="training", partition=partition, data_fingerprint=plan.data_fingerprint,
+                         config_hash=plan.config_hash, run_key=plan.run_key,
+                         base_model_sha256=plan.base_model_sha256)  # fmt: skip
+
+
+def _training_run(tunegate: TunegateResource, plan: ax.RunPlan) -> str | None:
+    """The MLflow run Axolotl logged this training to (None when tracking was off)."""
+    if not plan.config.get("use_mlflow"):
+        return None
+    return tracking.find_run(tunegate.tracking_store(), plan.config["mlflow_experiment_name"], kind="training",
+                             run_key=plan.run_key)  # fmt: skip
+
+
+def _adapter_record(plan: ax.RunPlan, metrics: ax.TrainMetrics, mlflow_run_id: str | None) -> dict:
     """The ``qlora_adapter`` value: everything evaluation needs to load the tuned model
     exactly as it was trained (same 4-bit base + adapter, same chat template)."""
     quant = ax.quantization_config(plan.config)
@@ -177,6 +198,7 @@ def _adapter_record(plan: ax.RunPlan, metrics: ax.TrainMetrics) -> dict:
         "base_model_sha256": plan.base_model_sha256,
         "run_key": plan.run_key,
         "run_dir": str(plan.run_dir),
+        "mlflow_run_id": mlflow_run_id,
         "eval_loss_first": metrics.eval_loss_first,
         "eval_loss_last": metrics.eval_loss_last,
         "train_loss_last": metrics.train_loss_last,
@@ -217,6 +239,7 @@ def _adapter_metadata(record: dict, metrics: ax.TrainMetrics) -> dict:
         "how_to_load": _md_code(record["how_to_load"], "python"),
         "train_log": dg.MetadataValue.path(str(Path(record["run_dir"]) / ax.LOG_FILE)),
         "metrics_file": dg.MetadataValue.path(str(Path(record["run_dir"]) / ax.METRICS_FILE)),
+        "mlflow_run_id": record.get("mlflow_run_id") or "",
     }
 
 
@@ -277,7 +300,7 @@ def qlora_adapter(
                                      launcher=plan.launcher, processes=plan.processes, cuda=plan.cuda),
         "run_dir": str(plan.run_dir),
         "cpu_qlora_patch": plan.needs_cpu_qlora_patch,
-        "extra_env": dict(axolotl.extra_env),
+        "extra_env": {**axolotl.extra_env, **tracking.tags_env(_training_tags(context.partition_key, plan))},
         "timeout_s": timeout_s,
     }
     try:
@@ -317,6 +340,6 @@ def qlora_adapter(
                 "metrics_file": dg.MetadataValue.path(str(plan.metrics_path)),
             },
         ) from exc
-    record = _adapter_record(plan, metrics)
+    record = _adapter_record(plan, metrics, _training_run(tunegate, plan))
     ax.mark_done(plan.run_dir, record)
     yield dg.Output(record, metadata={**reported, **_adapter_metadata(record, metrics)})

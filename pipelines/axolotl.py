@@ -281,10 +281,12 @@ def plan_run(
     data_fingerprint: str,
     cuda: bool | None = None,
     template_dir: Path = TEMPLATE_DIR,
+    tracking_keys: dict[str, Any] | None = None,
 ) -> RunPlan:
     """Merge the config, hash it, key the run, and fill in the run-specific paths. Axolotl
     trains on ``train_path`` and evaluates on ``validation_path`` (a slice of the train
-    split): the held-out eval split has no place in a training config."""
+    split): the held-out eval split has no place in a training config. ``tracking_keys``
+    (Axolotl's ``use_mlflow``, ``mlflow_*``) are run-specific too: the hash leaves them out."""
     cuda = cuda_available() if cuda is None else cuda
     base_cfg = training_config(spec, settings, cuda=cuda, template_dir=template_dir)
     if METRICS_PLUGIN not in (base_cfg.get("plugins") or []):
@@ -306,6 +308,7 @@ def plan_run(
     full["output_dir"] = str(run_dir / OUTPUT_SUBDIR)
     full["dataset_prepared_path"] = str(prepared_dataset_dir(layout, tok_hash, data_fingerprint))
     full[METRICS_FILE_KEY] = str(run_dir / METRICS_FILE)
+    full.update(tracking_keys or {})
     for list_key, path in (("datasets", train_path), ("test_datasets", validation_path)):
         entries = full.get(list_key) or []
         if not entries:

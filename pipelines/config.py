@@ -363,6 +363,21 @@ class CostSettings(_Strict):
     retunes_per_quarter: float = Field(1.0, ge=0)
 
 
+class MlflowSettings(_Strict):
+    """Where runs, scores, decisions and the model registry go. Empty: the local SQLite
+    store under the output root (``MLFLOW_TRACKING_URI`` overrides this key)."""
+
+    tracking_uri: str = ""
+
+    @field_validator("tracking_uri")
+    @classmethod
+    def _looks_like_a_uri(cls, uri: str) -> str:
+        if uri and "://" not in uri and uri != "databricks":
+            raise ValueError(f"{uri!r} is not a tracking URI: use http(s)://host:port, sqlite:///path, "
+                             "postgresql://..., or leave it empty for the local store")  # fmt: skip
+        return uri
+
+
 class ScheduleSettings(_Strict):
     cron: str = "0 3 * * 1"
 
@@ -376,6 +391,7 @@ class Settings(_Strict):
     gate: GateSettings = GateSettings()
     cost: CostSettings = CostSettings()
     schedule: ScheduleSettings = ScheduleSettings()
+    mlflow: MlflowSettings = MlflowSettings()
 
 
 # --------------------------------------------------------------------------- loading
@@ -565,4 +581,10 @@ class Layout:
 
     @property
     def registry_file(self) -> Path:
+        """A derived, read-only export of the MLflow registry (pipelines/gate/registry.py)."""
         return self.home / "registry" / "promoted.json"
+
+    @property
+    def champion_cache_dir(self) -> Path:
+        """Champions downloaded from the registry when their build folder is gone."""
+        return self.home / "cache" / "champions"

@@ -76,7 +76,8 @@ def main(argv: list[str] | None = None) -> int:
     _ensure_partitions(instance, names)
     print(
         f"tunegate demo: tune_job for partition {partition!r}\n"
-        f"  outputs  {resource.layout.home}\n  instance {os.environ['DAGSTER_HOME']}",
+        f"  outputs  {resource.layout.home}\n  instance {os.environ['DAGSTER_HOME']}\n"
+        f"  mlflow   {resource.tracking_store().uri}",
         flush=True,
     )
     started = time.monotonic()
@@ -92,7 +93,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"The run FAILED; see the step errors above or `make ui` (run {result.run_id}).", file=sys.stderr)
         return 1
     print(_outcome(instance, result, partition))
-    print("\nBrowse the lineage, metadata and this decision with `make ui` (http://127.0.0.1:3000).")
+    print("\nBrowse the lineage, metadata and this decision with `make ui` (http://127.0.0.1:3000); the training,"
+          "\nscoring and gate runs and the model registry with `make mlflow-ui` (http://127.0.0.1:5000).")
     return 0
 
 

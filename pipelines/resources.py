@@ -11,18 +11,22 @@ from pathlib import Path
 
 import dagster as dg
 
-from pipelines import config
+from pipelines import config, tracking
 from pipelines.config import REPO_ROOT
 from pipelines.files import atomic_write_text
 
 
 class TunegateResource(dg.ConfigurableResource):
-    """Paths and parsed configuration for every stage."""
+    """Paths and parsed configuration for every stage, and where MLflow tracking goes.
+
+    ``mlflow_tracking_uri`` empty: ``MLFLOW_TRACKING_URI``, then tunegate.yaml
+    ``mlflow.tracking_uri``, then the local SQLite store under ``home``."""
 
     home: str = ""
     sources_file: str = ""
     base_models_file: str = ""
     settings_file: str = ""
+    mlflow_tracking_uri: str = ""
 
     def _path(self, value: str, default: Path) -> Path:
         return Path(value).resolve() if value else default
@@ -57,6 +61,9 @@ class TunegateResource(dg.ConfigurableResource):
 
     def settings(self) -> config.Settings:
         return config.load_settings(self.settings_path())
+
+    def tracking_store(self) -> tracking.Store:
+        return tracking.resolve(self.mlflow_tracking_uri, self.settings().mlflow.tracking_uri, self.layout.home)
 
 
 class AxolotlResource(dg.ConfigurableResource):

@@ -49,3 +49,50 @@ def learner_registry(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("learner-registry") / "base_models.yaml"
     path.write_text(tiny_registry_yaml(model_dir, lora_target_modules=ALL_LINEAR))
     return path
+
+
+@pytest.fixture(scope="session")
+def mlflow_template(tmp_path_factory) -> Path:
+    """An empty, migrated MLflow SQLite database, built once and copied by each store."""
+    from tests.mlflow_store import migrated_db
+
+    return migrated_db(tmp_path_factory.mktemp("mlflow-template") / "mlflow.db")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _session_tracking_store(mlflow_template, tmp_path_factory):
+    """Tracking for tests that do not choose a store goes to one session-wide SQLite store
+    (``MLFLOW_TRACKING_URI``), not a fresh, migrated one per test. Tests about the store pass
+    their own (``TunegateResource.mlflow_tracking_uri`` wins over the variable)."""
+    from tests.mlflow_store import seed
+
+    uri = seed(mlflow_template, tmp_path_factory.mktemp("mlflow-session") / "mlflow.db")
+    previous = os.environ.get("MLFLOW_TRACKING_URI")
+    os.environ["MLFLOW_TRACKING_URI"] = uri
+    yield uri
+    if previous is None:
+        os.environ.pop("MLFLOW_TRACKING_URI", None)
+    else:
+        os.environ["MLFLOW_TRACKING_URI"] = previous
+
+
+@pytest.fixture
+def local_store(tmp_path, mlflow_template, monkeypatch):
+    """The embedded default store (SQLite under the output root), seeded from the template."""
+    from pipelines import tracking
+    from tests.mlflow_store import seed
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    home = tmp_path / "out"
+    seed(mlflow_template, home / tracking.STORE_DIR / "mlflow.db")
+    return tracking.resolve("", "", home)
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(mlflow_template, tmp_path_factory):
+    """A real ``mlflow server`` on a free loopback port, shared by the tests (each uses its own task)."""
+    from tests.mlflow_store import MlflowServer
+
+    server = MlflowServer(tmp_path_factory.mktemp("mlflow-server"), mlflow_template).start()
+    yield server
+    server.stop()

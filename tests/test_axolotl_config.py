@@ -194,6 +194,26 @@ def test_generated_config_passes_axolotl_schema(tmp_path, model_dir):
     ax.validate_config(cfg)
 
 
+def test_mlflow_tracking_is_axolotls_own_and_outside_the_config_hash(tmp_path, model_dir):
+    """Axolotl's MLflow keys go in the generated YAML; like the paths, they are run-specific,
+    so the same training on another tracking server is the same run (no retrain)."""
+    from pipelines import tracking
+
+    keys = tracking.axolotl_keys(tracking.Store("http://127.0.0.1:5000"), "tunegate-triage", "train @ tiny-llama")
+    plain = _plan(tmp_path, model_dir)
+    tracked = ax.plan_run(Layout(tmp_path / "home"), _spec(), TrainingSettings(), base_model_dir=model_dir,
+                          base_model_sha256="a" * 64, train_path=TRAIN, validation_path=VALIDATION,
+                          data_fingerprint="f" * 64, cuda=False, tracking_keys=keys)  # fmt: skip
+    assert tracked.config_hash == plain.config_hash and tracked.run_key == plain.run_key
+    assert {k: tracked.config[k] for k in keys} == keys and "use_mlflow" not in plain.config
+    ax.validate_config(tracked.config)  # Axolotl's schema knows every key
+    written = yaml.safe_load(Path(ax.write_config(tracked)).read_text())
+    assert written["use_mlflow"] is True and written["mlflow_tracking_uri"] == "http://127.0.0.1:5000"
+    assert written["mlflow_experiment_name"] == "tunegate-triage" and written["mlflow_run_name"] == "train @ tiny-llama"
+    env = tracking.tags_env(tracking.tags(run_key=tracked.run_key, partition="tiny-llama"))
+    assert json.loads(env["MLFLOW_TAGS"]) == {"tunegate.partition": "tiny-llama", "tunegate.run_key": tracked.run_key}
+
+
 def test_a_plugin_that_does_not_import_is_named(tmp_path, model_dir):
     cfg = _plan(tmp_path, model_dir).config
     cfg["plugins"] = [*cfg["plugins"], "pipelines.no_such_module.Plugin"]

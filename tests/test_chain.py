@@ -96,13 +96,14 @@ def _checks(decision: dict) -> dict[str, dict]:
 
 
 @pytest.mark.slow
-def test_a_real_yes_then_a_worse_challenger_loses_to_the_champion(tmp_path, learner_registry):
+def test_a_real_yes_then_a_worse_challenger_loses_to_the_champion(tmp_path, learner_registry, local_store):
     """Every real stage twice, on the tiny learner (tests/tiny_model.py) and tickets that all
     want one answer. Run 1: no prompt gets it right, a QLoRA through Axolotl learns it, promptfoo
     scores it and the gate says yes: the adapter that was scored is registered as champion.
     Run 2, on refreshed data (more tickets, so a new held-out set): a challenger that learned
     nothing (learning rate 0; the guard's threshold set to 0 so that the gate, not the guard, must
-    refuse it) loses to the champion re-scored on the new held-out set, and the champion stays."""
+    refuse it) loses to the champion re-scored on the new held-out set, and the champion stays.
+    Both runs share one home and its own MLflow store (``local_store``), where the champion lives."""
     from pipelines.gate import registry
 
     from assets.scoring import task_spec
@@ -127,7 +128,8 @@ def test_a_real_yes_then_a_worse_challenger_loses_to_the_champion(tmp_path, lear
         assert baseline["rungs"][baseline["baseline_rung"]]["pass_rate"] <= 0.1  # no prompt does it
         assert decision["champion"]["status"] == "none"
         assert "PROMOTE" in decision["report_md"] and "### Cost" in decision["report_md"]
-        champion = registry.champion(first.layout.registry_file, task_spec(first).name)
+        assert first.tracking_store().uri == local_store.uri
+        champion = registry.champion(local_store, task_spec(first).name)
         assert champion["artefact"]["id"] == tuned["artefact"]["id"] == decision["candidate"]["id"]
 
         # Run 2: same instance and registry home, refreshed data, a challenger that learned nothing.
@@ -150,4 +152,4 @@ def test_a_real_yes_then_a_worse_challenger_loses_to_the_champion(tmp_path, lear
         checks = _checks(decision)
         assert not checks["champion_margin"]["passed"] and not checks["champion_significance"]["passed"]
         assert "DO NOT PROMOTE" in decision["report_md"]
-        assert registry.champion(first.layout.registry_file, task_spec(first).name)["artefact"]["id"] == champion["artefact"]["id"]
+        assert registry.champion(local_store, task_spec(first).name)["artefact"]["id"] == champion["artefact"]["id"]

@@ -1,17 +1,17 @@
-"""The promotion gate (pipelines/gate/): the decision rules, the report, the cost table and
-the champion registry, on hand-made score cards (the evaluation stage's contract)."""
+"""The promotion gate (pipelines/gate/): the decision rules, the report and the cost table,
+on hand-made score cards (the evaluation stage's contract). The champion registry (MLflow)
+is tests/test_registry.py."""
 
 from __future__ import annotations
 
 import json
-import time
 from math import comb
 
 import pytest
 
-from pipelines import files, stats
+from pipelines import stats
 from pipelines.config import CostSettings, GateSettings
-from pipelines.gate import cost, decision, registry, report
+from pipelines.gate import cost, decision, report
 from pipelines.gate.decision import ChampionInput, IncomparableCards
 
 SETTINGS = GateSettings()  # the shipped defaults: margin 0.05, alpha 0.05, general drop 0.05
@@ -544,132 +544,3 @@ def test_decision_record_carries_identity_and_fingerprint():
     assert scores["tuned"]["artefact"]["id"] == "artefact-of-tuned" and "cases" not in scores["tuned"]
     assert set(scores["general"]) == {"reference", "base_as_trained", "candidate"}
     assert scores["champion"] is None
-
-
-# --------------------------------------------------------------------------- registry
-BASE_MODEL = {"name": "tiny", "path": "/m", "source": "s", "weights_sha256": "w", "ignored": "x"}
-
-
-def _entry(partition: str, task: str = "triage") -> dict:
-    baseline, tuned = paired(*WIN)
-    tuned["artefact"] = {"id": f"artefact-{partition}", "path": f"/models/{partition}", "chat_template": "t"}
-    d = decide(baseline, tuned)
-    record = report.decision_record(d, {"static_few_shot": baseline}, tuned, general_ok(), _cost(baseline, tuned))
-    adapter = {"adapter_dir": f"/runs/{partition}", "run_key": f"run-{partition}", "data_fingerprint": "d",
-               "config_hash": "h"}  # fmt: skip
-    return registry.entry(task, partition, tuned["artefact"], BASE_MODEL, adapter, record)
-
-
-def test_registry_roundtrip_and_champion_per_task(tmp_path):
-    path = tmp_path / "registry" / "promoted.json"
-    assert registry.read_registry(path) == {"version": 2, "champions": {}, "history": []}
-    assert registry.champion(path, "triage") is None
-    registry.promote(path, _entry("a"))
-    registry.promote(path, _entry("b"))
-    last = registry.promote(path, _entry("c", task="summaries"))
-    doc = registry.read_registry(path)
-    assert doc == last == json.loads(path.read_text())
-    assert doc["version"] == 2
-    assert [e["partition"] for e in doc["history"]] == ["a", "b", "c"]
-    assert set(doc["champions"]) == {"triage", "summaries"}
-    assert registry.champion(path, "triage")["partition"] == "b"  # the later promotion holds the pointer
-    assert registry.champion(path, "summaries")["partition"] == "c"
-    assert registry.champion(path, "nothing") is None
-    entry = registry.champion(path, "triage")
-    for key in ("task", "promoted_at", "artefact", "model_dir", "base_model", "adapter_dir", "run_key",
-                "data_fingerprint", "config_hash", "suite_fingerprint", "scores", "p_value", "margin", "reason"):  # fmt: skip
-        assert key in entry, key
-    assert entry["artefact"]["id"] == "artefact-b" and entry["model_dir"] == "/models/b"
-    assert entry["base_model"] == {"name": "tiny", "path": "/m", "source": "s", "weights_sha256": "w"}
-    assert entry["suite_fingerprint"] == FP and entry["scores"]["tuned"]["pass_rate"] == pytest.approx(0.85)
-    assert not list(path.parent.glob("*.tmp")) and not list(path.parent.glob(".*.tmp"))
-
-
-def test_concurrent_promotions_lose_no_entry(tmp_path, monkeypatch):
-    from concurrent.futures import ThreadPoolExecutor
-
-    real_write = registry.atomic_write_json
-
-    def slow_write(path, data):  # widen the read-modify-write window: without the lock, entries get lost
-        time.sleep(0.02)
-        return real_write(path, data)
-
-    monkeypatch.setattr(registry, "atomic_write_json", slow_write)
-    path = tmp_path / "promoted.json"
-    entries = [_entry(f"model-{i}", task=f"task-{i % 3}") for i in range(12)]
-    with ThreadPoolExecutor(max_workers=6) as pool:
-        list(pool.map(lambda e: registry.promote(path, e), entries))
-    doc = registry.read_registry(path)
-    assert sorted(e["partition"] for e in doc["history"]) == sorted(f"model-{i}" for i in range(12))
-    assert set(doc["champions"]) == {"task-0", "task-1", "task-2"}
-
-
-def test_crash_mid_write_leaves_old_registry_intact(tmp_path, monkeypatch):
-    path = tmp_path / "promoted.json"
-    registry.promote(path, _entry("a"))
-    before = path.read_bytes()
-
-    real_fdopen = files.os.fdopen
-
-    class Crashing:
-        """Writes half the document, then dies like a killed process would."""
-
-        def __init__(self, handle):
-            self.handle = handle
-
-        def __enter__(self):
-            return self
-
-        def __exit__(self, *exc):
-            self.handle.close()
-            return False
-
-        def write(self, text):
-            self.handle.write(text[: len(text) // 2])
-            self.handle.flush()
-            raise KeyboardInterrupt("killed mid-write")
-
-    monkeypatch.setattr(files.os, "fdopen", lambda fd, *a, **k: Crashing(real_fdopen(fd, *a, **k)))
-    with pytest.raises(KeyboardInterrupt):
-        registry.promote(path, _entry("b"))
-    monkeypatch.undo()
-    assert path.read_bytes() == before
-    assert [e["partition"] for e in registry.read_registry(path)["history"]] == ["a"]
-    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]  # temp file cleaned up
-
-
-def test_crash_before_rename_leaves_old_registry_intact(tmp_path, monkeypatch):
-    path = tmp_path / "promoted.json"
-    registry.promote(path, _entry("a"))
-    before = path.read_bytes()
-
-    def boom(src, dst):
-        raise OSError("disk gone")
-
-    monkeypatch.setattr(files.os, "replace", boom)
-    with pytest.raises(OSError, match="disk gone"):
-        registry.promote(path, _entry("b"))
-    monkeypatch.undo()
-    assert path.read_bytes() == before
-    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
-
-
-def test_corrupt_registry_is_a_clear_error(tmp_path):
-    path = tmp_path / "promoted.json"
-    path.write_text("{not json")
-    with pytest.raises(ValueError, match="promoted.json: promotion registry is not valid JSON"):
-        registry.read_registry(path)
-    with pytest.raises(ValueError, match="promoted.json: promotion registry is not valid JSON"):
-        registry.champion(path, "triage")
-
-
-def test_v1_registry_is_a_clear_error_and_is_left_alone(tmp_path):
-    path = tmp_path / "promoted.json"
-    v1 = {"version": 1, "partitions": {"a": {"partition": "a"}}, "history": [{"partition": "a"}]}
-    path.write_text(json.dumps(v1))
-    before = path.read_bytes()
-    with pytest.raises(ValueError, match=r"promoted\.json: not a version-2 promotion registry"):
-        registry.read_registry(path)
-    with pytest.raises(ValueError, match=r"promoted\.json: not a version-2 promotion registry"):
-        registry.promote(path, _entry("b"))
-    assert path.read_bytes() == before

@@ -1,7 +1,8 @@
 """The promotion assets inside Dagster (assets/promotion.py): a win registers the scored
-artefact as the task's champion; a "no" is still a materialised decision with nothing
-promoted; promotion refuses a folder that is not byte for byte what the gate scored; and
-training is skipped when a prompt-only rung already meets the target.
+artefact as a version of the task's MLflow model and moves the `champion` alias to it; a
+"no" is still a materialised (and logged) decision with nothing promoted; promotion refuses
+a folder that is not byte for byte what the gate scored; and training is skipped when a
+prompt-only rung already meets the target. Each test has its own local MLflow store.
 
 Upstream score, model and adapter assets are replaced by clearly named test doubles; the
 tuned model is a copy of the tiny model's folder (its content hash is real). The full
@@ -11,7 +12,9 @@ from __future__ import annotations
 
 import json
 import shutil
+import stat
 from pathlib import Path
+from urllib.parse import urlparse
 
 import dagster as dg
 import pytest
@@ -49,7 +52,8 @@ def tuned_dir(tiny_model_dir, tmp_path):
 
 
 @pytest.fixture
-def tunegate(tmp_path, tiny_registry):
+def tunegate(tmp_path, tiny_registry, local_store):
+    """Outputs, and the local MLflow store, under tmp_path/out."""
     settings = tmp_path / "tunegate.yaml"
     settings.write_text("{}\n")
     return TunegateResource(home=str(tmp_path / "out"), base_models_file=str(tiny_registry),
@@ -117,7 +121,8 @@ def _failure(result, node: str) -> str:
 
 
 # --------------------------------------------------------------------------- a win
-def test_a_win_registers_the_candidate_and_records_the_champion(instance, tunegate, tiny_model_dir, tuned_dir):
+def test_a_win_registers_the_candidate_and_records_the_champion(instance, tunegate, tiny_model_dir, tuned_dir,
+                                                               local_store):
     scored = artefacts.identity(tuned_dir, TEMPLATE, {"dtype": "float32"})
     result = _materialize(_assets(tiny_model_dir, tuned_dir), instance, tunegate)
     assert result.success
@@ -130,47 +135,65 @@ def test_a_win_registers_the_candidate_and_records_the_champion(instance, tunega
     decision = result.output_for_node("gate_decision")
     assert decision["candidate"] == scored and decision["suite_fingerprint"] == FP
 
-    path = tunegate.layout.registry_file
-    doc = json.loads(path.read_text())
-    assert len(doc["history"]) == 1 and set(doc["champions"]) == {TASK}
-    entry = doc["champions"][TASK]
-    assert entry == doc["history"][0] == result.output_for_node("promoted_model")
-    assert entry["task"] == TASK and entry["partition"] == PARTITION
+    entry = result.output_for_node("promoted_model")
+    store = tunegate.tracking_store()
+    assert store.uri == local_store.uri  # the embedded default: SQLite under the output root
+    champion = registry.champion(store, TASK)
+    assert champion == {**entry, "version": 1}
+    assert entry["task"] == TASK and entry["partition"] == PARTITION and entry["version"] == 1
     assert entry["artefact"] == scored and entry["model_dir"] == str(tuned_dir)
     assert entry["adapter_dir"] == "/runs/adapter" and entry["run_key"] == "run-1"
     assert entry["data_fingerprint"] == "data-fp" and entry["config_hash"] == "cfg-hash"
     assert entry["suite_fingerprint"] == FP and entry["base_model"]["name"] == PARTITION
     assert entry["scores"]["tuned"]["pass_rate"] == pytest.approx(0.85)
     assert entry["p_value"] == pytest.approx(decision["p_value"])
-    assert registry.champion(path, TASK)["artefact"]["id"] == scored["id"]
+    assert entry["decision_run_id"] == decision["mlflow_run_id"] == meta["mlflow_run_id"]
+    client = store.client()
+    gate_run = client.get_run(decision["mlflow_run_id"])
+    assert gate_run.data.tags["tunegate.partition"] == PARTITION and gate_run.data.metrics["promote"] == 1.0
+    version = client.get_model_version(TASK, "1")
+    assert version.run_id == decision["mlflow_run_id"] and version.aliases == ["champion"]
+    assert version.tags["tunegate.artefact_id"] == scored["id"]
     promoted = _metadata(result, "promoted_model")
     assert promoted["artefact_id"] == scored["id"] and promoted["task"] == TASK
+    assert promoted["version"] == 1 and promoted["alias"] == "champion" and promoted["registered_model"] == TASK
+
+    path = tunegate.layout.registry_file  # the derived, read-only export
+    assert json.loads(path.read_text())["champions"][TASK]["artefact"]["id"] == scored["id"]
+    assert not path.stat().st_mode & stat.S_IWUSR
 
     # the same candidate again: the champion IS the candidate, nothing to beat, it stays champion
     again = _materialize(_assets(tiny_model_dir, tuned_dir), instance, tunegate)
     assert again.success
     assert again.output_for_node("champion_scores")["status"] == "same"
     assert _metadata(again, "gate_decision")["promote"] is True
-    assert registry.champion(path, TASK)["artefact"]["id"] == scored["id"]
+    assert registry.champion(store, TASK)["version"] == 1  # the same artefact: the same version
+    assert [v.version for v in client.search_model_versions(f"name='{TASK}'")] == [1]
 
 
 def test_a_champion_whose_files_are_gone_is_named_and_defends_nothing(instance, tunegate, tiny_model_dir, tuned_dir,
                                                                        tmp_path):  # fmt: skip
-    gone = tmp_path / "deleted-model"
-    old = {"task": TASK, "partition": "old-model", "model_dir": str(gone),
-           "artefact": {"id": "old-artefact", "path": str(gone), "folder_sha256": "f", "chat_template": TEMPLATE,
-                        "load": {}}}  # fmt: skip
-    registry.promote(tunegate.layout.registry_file, old)
+    """Gone from where it was built AND from the registry's artifact store."""
+    from tests.test_registry import _decision
+
+    store = tunegate.tracking_store()
+    gone = shutil.copytree(tiny_model_dir, tmp_path / "deleted-model")
+    record = _decision(store, TASK, "old-model", gone)
+    old = registry.promote(store, registry.entry(TASK, "old-model", record["candidate"], {"name": "old-model"}, {},
+                                                 record), {"name": "old-model"})  # fmt: skip
+    shutil.rmtree(gone)
+    shutil.rmtree(urlparse(old["source"]).path)
     result = _materialize(_assets(tiny_model_dir, tuned_dir), instance, tunegate)
     assert result.success
     champion = result.output_for_node("champion_scores")
     assert champion["status"] == "missing" and "old-model" in champion["why"] and str(gone) in champion["why"]
+    assert "could not be downloaded" in champion["why"]
     meta = _metadata(result, "gate_decision")
     assert meta["promote"] is True and meta["champion"] == "missing"
     assert "Champion: missing. old-model at" in meta["report"]
-    doc = registry.read_registry(tunegate.layout.registry_file)
-    assert [e["partition"] for e in doc["history"]] == ["old-model", PARTITION]
-    assert doc["champions"][TASK]["partition"] == PARTITION
+    versions = store.client().search_model_versions(f"name='{TASK}'")
+    assert sorted((int(v.version), v.tags["tunegate.partition"]) for v in versions) == [(1, "old-model"), (2, PARTITION)]
+    assert registry.champion(store, TASK)["partition"] == PARTITION
 
 
 def test_a_better_rescored_champion_blocks_promotion(instance, tunegate, tiny_model_dir, tuned_dir):

@@ -258,6 +258,21 @@ def test_end_to_end_qlora_run_through_pipes_then_cache_hit(stage):
     assert meta["launches"].value == 1 and meta["eval_count"].value == 2
     assert "| step | train loss |" in meta["loss_curve"].value
     assert config["config"]["test_datasets"][0]["path"] == str(VALIDATION)
+
+    # tracked by Axolotl's own MLflow integration (keys in the generated YAML), tagged by tunegate
+    assert config["config"]["use_mlflow"] is True
+    assert config["config"]["mlflow_experiment_name"] == "tunegate-support_ticket_triage"
+    store = stage[1]["tunegate"].tracking_store()
+    assert config["config"]["mlflow_tracking_uri"] == store.uri
+    run = store.client().get_run(adapter["mlflow_run_id"])
+    assert meta["mlflow_run_id"].value == adapter["mlflow_run_id"]
+    assert run.info.run_name == f"train @ {PARTITION}" and run.info.status == "FINISHED"
+    tags = run.data.tags
+    assert tags["tunegate.kind"] == "training" and tags["tunegate.partition"] == PARTITION
+    assert tags["tunegate.run_key"] == adapter["run_key"] and tags["tunegate.config_hash"] == adapter["config_hash"]
+    assert tags["tunegate.data_fingerprint"] == _fingerprint()
+    assert run.data.metrics["eval_loss"] == pytest.approx(adapter["eval_loss_last"], rel=1e-4)
+    assert run.data.params["learning_rate"] == str(TINY_OVERRIDES["learning_rate"])
     assert set(meta["versions"].value) >= {"axolotl", "transformers", "peft", "bitsandbytes", "torch"}
     log = (Path(adapter["run_dir"]) / ax.LOG_FILE).read_text()
     assert "trainable params" in log and ax.AVX512_WARNING not in log

@@ -1,7 +1,8 @@
 """End to end through the real UI: the webserver loads workspace.yaml, GraphQL shows every
 asset, the `base_model` partitions, the job, the sensor and the schedule, and a headless
 chromium screenshot of the lineage page lands in test-artifacts/lineage.png (and the
-promotion group, asset by asset, in test-artifacts/promotion.png)."""
+promotion group, asset by asset, in test-artifacts/promotion.png). The MLflow UI shows the
+registered model with its `champion` alias (test-artifacts/mlflow-registered-model.png)."""
 
 from __future__ import annotations
 
@@ -185,3 +186,35 @@ def test_ui_shows_the_whole_chain(webserver, tmp_path):
             check=True, timeout=180, capture_output=True,
         )
         assert shot.is_file() and shot.stat().st_size > 20_000, f"{name}: screenshot missing or blank"
+
+
+def test_mlflow_ui_shows_the_registered_model_and_its_champion_alias(mlflow_server, tmp_path):
+    """The MLflow UI (`make mlflow-ui` runs the same `mlflow server`): after two promotions
+    and a rollback, the registered model page names the version holding `champion`."""
+    import uuid
+
+    from pipelines import tracking
+    from pipelines.gate import registry
+    from tests.test_registry import _promote
+
+    task = f"triage-ui-{uuid.uuid4().hex[:6]}"
+    store = tracking.Store(mlflow_server.uri)
+    _promote(store, task, tmp_path, "model-a")
+    _promote(store, task, tmp_path, "model-b")
+    registry.set_champion(store, task, 1)  # a rollback: the alias, not the newest version, is the champion
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    shot = ARTIFACTS / "mlflow-registered-model.png"
+    shot.unlink(missing_ok=True)
+    url = f"{mlflow_server.uri}/#/models/{task}"
+    common = [_chromium(), *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'chromium'}", "--window-size=1600,2000",
+              "--virtual-time-budget=30000"]  # fmt: skip
+    dom = subprocess.run([*common, "--dump-dom", url], check=True, timeout=180, capture_output=True, text=True).stdout
+    assert task in dom, dom[-2000:]
+    rows = {n: [r for r in dom.split('role="row"') if f">Version {n}<" in r] for n in (1, 2)}
+    assert len(rows[1]) == 1 and len(rows[2]) == 1, f"no versions table on {url}:\n{dom[-3000:]}"
+    alias_tag = 'title="champion"'  # MLflow's alias tag (ModelVersionAliasTag) in the Aliases column
+    assert alias_tag in rows[1][0], f"version 1 shows no `champion` alias on {url}"
+    assert alias_tag not in rows[2][0]
+    subprocess.run([*common, f"--screenshot={shot}", url], check=True, timeout=180, capture_output=True)
+    assert shot.is_file() and shot.stat().st_size > 20_000, "screenshot missing or blank"
