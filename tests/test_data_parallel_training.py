@@ -42,7 +42,9 @@ DROP_REL_TOL = 0.10          # measured 0.031, 0.017
 def _train(tmp_path: Path, tiny_registry: Path, name: str, training_cfg: dict, accumulation: int) -> dict:
     settings = tmp_path / f"{name}.yaml"
     settings.write_text(yaml.safe_dump({"training": {
-        **training_cfg, "min_eval_loss_drop": 0.01,
+        # the guard is not under test here (the random tiny model's drop, 1.7-3.1 % measured, is
+        # too close to 1 % to be sure of): 0 still refuses a run whose eval loss rose
+        **training_cfg, "min_eval_loss_drop": 0.0,
         "overrides": {**SAME_BATCHES, "gradient_accumulation_steps": accumulation},
     }}))
     instance = dg.DagsterInstance.ephemeral()
