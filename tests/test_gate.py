@@ -580,7 +580,7 @@ def test_registry_roundtrip_and_champion_per_task(tmp_path):
                 "data_fingerprint", "config_hash", "suite_fingerprint", "scores", "p_value", "margin", "reason"):  # fmt: skip
         assert key in entry, key
     assert entry["artefact"]["id"] == "artefact-b" and entry["model_dir"] == "/models/b"
-    assert entry["base_model"] == {"name": "tiny", "path": "/m", "source": "s", "weights_sha256": "w"}
+    assert entry["base_model"] == {"name": "tiny", "path": "/m", "source": "s", "weights_sha256": "w", "released": None}
     assert entry["suite_fingerprint"] == FP and entry["scores"]["tuned"]["pass_rate"] == pytest.approx(0.85)
     assert not list(path.parent.glob("*.tmp")) and not list(path.parent.glob(".*.tmp"))
 

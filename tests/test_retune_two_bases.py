@@ -1,0 +1,148 @@
+"""A new base model lands (issue 16), in the fast suite: two partitions, the registry sensor
+adds the second when its entry is appended, and the gate compares the new base's tune with
+the champion promoted on the old base. The report names both base models, their scores,
+which serves after the decision, the champion base model's age and the re-tune's cost.
+
+The base models are real tiny folders through the real ``base_model`` asset (the second one
+with its tokenizer fixes as data); the score, adapter and tuned-model assets upstream of the
+gate are the test doubles of tests/test_promotion.py. The champion's re-scored card is a
+double too (re-scoring runs promptfoo; tests/test_promotion.py covers the asset's statuses),
+but its entry is the one the first partition's real promotion wrote to the registry."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import dagster as dg
+import pytest
+import yaml
+
+from assets.promotion import champion_scores, gate_decision, promoted_model
+from assets.training import base_model
+from pipelines import artefacts
+from pipelines.automation import base_model_registry_sensor
+from pipelines.gate import registry
+from pipelines.resources import PromptfooResource, TunegateResource
+from tests.test_base_model_registry import GEMMA_FIXES, tiny_gemma_dir  # noqa: F401  (a session fixture)
+from tests.test_gate import card, general_ok, paired
+from tests.test_promotion import EVAL, TASK, TEMPLATE, _double, _metadata
+
+OLD, NEW = "tiny-llama", "tiny-gemma"
+WIN = (5, 12, 1, 2)  # tuned 85 % vs the best prompt 30 %
+LOSS = (5, 1, 8, 6)  # tuned 30 % vs 65 %
+
+
+def _entry(name: str, folder: Path, released: str, **extra) -> dict:
+    return {"name": name, "source": str(folder), "released": released, **extra}
+
+
+@pytest.fixture
+def world(tmp_path, tiny_model_dir, tiny_gemma_dir):  # noqa: F811
+    """A registry with the old base model only, a settings file, an instance."""
+    registry_file = tmp_path / "base_models.yaml"
+    registry_file.write_text(yaml.safe_dump({"base_models": [_entry(OLD, tiny_model_dir, "2024-11-01")]}))
+    settings = tmp_path / "tunegate.yaml"
+    settings.write_text("{}\n")
+    resource = TunegateResource(home=str(tmp_path / "out"), base_models_file=str(registry_file),
+                                settings_file=str(settings))  # fmt: skip
+    with dg.instance_for_test() as instance:
+        yield {"registry": registry_file, "tunegate": resource, "instance": instance, "tmp": tmp_path}
+
+
+def _tick(world) -> list[dg.RunRequest]:
+    """One sensor evaluation, with its partition requests applied as the daemon would."""
+    context = dg.build_sensor_context(instance=world["instance"], resources={"tunegate": world["tunegate"]})
+    result = base_model_registry_sensor(context)
+    if isinstance(result, dg.SkipReason):
+        return []
+    for request in result.dynamic_partitions_requests:
+        world["instance"].add_dynamic_partitions(request.partitions_def_name, list(request.partition_keys))
+    return list(result.run_requests)
+
+
+def _run_gate(world, partition: str, model_dir: Path, outcome, champion_double: dict | None = None):
+    """The partition's promotion stage: real base_model, gate and promotion; doubles upstream."""
+    tuned_dir = shutil.copytree(model_dir, world["tmp"] / f"tuned-{partition}")
+    baseline, tuned = paired(*outcome)
+    identity = artefacts.identity(tuned_dir, TEMPLATE, {"dtype": "float32"})
+    tuned["artefact"] = identity
+    general = general_ok()
+    assets = [
+        _double("baseline_scores", {"baseline_rung": "static_few_shot", "rungs": {"static_few_shot": baseline},
+                                    "skip_training": None}),  # fmt: skip
+        _double("tuned_scores", tuned),
+        _double("baseline_general_scores", general["reference"]),
+        _double("base_as_trained_general_scores", general["base_as_trained"]),
+        _double("tuned_general_scores", general["candidate"]),
+        _double("eval_set", {"path": str(EVAL), "fingerprint": "data-fp", "rows": 6}),
+        _double("base_as_trained", {"path": "/models/base-as-trained", "quantised": True, "chat_template": TEMPLATE,
+                                    "artefact": {"id": "base-as-trained-id"}}),  # fmt: skip
+        _double("qlora_adapter", {"adapter_dir": "/runs/adapter", "run_key": f"run-{partition}",
+                                  "data_fingerprint": "data-fp", "config_hash": "cfg", "train_runtime_s": 412.0,
+                                  "tokens_per_second": 250.0}),  # fmt: skip
+        _double("tuned_model", {"path": str(tuned_dir), "chat_template": TEMPLATE, "run_key": f"run-{partition}",
+                                "artefact": identity, "adapter_dir": "/runs/adapter", "data_fingerprint": "data-fp"}),  # fmt: skip
+        base_model, gate_decision, promoted_model,
+        _double("champion_scores", champion_double) if champion_double else champion_scores,
+    ]
+    return dg.materialize(assets, instance=world["instance"], partition_key=partition,
+                          resources={"tunegate": world["tunegate"], "promptfoo": PromptfooResource()})  # fmt: skip
+
+
+def _add_new_base(world, tiny_gemma_dir):  # noqa: F811
+    """What a user does: append the new entry to base_models.yaml."""
+    doc = yaml.safe_load(world["registry"].read_text())
+    doc["base_models"].append(_entry(NEW, tiny_gemma_dir, "2025-08-14", tokenizer=GEMMA_FIXES,
+                                     eot_tokens=["<end_of_turn>"]))  # fmt: skip
+    world["registry"].write_text(yaml.safe_dump(doc))
+
+
+def _rescored(world, outcomes: list[bool]) -> dict:
+    """The champion as champion_scores hands it on: the registry's entry and a re-scored card."""
+    entry = registry.champion(world["tunegate"].layout.registry_file, TASK)
+    assert entry is not None and entry["partition"] == OLD
+    return {"status": "scored", "entry": entry, "card": card("champion", outcomes), "why": ""}
+
+
+def test_a_new_base_model_is_tuned_and_beats_the_old_champion(world, tiny_model_dir, tiny_gemma_dir):  # noqa: F811
+    (first,) = _tick(world)
+    assert first.partition_key == OLD and _tick(world) == []  # known now: no second request
+    assert _run_gate(world, OLD, tiny_model_dir, WIN).success
+    assert registry.champion(world["tunegate"].layout.registry_file, TASK)["base_model"]["released"] == "2024-11-01"
+
+    _add_new_base(world, tiny_gemma_dir)
+    (request,) = _tick(world)
+    assert request.partition_key == NEW and request.tags["tunegate/trigger"] == "new-base-model"
+    assert set(world["instance"].get_dynamic_partitions("base_model")) == {OLD, NEW}
+
+    champion_cases = [True] * 5 + [False] * 12 + [True] + [False] * 2  # 6/20, paired with WIN's tuned 17/20
+    result = _run_gate(world, NEW, tiny_gemma_dir, WIN, _rescored(world, champion_cases))
+    decision = result.output_for_node("gate_decision")
+    assert decision["promote"] is True
+    report = decision["report_md"]
+    assert "### Base models: do we switch?" in report
+    assert f"**{NEW}** (this re-tune) | 85.0% | 30.0% (static_few_shot) | PROMOTE" in report
+    assert f"{OLD} (champion) | 30.0% | see its own gate | serving | re-scored on today's held-out set" in report
+    assert f"**Serves after this decision:** the fine-tune on **{NEW}** (promoted now)." in report
+    assert f"Champion's base model {OLD}: released 2024-11-01, " in report and "days (" in report
+    assert f"Candidate's base model {NEW}: released 2025-08-14" in report
+    assert "412 s of training on 103,000 tokens" in report and "min of wall time for the run so far" in report
+    assert _metadata(result, "gate_decision")["serving_after"].startswith(f"the fine-tune on **{NEW}**")
+    assert registry.champion(world["tunegate"].layout.registry_file, TASK)["partition"] == NEW
+    checked = _metadata(result, "base_model")
+    assert checked["needs_bos"] is True and checked["eos_token"] == "<end_of_turn>"
+
+
+def test_without_a_champion_the_old_base_scores_stand_beside_the_new(world, tiny_model_dir, tiny_gemma_dir):  # noqa: F811
+    _tick(world)
+    old = _run_gate(world, OLD, tiny_model_dir, LOSS)
+    assert old.output_for_node("gate_decision")["promote"] is False  # the old base's gate said no
+    _add_new_base(world, tiny_gemma_dir)
+    assert [r.partition_key for r in _tick(world)] == [NEW]
+
+    result = _run_gate(world, NEW, tiny_gemma_dir, LOSS)  # the real champion_scores: registry empty
+    report = result.output_for_node("gate_decision")["report_md"]
+    assert "No champion: no earlier base model's gate said yes; tiny-llama above shows what switching buys" in report
+    assert f"| {OLD} | 30.0% | 65.0% (static_few_shot) | not promoted | its last gate, same held-out set |" in report
+    assert "**Serves after this decision:** no fine-tune: the prompt-only baseline" in report
