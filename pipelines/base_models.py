@@ -19,6 +19,7 @@ import hashlib
 import importlib.metadata
 import json
 import logging
+import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -150,6 +151,9 @@ _PROBE = [
 ]
 
 
+_MARKER = re.compile(r"<[^<>\s]{1,40}>")  # a template's control tokens: <bos>, <|im_end|>, <start_of_turn>
+
+
 def resolve_chat_template(name: str) -> str:
     """``file:<path>`` (relative to the repo) or an Axolotl template name -> jinja text."""
     if name.startswith("file:"):
@@ -177,6 +181,12 @@ def apply_tokenizer_fixes(tokenizer, fixes: TokenizerFixes, gguf: dict | None = 
         token = getattr(fixes, f"{role}_token")
         if token is not None:
             setattr(tokenizer, f"{role}_token", token)
+    if fixes.special_tokens:
+        vocab = tokenizer.get_vocab()
+        unknown = [t for t in fixes.special_tokens if t not in vocab]
+        if unknown:  # adding them would need new, untrained embeddings
+            raise ValueError(f"tokenizer.special_tokens {unknown} are not in the model's vocabulary")
+        tokenizer.add_tokens(list(fixes.special_tokens), special_tokens=True)
     if fixes.chat_template is not None:
         tokenizer.chat_template = resolve_chat_template(fixes.chat_template)
     return fixes.add_bos_token if fixes.add_bos_token is not None else bool(gguf.get("add_bos"))
@@ -211,6 +221,14 @@ def check_tokenizer(tokenizer, eot_tokens: list[str], needs_bos: bool) -> list[s
     if not full.startswith(prompt):
         problems.append("the generation prompt is not a prefix of the training text, so evaluation prompts differ "
                         f"from what training showed: {prompt[-60:]!r} vs {full[len(prompt) - 60 : len(prompt)]!r}")  # fmt: skip
+    markup = full
+    for message in _PROBE:
+        markup = markup.replace(message["content"], " ")
+    for marker in sorted(set(_MARKER.findall(markup))):
+        pieces = tokenizer(marker, add_special_tokens=False)["input_ids"]
+        if marker in vocab and pieces != [vocab[marker]]:
+            problems.append(f"the template's {marker!r} is one vocabulary entry (id {vocab[marker]}) but is "
+                            f"tokenised as {len(pieces)} pieces: add it to tokenizer.special_tokens")  # fmt: skip
     ids = tokenizer(full, add_special_tokens=False)["input_ids"]
     back = tokenizer.decode(ids, skip_special_tokens=False)
     if back != full:

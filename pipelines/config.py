@@ -205,17 +205,22 @@ class TokenizerFixes(_Strict):
 
     ``chat_template``: an Axolotl template name (e.g. ``gemma3``) or ``file:<path to .jinja>``
     (relative to the repo). ``add_bos_token``: the model needs ``bos_token`` first in every
-    prompt (None: what the GGUF metadata says). Token fields name a string in the vocabulary."""
+    prompt (None: what the GGUF metadata says). Token fields name a string in the vocabulary;
+    ``special_tokens`` are the template's turn markers that a converted tokenizer may split
+    into characters (Gemma's ``<start_of_turn>``) though they are single vocabulary entries."""
 
     chat_template: str | None = None
     bos_token: str | None = None
     eos_token: str | None = None
     pad_token: str | None = None
     add_bos_token: bool | None = None
+    special_tokens: list[str] = Field(
+        default_factory=list, description="vocabulary entries the template uses that must never be split"
+    )
 
     @property
     def any(self) -> bool:
-        return any(v is not None for v in self.model_dump().values())
+        return any(v not in (None, []) for v in self.model_dump().values())
 
 
 GGUF_WHEEL_PREFIX = "gguf-wheel:"

@@ -17,13 +17,15 @@ from pipelines import base_models as bm
 from pipelines.config import BaseModelSpec, ConfigError, load_base_models
 
 GEMMA_SPECIALS = ["<bos>", "<eos>", "<pad>", "<start_of_turn>", "<end_of_turn>"]
+TURN_MARKERS = ["<start_of_turn>", "<end_of_turn>"]
 GEMMA_FIXES = {"chat_template": "gemma3", "eos_token": "<end_of_turn>", "pad_token": "<pad>", "bos_token": "<bos>",
-               "add_bos_token": True}  # fmt: skip
+               "add_bos_token": True, "special_tokens": TURN_MARKERS}  # fmt: skip
 
 
 def build_tiny_gemma(tiny_model_dir: Path, out_dir: Path) -> Path:
     """A 2-layer Gemma3 text model whose tokenizer has Gemma's special tokens, but, like the
-    converted Gemma 3 270M GGUF, no chat template and no bos added (the Gemma defect)."""
+    converted Gemma 3 270M GGUF, no chat template, no bos added, and turn markers that are
+    vocabulary entries the tokenizer splits into characters (the Gemma defects)."""
     import torch
     from transformers import AutoTokenizer, Gemma3ForCausalLM, Gemma3TextConfig
 
@@ -43,7 +45,31 @@ def build_tiny_gemma(tiny_model_dir: Path, out_dir: Path) -> Path:
     model.save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)
     (out_dir / "chat_template.jinja").unlink(missing_ok=True)
+    _demote_to_plain_vocabulary(out_dir, TURN_MARKERS)
     return out_dir
+
+
+def _demote_to_plain_vocabulary(folder: Path, tokens: list[str]) -> None:
+    """Make ``tokens`` ordinary vocabulary entries that BPE never produces, so text
+    containing them is split into characters: what the GGUF conversion does to Gemma's
+    ``<start_of_turn>``."""
+    import json
+
+    path = folder / "tokenizer.json"
+    doc = json.loads(path.read_text())
+    for added in [a for a in doc["added_tokens"] if a["content"] in tokens]:
+        doc["added_tokens"].remove(added)
+        doc["model"]["vocab"][added["content"]] = added["id"]
+    path.write_text(json.dumps(doc))
+    cfg_path = folder / "tokenizer_config.json"
+    cfg = json.loads(cfg_path.read_text())
+    for key in ("extra_special_tokens", "additional_special_tokens"):
+        if isinstance(cfg.get(key), list):
+            cfg[key] = [t for t in cfg[key] if t not in tokens]
+    for token_id, added in list(cfg.get("added_tokens_decoder", {}).items()):
+        if added.get("content") in tokens:
+            del cfg["added_tokens_decoder"][token_id]
+    cfg_path.write_text(json.dumps(cfg))
 
 
 @pytest.fixture(scope="session")
@@ -108,6 +134,24 @@ def test_gemma_bos_defect_is_caught(tiny_gemma_dir, tmp_path):
     bm.apply_tokenizer_fixes(tokenizer, _spec(tiny_gemma_dir, tokenizer={**GEMMA_FIXES, "chat_template": f"file:{no_bos}"}).tokenizer)
     problems = bm.check_tokenizer(tokenizer, ["<end_of_turn>"], needs_bos=True)
     assert any("needs '<bos>' first, but the rendered prompt starts with '<start_of_turn>'" in p for p in problems), problems
+
+
+def test_gemma_turn_markers_split_into_characters_are_caught(tiny_gemma_dir):
+    tokenizer = _tokenizer(tiny_gemma_dir)
+    fixes = _spec(tiny_gemma_dir, tokenizer={**GEMMA_FIXES, "special_tokens": []}).tokenizer
+    bm.apply_tokenizer_fixes(tokenizer, fixes)
+    problems = bm.check_tokenizer(tokenizer, ["<end_of_turn>"], needs_bos=True)
+    assert any("'<start_of_turn>' is one vocabulary entry" in p and "add it to tokenizer.special_tokens" in p
+               for p in problems), problems  # fmt: skip
+    size = len(tokenizer)
+    bm.apply_tokenizer_fixes(tokenizer, _spec(tiny_gemma_dir, tokenizer=GEMMA_FIXES).tokenizer)
+    assert bm.check_tokenizer(tokenizer, ["<end_of_turn>"], needs_bos=True) == [] and len(tokenizer) == size
+
+
+def test_a_special_token_outside_the_vocabulary_is_refused(tiny_gemma_dir):
+    fixes = _spec(tiny_gemma_dir, tokenizer={"special_tokens": ["<not_in_vocab>"]}).tokenizer
+    with pytest.raises(ValueError, match=r"special_tokens \['<not_in_vocab>'\] are not in the model's vocabulary"):
+        bm.apply_tokenizer_fixes(_tokenizer(tiny_gemma_dir), fixes)
 
 
 def test_a_doubled_bos_is_caught(tiny_gemma_dir, tmp_path):

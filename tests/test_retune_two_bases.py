@@ -146,3 +146,25 @@ def test_without_a_champion_the_old_base_scores_stand_beside_the_new(world, tiny
     assert "No champion: no earlier base model's gate said yes; tiny-llama above shows what switching buys" in report
     assert f"| {OLD} | 30.0% | 65.0% (static_few_shot) | not promoted | its last gate, same held-out set |" in report
     assert "**Serves after this decision:** no fine-tune: the prompt-only baseline" in report
+
+
+# --------------------------------------------------------------------------- make demo-retune's plumbing
+def test_the_demo_appends_the_entry_to_a_copy_of_the_registry(tmp_path):
+    from pipelines.config import REPO_ROOT, load_base_models
+    from pipelines.demo_retune import DEFAULT_ENTRY, registry_with
+
+    shipped = REPO_ROOT / "base_models.yaml"
+    before = shipped.read_text()
+    out = registry_with(DEFAULT_ENTRY, shipped, tmp_path / "retune" / "base_models.yaml")
+    names = [s.name for s in load_base_models(out)]
+    assert names[0] == load_base_models(shipped)[0].name and names[-1] == "gemma3-270m"
+    assert registry_with(DEFAULT_ENTRY, out, out) == out and len(load_base_models(out)) == len(names)  # idempotent
+    assert shipped.read_text() == before
+
+
+def test_only_missing_wheels_are_installed():
+    from pipelines.demo_retune import missing_requirements
+
+    pyyaml = f"pyyaml=={__import__('importlib.metadata').metadata.version('pyyaml')}"
+    assert missing_requirements([pyyaml]) == []
+    assert missing_requirements(["pyyaml==0.0.1", "no-such-dist-tunegate==1.0"]) == ["pyyaml==0.0.1", "no-such-dist-tunegate==1.0"]
