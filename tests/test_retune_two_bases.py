@@ -5,7 +5,7 @@ which serves after the decision, the champion base model's age and the re-tune's
 
 The base models are real tiny folders through the real ``base_model`` asset (the second one
 with its tokenizer fixes as data); the score, adapter and tuned-model assets upstream of the
-gate are the test doubles of tests/test_promotion.py. The champion's re-scored card is a
+gate are the test doubles of tests/test_promotion.py (its ``_assets``). The champion's re-scored card is a
 double too (re-scoring runs promptfoo; tests/test_promotion.py covers the asset's statuses),
 but its entry is the one the first partition's real promotion wrote to the registry."""
 
@@ -18,19 +18,16 @@ import dagster as dg
 import pytest
 import yaml
 
-from assets.promotion import champion_scores, gate_decision, promoted_model
 from assets.training import base_model
-from pipelines import artefacts
 from pipelines.automation import base_model_registry_sensor
 from pipelines.gate import registry
 from pipelines.resources import PromptfooResource, TunegateResource
 from tests.test_base_model_registry import GEMMA_FIXES, tiny_gemma_dir  # noqa: F401  (a session fixture)
-from tests.test_gate import card, general_ok, paired
-from tests.test_promotion import EVAL, TASK, TEMPLATE, _double, _metadata
+from tests.test_gate import card
+from tests.test_promotion import LOSS, TASK, WIN, _assets, _metadata
 
 OLD, NEW = "tiny-llama", "tiny-gemma"
-WIN = (5, 12, 1, 2)  # tuned 85 % vs the best prompt 30 %
-LOSS = (5, 1, 8, 6)  # tuned 30 % vs 65 %
+# WIN: tuned 85 % vs the best prompt 30 %; LOSS: tuned 30 % vs 65 % (tests/test_promotion.py)
 
 
 def _entry(name: str, folder: Path, released: str, **extra) -> dict:
@@ -62,30 +59,11 @@ def _tick(world) -> list[dg.RunRequest]:
 
 
 def _run_gate(world, partition: str, model_dir: Path, outcome, champion_double: dict | None = None):
-    """The partition's promotion stage: real base_model, gate and promotion; doubles upstream."""
+    """The partition's promotion stage: real base_model, gate and promotion (and the real
+    champion_scores unless a double is given); tests/test_promotion.py's doubles upstream."""
     tuned_dir = shutil.copytree(model_dir, world["tmp"] / f"tuned-{partition}")
-    baseline, tuned = paired(*outcome)
-    identity = artefacts.identity(tuned_dir, TEMPLATE, {"dtype": "float32"})
-    tuned["artefact"] = identity
-    general = general_ok()
-    assets = [
-        _double("baseline_scores", {"baseline_rung": "static_few_shot", "rungs": {"static_few_shot": baseline},
-                                    "skip_training": None}),  # fmt: skip
-        _double("tuned_scores", tuned),
-        _double("baseline_general_scores", general["reference"]),
-        _double("base_as_trained_general_scores", general["base_as_trained"]),
-        _double("tuned_general_scores", general["candidate"]),
-        _double("eval_set", {"path": str(EVAL), "fingerprint": "data-fp", "rows": 6}),
-        _double("base_as_trained", {"path": "/models/base-as-trained", "quantised": True, "chat_template": TEMPLATE,
-                                    "artefact": {"id": "base-as-trained-id"}}),  # fmt: skip
-        _double("qlora_adapter", {"adapter_dir": "/runs/adapter", "run_key": f"run-{partition}",
-                                  "data_fingerprint": "data-fp", "config_hash": "cfg", "train_runtime_s": 412.0,
-                                  "tokens_per_second": 250.0}),  # fmt: skip
-        _double("tuned_model", {"path": str(tuned_dir), "chat_template": TEMPLATE, "run_key": f"run-{partition}",
-                                "artefact": identity, "adapter_dir": "/runs/adapter", "data_fingerprint": "data-fp"}),  # fmt: skip
-        base_model, gate_decision, promoted_model,
-        _double("champion_scores", champion_double) if champion_double else champion_scores,
-    ]
+    doubles = _assets(model_dir, tuned_dir, outcome, champion=champion_double)
+    assets = [a for a in doubles if a.key != dg.AssetKey("base_model")] + [base_model]
     return dg.materialize(assets, instance=world["instance"], partition_key=partition,
                           resources={"tunegate": world["tunegate"], "promptfoo": PromptfooResource()})  # fmt: skip
 
@@ -127,7 +105,7 @@ def test_a_new_base_model_is_tuned_and_beats_the_old_champion(world, tiny_model_
     assert f"**Serves after this decision:** the fine-tune on **{NEW}** (promoted now)." in report
     assert f"Champion's base model {OLD}: released 2024-11-01, " in report and "days (" in report
     assert f"Candidate's base model {NEW}: released 2025-08-14" in report
-    assert "412 s of training on 103,000 tokens" in report and "min of wall time for the run so far" in report
+    assert "600 s of training on 540,000 tokens" in report and "min of wall time for the run so far" in report
     assert _metadata(result, "gate_decision")["serving_after"].startswith(f"the fine-tune on **{NEW}**")
     assert registry.champion(world["tunegate"].layout.registry_file, TASK)["partition"] == NEW
     checked = _metadata(result, "base_model")
