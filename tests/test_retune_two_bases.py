@@ -101,10 +101,12 @@ def test_a_new_base_model_is_tuned_and_beats_the_old_champion(world, tiny_model_
     report = decision["report_md"]
     assert "### Base models: do we switch?" in report
     assert f"**{NEW}** (this re-tune) | 85.0% | 30.0% (static_few_shot) | PROMOTE" in report
-    assert f"{OLD} (champion) | 30.0% | see its own gate | serving | re-scored on today's held-out set" in report
-    assert f"**Serves after this decision:** the fine-tune on **{NEW}** (promoted now)." in report
-    assert f"Champion's base model {OLD}: released 2024-11-01, " in report and "days (" in report
-    assert f"Candidate's base model {NEW}: released 2025-08-14" in report
+    assert (f"{OLD} (champion) | 30.0% | 30.0% (static_few_shot), its last gate | replaced | re-scored on today's "
+            "held-out set |") in report  # fmt: skip
+    assert report.count(f"| {OLD}") == 1  # the champion's partition once, not again as "another base"
+    assert f"- **Serves after this decision:** the fine-tune on **{NEW}** (promoted now)." in report
+    assert f"- Champion's base model {OLD}: released 2024-11-01, " in report and "days (" in report
+    assert f"- Candidate's base model {NEW}: released 2025-08-14" in report
     assert "600 s of training on 540,000 tokens" in report and "min of wall time for the run so far" in report
     assert _metadata(result, "gate_decision")["serving_after"].startswith(f"the fine-tune on **{NEW}**")
     assert registry.champion(world["tunegate"].layout.registry_file, TASK)["partition"] == NEW
@@ -121,9 +123,9 @@ def test_without_a_champion_the_old_base_scores_stand_beside_the_new(world, tiny
 
     result = _run_gate(world, NEW, tiny_gemma_dir, LOSS)  # the real champion_scores: registry empty
     report = result.output_for_node("gate_decision")["report_md"]
-    assert "No champion: no earlier base model's gate said yes; tiny-llama above shows what switching buys" in report
+    assert "- No champion: no earlier base model's gate said yes; tiny-llama above shows what switching buys" in report
     assert f"| {OLD} | 30.0% | 65.0% (static_few_shot) | not promoted | its last gate, same held-out set |" in report
-    assert "**Serves after this decision:** no fine-tune: the prompt-only baseline" in report
+    assert "- **Serves after this decision:** no fine-tune: the prompt-only baseline" in report
 
 
 # --------------------------------------------------------------------------- make demo-retune's plumbing
@@ -146,3 +148,18 @@ def test_only_missing_wheels_are_installed():
     pyyaml = f"pyyaml=={__import__('importlib.metadata').metadata.version('pyyaml')}"
     assert missing_requirements([pyyaml]) == []
     assert missing_requirements(["pyyaml==0.0.1", "no-such-dist-tunegate==1.0"]) == ["pyyaml==0.0.1", "no-such-dist-tunegate==1.0"]
+
+
+def test_an_old_base_scored_on_an_older_held_out_set_is_flagged():
+    from pipelines.config import CostSettings
+    from pipelines.gate import bases, cost
+    from tests.test_gate import TRAINING, decide, paired
+
+    baseline, tuned = paired(*LOSS)
+    decision = decide(baseline, tuned)
+    costs = cost.cost_report({"static_few_shot": baseline}, "static_few_shot", tuned, TRAINING, CostSettings())
+    other = bases.OtherBase(OLD, 0.4, 0.5, "zero_shot", False, "an-older-suite-fp")
+    report = bases.base_models_md(decision, tuned, baseline, bases.BaseModelContext(NEW, None, [other]), costs)
+    assert f"| {OLD} | 40.0% | 50.0% (zero_shot) | not promoted | its last gate, an OLDER held-out set |" in report
+    assert f"- Candidate's base model {NEW}: release date unknown (set `released:` in base_models.yaml)." in report
+    assert "1800 s of training on 1,800,000 tokens" in report and "wall time" not in report

@@ -73,26 +73,27 @@ def base_models_md(decision: Decision, tuned: dict, baseline: dict, ctx: BaseMod
     rows = [[f"**{ctx.candidate}** (this re-tune)", _rate(tuned["pass_rate"]),
              f"{_rate(baseline['pass_rate'])} ({decision.baseline_rung})", "PROMOTE" if decision.promote else "no",
              "today's held-out set"]]  # fmt: skip
+    others = {o.partition: o for o in ctx.others if o.partition != ctx.candidate}
     if champ.card and champ_partition != ctx.candidate:
-        rows.append([f"{champ_partition} (champion)", _rate(champ.card["pass_rate"]), "see its own gate", "serving",
-                     "re-scored on today's held-out set"])  # fmt: skip
-    for other in ctx.others:
-        if other.partition in (ctx.candidate,):
-            continue
+        last = others.pop(champ_partition, None)
+        prompt_only = f"{_rate(last.baseline_pass_rate)} ({last.baseline_rung or '-'}), its last gate" if last else "-"
+        rows.append([f"{champ_partition} (champion)", _rate(champ.card["pass_rate"]), prompt_only,
+                     "replaced" if decision.promote else "keeps serving", "re-scored on today's held-out set"])  # fmt: skip
+    for other in others.values():
         same = other.suite_fingerprint == tuned.get("suite_fingerprint")
-        rows.append([other.partition + (" (champion)" if other.partition == champ_partition else ""),
-                     _rate(other.tuned_pass_rate), f"{_rate(other.baseline_pass_rate)} ({other.baseline_rung or '-'})",
+        rows.append([other.partition, _rate(other.tuned_pass_rate),
+                     f"{_rate(other.baseline_pass_rate)} ({other.baseline_rung or '-'})",
                      "promoted" if other.promoted else "not promoted",
                      "its last gate, same held-out set" if same else "its last gate, an OLDER held-out set"])  # fmt: skip
     lines = ["### Base models: do we switch?", "",
              markdown_table(["base model", "tuned pass rate", "prompt-only baseline", "gate", "scored on"], rows), "",
-             f"**Serves after this decision:** {serving_after(decision, ctx.candidate)}."]  # fmt: skip
+             f"- **Serves after this decision:** {serving_after(decision, ctx.candidate)}."]  # fmt: skip
     if champ.status == "none":
-        shown = ", ".join(o.partition for o in ctx.others if o.partition != ctx.candidate)
-        lines.append("No champion: no earlier base model's gate said yes"
+        shown = ", ".join(others)
+        lines.append("- No champion: no earlier base model's gate said yes"
                      + (f"; {shown} above shows what switching buys over it." if shown else "."))  # fmt: skip
     elif champ.status == "missing":
-        lines.append(f"The champion cannot be re-scored: {champ.why}")
+        lines.append(f"- The champion cannot be re-scored: {champ.why}")
     today = now.date()
     if champ.entry:
         base = champ.entry.get("base_model") or {}
@@ -102,10 +103,10 @@ def base_models_md(decision: Decision, tuned: dict, baseline: dict, ctx: BaseMod
         if promoted:
             days = (now - datetime.fromisoformat(promoted)).total_seconds() / 86400
             served = f"; promoted {promoted} ({days:.0f} days ago)"
-        lines.append(f"Champion's base model {base.get('name') or champ_partition}: {_age(released, today)}{served}.")
-    lines.append(f"Candidate's base model {ctx.candidate}: {_age(ctx.candidate_released, today)}.")
+        lines.append(f"- Champion's base model {base.get('name') or champ_partition}: {_age(released, today)}{served}.")
+    lines.append(f"- Candidate's base model {ctx.candidate}: {_age(ctx.candidate_released, today)}.")
     wall = f"{ctx.run_seconds / 60:.1f} min of wall time for the run so far, " if ctx.run_seconds else ""
-    lines.append(f"**This re-tune cost:** {wall}{cost.training_seconds:.0f} s of training on "
+    lines.append(f"- **This re-tune cost:** {wall}{cost.training_seconds:.0f} s of training on "
                  f"{cost.training_tokens:,.0f} tokens = {cost.training_cost:.4f} at tunegate.yaml `cost:` prices; "
                  "every new base model costs this again (the maintenance tax).")  # fmt: skip
     return "\n".join(lines)
