@@ -143,6 +143,7 @@ _PROBE = [
 ]
 
 
+MIN_CHARS_PER_TOKEN = 1.5  # English runs ~3-4 characters per token; a character-level tokenizer ~1
 _MARKER = re.compile(r"<[^<>\s]{1,40}>")  # a template's control tokens: <bos>, <|im_end|>, <start_of_turn>
 
 
@@ -221,6 +222,12 @@ def check_tokenizer(tokenizer, eot_tokens: list[str], needs_bos: bool) -> list[s
         if marker in vocab and pieces != [vocab[marker]]:
             problems.append(f"the template's {marker!r} is one vocabulary entry (id {vocab[marker]}) but is "
                             f"tokenised as {len(pieces)} pieces: add it to tokenizer.special_tokens")  # fmt: skip
+    text = " ".join(m["content"] for m in _PROBE)
+    pieces = tokenizer(text, add_special_tokens=False)["input_ids"]
+    if len(text) / max(len(pieces), 1) < MIN_CHARS_PER_TOKEN:
+        problems.append(f"ordinary text is split into (nearly) single characters: {len(pieces)} tokens for "
+                        f"{len(text)} characters ({tokenizer.convert_ids_to_tokens(pieces[:8])}): the tokenizer "
+                        "lost its merges or scores in conversion")  # fmt: skip
     ids = tokenizer(full, add_special_tokens=False)["input_ids"]
     back = tokenizer.decode(ids, skip_special_tokens=False)
     if back != full:
@@ -261,6 +268,24 @@ def require_sound_tokenizer(spec: BaseModelSpec, tokenizer, needs_bos: bool) -> 
             f"pad {tokenizer.pad_token!r}; " + (f"bos {tokenizer.bos_token!r} first, once" if needs_bos else "no bos required")]  # fmt: skip
 
 
+def require_same_after_reload(spec: BaseModelSpec, tokenizer, folder: Path) -> None:
+    """The tokenizer saved in ``folder`` must encode the probe exactly as the one in memory:
+    training and evaluation only ever see the saved one."""
+    from transformers import AutoTokenizer
+
+    rendered = tokenizer.apply_chat_template(_PROBE, tokenize=False) if tokenizer.chat_template else ""
+    text = rendered or " ".join(m["content"] for m in _PROBE)
+    before = tokenizer(text, add_special_tokens=False)["input_ids"]
+    reloaded = AutoTokenizer.from_pretrained(folder)
+    after = reloaded(text, add_special_tokens=False)["input_ids"]
+    if before != after:
+        raise TokenizerCheckError(
+            f"base model {spec.name!r}: the tokenizer saved to {folder.name} encodes differently after reloading "
+            f"({type(reloaded).__name__}: {len(after)} tokens, {reloaded.convert_ids_to_tokens(after[:8])} vs "
+            f"{len(before)}, {tokenizer.convert_ids_to_tokens(before[:8])}): set tokenizer.tokenizer_class"
+        )
+
+
 def _marker(tmp: Path, source: str, spec: BaseModelSpec, needs_bos: bool) -> None:
     record = {"source": source, "tokenizer": spec.tokenizer.model_dump(), "needs_bos": needs_bos}
     (tmp / _DONE_MARKER).write_text(json.dumps(record, sort_keys=True) + "\n")
@@ -269,6 +294,18 @@ def _marker(tmp: Path, source: str, spec: BaseModelSpec, needs_bos: bool) -> Non
 def _read_marker(model_dir: Path) -> dict:
     path = model_dir / _DONE_MARKER
     return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def save_tokenizer(spec: BaseModelSpec, tokenizer, folder: Path) -> None:
+    """Save, with the registry's ``tokenizer_class`` if set (the class a reload builds), then
+    check that the reloaded tokenizer encodes as this one does."""
+    tokenizer.save_pretrained(folder)
+    if spec.tokenizer.tokenizer_class:
+        path = folder / "tokenizer_config.json"
+        config = json.loads(path.read_text(encoding="utf-8"))
+        config["tokenizer_class"] = spec.tokenizer.tokenizer_class
+        path.write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+    require_same_after_reload(spec, tokenizer, folder)
 
 
 def _token_ids(tokenizer) -> dict[str, int]:
@@ -294,7 +331,7 @@ def convert_gguf(gguf_file: Path, out_dir: Path, spec: BaseModelSpec) -> Path:
 
     with atomic_dir(out_dir) as tmp:
         model.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
+        save_tokenizer(spec, tokenizer, tmp)
         _marker(tmp, gguf_file.name, spec, needs_bos)
     return out_dir
 
@@ -317,7 +354,7 @@ def fix_local_folder(spec: BaseModelSpec, local: Path, out_dir: Path) -> Path:
                 (tmp / item.name).write_text(json.dumps(config, indent=2) + "\n")
             else:
                 (tmp / item.name).symlink_to(item.resolve())
-        tokenizer.save_pretrained(tmp)
+        save_tokenizer(spec, tokenizer, tmp)
         _marker(tmp, str(local), spec, needs_bos)
     return out_dir
 

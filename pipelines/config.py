@@ -217,6 +217,9 @@ class TokenizerFixes(_Strict):
     special_tokens: list[str] = Field(
         default_factory=list, description="vocabulary entries the template uses that must never be split"
     )
+    tokenizer_class: str | None = Field(
+        None, description="the class a reload of the saved tokenizer builds (e.g. TokenizersBackend: tokenizer.json as is)"
+    )
 
     @property
     def any(self) -> bool:

