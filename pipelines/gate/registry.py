@@ -53,7 +53,7 @@ def entry(task: str, partition: str, artefact: dict, base_model: dict, adapter: 
         "promoted_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "artefact": artefact,
         "model_dir": artefact["path"],
-        "base_model": {k: base_model.get(k) for k in ("name", "path", "source", "weights_sha256")},
+        "base_model": {k: base_model.get(k) for k in ("name", "path", "source", "weights_sha256", "released")},
         "adapter_dir": adapter.get("adapter_dir"),
         "run_key": adapter.get("run_key"),
         "data_fingerprint": adapter.get("data_fingerprint"),

