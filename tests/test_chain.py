@@ -127,7 +127,7 @@ def test_a_real_yes_then_a_worse_challenger_loses_to_the_champion(tmp_path, lear
         baseline = result.asset_value("baseline_scores")
         assert baseline["rungs"][baseline["baseline_rung"]]["pass_rate"] <= 0.1  # no prompt does it
         assert decision["champion"]["status"] == "none"
-        assert "PROMOTE" in decision["report_md"] and "### Cost" in decision["report_md"]
+        assert "Promotion decision: **PROMOTE**" in decision["report_md"] and "### Cost" in decision["report_md"]
         assert first.tracking_store().uri == local_store.uri
         champion = registry.champion(local_store, task_spec(first).name)
         assert champion["artefact"]["id"] == tuned["artefact"]["id"] == decision["candidate"]["id"]
