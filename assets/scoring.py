@@ -17,7 +17,7 @@ from pipelines.evaluation.scorecard import Contender, assertion_table_md, score,
 from pipelines.evaluation.task import load_task
 from pipelines.evaluation.task_metrics import confusions_md, per_label_md, summary_md
 from pipelines.generation import ModelSpec
-from pipelines.resources import PromptfooResource, TunegateResource
+from pipelines.orchestration.resources import PromptfooResource, TunegateResource
 
 
 def repo_path(value: str) -> Path:

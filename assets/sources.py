@@ -12,7 +12,7 @@ import dagster as dg
 
 from pipelines import config, ingest
 from pipelines.records import markdown_table, write_jsonl
-from pipelines.resources import TunegateResource
+from pipelines.orchestration.resources import TunegateResource
 
 KEY_PREFIX = "raw_pairs"
 GROUP = "sources"

@@ -1,7 +1,7 @@
 """Training: the base model, the generated Axolotl config and the QLoRA adapter.
 
 Thin shells over ``pipelines.base_models`` and ``pipelines.axolotl``; Axolotl itself runs
-in a subprocess through Dagster Pipes (``pipelines/axolotl_launcher.py``), so its output
+in a subprocess through Dagster Pipes (``pipelines/orchestration/axolotl_launcher.py``), so its output
 streams into the run's logs and its metrics land in the adapter's metadata."""
 
 
@@ -15,11 +15,11 @@ from pipelines import axolotl as ax
 from pipelines.files import tail
 from pipelines import base_models, config, k8s_pod, tracking
 from pipelines.config import REPO_ROOT
-from pipelines.partitions import base_model_partitions
-from pipelines.resources import AxolotlResource, TunegateResource
+from pipelines.orchestration.partitions import base_model_partitions
+from pipelines.orchestration.resources import AxolotlResource, TunegateResource
 
 GROUP = "training"
-LAUNCHER_MODULE = "pipelines.axolotl_launcher"
+LAUNCHER_MODULE = "pipelines.orchestration.axolotl_launcher"
 
 
 def _training_pool() -> str:

@@ -5,7 +5,7 @@ the prompt ladder's few-shot selection and scoring, against the shipped 12-inten
 Both tasks are written by ``scripts/make_demo_data.py --intents-only`` (a CSV ``text,intent``,
 its sources.yaml, task.yaml with ``output.type: label`` and tunegate.yaml), then:
 
-1. data: ``python -m pipelines.data`` (``make data``) on them: wall time, peak RSS;
+1. data: ``python -m pipelines.orchestration.data`` (``make data``) on them: wall time, peak RSS;
 2. the suite and the ladder's prompts for EVERY held-out case, as the ladder asset builds
    them: label set from the train split, retrieval index over train and the nearest k for
    each case (time), prompt tokens per rung (the model's tokenizer and chat template), and
@@ -58,7 +58,7 @@ def make_task(out: Path, rows: int, labels: int) -> dict:
            "TUNEGATE_SETTINGS": str(out / "task" / "tunegate.yaml"), "TUNEGATE_HOME": str(out / "home"),
            "DAGSTER_HOME": str(out / "dagster")}  # fmt: skip
     started = time.perf_counter()
-    proc = subprocess.run([PY, "-m", "pipelines.data"], cwd=REPO_ROOT, env=env, capture_output=True, text=True)
+    proc = subprocess.run([PY, "-m", "pipelines.orchestration.data"], cwd=REPO_ROOT, env=env, capture_output=True, text=True)
     if proc.returncode:
         raise SystemExit(f"make data failed on {out}:\n{proc.stderr[-3000:]}")
     layout = Layout(out / "home")

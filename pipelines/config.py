@@ -320,7 +320,7 @@ class KubernetesSettings(_Strict):
     image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = "IfNotPresent"
     namespace: str | None = None       # None: the current namespace, else "default" (dagster-k8s)
     working_dir: str | None = None     # where the repo lives in the image
-    python: str = "python"             # the image's interpreter (runs pipelines.axolotl_launcher)
+    python: str = "python"             # the image's interpreter (runs pipelines.orchestration.axolotl_launcher)
     axolotl: str = "axolotl"           # the image's Axolotl CLI
     gpus: int | None = Field(None, ge=0)  # nvidia.com/gpu request = limit; None: training.processes
     resources: dict[str, Any] = Field(default_factory=dict)  # V1ResourceRequirements (cpu, memory, ...)

@@ -3,7 +3,7 @@
 Plain Python, no Dagster: ``assets/training.py`` hands what this builds to dagster-k8s'
 ``PipesK8sClient.run`` (image, command, namespace, env, ``base_pod_spec``, ``base_pod_meta``),
 which adds the Pipes bootstrap variables, names the pod and turns it into a ``V1Pod``.
-The container runs the same ``python -m pipelines.axolotl_launcher`` as the local launch, with
+The container runs the same ``python -m pipelines.orchestration.axolotl_launcher`` as the local launch, with
 the same Pipes extras, so logs and metadata stream back the same way (through pod logs).
 
 The run directory, the generated YAML and the data are files the Dagster process wrote: the pod

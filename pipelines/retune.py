@@ -1,6 +1,6 @@
 """When to re-tune: new base models, and partitions whose inputs changed.
 
-Plain Python, no Dagster: the sensor and the schedule in ``pipelines.automation`` are
+Plain Python, no Dagster: the sensor and the schedule in ``pipelines.orchestration.automation`` are
 thin shells that feed these functions what the instance recorded and what the files say
 now. A re-tune is expensive (minutes of CPU), so "nothing changed" must really mean it:
 the config hash and the data fingerprint are the same ones the training stage keys its

@@ -12,9 +12,9 @@ import pytest
 import yaml
 
 from pipelines import retune
-from pipelines.automation import base_model_registry_sensor, tune_job, weekly_retune_schedule
+from pipelines.orchestration.automation import base_model_registry_sensor, tune_job, weekly_retune_schedule
 from pipelines.config import Layout, default_settings_file, load_base_models, load_settings
-from pipelines.resources import TunegateResource
+from pipelines.orchestration.resources import TunegateResource
 
 CFG = "c" * 64
 DATA = "d" * 64
@@ -209,7 +209,7 @@ def test_schedule_skips_when_nothing_changed_and_runs_when_config_changes(env, t
 
 
 def test_job_sensor_and_schedule_are_in_the_definitions():
-    from pipelines.definitions import defs
+    from pipelines.orchestration.definitions import defs
 
     with dg.instance_for_test():  # resolving Definitions reads defs state from the current instance
         assert defs.resolve_job_def("tune_job").name == tune_job.name

@@ -7,7 +7,7 @@ from __future__ import annotations
 import dagster as dg
 import pytest
 
-from pipelines.resources import TunegateResource
+from pipelines.orchestration.resources import TunegateResource
 
 PARTITION = "tiny-llama"
 
@@ -72,7 +72,7 @@ def _materialize_chain(tunegate, instance):
     from assets import evaluation, models, promotion, training
     from assets.dataset import build_dataset_assets
     from assets.sources import build_source_assets
-    from pipelines.resources import AxolotlResource, PromptfooResource
+    from pipelines.orchestration.resources import AxolotlResource, PromptfooResource
 
     specs = tunegate.sources()
     return dg.materialize(

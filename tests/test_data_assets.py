@@ -12,7 +12,7 @@ from assets.dataset import build_dataset_assets
 from assets.sources import build_source_assets
 from pipelines import config
 from pipelines.records import read_jsonl
-from pipelines.resources import TunegateResource
+from pipelines.orchestration.resources import TunegateResource
 
 SYSTEM = "Classify the support ticket."
 LABELS = ["billing", "technical", "account", "shipping", "refund"]
@@ -148,7 +148,7 @@ def test_misconfigured_sources_fail_at_load(tmp_path):
 
 
 def test_definitions_have_one_asset_per_configured_source():
-    from pipelines.definitions import defs
+    from pipelines.orchestration.definitions import defs
 
     keys = {k.to_user_string() for k in defs.resolve_asset_graph().get_all_asset_keys()}
     expected = {f"raw_pairs/{s.name}" for s in config.load_sources(config.default_sources_file())}
@@ -227,7 +227,7 @@ def test_make_data_materialises_only_the_data_assets_on_the_persistent_instance(
                                                                                monkeypatch, capsys):
     """The data-only command: a persistent instance even without DAGSTER_HOME set by the user,
     and a misconfigured sources.yaml as one short message, exit 2."""
-    from pipelines import data
+    from pipelines.orchestration import data
 
     specs, resource = workspace
     monkeypatch.setenv("TUNEGATE_SOURCES", resource.sources_file)
@@ -248,7 +248,7 @@ def test_make_data_materialises_only_the_data_assets_on_the_persistent_instance(
     err = capsys.readouterr().err
     assert "source 'a': kind:" in err and "Traceback" not in err and len(err.splitlines()) <= 5
     makefile = (config.REPO_ROOT / "Makefile").read_text()
-    assert "\ndata: " in makefile and "-m pipelines.data" in makefile
+    assert "\ndata: " in makefile and "-m pipelines.orchestration.data" in makefile
     readme = (config.REPO_ROOT / "README.md").read_text()
     section = readme.split("## Adding a dataset source", 1)[1].split("\n## ", 1)[0]
     assert "make data" in section and "quarantine" in section
@@ -263,11 +263,11 @@ def test_code_location_warns_when_dagster_home_is_unset():
     from pipelines.config import REPO_ROOT
 
     env = {k: v for k, v in os.environ.items() if k != "DAGSTER_HOME"}
-    unset = subprocess.run([sys.executable, "-c", "import pipelines.definitions"], cwd=REPO_ROOT, env=env,
+    unset = subprocess.run([sys.executable, "-c", "import pipelines.orchestration.definitions"], cwd=REPO_ROOT, env=env,
                            capture_output=True, text=True, timeout=300)  # fmt: skip
     assert unset.returncode == 0, unset.stderr
     assert "DAGSTER_HOME is not set" in unset.stderr
-    set_ = subprocess.run([sys.executable, "-c", "import pipelines.definitions"], cwd=REPO_ROOT,
+    set_ = subprocess.run([sys.executable, "-c", "import pipelines.orchestration.definitions"], cwd=REPO_ROOT,
                           env={**env, "DAGSTER_HOME": str(REPO_ROOT / ".dagster")}, capture_output=True,
                           text=True, timeout=300)  # fmt: skip
     assert "DAGSTER_HOME is not set" not in set_.stderr

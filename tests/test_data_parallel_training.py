@@ -27,7 +27,7 @@ import yaml
 from assets import training
 from pipelines import axolotl as ax
 from pipelines.records import read_jsonl
-from pipelines.resources import AxolotlResource, TunegateResource
+from pipelines.orchestration.resources import AxolotlResource, TunegateResource
 from tests.test_training import PARTITION, _baseline_double, train_set_double, validation_set_double
 
 SAME_BATCHES = {  # one process, accumulation 2 == two processes, accumulation 1: 8 examples a step

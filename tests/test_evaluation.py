@@ -588,8 +588,8 @@ def test_prompt_ladder_runs_promptfoo_once_on_the_tiny_model(tiny_model_dir, tin
 
     from assets.evaluation import prompt_ladder
     from pipelines import artefacts
-    from pipelines.partitions import base_model_partitions
-    from pipelines.resources import PromptfooResource, TunegateResource
+    from pipelines.orchestration.partitions import base_model_partitions
+    from pipelines.orchestration.resources import PromptfooResource, TunegateResource
 
     rows = _rows(EVAL)[:4]
     eval_path = _write_jsonl(tmp_path / "eval.jsonl", rows)

@@ -23,8 +23,8 @@ from assets.promotion import champion_scores, gate_decision, promoted_model
 from pipelines import artefacts
 from pipelines.gate import registry
 from pipelines.gate.decision import meets_target
-from pipelines.partitions import base_model_partitions
-from pipelines.resources import PromptfooResource, TunegateResource
+from pipelines.orchestration.partitions import base_model_partitions
+from pipelines.orchestration.resources import PromptfooResource, TunegateResource
 from tests.test_gate import FP, OTHER_FP, card, general_ok, paired
 
 PARTITION = "tiny-llama"
@@ -267,7 +267,7 @@ def test_promoted_model_refuses_another_candidate(instance, tunegate, tiny_model
 def test_training_is_skipped_when_the_baseline_meets_the_target(tmp_path, tunegate, instance):
     """The seed's rule: prove the prompt can't do it before paying for training."""
     from assets.training import qlora_adapter
-    from pipelines.resources import AxolotlResource
+    from pipelines.orchestration.resources import AxolotlResource
 
     rungs = {"zero_shot": card("zero_shot", [True] * 10 + [False] * 10, target=0.9),
              "static_few_shot": card("static_few_shot", [True] * 19 + [False], target=0.9)}  # 95 % pass  # fmt: skip

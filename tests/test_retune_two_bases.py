@@ -19,9 +19,9 @@ import pytest
 import yaml
 
 from assets.training import base_model
-from pipelines.automation import base_model_registry_sensor
+from pipelines.orchestration.automation import base_model_registry_sensor
 from pipelines.gate import registry
-from pipelines.resources import PromptfooResource, TunegateResource
+from pipelines.orchestration.resources import PromptfooResource, TunegateResource
 from tests.test_base_model_registry import GEMMA_FIXES, tiny_gemma_dir  # noqa: F401  (a session fixture)
 from tests.test_gate import card
 from tests.test_promotion import LOSS, TASK, WIN, _assets, _metadata
@@ -132,7 +132,7 @@ def test_without_a_champion_the_old_base_scores_stand_beside_the_new(world, tiny
 # --------------------------------------------------------------------------- make demo-retune's plumbing
 def test_the_demo_appends_the_entry_to_a_copy_of_the_registry(tmp_path):
     from pipelines.config import REPO_ROOT, load_base_models
-    from pipelines.demo_retune import DEFAULT_ENTRY, registry_with
+    from pipelines.orchestration.demo_retune import DEFAULT_ENTRY, registry_with
 
     shipped = REPO_ROOT / "base_models.yaml"
     before = shipped.read_text()
@@ -144,7 +144,7 @@ def test_the_demo_appends_the_entry_to_a_copy_of_the_registry(tmp_path):
 
 
 def test_only_missing_wheels_are_installed():
-    from pipelines.demo_retune import missing_requirements
+    from pipelines.orchestration.demo_retune import missing_requirements
 
     pyyaml = f"pyyaml=={__import__('importlib.metadata').metadata.version('pyyaml')}"
     assert missing_requirements([pyyaml]) == []

@@ -20,9 +20,9 @@ import yaml
 from assets import training
 from pipelines import axolotl as ax
 from pipelines import k8s_pod
-from pipelines.automation import base_model_registry_sensor
+from pipelines.orchestration.automation import base_model_registry_sensor
 from pipelines.config import ConfigError, KubernetesSettings, TrainingSettings, load_settings
-from pipelines.resources import AxolotlResource, TunegateResource, apply_pool_limit, persistent_instance
+from pipelines.orchestration.resources import AxolotlResource, TunegateResource, apply_pool_limit, persistent_instance
 from tests import pg_server
 from tests.test_training import FIXTURES, PARTITION, _baseline_double, train_set_double, validation_set_double
 
@@ -98,7 +98,7 @@ def test_instance_on_postgres_runs_a_partition_and_the_sensor(tmp_path, monkeypa
 
 
 def test_dagster_yaml_is_sqlite_by_default_and_a_users_file_is_kept(tmp_path, monkeypatch):
-    from pipelines.resources import ensure_dagster_home
+    from pipelines.orchestration.resources import ensure_dagster_home
 
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path))
     monkeypatch.delenv("DAGSTER_PG_URL", raising=False)
@@ -307,7 +307,7 @@ def test_training_pod_is_built_by_pipes_k8s_client_and_valid(tmp_path, tiny_mode
     spec = wire["spec"]
     (container,) = spec["containers"]
     assert container["image"] == K8S["image"] and container["workingDir"] == "/app"
-    assert container["command"] == ["python", "-m", "pipelines.axolotl_launcher"]  # the local launcher
+    assert container["command"] == ["python", "-m", "pipelines.orchestration.axolotl_launcher"]  # the local launcher
     assert container["resources"]["limits"] == {"memory": "64Gi", "nvidia.com/gpu": "2"}  # one GPU per process
     assert container["resources"]["requests"] == {"cpu": "8", "memory": "64Gi", "nvidia.com/gpu": "2"}
     assert spec["restartPolicy"] == "Never" and spec["serviceAccountName"] == "tunegate-trainer"

@@ -295,8 +295,8 @@ def _materialise_ladder(tmp_path: Path, tiny_model_dir: Path, tiny_registry: Pat
 
     from assets.evaluation import build_prompt_ladder
     from pipelines.config import RungSettings
-    from pipelines.partitions import base_model_partitions
-    from pipelines.resources import PromptfooResource, TunegateResource
+    from pipelines.orchestration.partitions import base_model_partitions
+    from pipelines.orchestration.resources import PromptfooResource, TunegateResource
 
     def double(name: str, value: dict) -> dg.AssetsDefinition:
         @dg.asset(name=name, partitions_def=base_model_partitions, group_name="test_doubles")

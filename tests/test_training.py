@@ -20,9 +20,9 @@ import yaml
 
 from assets import training
 from pipelines import axolotl as ax
-from pipelines.partitions import base_model_partitions
+from pipelines.orchestration.partitions import base_model_partitions
 from pipelines.records import read_jsonl
-from pipelines.resources import AxolotlResource, TunegateResource
+from pipelines.orchestration.resources import AxolotlResource, TunegateResource
 
 FIXTURES = Path(__file__).parent / "fixtures"
 TRAIN = FIXTURES / "chat_train.jsonl"

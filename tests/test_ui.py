@@ -143,7 +143,7 @@ def webserver(tmp_path, tiny_registry):
 
 
 def test_ui_shows_the_whole_chain(webserver, tmp_path):
-    from pipelines.definitions import defs
+    from pipelines.orchestration.definitions import defs
 
     base, workspace = webserver
     (entry,) = workspace["locationEntries"]

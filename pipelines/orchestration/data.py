@@ -17,7 +17,7 @@ import dagster as dg
 
 from pipelines import ingest
 from pipelines.config import ConfigError
-from pipelines.resources import TunegateResource, persistent_instance
+from pipelines.orchestration.resources import TunegateResource, persistent_instance
 
 
 def _failures(result) -> list[str]:

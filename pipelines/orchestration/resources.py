@@ -116,7 +116,8 @@ class PromptfooResource(dg.ConfigurableResource):
 
 
 PG_URL_ENV = "DAGSTER_PG_URL"
-_GENERATED = "# written by tunegate (pipelines/resources.py), which rewrites it while this line is here: delete the line to keep your edits\n"
+_GENERATED_MARK = "# written by tunegate ("  # also matches files written before the module moved
+_GENERATED = _GENERATED_MARK + "pipelines/orchestration/resources.py), which rewrites it while this line is here: delete the line to keep your edits\n"
 
 
 def instance_yaml() -> str:
@@ -153,7 +154,7 @@ def ensure_dagster_home() -> Path:
     home.mkdir(parents=True, exist_ok=True)
     dagster_yaml = home / "dagster.yaml"
     current = dagster_yaml.read_text() if dagster_yaml.exists() else None
-    if current is None or current.startswith(_GENERATED) or current.strip() == "telemetry:\n  enabled: false":
+    if current is None or current.startswith(_GENERATED_MARK) or current.strip() == "telemetry:\n  enabled: false":
         if current != instance_yaml():
             atomic_write_text(dagster_yaml, instance_yaml())
     elif os.environ.get(PG_URL_ENV) and "postgres" not in current:

@@ -9,8 +9,8 @@ import os
 import dagster as dg
 
 from assets import dataset, evaluation, models, promotion, sources, training
-from pipelines.automation import base_model_registry_sensor, tune_job, weekly_retune_schedule
-from pipelines.resources import AxolotlResource, PromptfooResource, TunegateResource
+from pipelines.orchestration.automation import base_model_registry_sensor, tune_job, weekly_retune_schedule
+from pipelines.orchestration.resources import AxolotlResource, PromptfooResource, TunegateResource
 
 defs = dg.Definitions(
     assets=dg.load_assets_from_modules([sources, dataset, training, models, evaluation, promotion]),

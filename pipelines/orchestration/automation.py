@@ -9,8 +9,8 @@ from datetime import datetime, timezone
 import dagster as dg
 
 from pipelines import config, retune
-from pipelines.partitions import base_model_partitions
-from pipelines.resources import TunegateResource, apply_pool_limit
+from pipelines.orchestration.partitions import base_model_partitions
+from pipelines.orchestration.resources import TunegateResource, apply_pool_limit
 
 tune_job = dg.define_asset_job(
     "tune_job",

@@ -68,10 +68,10 @@ def main(argv: list[str] | None = None) -> int:
     os.environ["TUNEGATE_BASE_MODELS"] = str(registry)  # before the Definitions read it
     import dagster as dg
 
-    from pipelines import demo
-    from pipelines.automation import base_model_registry_sensor
-    from pipelines.definitions import defs
-    from pipelines.resources import TunegateResource, persistent_instance
+    from pipelines.orchestration import demo
+    from pipelines.orchestration.automation import base_model_registry_sensor
+    from pipelines.orchestration.definitions import defs
+    from pipelines.orchestration.resources import TunegateResource, persistent_instance
 
     instance, resource = persistent_instance(), TunegateResource()
     specs = resource.base_models()
@@ -94,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     result = base_model_registry_sensor(context)
     if isinstance(result, dg.SkipReason):
         print(f"\nsensor: {result.skip_message}: the new partition exists already. Re-run it with "
-              f"`TUNEGATE_BASE_MODELS={registry} .venv/bin/python -m pipelines.demo --partition NAME`.")  # fmt: skip
+              f"`TUNEGATE_BASE_MODELS={registry} .venv/bin/python -m pipelines.orchestration.demo --partition NAME`.")  # fmt: skip
         return 0
     for request in result.dynamic_partitions_requests:
         instance.add_dynamic_partitions(request.partitions_def_name, list(request.partition_keys))
@@ -124,7 +124,7 @@ def _names(entry_file: Path) -> set[str]:
 
 
 def _decided(instance, partition: str) -> bool:
-    from pipelines.automation import latest_materialization
+    from pipelines.orchestration.automation import latest_materialization
 
     return latest_materialization(instance, "gate_decision", partition)[0] is not None
 

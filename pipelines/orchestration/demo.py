@@ -14,9 +14,9 @@ import time
 
 import dagster as dg
 
-from pipelines.definitions import defs
-from pipelines.partitions import base_model_partitions
-from pipelines.resources import TunegateResource, persistent_instance
+from pipelines.orchestration.definitions import defs
+from pipelines.orchestration.partitions import base_model_partitions
+from pipelines.orchestration.resources import TunegateResource, persistent_instance
 
 
 def _ensure_partitions(instance: dg.DagsterInstance, names: list[str]) -> None:

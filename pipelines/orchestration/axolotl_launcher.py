@@ -8,7 +8,7 @@ Pipes as it appears, and at the end reports the run's metrics (``axolotl.read_me
 every launch of the run, the latest record per step) as materialization metadata. On a
 non-zero exit it prints the last 50 lines and exits with Axolotl's code, which fails the asset.
 
-Run as ``python -m pipelines.axolotl_launcher`` with Pipes extras:
+Run as ``python -m pipelines.orchestration.axolotl_launcher`` with Pipes extras:
 ``command`` (argv list), ``run_dir``, ``cpu_qlora_patch`` (bool), ``extra_env`` (dict),
 ``timeout_s`` (int).
 """
