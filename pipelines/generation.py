@@ -218,17 +218,16 @@ def _prefill_prefix(model, prefix: list[int]):
 
     cache = DynamicCache(config=model.config)
     model(input_ids=torch.tensor([prefix]), past_key_values=cache, use_cache=True)
-    if cache.get_seq_length() != len(prefix):  # generate would skip the wrong number of tokens
+    if cache.get_seq_length() != len(prefix):  # rows would attend to a wrong prefix
         raise RuntimeError(f"prefix cache holds {cache.get_seq_length()} tokens, expected {len(prefix)}")
     return cache
 
 
 def _batch_inputs(prompts: list[list[int]], prefix_length: int, pad_id: int) -> dict[str, Any]:
-    """Left-padded ``generate`` inputs for one batch: ``[prefix][pad...][own tokens]``.
-
-    With ``prefix_length`` 0 this is exactly the tokenizer's left padding (the plain path).
-    With a cached prefix the padding sits after the prefix, so position ids are passed
-    explicitly (mask cumsum): a row's own tokens keep the positions they have unpadded."""
+    """Left-padded inputs for one batch: ``[prefix][pad...][own tokens]``, with position ids
+    from the mask (a row's tokens keep the positions they have unpadded, as ``generate``
+    computes them). With ``prefix_length`` 0 this is the tokenizer's left padding; with a
+    cached prefix the padding sits after the prefix."""
     import torch
 
     width = max(len(ids) for ids in prompts)
@@ -237,14 +236,12 @@ def _batch_inputs(prompts: list[list[int]], prefix_length: int, pad_id: int) -> 
         pad = width - len(ids)
         input_ids.append(ids[:prefix_length] + [pad_id] * pad + ids[prefix_length:])
         attention_mask.append([1] * prefix_length + [0] * pad + [1] * (len(ids) - prefix_length))
-    inputs: dict[str, Any] = {
+    mask = torch.tensor(attention_mask)
+    return {
         "input_ids": torch.tensor(input_ids),
-        "attention_mask": torch.tensor(attention_mask),
+        "attention_mask": mask,
+        "position_ids": (mask.cumsum(-1) - 1).masked_fill(mask == 0, 0),
     }
-    if prefix_length:
-        mask = inputs["attention_mask"]
-        inputs["position_ids"] = (mask.cumsum(-1) - 1).masked_fill(mask == 0, 0)
-    return inputs
 
 
 # Grouped-query attention without copies. Models like SmolLM2 keep fewer key/value heads than
@@ -253,7 +250,7 @@ def _batch_inputs(prompts: list[list[int]], prefix_length: int, pad_id: int) -> 
 # every layer's whole KV cache to 3x its size at every decoding step. On CPU that copy was 59 %
 # of a greedy batch's time. torch's SDPA takes a mask with ``enable_gqa`` on CPU, so for our
 # greedy batches we let it: the same answers (tests/test_generation.py), 1.8x faster on the
-# demo's zero-shot rung. Scoped to our ``generate`` calls; other code keeps the library's rule.
+# demo's zero-shot rung. Scoped to our decoding loop; other code keeps the library's rule.
 @contextlib.contextmanager
 def _native_gqa_on_cpu():
     from transformers.integrations import sdpa_attention
@@ -275,44 +272,80 @@ def _native_gqa_on_cpu():
         sdpa_attention.use_gqa_in_sdpa = library_rule
 
 
-def _generate_batch(loaded: LoadedModel, prompts, prefix_length, prefix_cache, max_new_tokens, **extra):
-    """One greedy ``generate`` call: (input width, its output). A copy of the prefix cache,
-    expanded to the batch, stands in for the prefix; ``generate`` then feeds only the tokens
-    after it (it skips as many input tokens as the cache holds)."""
+@dataclass
+class Decoded:
+    """One batch's greedy answers: per row, the new token ids (up to and including eos) and,
+    when asked for, each step's logits."""
+
+    tokens: list[list[int]]
+    logits: list[list[Any]]
+
+
+def _decode_batch(loaded: LoadedModel, prompts, prefix_length, prefix_cache, max_new_tokens,
+                  stop_at_eos: bool = True, keep_logits: bool = False) -> Decoded:
+    """Greedy decoding of one batch in which a row leaves the batch the step it emits eos.
+
+    Why not ``model.generate``: it keeps a finished row in the batch, fed pad tokens, until
+    the batch's longest answer ends, so a batch costs its longest answer times its size. Here
+    a finished row's cache entries are dropped (``Cache.batch_select_indices``) and the rest
+    decode at a smaller batch. The model sees what ``generate`` feeds it (the same ids, mask,
+    position ids and cache), so the answers are its answers (tests/test_generation.py).
+    A copy of ``prefix_cache``, expanded to the batch, stands in for the shared prefix."""
     import copy
 
-    tokenizer = loaded.tokenizer
-    inputs = _batch_inputs(prompts, prefix_length, tokenizer.pad_token_id)
+    import torch
+    from transformers import DynamicCache
+
+    eos_id = loaded.tokenizer.eos_token_id if stop_at_eos else None
+    inputs = _batch_inputs(prompts, prefix_length, loaded.tokenizer.pad_token_id)
     if prefix_cache is not None:
-        cache = copy.deepcopy(prefix_cache)  # generate extends the cache in place
+        cache = copy.deepcopy(prefix_cache)  # decoding extends the cache in place
         cache.batch_repeat_interleave(len(prompts))
-        inputs["past_key_values"] = cache
+    else:
+        cache = DynamicCache(config=loaded.model.config)
+    feed = inputs["input_ids"][:, prefix_length:]
+    positions = inputs["position_ids"][:, prefix_length:]
+    mask = inputs["attention_mask"]
+    rows = list(range(len(prompts)))  # batch row -> prompt index
+    decoded = Decoded([[] for _ in prompts], [[] for _ in prompts])
     with _native_gqa_on_cpu():
-        out = loaded.model.generate(
-            **inputs,
-            max_new_tokens=max_new_tokens,
-            do_sample=False,
-            num_beams=1,
-            eos_token_id=tokenizer.eos_token_id,
-            pad_token_id=tokenizer.pad_token_id,
-            **extra,
-        )
-    return inputs["input_ids"].shape[1], out
+        for step in range(max_new_tokens):
+            out = loaded.model(input_ids=feed, attention_mask=mask, position_ids=positions,
+                               past_key_values=cache, use_cache=True, logits_to_keep=1)  # fmt: skip
+            step_logits = out.logits[:, -1, :].float()
+            chosen = step_logits.argmax(-1)
+            live = []
+            for i, row in enumerate(rows):
+                decoded.tokens[row].append(int(chosen[i]))
+                if keep_logits:
+                    decoded.logits[row].append(step_logits[i])
+                if decoded.tokens[row][-1] != eos_id:
+                    live.append(i)
+            if not live or step + 1 == max_new_tokens:
+                break
+            if len(live) < len(rows):
+                keep = torch.tensor(live)
+                cache.batch_select_indices(keep)
+                mask, chosen, positions = mask[keep], chosen[keep], positions[keep]
+                rows = [rows[i] for i in live]
+            feed = chosen[:, None]
+            positions = positions[:, -1:] + 1
+            mask = torch.cat([mask, mask.new_ones((len(rows), 1))], dim=-1)
+    return decoded
 
 
 def greedy_steps(loaded: LoadedModel, prompts: list[list[int]], prefix_length: int, max_new_tokens: int):
     """(new token ids [batch, step], logits [batch, step, vocab]) of one greedy batch, plain
     (``prefix_length`` 0) or from a cache of the first ``prefix_length`` tokens, through the
-    same code ``generate`` runs: what the tests and the bench compare the two paths with."""
+    decoding loop the answers come from, every row running all ``max_new_tokens`` steps:
+    what the tests and the bench compare the two paths with."""
     import torch
 
     with torch.inference_mode():
         cache = _prefill_prefix(loaded.model, prompts[0][:prefix_length]) if prefix_length else None
-        width, out = _generate_batch(
-            loaded, prompts, prefix_length, cache, max_new_tokens,
-            output_logits=True, return_dict_in_generate=True,
-        )
-    return out.sequences[:, width:], torch.stack(out.logits, dim=1)
+        decoded = _decode_batch(loaded, prompts, prefix_length, cache, max_new_tokens,
+                                stop_at_eos=False, keep_logits=True)  # fmt: skip
+    return torch.tensor(decoded.tokens), torch.stack([torch.stack(row) for row in decoded.logits])
 
 
 def prompt_ids(tokenizer, conversations: list[list[dict[str, str]]]) -> list[list[int]]:
@@ -348,7 +381,8 @@ def generate(
     """Greedy answers for every conversation, in input order.
 
     Prompts are sorted by length before batching so a batch pads little, then put back in
-    order. Generation stops at the tokenizer's eos (``<|im_end|>`` for ChatML models). A
+    order. A row stops at the tokenizer's eos (``<|im_end|>`` for ChatML models) and leaves
+    its batch then, so the batch's longest answer is not paid for by every row. A
     token prefix shared by every prompt is prefilled once and its cache reused (see
     ``PREFIX_CACHE_MIN_TOKENS``); the answers are those of ``generate_uncached``."""
     return _generate(loaded, conversations, max_new_tokens, batch_size, use_prefix_cache=True)
@@ -379,7 +413,6 @@ def _generate(loaded, conversations, max_new_tokens, batch_size, use_prefix_cach
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
     prefix_length = _cached_prefix_length(loaded, prompts, max_new_tokens) if use_prefix_cache else 0
     results: list[Generation | None] = [None] * len(prompts)
-    eos_id = tokenizer.eos_token_id
     prefix_cache, prefix_ms = None, 0.0
     with torch.inference_mode():
         if prefix_length:
@@ -389,16 +422,12 @@ def _generate(loaded, conversations, max_new_tokens, batch_size, use_prefix_cach
         for start in range(0, len(order), batch_size):
             batch = order[start : start + batch_size]
             began = time.perf_counter()
-            width, out = _generate_batch(
-                loaded, [prompts[i] for i in batch], prefix_length, prefix_cache, max_new_tokens
-            )
+            decoded = _decode_batch(loaded, [prompts[i] for i in batch], prefix_length, prefix_cache, max_new_tokens)
             per_case_ms = (time.perf_counter() - began) * 1000.0 / len(batch) + prefix_ms
-            for row, index in enumerate(batch):
-                ids = out[row, width:].tolist()
-                used = ids.index(eos_id) + 1 if eos_id in ids else len(ids)
+            for ids, index in zip(decoded.tokens, batch):
                 results[index] = Generation(
-                    text=tokenizer.decode(ids[:used], skip_special_tokens=True).strip(),
-                    output_tokens=used,
+                    text=tokenizer.decode(ids, skip_special_tokens=True).strip(),
+                    output_tokens=len(ids),
                     prompt_tokens=len(prompts[index]),
                     latency_ms=per_case_ms,
                 )

@@ -32,7 +32,7 @@ def _conversations(system: str = SYSTEM) -> list[list[dict[str, str]]]:
     return [[{"role": "system", "content": system}, {"role": "user", "content": t}] for t in TICKETS]
 
 
-def _sharpen(model, seed: int = 1):
+def _sharpen(model, seed: int = 1, std: float = 0.3):
     """Re-draw the weight matrices with a large std so greedy margins are clear."""
     import torch
 
@@ -40,7 +40,7 @@ def _sharpen(model, seed: int = 1):
     with torch.no_grad():
         for parameter in model.parameters():
             if parameter.dim() > 1:
-                parameter.normal_(0.0, 0.3)
+                parameter.normal_(0.0, std)
     return model
 
 
@@ -139,7 +139,7 @@ def test_unverified_model_type_takes_the_plain_path(llama, prefills, monkeypatch
     assert any("'llama' is not verified" in note for note in llama.notes)
 
 
-def test_tuned_contender_4bit_lora_uses_the_prefix_cache(tiny_model_dir, tmp_path, prefills):
+def test_tuned_contender_4bit_lora_uses_the_prefix_cache(tiny_model_dir, tmp_path, prefills, monkeypatch):
     """The tuned contender: NF4 base + LoRA adapter (a PeftModel), loaded as training did."""
     import torch
     from peft import LoraConfig, get_peft_model
@@ -159,9 +159,85 @@ def test_tuned_contender_4bit_lora_uses_the_prefix_cache(tiny_model_dir, tmp_pat
     _assert_steps_agree(loaded, prompts)
     shared = generation.shared_prefix_length(prompts)
     _assert_generate_agrees(loaded, conversations, 3, prefills, cached_prefix=shared)
+    _assert_rows_leave_the_batch_and_answers_match_the_library(loaded, monkeypatch, batch_size=5)
 
 
-def _tiny_gemma3(tokenizer_dir, out_dir, sliding_window: int):
+class _EosAs:
+    """The loaded tokenizer with another eos id: a token the sharpened model emits in some
+    rows early and in others late or never, so rows finish at different steps."""
+
+    def __init__(self, tokenizer, eos_token_id: int):
+        self._tokenizer, self.eos_token_id = tokenizer, eos_token_id
+
+    def __getattr__(self, name):
+        return getattr(self._tokenizer, name)
+
+    def __call__(self, *args, **kwargs):
+        return self._tokenizer(*args, **kwargs)
+
+
+def _uneven_eos(ids: list[list[int]]) -> int:
+    """A token that ends at least one row before the last step and leaves another row longer."""
+    def first(row, token):
+        return row.index(token) if token in row else len(row)
+
+    for token in sorted({t for row in ids for t in row[:-1]}):
+        ends = [first(row, token) for row in ids]
+        if min(ends) < len(ids[0]) - 1 and len(set(ends)) > 1:
+            return token
+    raise AssertionError(f"no token ends the rows unevenly: {ids}")
+
+
+def _library_answers(loaded, prompts, steps) -> list[list[int]]:
+    """``model.generate`` one prompt at a time (no padding, no shared cache): the reference."""
+    import torch
+
+    eos, answers = loaded.tokenizer.eos_token_id, []
+    with torch.inference_mode():
+        for ids in prompts:
+            out = loaded.model.generate(input_ids=torch.tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long),
+                                        max_new_tokens=steps, do_sample=False, num_beams=1, eos_token_id=eos,
+                                        pad_token_id=loaded.tokenizer.pad_token_id)  # fmt: skip
+            new = out[0, len(ids):].tolist()
+            answers.append(new[: new.index(eos) + 1] if eos in new else new)
+    return answers
+
+
+def _assert_rows_leave_the_batch_and_answers_match_the_library(loaded, monkeypatch, batch_size):
+    """A row that emits eos leaves the batch (the forward passes shrink), and every answer is
+    the library's own ``generate`` answer for that prompt alone, cached prefix or not."""
+    steps = 10
+    prompts = _prompts(loaded, _conversations())
+    free, _ = generation.greedy_steps(loaded, prompts, 0, steps)
+    loaded = generation.LoadedModel(loaded.model, _EosAs(loaded.tokenizer, _uneven_eos(free.tolist())), loaded.spec)
+    expected = _library_answers(loaded, prompts, steps)
+    assert len({len(a) for a in expected}) > 1  # rows really finish at different steps
+
+    widths: list[int] = []
+    forward = loaded.model.forward
+
+    def spy(*args, **kwargs):
+        widths.append(kwargs["input_ids"].shape[0])
+        return forward(*args, **kwargs)
+
+    monkeypatch.setattr(loaded.model, "forward", spy)
+    for run in (generation.generate_uncached, generation.generate):
+        widths.clear()
+        answers = run(loaded, _conversations(), steps, batch_size)
+        assert [a.output_tokens for a in answers] == [len(e) for e in expected]
+        assert [a.text for a in answers] == [
+            loaded.tokenizer.decode(e, skip_special_tokens=True).strip() for e in expected
+        ]
+        if batch_size > 1:
+            assert any(later < earlier for earlier, later in zip(widths, widths[1:]) if later > 0), widths
+
+
+@pytest.mark.parametrize("batch_size", [1, 5])
+def test_finished_rows_leave_the_batch_and_answers_stay_the_librarys(llama, monkeypatch, batch_size):
+    _assert_rows_leave_the_batch_and_answers_match_the_library(llama, monkeypatch, batch_size)
+
+
+def _tiny_gemma3(tokenizer_dir, out_dir, sliding_window: int, seed: int = 3, std: float = 0.3):
     """A 2-layer Gemma3 text model (one sliding-window layer, one full) with the tiny
     model's tokenizer and chat template."""
     from transformers import AutoTokenizer, Gemma3ForCausalLM, Gemma3TextConfig
@@ -174,7 +250,7 @@ def _tiny_gemma3(tokenizer_dir, out_dir, sliding_window: int):
         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
     )
-    _sharpen(Gemma3ForCausalLM(config), seed=3).save_pretrained(out_dir)
+    _sharpen(Gemma3ForCausalLM(config), seed=seed, std=std).save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)
     return generation.load(generation.ModelSpec(base_dir=str(out_dir)))
 
@@ -187,6 +263,13 @@ def test_gemma3_within_its_sliding_window_uses_the_prefix_cache(tiny_model_dir, 
     _assert_steps_agree(loaded, prompts)
     shared = generation.shared_prefix_length(prompts)
     _assert_generate_agrees(loaded, conversations, 2, prefills, cached_prefix=shared)
+
+
+@pytest.mark.parametrize("window", [512, 48])
+def test_gemma3_rows_leave_the_batch_within_and_beyond_its_window(tiny_model_dir, tmp_path, monkeypatch, window):
+    # at std 0.3 every row repeats one token; at 0.1 rows differ, so an eos ends some early
+    loaded = _tiny_gemma3(tiny_model_dir, tmp_path / "gemma3", sliding_window=window, seed=4, std=0.1)
+    _assert_rows_leave_the_batch_and_answers_match_the_library(loaded, monkeypatch, batch_size=5)
 
 
 def test_gemma3_beyond_its_sliding_window_takes_the_plain_path(tiny_model_dir, tmp_path, prefills):
