@@ -143,6 +143,25 @@ _PROBE = [
 ]
 
 
+# Ordinary words a tokenizer with a large vocabulary keeps whole when they are entries
+WORD_PROBE = "Hello support, my printer stopped working and I need a refund for the shipping on my account."
+_WORD_MARKS = ("▁", "Ġ")  # SentencePiece's and byte-level BPE's leading-space mark
+
+
+def split_whole_words(tokenizer, vocab: dict[str, int]) -> list[str]:
+    """The words of ``WORD_PROBE`` that are one vocabulary entry (with the leading-space mark)
+    but come out of the tokenizer in pieces, each as ``word -> piece piece ...``."""
+    tokens = tokenizer.convert_ids_to_tokens(tokenizer(WORD_PROBE, add_special_tokens=False)["input_ids"])
+    split = []
+    for word in re.findall(r"(?<= )[A-Za-z]+", WORD_PROBE):
+        entries = [mark + word for mark in _WORD_MARKS if mark + word in vocab]
+        if entries and not any(entry in tokens for entry in entries):
+            start = WORD_PROBE.index(" " + word)
+            pieces = tokenizer.convert_ids_to_tokens(tokenizer(WORD_PROBE[start:start + len(word) + 1], add_special_tokens=False)["input_ids"])
+            split.append(f"{word!r} -> {' '.join(pieces)}")
+    return split
+
+
 MIN_CHARS_PER_TOKEN = 1.5  # English runs ~3-4 characters per token; a character-level tokenizer ~1
 _MARKER = re.compile(r"<[^<>\s]{1,40}>")  # a template's control tokens: <bos>, <|im_end|>, <start_of_turn>
 
@@ -160,10 +179,36 @@ def resolve_chat_template(name: str) -> str:
     return get_chat_template(name)
 
 
+def rebuild_as_bpe(tokenizer) -> None:
+    """Replace a converted Unigram model by the SentencePiece BPE its scores came from.
+
+    transformers' GGUF conversion of Gemma builds a Unigram model over the BPE scores, and a
+    Unigram prefers many cheap pieces to one late-merged word: `` printer`` -> ``▁p ri nt er``,
+    `` account`` -> ``▁a cc ou nt``. A tune then decides on sub-word pieces (measured on the
+    Gemma re-tune: the category's first piece was "ac" for every ticket, so every answer said
+    "account"). BPE merges ranked by the merged piece's score (transformers' own
+    ``generate_merges``) give back whole words: `` printer`` -> ``▁printer``."""
+    from tokenizers import models
+    from transformers.convert_slow_tokenizer import generate_merges
+
+    backend = tokenizer.backend_tokenizer
+    model = json.loads(backend.to_str())["model"]
+    if model["type"] != "Unigram":
+        raise ValueError(f"tokenizer.model: bpe rebuilds a Unigram model from its scores; this one is {model['type']}")
+    pieces = model["vocab"]
+    vocab = {piece: index for index, (piece, _score) in enumerate(pieces)}
+    merges = generate_merges(vocab, pieces, skip_tokens=set(tokenizer.get_added_vocab()))
+    unk = pieces[model["unk_id"]][0] if model.get("unk_id") is not None else None
+    backend.model = models.BPE(vocab=vocab, merges=merges, unk_token=unk, fuse_unk=True,
+                               byte_fallback=bool(model.get("byte_fallback")))  # fmt: skip
+
+
 def apply_tokenizer_fixes(tokenizer, fixes: TokenizerFixes, gguf: dict | None = None) -> bool:
     """Apply the GGUF's declared special tokens, then the registry's fixes (which win).
     Returns whether every prompt must start with the bos token."""
     gguf = gguf or {}
+    if fixes.model == "bpe":
+        rebuild_as_bpe(tokenizer)
     if gguf.get("eos"):
         tokenizer.eos_token = gguf["eos"]
     if gguf.get("pad"):
@@ -228,6 +273,11 @@ def check_tokenizer(tokenizer, eot_tokens: list[str], needs_bos: bool) -> list[s
         problems.append(f"ordinary text is split into (nearly) single characters: {len(pieces)} tokens for "
                         f"{len(text)} characters ({tokenizer.convert_ids_to_tokens(pieces[:8])}): the tokenizer "
                         "lost its merges or scores in conversion")  # fmt: skip
+    split = split_whole_words(tokenizer, vocab)
+    if len(split) >= 2:
+        problems.append(f"words that are single vocabulary entries are tokenised in pieces ({'; '.join(split[:3])}): "
+                        "the converted tokenizer segments text unlike the model was trained (a Unigram built "
+                        "from BPE scores): set tokenizer.model: bpe")  # fmt: skip
     ids = tokenizer(full, add_special_tokens=False)["input_ids"]
     back = tokenizer.decode(ids, skip_special_tokens=False)
     if back != full:

@@ -207,7 +207,9 @@ class TokenizerFixes(_Strict):
     (relative to the repo). ``add_bos_token``: the model needs ``bos_token`` first in every
     prompt (None: what the GGUF metadata says). Token fields name a string in the vocabulary;
     ``special_tokens`` are the template's turn markers that a converted tokenizer may split
-    into characters (Gemma's ``<start_of_turn>``) though they are single vocabulary entries."""
+    into characters (Gemma's ``<start_of_turn>``) though they are single vocabulary entries.
+    ``model: bpe``: transformers converts a SentencePiece-BPE GGUF (Gemma) into a Unigram model
+    over the BPE scores, which splits whole-word vocabulary entries into pieces."""
 
     chat_template: str | None = None
     bos_token: str | None = None
@@ -219,6 +221,9 @@ class TokenizerFixes(_Strict):
     )
     tokenizer_class: str | None = Field(
         None, description="the class a reload of the saved tokenizer builds (e.g. TokenizersBackend: tokenizer.json as is)"
+    )
+    model: Literal["bpe"] | None = Field(
+        None, description="bpe: rebuild a converted Unigram model as the SentencePiece BPE its scores came from (Gemma GGUFs)"
     )
 
     @property

@@ -289,3 +289,52 @@ def test_tokenizer_class_is_written_for_the_reload(tiny_gemma_dir, tmp_path):
 
     assert json.loads((path / "tokenizer_config.json").read_text())["tokenizer_class"] == "TokenizersBackend"
     assert bm.describe(spec, path).needs_bos
+
+
+# --------------------------------------------------------------------------- a Unigram over BPE scores
+def _unigram_over_bpe_scores():
+    """What the pinned transformers makes of Gemma's GGUF tokenizer, in small: a Unigram model
+    over SentencePiece-BPE scores (late merges score low), so ``▁printer`` and ``▁account``,
+    though entries, lose to their cheap pieces: ``▁p ri nt er``."""
+    from tokenizers import Tokenizer, decoders, models, normalizers
+    from transformers import PreTrainedTokenizerFast
+
+    chars = sorted(set(bm.WORD_PROBE.replace(" ", "▁")))
+    merged = [("▁p", -10), ("ri", -11), ("nt", -12), ("er", -13), ("▁a", -14), ("cc", -15), ("ou", -16),
+              ("▁pri", -100), ("▁print", -200), ("▁printer", -300), ("▁acc", -110), ("▁accou", -210),
+              ("▁account", -310)]  # fmt: skip
+    pieces = [("<unk>", 0.0)] + [(c, -50.0) for c in chars] + merged
+    backend = Tokenizer(models.Unigram(pieces, unk_id=0, byte_fallback=False))
+    backend.normalizer = normalizers.Replace(" ", "▁")
+    backend.decoder = decoders.Sequence([decoders.Replace("▁", " "), decoders.Fuse()])
+    return PreTrainedTokenizerFast(tokenizer_object=backend, unk_token="<unk>")
+
+
+def test_a_unigram_over_bpe_scores_is_caught_and_rebuilt_as_bpe():
+    tokenizer = _unigram_over_bpe_scores()
+    assert tokenizer.tokenize(" printer") == ["▁p", "ri", "nt", "er"]
+    assert bm.split_whole_words(tokenizer, tokenizer.get_vocab()) == [
+        "'printer' -> ▁p ri nt er", "'account' -> ▁a cc ou nt",
+    ]  # fmt: skip
+    fixes = BaseModelSpec.model_validate({"name": "t", "source": "x", "tokenizer": {"model": "bpe"}}).tokenizer
+    bm.apply_tokenizer_fixes(tokenizer, fixes)
+    assert tokenizer.tokenize(" printer") == ["▁printer"] and tokenizer.tokenize(" account") == ["▁account"]
+    assert bm.split_whole_words(tokenizer, tokenizer.get_vocab()) == []
+    text = bm.WORD_PROBE
+    assert tokenizer.decode(tokenizer(text)["input_ids"]) == text
+
+
+def test_the_whole_word_check_names_the_fix(tiny_model_dir, monkeypatch):
+    """check_tokenizer reports two or more split words with the key that fixes them."""
+    tokenizer = _tokenizer(tiny_model_dir)
+    assert bm.split_whole_words(tokenizer, tokenizer.get_vocab()) == []  # SmolLM2's byte-level BPE keeps words
+    monkeypatch.setattr(bm, "split_whole_words", lambda tok, vocab: ["'printer' -> ▁p ri nt er", "'the' -> ▁t he"])
+    problems = bm.check_tokenizer(tokenizer, ["<|im_end|>"], needs_bos=False)
+    assert any("tokenised in pieces ('printer' -> ▁p ri nt er; 'the' -> ▁t he)" in p and "tokenizer.model: bpe" in p
+               for p in problems), problems  # fmt: skip
+
+
+def test_bpe_rebuild_refuses_a_tokenizer_that_is_not_unigram(tiny_model_dir):
+    fixes = BaseModelSpec.model_validate({"name": "t", "source": "x", "tokenizer": {"model": "bpe"}}).tokenizer
+    with pytest.raises(ValueError, match="rebuilds a Unigram model from its scores; this one is BPE"):
+        bm.apply_tokenizer_fixes(_tokenizer(tiny_model_dir), fixes)
