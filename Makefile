@@ -86,6 +86,7 @@ bench: setup
 	$(PY) bench/trim_compute.py
 	$(PY) bench/eval_overhead.py
 	$(PY) bench/prefix_cache.py
+	$(PY) bench/finished_rows.py
 	$(PY) bench/ladder_cost.py
 	$(PY) bench/intent_scale.py
 

@@ -204,9 +204,11 @@ def tokenizer_hash(model_dir: Path) -> str:
     return digest.hexdigest()
 
 
-def run_key(data_fingerprint: str, cfg_hash: str, base_model_sha256: str) -> str:
-    """Same data + same config + same base weights = same run (and a cache hit)."""
-    joined = "\n".join([data_fingerprint, cfg_hash, base_model_sha256])
+def run_key(data_fingerprint: str, cfg_hash: str, base_model_sha256: str, tok_hash: str) -> str:
+    """Same data + same config + same base weights + same tokenizer = same run (and a cache
+    hit). The tokenizer counts on its own: a registry tokenizer fix (Gemma's ``model: bpe``)
+    changes what the model is trained on while the weights stay byte-identical."""
+    joined = "\n".join([data_fingerprint, cfg_hash, base_model_sha256, tok_hash])
     return hashlib.sha256(joined.encode()).hexdigest()[:16]
 
 
@@ -300,9 +302,9 @@ def plan_run(
     # N processes train on N x the global batch (Axolotl: micro x accumulation x world size):
     # a different run. One process keeps the hash every earlier run was keyed by.
     cfg_hash = config_hash(base_cfg if settings.processes == 1 else {**base_cfg, "_processes": settings.processes})
-    key = run_key(data_fingerprint, cfg_hash, base_model_sha256)
-    run_dir = layout.run_dir(spec.slug, key)
     tok_hash = tokenizer_hash(base_model_dir)
+    key = run_key(data_fingerprint, cfg_hash, base_model_sha256, tok_hash)
+    run_dir = layout.run_dir(spec.slug, key)
     full = copy.deepcopy(base_cfg)
     full["base_model"] = str(base_model_dir)
     full["output_dir"] = str(run_dir / OUTPUT_SUBDIR)

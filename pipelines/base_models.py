@@ -157,7 +157,8 @@ def split_whole_words(tokenizer, vocab: dict[str, int]) -> list[str]:
         entries = [mark + word for mark in _WORD_MARKS if mark + word in vocab]
         if entries and not any(entry in tokens for entry in entries):
             start = WORD_PROBE.index(" " + word)
-            pieces = tokenizer.convert_ids_to_tokens(tokenizer(WORD_PROBE[start:start + len(word) + 1], add_special_tokens=False)["input_ids"])
+            alone = tokenizer(WORD_PROBE[start : start + len(word) + 1], add_special_tokens=False)["input_ids"]
+            pieces = tokenizer.convert_ids_to_tokens(alone)
             split.append(f"{word!r} -> {' '.join(pieces)}")
     return split
 
@@ -276,7 +277,7 @@ def check_tokenizer(tokenizer, eot_tokens: list[str], needs_bos: bool) -> list[s
     split = split_whole_words(tokenizer, vocab)
     if len(split) >= 2:
         problems.append(f"words that are single vocabulary entries are tokenised in pieces ({'; '.join(split[:3])}): "
-                        "the converted tokenizer segments text unlike the model was trained (a Unigram built "
+                        "the converted tokenizer segments text unlike the one the model was trained with (a Unigram built "
                         "from BPE scores): set tokenizer.model: bpe")  # fmt: skip
     ids = tokenizer(full, add_special_tokens=False)["input_ids"]
     back = tokenizer.decode(ids, skip_special_tokens=False)

@@ -142,6 +142,8 @@ def test_config_hash_ignores_paths_and_run_key_tracks_inputs(tmp_path, model_dir
     assert _plan(tmp_path, model_dir, overrides={"learning_rate": 1e-4}).config_hash != a.config_hash
     assert _plan(tmp_path, model_dir, fingerprint="0" * 64).run_key != a.run_key  # new data retrains
     assert _plan(tmp_path, model_dir, sha="b" * 64).run_key != a.run_key  # new weights retrain
+    (model_dir / "tokenizer.json").write_text('{"model": "v2"}')  # a tokenizer fix, same weights
+    assert _plan(tmp_path, model_dir, home=tmp_path / "a").run_key != a.run_key  # retrains
     assert _plan(tmp_path, model_dir, overrides={"num_epochs": 2}).run_dir != a.run_dir
 
 

@@ -1,0 +1,95 @@
+"""What does letting finished rows leave the batch save? (pipelines/generation.py)
+
+``model.generate`` keeps a row that has emitted eos in the batch, fed pad tokens, until the
+batch's longest answer ends. Our decoding loop drops it (its KV-cache rows too). The real
+default model (SmolLM2-135M-Instruct, fp32, CPU) answers the general-skills suite
+(evals/general.jsonl, 320 short prompts; about a fifth of the answers run to the budget), in
+the same process, at the demo's batch size:
+
+- reference: the same batches through ``model.generate`` (what the shipped code did before);
+- shipped: ``generation.generate`` (rows leave the batch at eos).
+
+Prints wall and CPU seconds of both, the speed-up, the mean answer length and the fraction of
+identical answers (must be 100 %).
+
+    .venv/bin/python bench/finished_rows.py [--n 320] [--batch-size 64] [--max-new-tokens 32] [--threads N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.train_overhead import DEFAULT_MODEL, converted_model_dir  # noqa: E402
+from pipelines import generation  # noqa: E402
+from pipelines.config import REPO_ROOT  # noqa: E402
+
+
+def library_answers(loaded, conversations, max_new_tokens: int, batch_size: int) -> list[tuple[str, int]]:
+    """(text, output tokens) per conversation through ``model.generate``, batched and sorted
+    by length as the shipped path batches them."""
+    import torch
+
+    tokenizer = loaded.tokenizer
+    prompts = generation.prompt_ids(tokenizer, conversations)
+    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
+    answers: list[tuple[str, int]] = [("", 0)] * len(prompts)
+    with torch.inference_mode(), generation._native_gqa_on_cpu():
+        for start in range(0, len(order), batch_size):
+            batch = order[start : start + batch_size]
+            inputs = generation._batch_inputs([prompts[i] for i in batch], 0, tokenizer.pad_token_id)
+            inputs.pop("position_ids")  # generate derives the same ones from the mask
+            out = loaded.model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False, num_beams=1,
+                                        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)  # fmt: skip
+            width = inputs["input_ids"].shape[1]
+            for row, index in enumerate(batch):
+                ids = out[row, width:].tolist()
+                used = ids.index(tokenizer.eos_token_id) + 1 if tokenizer.eos_token_id in ids else len(ids)
+                answers[index] = (tokenizer.decode(ids[:used], skip_special_tokens=True).strip(), used)
+    return answers
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--n", type=int, default=320)
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--max-new-tokens", type=int, default=32)
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    args = parser.parse_args()
+    import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    loaded = generation.load(generation.ModelSpec(base_dir=str(converted_model_dir(DEFAULT_MODEL))))
+    items = [json.loads(line) for line in (REPO_ROOT / "evals" / "general.jsonl").read_text().splitlines()][: args.n]
+    conversations = [[{"role": "user", "content": item["prompt"]}] for item in items]
+    print(f"{DEFAULT_MODEL}: {len(conversations)} general-skills prompts, batch {args.batch_size}, "
+          f"max_new_tokens {args.max_new_tokens}, torch threads {torch.get_num_threads()}", flush=True)  # fmt: skip
+    generation.generate(loaded, conversations[:2], 2, 2)  # warm-up: first-call allocations
+
+    wall, cpu = time.perf_counter(), time.process_time()
+    reference = library_answers(loaded, conversations, args.max_new_tokens, args.batch_size)
+    ref_wall, ref_cpu = time.perf_counter() - wall, time.process_time() - cpu
+    wall, cpu = time.perf_counter(), time.process_time()
+    shipped = generation.generate(loaded, conversations, args.max_new_tokens, args.batch_size)
+    our_wall, our_cpu = time.perf_counter() - wall, time.process_time() - cpu
+
+    same = sum((g.text, g.output_tokens) == r for g, r in zip(shipped, reference))
+    mean = sum(g.output_tokens for g in shipped) / len(shipped)
+    full = sum(g.output_tokens >= args.max_new_tokens for g in shipped)
+    print(f"answers: mean {mean:.1f} tokens, {full} of {len(shipped)} ran to the budget")
+    print(f"model.generate {ref_wall:6.1f}s (cpu {ref_cpu:6.1f}s)   rows leave at eos {our_wall:6.1f}s "
+          f"(cpu {our_cpu:6.1f}s)   speed-up {ref_wall / our_wall:4.2f}x (cpu {ref_cpu / our_cpu:4.2f}x)   "
+          f"identical {same}/{len(shipped)}")  # fmt: skip
+    for g, r in zip(shipped, reference):
+        if (g.text, g.output_tokens) != r:
+            print(f"  differs: {g.text!r} vs {r[0]!r}")
+
+
+if __name__ == "__main__":
+    main()
