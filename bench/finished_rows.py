@@ -17,7 +17,6 @@ identical answers (must be 100 %).
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
@@ -25,7 +24,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.train_overhead import DEFAULT_MODEL, converted_model_dir  # noqa: E402
+from bench.prefix_cache import generation_parser, load_default_model  # noqa: E402
+from bench.train_overhead import DEFAULT_MODEL  # noqa: E402
 from pipelines import generation  # noqa: E402
 from pipelines.config import REPO_ROOT  # noqa: E402
 
@@ -55,17 +55,12 @@ def library_answers(loaded, conversations, max_new_tokens: int, batch_size: int)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--n", type=int, default=320)
+    parser = generation_parser(__doc__, cases=320)
     parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--max-new-tokens", type=int, default=32)
-    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     args = parser.parse_args()
     import torch
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    loaded = generation.load(generation.ModelSpec(base_dir=str(converted_model_dir(DEFAULT_MODEL))))
+    loaded = load_default_model(args.threads)
     items = [json.loads(line) for line in (REPO_ROOT / "evals" / "general.jsonl").read_text().splitlines()][: args.n]
     conversations = [[{"role": "user", "content": item["prompt"]}] for item in items]
     print(f"{DEFAULT_MODEL}: {len(conversations)} general-skills prompts, batch {args.batch_size}, "

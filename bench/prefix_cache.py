@@ -72,6 +72,24 @@ def baseline_conversations(n: int) -> list[list[dict[str, str]]]:
     return [prefix + [{"role": "user", "content": user}] for user, _ in cases]
 
 
+def generation_parser(doc: str, cases: int) -> argparse.ArgumentParser:
+    """The options every generation bench takes: how many cases, the answer budget, threads."""
+    parser = argparse.ArgumentParser(description=doc.split("\n")[0])
+    parser.add_argument("--n", type=int, default=cases)
+    parser.add_argument("--max-new-tokens", type=int, default=32)
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    return parser
+
+
+def load_default_model(threads: int = 0) -> generation.LoadedModel:
+    """The default base model, fp32, as the prompt-only contender is loaded."""
+    import torch
+
+    if threads:
+        torch.set_num_threads(threads)
+    return generation.load(generation.ModelSpec(base_dir=str(converted_model_dir(DEFAULT_MODEL))))
+
+
 def _timed(fn, *args) -> tuple[float, float, list[generation.Generation]]:
     """(wall s, CPU s, answers). CPU time is reported too: on a shared machine it tracks the
     work done better than wall time does."""
@@ -95,18 +113,12 @@ def _explain(loaded, prompt: list[int], shared: int, max_new_tokens: int) -> str
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--n", type=int, default=50)
+    parser = generation_parser(__doc__, cases=50)
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[16, 32])
-    parser.add_argument("--max-new-tokens", type=int, default=32)
-    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     args = parser.parse_args()
     import torch
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
-
-    loaded = generation.load(generation.ModelSpec(base_dir=str(converted_model_dir(DEFAULT_MODEL))))
+    loaded = load_default_model(args.threads)
     conversations = baseline_conversations(args.n)
     prompts = generation.prompt_ids(loaded.tokenizer, conversations)
     shared = generation.shared_prefix_length(prompts)
