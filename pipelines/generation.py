@@ -315,11 +315,11 @@ def _decode_batch(loaded: LoadedModel, prompts, prefix_length, prefix_cache, max
             step_logits = out.logits[:, -1, :].float()
             chosen = step_logits.argmax(-1)
             live = []
-            for i, row in enumerate(rows):
-                decoded.tokens[row].append(int(chosen[i]))
+            for i, (row, token) in enumerate(zip(rows, chosen.tolist())):
+                decoded.tokens[row].append(token)
                 if keep_logits:
                     decoded.logits[row].append(step_logits[i])
-                if decoded.tokens[row][-1] != eos_id:
+                if token != eos_id:
                     live.append(i)
             if not live or step + 1 == max_new_tokens:
                 break

@@ -96,6 +96,13 @@ def _registered(client, name: str):
         raise
 
 
+def _alias_target(client, task: str) -> str | None:
+    """The version number the ``champion`` alias points at, or None."""
+    model = _registered(client, task)
+    number = (model.aliases or {}).get(CHAMPION) if model else None
+    return None if number is None else str(number)
+
+
 def _read_entry(client, version) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         path = client.download_artifacts(version.run_id, f"{FILES}/{ENTRY_FILE}", tmp)
@@ -110,11 +117,10 @@ def champion(store: tracking.Store, task: str) -> dict | None:
 
     client = store.client()
     try:
-        model = _registered(client, task)
-        number = (model.aliases or {}).get(CHAMPION) if model else None
+        number = _alias_target(client, task)
         if number is None:
             return None
-        return _read_entry(client, client.get_model_version(task, str(number)))
+        return _read_entry(client, client.get_model_version(task, number))
     except (MlflowException, OSError) as exc:
         raise RegistryError(f"cannot read the {task!r} champion from the MLflow store {store.uri}: {exc}") from exc
 
@@ -192,12 +198,6 @@ def _log_files(client, new: dict, base_model: dict) -> str:
     client.log_dict(run_id, base_model, f"{FILES}/base_model.json")
     client.log_dict(run_id, new, f"{FILES}/{ENTRY_FILE}")
     return f"{client.get_run(run_id).info.artifact_uri}/{FILES}/model"
-
-
-def _alias_target(client, task: str) -> str | None:
-    model = _registered(client, task)
-    number = (model.aliases or {}).get(CHAMPION) if model else None
-    return None if number is None else str(number)
 
 
 def promote(store: tracking.Store, new: dict, base_model: dict) -> dict:

@@ -36,7 +36,7 @@ def _latest_metadata(instance: dg.DagsterInstance, key: str, partition: str, run
     return {k: getattr(v, "value", v) for k, v in records[0].asset_materialization.metadata.items()}
 
 
-def _outcome(instance: dg.DagsterInstance, result, partition: str) -> str:
+def outcome(instance: dg.DagsterInstance, result, partition: str) -> str:
     """The decision report, or why there is none (training skipped by the baseline check)."""
     decision = _latest_metadata(instance, "gate_decision", partition, result.run_id)
     if decision is not None:
@@ -61,6 +61,22 @@ def _step_table(result) -> str:
     return "\n".join(rows)
 
 
+def run_tune_job(instance: dg.DagsterInstance, partition: str, tags: dict[str, str] | None = None):
+    """``tune_job`` for one partition, in-process, logging at INFO to the console; prints the
+    step table with each step's time. The result, successful or not."""
+    started = time.monotonic()
+    result = defs.resolve_job_def("tune_job").execute_in_process(
+        instance=instance,
+        partition_key=partition,
+        tags=tags,
+        raise_on_error=False,
+        run_config={"loggers": {"console": {"config": {"log_level": "INFO"}}}},
+    )
+    elapsed = time.monotonic() - started
+    print(f"\nSteps (run {result.run_id}, {elapsed / 60:.1f} min):\n{_step_table(result)}\n", flush=True)
+    return result
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--partition", help="base model (default: the registry's first entry)")
@@ -80,19 +96,11 @@ def main(argv: list[str] | None = None) -> int:
         f"  mlflow   {resource.tracking_store().uri}",
         flush=True,
     )
-    started = time.monotonic()
-    result = defs.resolve_job_def("tune_job").execute_in_process(
-        instance=instance,
-        partition_key=partition,
-        raise_on_error=False,
-        run_config={"loggers": {"console": {"config": {"log_level": "INFO"}}}},
-    )
-    elapsed = time.monotonic() - started
-    print(f"\nSteps (run {result.run_id}, {elapsed / 60:.1f} min):\n{_step_table(result)}\n", flush=True)
+    result = run_tune_job(instance, partition)
     if not result.success:
         print(f"The run FAILED; see the step errors above or `make ui` (run {result.run_id}).", file=sys.stderr)
         return 1
-    print(_outcome(instance, result, partition))
+    print(outcome(instance, result, partition))
     print("\nBrowse the lineage, metadata and this decision with `make ui` (http://127.0.0.1:3000); the training,"
           "\nscoring and gate runs and the model registry with `make mlflow-ui` (http://127.0.0.1:5000).")
     return 0

@@ -70,7 +70,6 @@ def main(argv: list[str] | None = None) -> int:
 
     from pipelines.orchestration import demo
     from pipelines.orchestration.automation import base_model_registry_sensor
-    from pipelines.orchestration.definitions import defs
     from pipelines.orchestration.resources import TunegateResource, persistent_instance
 
     instance, resource = persistent_instance(), TunegateResource()
@@ -102,18 +101,12 @@ def main(argv: list[str] | None = None) -> int:
     code = 0
     for request in result.run_requests:
         print(f"sensor: run request {request.run_key} -> tune_job[{request.partition_key}]", flush=True)
-        tick = time.monotonic()
-        run = defs.resolve_job_def("tune_job").execute_in_process(
-            instance=instance, partition_key=request.partition_key, tags=request.tags, raise_on_error=False,
-            run_config={"loggers": {"console": {"config": {"log_level": "INFO"}}}},
-        )  # fmt: skip
-        took = time.monotonic() - tick
-        print(f"\nSteps (run {run.run_id}, {took / 60:.1f} min):\n{demo._step_table(run)}\n", flush=True)
+        run = demo.run_tune_job(instance, request.partition_key, request.tags)
         if not run.success:
             print(f"The re-tune run FAILED (run {run.run_id}); see `make ui`.", file=sys.stderr)
             code = 1
             continue
-        print(demo._outcome(instance, run, request.partition_key))
+        print(demo.outcome(instance, run, request.partition_key))
     print(f"\nWhole re-tune story: {(time.monotonic() - started) / 60:.1f} min. Browse it with "
           f"`TUNEGATE_BASE_MODELS={registry} make ui`.")  # fmt: skip
     return code
