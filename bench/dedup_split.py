@@ -30,9 +30,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from pipelines import dedup, ingest, minhash, split  # noqa: E402
-from pipelines.config import SourceSpec  # noqa: E402
-from pipelines.records import normalize, turn, words  # noqa: E402
+from pipelines.data import quality, validate
+from pipelines.data import split
+from pipelines.data import minhash
+from pipelines.data import dedup  # noqa: E402
+from pipelines.config.sources import SourceSpec  # noqa: E402
+from pipelines.data.records import normalize, turn, words  # noqa: E402
 
 SYSTEM = "Classify the support ticket."
 LABELS = ["billing", "technical", "account", "shipping", "refund"]
@@ -145,8 +148,8 @@ def main() -> None:
           "install / per process: not part of a run's time)")
     timings = {}
     t0 = time.perf_counter()
-    loaded = ingest.ingest(spec, max_chars=4000)
-    ingest.check_reject_rate(loaded, spec, 0.2)
+    loaded = validate.ingest(spec, max_chars=4000)
+    quality.check_reject_rate(loaded, spec, 0.2)
     timings["load+validate"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     deduped = dedup.deduplicate(loaded.records, threshold=args.threshold, hasher=hasher)

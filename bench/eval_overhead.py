@@ -1,7 +1,7 @@
 """Benchmark: what does scoring through promptfoo cost over calling the model directly?
 
 For each of two contenders, N eval cases are answered (a) by the same batched greedy
-generation called directly in Python (pipelines.generation: load + generate), and (b)
+generation called directly in Python (pipelines.models: loading.load + decoding.generate), and (b)
 through `promptfoo eval` with the shipped provider (CLI start, worker start, model load,
 the same batched generation, built-in assertions, results.json). Both sides load the model
 once per contender (one promptfoo run per contender), so the ratio measures promptfoo's
@@ -28,9 +28,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from pipelines import base_models, generation  # noqa: E402
-from pipelines.config import REPO_ROOT, Layout, default_home, load_base_models, load_settings  # noqa: E402
-from pipelines.config import default_base_models_file, default_settings_file  # noqa: E402
+from pipelines.models import decoding, loading
+from pipelines.models import materialize
+from pipelines.config.paths import REPO_ROOT, Layout, default_home
+from pipelines.config.base_models import load_base_models
+from pipelines.config.settings import load_settings  # noqa: E402
+from pipelines.config.paths import default_base_models_file, default_settings_file  # noqa: E402
 from pipelines.evaluation import recipes  # noqa: E402
 from pipelines.evaluation.runner import PromptfooRunner, write_run  # noqa: E402
 from pipelines.evaluation.scorecard import parse_results  # noqa: E402
@@ -86,15 +89,15 @@ def _static_k(ladder) -> int:
     raise SystemExit("eval.ladder has no static_few_shot rung: nothing sets the baseline's k")
 
 
-def _direct(model: generation.ModelSpec, conversations: list[list[dict]], max_new_tokens: int, batch_size: int) -> float:
+def _direct(model: loading.ModelSpec, conversations: list[list[dict]], max_new_tokens: int, batch_size: int) -> float:
     started = time.perf_counter()
-    loaded = generation.load(model)
-    generation.generate(loaded, conversations, max_new_tokens, batch_size)
+    loaded = loading.load(model)
+    decoding.generate(loaded, conversations, max_new_tokens, batch_size)
     return time.perf_counter() - started
 
 
 def _through_promptfoo(run_dir: Path, suite: Suite, contender: str, conversations: list[list[dict]],
-                       model: generation.ModelSpec, runner: PromptfooRunner, batch_size: int,
+                       model: loading.ModelSpec, runner: PromptfooRunner, batch_size: int,
                        max_concurrency: int) -> tuple[float, dict]:  # fmt: skip
     """Write the run, run promptfoo, parse the card: the whole scoring of one contender."""
     started = time.perf_counter()
@@ -118,15 +121,15 @@ def main() -> None:
     batch_size = args.batch_size or settings.eval.batch_size
     layout = Layout(default_home())
     spec = load_base_models(default_base_models_file())[0]
-    base_dir = base_models.materialize(spec, layout.model_cache_dir(spec.slug))
+    base_dir = materialize.materialize(spec, layout.model_cache_dir(spec.slug))
     task = load_task(REPO_ROOT / settings.eval.task_file)
     cases, train = _records(task, args.n, layout)
-    base = generation.ModelSpec(base_dir=str(base_dir), chat_template=spec.chat_template)
+    base = loading.ModelSpec(base_dir=str(base_dir), chat_template=spec.chat_template)
     baseline = ("baseline", base, recipes.for_task("static_few_shot", task, _static_k(settings.eval.ladder)))
     if args.tuned_model:
         if not (args.tuned_model / "config.json").is_file():
             raise SystemExit(f"{args.tuned_model}: not a model folder (no config.json)")
-        tuned_model = generation.ModelSpec(base_dir=str(args.tuned_model.resolve()))
+        tuned_model = loading.ModelSpec(base_dir=str(args.tuned_model.resolve()))
         second = ("tuned", tuned_model, recipes.for_task("as_trained", task))
     else:
         second = ("tuned", base, recipes.for_task("as_trained", task))

@@ -1,4 +1,4 @@
-"""What does letting finished rows leave the batch save? (pipelines/generation.py)
+"""What does letting finished rows leave the batch save? (pipelines/models/decoding.py)
 
 ``model.generate`` keeps a row that has emitted eos in the batch, fed pad tokens, until the
 batch's longest answer ends. Our decoding loop drops it (its KV-cache rows too). The real
@@ -7,7 +7,7 @@ default model (SmolLM2-135M-Instruct, fp32, CPU) answers the general-skills suit
 the same process, at the demo's batch size:
 
 - reference: the same batches through ``model.generate`` (what the shipped code did before);
-- shipped: ``generation.generate`` (rows leave the batch at eos).
+- shipped: ``decoding.generate`` (rows leave the batch at eos).
 
 Prints wall and CPU seconds of both, the speed-up, the mean answer length and the fraction of
 identical answers (must be 100 %).
@@ -26,8 +26,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.prefix_cache import generation_parser, load_default_model  # noqa: E402
 from bench.train_overhead import DEFAULT_MODEL  # noqa: E402
-from pipelines import generation  # noqa: E402
-from pipelines.config import REPO_ROOT  # noqa: E402
+from pipelines.models import attention_patch, decoding, loading, prefix_cache
+from pipelines.config.paths import REPO_ROOT  # noqa: E402
 
 
 def library_answers(loaded, conversations, max_new_tokens: int, batch_size: int) -> list[tuple[str, int]]:
@@ -36,13 +36,13 @@ def library_answers(loaded, conversations, max_new_tokens: int, batch_size: int)
     import torch
 
     tokenizer = loaded.tokenizer
-    prompts = generation.prompt_ids(tokenizer, conversations)
+    prompts = loading.prompt_ids(tokenizer, conversations)
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
     answers: list[tuple[str, int]] = [("", 0)] * len(prompts)
-    with torch.inference_mode(), generation._native_gqa_on_cpu():
+    with torch.inference_mode(), attention_patch.native_gqa_on_cpu():
         for start in range(0, len(order), batch_size):
             batch = order[start : start + batch_size]
-            inputs = generation._batch_inputs([prompts[i] for i in batch], 0, tokenizer.pad_token_id)
+            inputs = prefix_cache.batch_inputs([prompts[i] for i in batch], 0, tokenizer.pad_token_id)
             inputs.pop("position_ids")  # generate derives the same ones from the mask
             out = loaded.model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False, num_beams=1,
                                         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)  # fmt: skip
@@ -65,13 +65,13 @@ def main() -> None:
     conversations = [[{"role": "user", "content": item["prompt"]}] for item in items]
     print(f"{DEFAULT_MODEL}: {len(conversations)} general-skills prompts, batch {args.batch_size}, "
           f"max_new_tokens {args.max_new_tokens}, torch threads {torch.get_num_threads()}", flush=True)  # fmt: skip
-    generation.generate(loaded, conversations[:2], 2, 2)  # warm-up: first-call allocations
+    decoding.generate(loaded, conversations[:2], 2, 2)  # warm-up: first-call allocations
 
     wall, cpu = time.perf_counter(), time.process_time()
     reference = library_answers(loaded, conversations, args.max_new_tokens, args.batch_size)
     ref_wall, ref_cpu = time.perf_counter() - wall, time.process_time() - cpu
     wall, cpu = time.perf_counter(), time.process_time()
-    shipped = generation.generate(loaded, conversations, args.max_new_tokens, args.batch_size)
+    shipped = decoding.generate(loaded, conversations, args.max_new_tokens, args.batch_size)
     our_wall, our_cpu = time.perf_counter() - wall, time.process_time() - cpu
 
     same = sum((g.text, g.output_tokens) == r for g, r in zip(shipped, reference))

@@ -1,7 +1,7 @@
 """The GPU check of issue 17: on a machine with a CUDA GPU, the training stage for the default
 model with the GPU profile (axolotl_configs/gpu.yaml: bf16, seq 2048, micro-batch 2 x
 grad-accum 4, flash attention where installed), through the same generated YAML and launch
-as ``qlora_adapter`` (``pipelines.axolotl``), then tokens/s and peak GPU memory.
+as ``qlora_adapter`` (``pipelines.training``), then tokens/s and peak GPU memory.
 
     bench/gpu_check.sh [--steps 30] [--processes N]     (N: data-parallel processes, torchrun;
                                                           default: every visible GPU)
@@ -28,8 +28,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from train_overhead import DEFAULT_MODEL, converted_model_dir, default_data, registry_spec  # noqa: E402
 
-from pipelines import axolotl as ax  # noqa: E402
-from pipelines import config  # noqa: E402
+from pipelines.training import axolotl_schema, launch, run_plan, train_metrics
+from pipelines.config.paths import Layout, REPO_ROOT, default_home
+from pipelines.config.training import TrainingSettings
 
 
 def _gpu_memory_mib() -> list[int]:
@@ -54,23 +55,23 @@ class PeakMemory(threading.Thread):
         self.join()
 
 
-def plan_check(steps: int, processes: int) -> ax.RunPlan:
+def plan_check(steps: int, processes: int) -> run_plan.RunPlan:
     """The run ``qlora_adapter`` would launch on a CUDA machine, for ``steps`` steps, no evals."""
-    settings = config.TrainingSettings(
+    settings = TrainingSettings(
         launcher="torchrun" if processes > 1 else "python", processes=processes,
         overrides={"max_steps": steps, "eval_strategy": "no", "save_strategy": "no", "saves_per_epoch": None},
     )
     model_dir = converted_model_dir(DEFAULT_MODEL)
     spec = registry_spec(DEFAULT_MODEL).model_copy(update={"source": str(model_dir)})
     train = default_data()
-    validation = config.Layout(config.default_home()).validation_file
+    validation = Layout(default_home()).validation_file
     if not validation.is_file():
-        validation = config.REPO_ROOT / "tests" / "fixtures" / "chat_eval.jsonl"
+        validation = REPO_ROOT / "tests" / "fixtures" / "chat_eval.jsonl"
     work = Path(tempfile.mkdtemp(prefix="tunegate-gpu-check-"))
-    plan = ax.plan_run(config.Layout(work), spec, settings, base_model_dir=model_dir, base_model_sha256="gpu-check",
+    plan = run_plan.plan_run(Layout(work), spec, settings, base_model_dir=model_dir, base_model_sha256="gpu-check",
                        train_path=train, validation_path=validation, data_fingerprint="gpu-check", cuda=True)
-    ax.validate_config(plan.config)
-    ax.write_config(plan)
+    axolotl_schema.validate_config(plan.config)
+    run_plan.write_config(plan)
     return plan
 
 
@@ -87,15 +88,15 @@ def main() -> int:
         return 2
     processes = args.processes or torch.cuda.device_count()
     plan = plan_check(args.steps, processes)
-    command = ax.launch_command(plan.config_path, launcher=plan.launcher, processes=plan.processes, cuda=True)
+    command = launch.launch_command(plan.config_path, launcher=plan.launcher, processes=plan.processes, cuda=True)
     print(f"gpu_check: {DEFAULT_MODEL}, {args.steps} steps, {processes} process(es) on "
           f"{torch.cuda.get_device_name(0)}; {' '.join(command)}", flush=True)
-    log_path = plan.run_dir / ax.LOG_FILE
+    log_path = plan.run_dir / run_plan.LOG_FILE
     monitor = PeakMemory()
     monitor.start()
     started = time.perf_counter()
     with log_path.open("w") as log:
-        code = subprocess.call(command, env=ax.launch_env(os.environ, cpu_qlora_patch=False), stdout=log,
+        code = subprocess.call(command, env=launch.launch_env(os.environ, cpu_qlora_patch=False), stdout=log,
                                stderr=subprocess.STDOUT)
     wall = time.perf_counter() - started
     monitor.stop()
@@ -103,7 +104,7 @@ def main() -> int:
         print(f"gpu_check: axolotl exited {code}; last lines of {log_path}:", file=sys.stderr)
         print("\n".join(log_path.read_text().splitlines()[-40:]), file=sys.stderr)
         return code
-    metrics = ax.read_metrics(plan.run_dir)
+    metrics = train_metrics.read_metrics(plan.run_dir)
     allocated = max((r["memory/max_allocated (GiB)"] for r in metrics.train if "memory/max_allocated (GiB)" in r),
                     default=float("nan"))
     tokens = metrics.tokens_per_second or float("nan")

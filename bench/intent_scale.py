@@ -30,16 +30,19 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from pipelines import artefacts, base_models  # noqa: E402
-from pipelines.config import REPO_ROOT, Layout, default_home, load_base_models, load_settings  # noqa: E402
-from pipelines.config import default_base_models_file  # noqa: E402
+from pipelines.models import materialize
+from pipelines.models import artefacts
+from pipelines.config.paths import REPO_ROOT, Layout, default_home
+from pipelines.config.base_models import load_base_models
+from pipelines.config.settings import load_settings  # noqa: E402
+from pipelines.config.paths import default_base_models_file  # noqa: E402
 from pipelines.evaluation import fewshot, recipes  # noqa: E402
 from pipelines.evaluation.runner import PromptfooRunner  # noqa: E402
 from pipelines.evaluation.scorecard import Contender, score  # noqa: E402
 from pipelines.evaluation.suite import answer_budget_problem, task_suite  # noqa: E402
 from pipelines.evaluation.task import load_task, turn  # noqa: E402
-from pipelines.generation import ModelSpec  # noqa: E402
-from pipelines.records import read_jsonl  # noqa: E402
+from pipelines.models.loading import ModelSpec  # noqa: E402
+from pipelines.common.jsonl import read_jsonl  # noqa: E402
 
 PY = sys.executable
 
@@ -101,7 +104,7 @@ def main() -> None:
 
     settings = load_settings(REPO_ROOT / "tunegate.yaml")
     spec = load_base_models(default_base_models_file())[0]
-    base_dir = base_models.materialize(spec, Layout(default_home()).model_cache_dir(spec.slug))
+    base_dir = materialize.materialize(spec, Layout(default_home()).model_cache_dir(spec.slug))
     tokenizer = AutoTokenizer.from_pretrained(base_dir)
     with tempfile.TemporaryDirectory(prefix="tunegate-intent-scale-") as tmp_name:
         tmp = Path(tmp_name)

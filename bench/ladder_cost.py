@@ -21,16 +21,19 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from pipelines import artefacts, base_models  # noqa: E402
-from pipelines.config import REPO_ROOT, Layout, default_home, load_base_models, load_settings  # noqa: E402
-from pipelines.config import default_base_models_file, default_settings_file  # noqa: E402
+from pipelines.models import materialize
+from pipelines.models import artefacts
+from pipelines.config.paths import REPO_ROOT, Layout, default_home
+from pipelines.config.base_models import load_base_models
+from pipelines.config.settings import load_settings  # noqa: E402
+from pipelines.config.paths import default_base_models_file, default_settings_file  # noqa: E402
 from pipelines.evaluation import recipes  # noqa: E402
 from pipelines.evaluation.runner import PromptfooRunner  # noqa: E402
 from pipelines.evaluation.scorecard import Contender, score  # noqa: E402
 from pipelines.evaluation.suite import task_suite  # noqa: E402
 from pipelines.evaluation.task import load_task  # noqa: E402
-from pipelines.generation import ModelSpec  # noqa: E402
-from pipelines.records import read_jsonl  # noqa: E402
+from pipelines.models.loading import ModelSpec  # noqa: E402
+from pipelines.common.jsonl import read_jsonl  # noqa: E402
 
 
 def main() -> None:
@@ -39,7 +42,7 @@ def main() -> None:
     if not (layout.train_file.is_file() and layout.eval_file.is_file()):
         raise SystemExit(f"no {layout.train_file} / {layout.eval_file}: run `make demo` or `make data` first")
     spec = load_base_models(default_base_models_file())[0]
-    base_dir = base_models.materialize(spec, layout.model_cache_dir(spec.slug))
+    base_dir = materialize.materialize(spec, layout.model_cache_dir(spec.slug))
     task = load_task(REPO_ROOT / settings.eval.task_file)
     suite = task_suite(task, layout.eval_file)
     train = list(read_jsonl(layout.train_file))

@@ -1,13 +1,13 @@
-"""What does prefix caching save in batched greedy evaluation? (pipelines/generation.py)
+"""What does prefix caching save in batched greedy evaluation? (pipelines/models/decoding.py)
 
 The real default model (SmolLM2-135M-Instruct, fp32, CPU) answers the demo's prompt-only
 baseline prompts: the task's strong system prompt (evals/task.yaml), three fixed few-shot
 pairs, then the ticket as the user turn: ~427 tokens a prompt, of which the first ~385 are
 the same in every case. Per batch size, in the same process, the cases are answered:
 
-- plain: every prompt prefilled in full (``generation.generate_uncached``);
+- plain: every prompt prefilled in full (``decoding.generate_uncached``);
 - cached: the shared prefix prefilled once, its KV cache reused by every batch
-  (``generation.generate``, as shipped).
+  (``decoding.generate``, as shipped).
 
 Prints wall and CPU seconds of both, the speed-ups and the fraction of identical answers
 (must be 100 %; each difference is re-run alone on both paths and printed with the logit
@@ -29,8 +29,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.train_overhead import DEFAULT_MODEL, converted_model_dir  # noqa: E402
-from pipelines import generation  # noqa: E402
-from pipelines.config import REPO_ROOT  # noqa: E402
+from pipelines.models import decoding, loading, prefix_cache
+from pipelines.config.paths import REPO_ROOT  # noqa: E402
 
 SHOTS = 3
 
@@ -81,16 +81,16 @@ def generation_parser(doc: str, cases: int) -> argparse.ArgumentParser:
     return parser
 
 
-def load_default_model(threads: int = 0) -> generation.LoadedModel:
+def load_default_model(threads: int = 0) -> loading.LoadedModel:
     """The default base model, fp32, as the prompt-only contender is loaded."""
     import torch
 
     if threads:
         torch.set_num_threads(threads)
-    return generation.load(generation.ModelSpec(base_dir=str(converted_model_dir(DEFAULT_MODEL))))
+    return loading.load(loading.ModelSpec(base_dir=str(converted_model_dir(DEFAULT_MODEL))))
 
 
-def _timed(fn, *args) -> tuple[float, float, list[generation.Generation]]:
+def _timed(fn, *args) -> tuple[float, float, list[decoding.Generation]]:
     """(wall s, CPU s, answers). CPU time is reported too: on a shared machine it tracks the
     work done better than wall time does."""
     wall, cpu = time.perf_counter(), time.process_time()
@@ -102,8 +102,8 @@ def _explain(loaded, prompt: list[int], shared: int, max_new_tokens: int) -> str
     """A differing case re-run alone on both paths: do the answers still part, and how close
     was the plain path's closest greedy choice (top-2 logit gap)? A gap near float rounding
     (~1e-5) means a near-tie flipped by a different summation order, not a bug."""
-    plain_ids, plain_logits = generation.greedy_steps(loaded, [prompt], 0, max_new_tokens)
-    cached_ids, cached_logits = generation.greedy_steps(loaded, [prompt], shared, max_new_tokens)
+    plain_ids, plain_logits = decoding.greedy_steps(loaded, [prompt], 0, max_new_tokens)
+    cached_ids, cached_logits = decoding.greedy_steps(loaded, [prompt], shared, max_new_tokens)
     steps = min(plain_logits.shape[1], cached_logits.shape[1])
     top2 = plain_logits[0, :steps].topk(2, dim=-1).values
     gap = (top2[:, 0] - top2[:, 1]).min().item()
@@ -120,18 +120,18 @@ def main() -> None:
 
     loaded = load_default_model(args.threads)
     conversations = baseline_conversations(args.n)
-    prompts = generation.prompt_ids(loaded.tokenizer, conversations)
-    shared = generation.shared_prefix_length(prompts)
+    prompts = loading.prompt_ids(loaded.tokenizer, conversations)
+    shared = prefix_cache.shared_prefix_length(prompts)
     mean = sum(map(len, prompts)) / len(prompts)
     print(f"{DEFAULT_MODEL}: {len(prompts)} baseline prompts, {mean:.0f} tokens on average, "
           f"{shared} shared; max_new_tokens {args.max_new_tokens}; torch threads "
           f"{torch.get_num_threads()}", flush=True)
-    generation.generate_uncached(loaded, conversations[:2], 2, 2)  # warm-up: first-call allocations
+    decoding.generate_uncached(loaded, conversations[:2], 2, 2)  # warm-up: first-call allocations
     for batch_size in args.batch_sizes:
         plain_s, plain_cpu, plain = _timed(
-            generation.generate_uncached, loaded, conversations, args.max_new_tokens, batch_size)
+            decoding.generate_uncached, loaded, conversations, args.max_new_tokens, batch_size)
         cached_s, cached_cpu, cached = _timed(
-            generation.generate, loaded, conversations, args.max_new_tokens, batch_size)
+            decoding.generate, loaded, conversations, args.max_new_tokens, batch_size)
         same = [(p.text, p.output_tokens) == (c.text, c.output_tokens) for p, c in zip(plain, cached)]
         print(f"batch {batch_size:>3}: plain {plain_s:6.1f}s (cpu {plain_cpu:6.1f}s)  "
               f"cached {cached_s:6.1f}s (cpu {cached_cpu:6.1f}s)  "

@@ -2,7 +2,7 @@
 loop in-process? Same model, data, batch shape and hyperparameters: the registry entry's
 shipped CPU config (QLoRA NF4, its LoRA targets and layers, seq 256, micro-batch x grad-accum,
 lr 5e-4 cosine, fp32, batches padded to the same multiple as Axolotl's collator). Ours is the
-launch as shipped, including what it adds (pipelines/axolotl_plugin.py, length-grouped
+launch as shipped, including what it adds (pipelines/training/plugins/, length-grouped
 batches); the direct loop is plain TRL.
 
 Prints, for both: steady-state throughput (skipping warm-up steps) in examples/s and in
@@ -30,22 +30,25 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from pipelines import axolotl as ax  # noqa: E402
-from pipelines import base_models, config  # noqa: E402
-from pipelines.records import read_jsonl  # noqa: E402
+from pipelines.training import adapter, axolotl_schema, launch, run_plan, train_metrics
+from pipelines.models import materialize
+from pipelines.config.base_models import BaseModelSpec, load_base_models
+from pipelines.config.paths import Layout, REPO_ROOT, default_base_models_file, default_home
+from pipelines.config.training import TrainingSettings
+from pipelines.common.jsonl import read_jsonl  # noqa: E402
 
 WARMUP_STEPS = 2
 DEFAULT_MODEL = "smollm2-135m-instruct"
 
 
-def registry_spec(name: str = DEFAULT_MODEL) -> config.BaseModelSpec:
-    specs = {s.name: s for s in config.load_base_models(config.default_base_models_file())}
+def registry_spec(name: str = DEFAULT_MODEL) -> BaseModelSpec:
+    specs = {s.name: s for s in load_base_models(default_base_models_file())}
     return specs[name]
 
 
 def shipped_config(name: str = DEFAULT_MODEL) -> dict:
     """The merged CPU training config of a registry entry (without the run's paths)."""
-    return ax.training_config(registry_spec(name), config.TrainingSettings(), cuda=False)
+    return run_plan.training_config(registry_spec(name), TrainingSettings(), cuda=False)
 
 
 def shipped_batch() -> tuple[int, int]:
@@ -59,23 +62,23 @@ BATCH = math.prod(shipped_batch())  # examples per optimizer step
 
 def shipped_quantization(cfg: dict):
     """The BitsAndBytesConfig our launch loads the base with for ``cfg`` (Axolotl's QLoRA
-    defaults, compute dtype from the config: ``pipelines.axolotl.quantization_config``)."""
+    defaults, compute dtype from the config: ``pipelines.training.adapter.quantization_config``)."""
     import torch
     from transformers import BitsAndBytesConfig
 
-    kwargs = ax.quantization_config(cfg)
+    kwargs = adapter.quantization_config(cfg)
     return BitsAndBytesConfig(**{k: getattr(torch, v) if k.endswith(("_dtype", "_storage")) else v
                                  for k, v in kwargs.items()})
 
 
 def default_data() -> Path:
-    demo = config.Layout(config.default_home()).train_file
-    return demo if demo.is_file() else config.REPO_ROOT / "tests" / "fixtures" / "chat_train.jsonl"
+    demo = Layout(default_home()).train_file
+    return demo if demo.is_file() else REPO_ROOT / "tests" / "fixtures" / "chat_train.jsonl"
 
 
 def converted_model_dir(name: str) -> Path:
     spec = registry_spec(name)
-    return base_models.materialize(spec, config.Layout(config.default_home()).model_cache_dir(spec.slug))
+    return materialize.materialize(spec, Layout(default_home()).model_cache_dir(spec.slug))
 
 
 def _steady_rate(points: list[tuple[int, float]]) -> float:
@@ -103,20 +106,20 @@ def run_ours(name: str, model_dir: Path, train: Path, eval_: Path, steps: int, w
     spec = registry_spec(name).model_copy(update={"source": str(model_dir)})
     overrides = {"max_steps": steps, "eval_strategy": "no", "saves_per_epoch": None,
                  "save_strategy": "no", "num_epochs": 1}
-    plan = ax.plan_run(
-        config.Layout(work), spec, config.TrainingSettings(overrides=overrides), base_model_dir=model_dir,
+    plan = run_plan.plan_run(
+        Layout(work), spec, TrainingSettings(overrides=overrides), base_model_dir=model_dir,
         base_model_sha256="bench", train_path=train, validation_path=eval_, data_fingerprint="bench", cuda=False,
     )
-    ax.validate_config(plan.config)
-    ax.write_config(plan)
-    env = ax.launch_env(os.environ, cpu_qlora_patch=plan.needs_cpu_qlora_patch)
+    axolotl_schema.validate_config(plan.config)
+    run_plan.write_config(plan)
+    env = launch.launch_env(os.environ, cpu_qlora_patch=plan.needs_cpu_qlora_patch)
     started = time.perf_counter()
-    out = subprocess.run(ax.launch_command(plan.config_path), env=env, capture_output=True, text=True)
+    out = subprocess.run(launch.launch_command(plan.config_path), env=env, capture_output=True, text=True)
     wall = time.perf_counter() - started
     (work / "axolotl.log").write_text(out.stdout + out.stderr)
     if out.returncode != 0:
         raise SystemExit(f"axolotl failed ({out.returncode}); see {work / 'axolotl.log'}")
-    metrics = ax.read_metrics(plan.run_dir)
+    metrics = train_metrics.read_metrics(plan.run_dir)
     points = [(r["step"], float(r["train_runtime"])) for r in metrics.train if "train_runtime" in r]
     return {"wall_s": wall, "steps_per_s": _steady_rate(points), "steps": len(points), "config": plan.config}
 
@@ -131,7 +134,7 @@ def run_direct(model_dir: Path, train_rows: list[dict], steps: int, work: Path, 
     from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
     from trl import SFTConfig, SFTTrainer
 
-    patch = importlib.util.spec_from_file_location("tunegate_cpu_qlora_patch", ax.PATCH_DIR / "sitecustomize.py")
+    patch = importlib.util.spec_from_file_location("tunegate_cpu_qlora_patch", launch.PATCH_DIR / "sitecustomize.py")
     module = importlib.util.module_from_spec(patch)
     patch.loader.exec_module(module)  # same AVX512-BF16 workaround as our launch
 
@@ -175,12 +178,12 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=None, help="train JSONL (default: demo split or fixture)")
     parser.add_argument("--steps", type=int, default=12)
     args = parser.parse_args()
-    os.environ.update(ax.SUBPROCESS_ENV)
+    os.environ.update(launch.SUBPROCESS_ENV)
 
     model_dir = args.model_dir or converted_model_dir(args.model)
     train = (args.data or default_data()).resolve()
     rows = list(read_jsonl(train))[: args.steps * BATCH]
-    eval_ = config.REPO_ROOT / "tests" / "fixtures" / "chat_eval.jsonl"  # unused: evals are off
+    eval_ = REPO_ROOT / "tests" / "fixtures" / "chat_eval.jsonl"  # unused: evals are off
     with tempfile.TemporaryDirectory(prefix="tunegate-bench-") as tmp:
         work = Path(tmp)
         subset = work / "train.jsonl"

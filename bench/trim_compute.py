@@ -1,4 +1,4 @@
-"""What do the plugin's savings buy? (pipelines/axolotl_plugin.py)
+"""What do the plugin's savings buy? (pipelines/training/plugins/)
 
 The shipped QLoRA model (SmolLM2-135M, NF4, the registry entry's LoRA targets and layers, fp32
 compute on CPU) and the same batches (the shipped micro-batch size, demo chats in random
@@ -28,8 +28,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.train_overhead import (  # noqa: E402
     DEFAULT_MODEL, converted_model_dir, default_data, shipped_config, shipped_quantization)
-from pipelines import axolotl_plugin  # noqa: E402
-from pipelines.records import read_jsonl  # noqa: E402
+from pipelines.training.plugins import trim_compute
+from pipelines.common.jsonl import read_jsonl  # noqa: E402
 
 
 def batches(model_dir: Path, train: Path, count: int, micro_batch: int) -> list[dict]:
@@ -76,7 +76,7 @@ def main() -> None:
     base = AutoModelForCausalLM.from_pretrained(model_dir, quantization_config=shipped_quantization(cfg),
                                                 dtype=torch.float32, device_map="cpu")
     plain_forward = base.forward
-    axolotl_plugin.keep_logits_at_labels(base)
+    trim_compute.keep_logits_at_labels(base)
     label_forward = base.forward
     model = get_peft_model(base, LoraConfig(
         r=cfg["lora_r"], lora_alpha=cfg["lora_alpha"], lora_dropout=cfg["lora_dropout"],
@@ -93,7 +93,7 @@ def main() -> None:
     def step(forward, full_backward: bool, batch) -> tuple[float, float, list]:
         base.forward = forward
         if not full_backward:
-            axolotl_plugin.stop_backward_at_adapter(model)
+            trim_compute.stop_backward_at_adapter(model)
         elif not getattr(base, "_require_grads_hooks", None):  # a second call would orphan the first hook
             base.enable_input_require_grads()
         model.zero_grad(set_to_none=True)

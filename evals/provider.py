@@ -31,7 +31,7 @@ _REPO = Path(__file__).resolve().parent.parent
 if str(_REPO) not in sys.path:  # the wrapper sets PYTHONPATH; this keeps manual reruns working
     sys.path.insert(0, str(_REPO))
 
-from pipelines import generation  # noqa: E402  (light: imports torch only when loading)
+from pipelines.models import decoding, loading  # noqa: E402  (light: imports torch only when loading)
 
 _RUNS: dict[str, _Run] = {}
 
@@ -52,25 +52,25 @@ class _Run:
                     row = json.loads(line)
                     self.cases[row["key"]] = row["messages"]
                     self.groups.setdefault(row["group"], []).append(row["key"])
-        self.loaded: generation.LoadedModel | None = None
-        self.answers: dict[str, generation.Generation] = {}
+        self.loaded: loading.LoadedModel | None = None
+        self.answers: dict[str, decoding.Generation] = {}
         self.error: str | None = None
 
-    def model(self) -> generation.LoadedModel:
+    def model(self) -> loading.LoadedModel:
         if self.loaded is None:
-            self.loaded = generation.load(generation.ModelSpec.from_dict(self.config["model"]))
+            self.loaded = loading.load(loading.ModelSpec.from_dict(self.config["model"]))
         return self.loaded
 
     def generate_all(self) -> None:
         for keys in self.groups.values():
-            outputs = generation.generate(
+            outputs = decoding.generate(
                 self.model(), [self.cases[k] for k in keys], self.max_new_tokens, self.batch_size
             )
             self.answers.update(zip(keys, outputs))
 
-    def answer(self, case_id: str) -> generation.Generation:
+    def answer(self, case_id: str) -> decoding.Generation:
         if case_id not in self.answers:
-            [self.answers[case_id]] = generation.generate(
+            [self.answers[case_id]] = decoding.generate(
                 self.model(), [self.cases[case_id]], self.max_new_tokens, 1
             )
         return self.answers[case_id]

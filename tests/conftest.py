@@ -79,7 +79,7 @@ def _session_tracking_store(mlflow_template, tmp_path_factory):
 @pytest.fixture
 def local_store(tmp_path, mlflow_template, monkeypatch):
     """The embedded default store (SQLite under the output root), seeded from the template."""
-    from pipelines import tracking
+    from pipelines.common import tracking
     from tests.mlflow_store import seed
 
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)

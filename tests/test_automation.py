@@ -11,9 +11,11 @@ import dagster as dg
 import pytest
 import yaml
 
-from pipelines import retune
+from pipelines.training import retune
 from pipelines.orchestration.automation import base_model_registry_sensor, tune_job, weekly_retune_schedule
-from pipelines.config import Layout, default_settings_file, load_base_models, load_settings
+from pipelines.config.paths import Layout, default_settings_file
+from pipelines.config.base_models import load_base_models
+from pipelines.config.settings import load_settings
 from pipelines.orchestration.resources import TunegateResource
 
 CFG = "c" * 64
@@ -85,7 +87,7 @@ def test_latest_source_mtime(tmp_path):
         )
     )
     os.utime(sources_file, (500, 500))
-    from pipelines.config import load_sources
+    from pipelines.config.sources import load_sources
 
     assert retune.latest_source_mtime(load_sources(sources_file), sources_file) == (1002.0, inner)
 
@@ -231,6 +233,6 @@ def test_latest_source_mtime_sees_every_file_a_glob_source_matches(tmp_path):
         {"name": "a", "kind": "jsonl", "path": "exports/*.jsonl", "fields": {"messages": "messages"}},
     ]}))
     os.utime(sources_file, (500, 500))
-    from pipelines.config import load_sources
+    from pipelines.config.sources import load_sources
 
     assert retune.latest_source_mtime(load_sources(sources_file), sources_file) == (2000.0, new)

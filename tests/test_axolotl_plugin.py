@@ -11,7 +11,7 @@ import torch
 from peft import LoraConfig, get_peft_model
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from pipelines import axolotl_plugin
+from pipelines.training.plugins import metrics_log, trim_compute
 
 
 def _model() -> LlamaForCausalLM:
@@ -39,7 +39,7 @@ def _batch() -> dict[str, torch.Tensor]:
 def test_same_loss_and_gradients_with_fewer_logits(num_items):
     plain = _model()
     patched = copy.deepcopy(plain)
-    assert axolotl_plugin.keep_logits_at_labels(patched)
+    assert trim_compute.keep_logits_at_labels(patched)
     seen = []
     patched.lm_head.register_forward_hook(lambda _m, args, _out: seen.append(args[0].shape[1]))
     kwargs = {} if num_items is None else {"num_items_in_batch": num_items}
@@ -57,7 +57,7 @@ def test_same_loss_and_gradients_with_fewer_logits(num_items):
 
 def test_generation_and_explicit_positions_are_untouched():
     model = _model()
-    axolotl_plugin.keep_logits_at_labels(model)
+    trim_compute.keep_logits_at_labels(model)
     batch = _batch()
     assert model(input_ids=batch["input_ids"]).logits.shape == (4, 20, 300)  # no labels: every position
     assert model(input_ids=batch["input_ids"], logits_to_keep=1).logits.shape == (4, 1, 300)
@@ -69,7 +69,7 @@ def test_models_without_logits_to_keep_are_left_alone():
             return input_ids
 
     model = Old()
-    assert not axolotl_plugin.keep_logits_at_labels(model)
+    assert not trim_compute.keep_logits_at_labels(model)
     assert "forward" not in vars(model)
 
 
@@ -84,8 +84,8 @@ def _top_layer_lora(model: LlamaForCausalLM):
 def test_backward_stops_at_the_lowest_adapted_layer_with_the_same_lora_gradients():
     reference = _top_layer_lora(_model())
     trimmed = _top_layer_lora(_model())
-    assert axolotl_plugin.stop_backward_at_adapter(trimmed)
-    assert not axolotl_plugin.stop_backward_at_adapter(trimmed)  # nothing left to remove
+    assert trim_compute.stop_backward_at_adapter(trimmed)
+    assert not trim_compute.stop_backward_at_adapter(trimmed)  # nothing left to remove
     reached = {"reference": 0, "trimmed": 0}
     for name, model in (("reference", reference), ("trimmed", trimmed)):
         for layer in model.get_base_model().model.layers[:2]:  # frozen layers below the adapter
@@ -107,7 +107,7 @@ def test_the_plugin_keeps_the_hook_only_for_gradient_checkpointing(checkpointing
     from axolotl.utils.dict import DictDefault
 
     model = _top_layer_lora(_model())
-    axolotl_plugin.TrimComputePlugin().post_model_load(DictDefault({"gradient_checkpointing": checkpointing}), model)
+    trim_compute.TrimComputePlugin().post_model_load(DictDefault({"gradient_checkpointing": checkpointing}), model)
     assert bool(model.get_base_model()._require_grads_hooks) is checkpointing
 
 
@@ -127,16 +127,16 @@ def _trainer(output_dir, metrics_file, max_steps: int):
                              include_num_input_tokens_seen=True, report_to=[], use_cpu=True,
                              disable_tqdm=True, seed=0)
     return Trainer(model=_top_layer_lora(_model()), args=args, train_dataset=data, eval_dataset=data,
-                   callbacks=[axolotl_plugin.MetricsLogCallback(metrics_file)])
+                   callbacks=[metrics_log.MetricsLogCallback(metrics_file)])
 
 
 def test_the_callback_records_every_launch_of_a_resumed_run(tmp_path):
     """Stop a run at step 2 (its checkpoint), resume it to step 4: the file has both
     launches, and read back it ends with the resumed launch's eval at step 4."""
-    from pipelines import axolotl as ax
-    from pipelines.records import read_jsonl
+    from pipelines.training import run_plan, train_metrics
+    from pipelines.common.jsonl import read_jsonl
 
-    metrics_file = tmp_path / "run" / ax.METRICS_FILE
+    metrics_file = tmp_path / "run" / run_plan.METRICS_FILE
     _trainer(tmp_path / "out", metrics_file, max_steps=2).train()
     checkpoint = tmp_path / "out" / "checkpoint-2"
     _trainer(tmp_path / "out", metrics_file, max_steps=4).train(resume_from_checkpoint=str(checkpoint))
@@ -149,7 +149,7 @@ def test_the_callback_records_every_launch_of_a_resumed_run(tmp_path):
     begin = records[0]
     assert begin["trainable_params"] > 0 and begin["all_params"] > begin["trainable_params"]
     assert all(isinstance(r["epoch"], (int, float)) for r in records[1:])
-    metrics = ax.TrainMetrics.from_records(records)
+    metrics = train_metrics.TrainMetrics.from_records(records)
     assert [r["step"] for r in metrics.train] == [1, 2, 3, 4] and metrics.final_step == 4
     assert [r["step"] for r in metrics.evals] == [0, 2, 4]
     assert metrics.eval_loss_last == next(r["eval_loss"] for r in records if r["kind"] == "eval" and r["step"] == 4)
@@ -162,21 +162,23 @@ def test_the_metrics_plugin_reads_its_key_through_axolotl_validation(tmp_path):
     from axolotl.utils.config import prepare_plugins, validate_config
     from axolotl.utils.dict import DictDefault
 
-    from pipelines import axolotl as ax
-    from pipelines.config import BaseModelSpec, Layout, TrainingSettings
+    from pipelines.training import run_plan, train_metrics
+    from pipelines.config.base_models import BaseModelSpec
+    from pipelines.config.paths import Layout
+    from pipelines.config.training import TrainingSettings
 
     model_dir = tmp_path / "model"
     model_dir.mkdir()
     (model_dir / "tokenizer.json").write_text("{}")
     fixtures = Path(__file__).parent / "fixtures"
-    plan = ax.plan_run(Layout(tmp_path / "home"), BaseModelSpec(name="tiny", source="/nonexistent"),
+    plan = run_plan.plan_run(Layout(tmp_path / "home"), BaseModelSpec(name="tiny", source="/nonexistent"),
                        TrainingSettings(), base_model_dir=model_dir, base_model_sha256="a" * 64,
                        train_path=fixtures / "chat_train.jsonl", validation_path=fixtures / "chat_eval.jsonl",
                        data_fingerprint="f" * 64, cuda=False)
     cfg = DictDefault(plan.config)
     prepare_plugins(cfg)
     validated = validate_config(cfg)
-    assert validated[ax.METRICS_FILE_KEY] == str(plan.metrics_path)
-    (callback,) = axolotl_plugin.MetricsLogPlugin().add_callbacks_pre_trainer(validated, model=None)
+    assert validated[run_plan.METRICS_FILE_KEY] == str(plan.metrics_path)
+    (callback,) = metrics_log.MetricsLogPlugin().add_callbacks_pre_trainer(validated, model=None)
     assert callback.path == plan.metrics_path
-    assert axolotl_plugin.MetricsLogPlugin().add_callbacks_pre_trainer(DictDefault({}), model=None) == []
+    assert metrics_log.MetricsLogPlugin().add_callbacks_pre_trainer(DictDefault({}), model=None) == []

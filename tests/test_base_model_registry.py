@@ -14,8 +14,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipelines import base_models as bm
-from pipelines.config import BaseModelSpec, ConfigError, load_base_models
+from pipelines.models import gguf, materialize, tokenizer_fixes
+from pipelines.config.base_models import BaseModelSpec, load_base_models
+from pipelines.config.base import ConfigError
 
 GEMMA_SPECIALS = ["<bos>", "<eos>", "<pad>", "<start_of_turn>", "<end_of_turn>"]
 TURN_MARKERS = ["<start_of_turn>", "<end_of_turn>"]
@@ -90,96 +91,96 @@ def _spec(source: Path, **entry) -> BaseModelSpec:
 
 # --------------------------------------------------------------------------- the SmolLM2 eos defect
 def test_the_tiny_smollm2_tokenizer_passes(tiny_model_dir):
-    assert bm.check_tokenizer(_tokenizer(tiny_model_dir), ["<|im_end|>"], needs_bos=False) == []
+    assert tokenizer_fixes.check_tokenizer(_tokenizer(tiny_model_dir), ["<|im_end|>"], needs_bos=False) == []
 
 
 def test_smollm2_eos_defect_is_caught(tiny_model_dir):
     tokenizer = _tokenizer(tiny_model_dir)
     tokenizer.eos_token = "<|im_start|>"  # what the pinned transformers makes of SmolLM2's GGUF
-    problems = bm.check_tokenizer(tokenizer, ["<|im_end|>"], needs_bos=False)
+    problems = tokenizer_fixes.check_tokenizer(tokenizer, ["<|im_end|>"], needs_bos=False)
     assert any("ends with '<|im_end|>', but eos_token is '<|im_start|>'" in p for p in problems), problems
 
 
 def test_eot_tokens_that_miss_the_turn_terminator_are_caught(tiny_model_dir):
-    problems = bm.check_tokenizer(_tokenizer(tiny_model_dir), ["<|endoftext|>"], needs_bos=False)
+    problems = tokenizer_fixes.check_tokenizer(_tokenizer(tiny_model_dir), ["<|endoftext|>"], needs_bos=False)
     assert any("lack the turn terminator '<|im_end|>'" in p for p in problems), problems
 
 
 def test_a_missing_pad_token_is_caught(tiny_model_dir):
     tokenizer = _tokenizer(tiny_model_dir)
     tokenizer.pad_token = None
-    assert "pad_token is not set: set tokenizer.pad_token" in bm.check_tokenizer(tokenizer, ["<|im_end|>"], False)
+    assert "pad_token is not set: set tokenizer.pad_token" in tokenizer_fixes.check_tokenizer(tokenizer, ["<|im_end|>"], False)
 
 
 # --------------------------------------------------------------------------- the Gemma bos/template defect
 def test_gemma_without_a_chat_template_is_caught(tiny_gemma_dir):
-    problems = bm.check_tokenizer(_tokenizer(tiny_gemma_dir), ["<end_of_turn>"], needs_bos=True)
+    problems = tokenizer_fixes.check_tokenizer(_tokenizer(tiny_gemma_dir), ["<end_of_turn>"], needs_bos=True)
     assert any(p.startswith("no chat template") for p in problems), problems
 
 
 def test_gemma_fixes_as_data_pass(tiny_gemma_dir):
     tokenizer = _tokenizer(tiny_gemma_dir)
-    needs_bos = bm.apply_tokenizer_fixes(tokenizer, _spec(tiny_gemma_dir, tokenizer=GEMMA_FIXES).tokenizer)
+    needs_bos = tokenizer_fixes.apply_tokenizer_fixes(tokenizer, _spec(tiny_gemma_dir, tokenizer=GEMMA_FIXES).tokenizer)
     assert needs_bos is True
-    assert bm.check_tokenizer(tokenizer, ["<end_of_turn>"], needs_bos) == []
+    assert tokenizer_fixes.check_tokenizer(tokenizer, ["<end_of_turn>"], needs_bos) == []
     ids = tokenizer.apply_chat_template([{"role": "user", "content": "hi"}], add_generation_prompt=True)
     ids = ids["input_ids"] if isinstance(ids, dict) or hasattr(ids, "keys") else ids
     assert ids[0] == tokenizer.convert_tokens_to_ids("<bos>") and ids[1] != ids[0]
 
 
 def test_gemma_bos_defect_is_caught(tiny_gemma_dir, tmp_path):
-    template = bm.resolve_chat_template("gemma3")
+    template = tokenizer_fixes.resolve_chat_template("gemma3")
     no_bos = tmp_path / "gemma_no_bos.jinja"
     no_bos.write_text(template.replace("{{ bos_token }}", "", 1))
     tokenizer = _tokenizer(tiny_gemma_dir)
-    bm.apply_tokenizer_fixes(tokenizer, _spec(tiny_gemma_dir, tokenizer={**GEMMA_FIXES, "chat_template": f"file:{no_bos}"}).tokenizer)
-    problems = bm.check_tokenizer(tokenizer, ["<end_of_turn>"], needs_bos=True)
+    tokenizer_fixes.apply_tokenizer_fixes(tokenizer, _spec(tiny_gemma_dir, tokenizer={**GEMMA_FIXES, "chat_template": f"file:{no_bos}"}).tokenizer)
+    problems = tokenizer_fixes.check_tokenizer(tokenizer, ["<end_of_turn>"], needs_bos=True)
     assert any("needs '<bos>' first, but the rendered prompt starts with '<start_of_turn>'" in p for p in problems), problems
 
 
 def test_gemma_turn_markers_split_into_characters_are_caught(tiny_gemma_dir):
     tokenizer = _tokenizer(tiny_gemma_dir)
     fixes = _spec(tiny_gemma_dir, tokenizer={**GEMMA_FIXES, "special_tokens": []}).tokenizer
-    bm.apply_tokenizer_fixes(tokenizer, fixes)
-    problems = bm.check_tokenizer(tokenizer, ["<end_of_turn>"], needs_bos=True)
+    tokenizer_fixes.apply_tokenizer_fixes(tokenizer, fixes)
+    problems = tokenizer_fixes.check_tokenizer(tokenizer, ["<end_of_turn>"], needs_bos=True)
     assert any("'<start_of_turn>' is one vocabulary entry" in p and "add it to tokenizer.special_tokens" in p
                for p in problems), problems  # fmt: skip
     size = len(tokenizer)
-    bm.apply_tokenizer_fixes(tokenizer, _spec(tiny_gemma_dir, tokenizer=GEMMA_FIXES).tokenizer)
-    assert bm.check_tokenizer(tokenizer, ["<end_of_turn>"], needs_bos=True) == [] and len(tokenizer) == size
+    tokenizer_fixes.apply_tokenizer_fixes(tokenizer, _spec(tiny_gemma_dir, tokenizer=GEMMA_FIXES).tokenizer)
+    assert tokenizer_fixes.check_tokenizer(tokenizer, ["<end_of_turn>"], needs_bos=True) == [] and len(tokenizer) == size
 
 
 def test_a_special_token_outside_the_vocabulary_is_refused(tiny_gemma_dir):
     fixes = _spec(tiny_gemma_dir, tokenizer={"special_tokens": ["<not_in_vocab>"]}).tokenizer
     with pytest.raises(ValueError, match=r"special_tokens \['<not_in_vocab>'\] are not in the model's vocabulary"):
-        bm.apply_tokenizer_fixes(_tokenizer(tiny_gemma_dir), fixes)
+        tokenizer_fixes.apply_tokenizer_fixes(_tokenizer(tiny_gemma_dir), fixes)
 
 
 def test_a_doubled_bos_is_caught(tiny_gemma_dir, tmp_path):
     doubled = tmp_path / "gemma_double_bos.jinja"
-    doubled.write_text("{{ bos_token }}" + bm.resolve_chat_template("gemma3"))
+    doubled.write_text("{{ bos_token }}" + tokenizer_fixes.resolve_chat_template("gemma3"))
     tokenizer = _tokenizer(tiny_gemma_dir)
-    bm.apply_tokenizer_fixes(tokenizer, _spec(tiny_gemma_dir, tokenizer={**GEMMA_FIXES, "chat_template": f"file:{doubled}"}).tokenizer)
-    assert any("doubled bos" in p for p in bm.check_tokenizer(tokenizer, ["<end_of_turn>"], needs_bos=True))
+    tokenizer_fixes.apply_tokenizer_fixes(tokenizer, _spec(tiny_gemma_dir, tokenizer={**GEMMA_FIXES, "chat_template": f"file:{doubled}"}).tokenizer)
+    assert any("doubled bos" in p for p in tokenizer_fixes.check_tokenizer(tokenizer, ["<end_of_turn>"], needs_bos=True))
 
 
 def test_gguf_metadata_decides_bos_unless_the_registry_says(tiny_gemma_dir):
     tokenizer = _tokenizer(tiny_gemma_dir)
     fixes = _spec(tiny_gemma_dir, tokenizer={"chat_template": "gemma3"}).tokenizer
-    assert bm.apply_tokenizer_fixes(tokenizer, fixes, {"eos": "<eos>", "pad": "<pad>", "add_bos": True}) is True
+    assert tokenizer_fixes.apply_tokenizer_fixes(tokenizer, fixes, {"eos": "<eos>", "pad": "<pad>", "add_bos": True}) is True
     explicit = _spec(tiny_gemma_dir, tokenizer={"add_bos_token": False}).tokenizer
-    assert bm.apply_tokenizer_fixes(tokenizer, explicit, {"add_bos": True}) is False
+    assert tokenizer_fixes.apply_tokenizer_fixes(tokenizer, explicit, {"add_bos": True}) is False
 
 
 # --------------------------------------------------------------------------- materialisation
 def test_a_local_folder_gets_the_fixes_in_a_cache_folder(tiny_gemma_dir, tmp_path):
     spec = _spec(tiny_gemma_dir, tokenizer=GEMMA_FIXES, eot_tokens=["<end_of_turn>"], released="2025-08-14")
-    path = bm.materialize(spec, tmp_path / "cache" / "tiny-gemma")
+    path = materialize.materialize(spec, tmp_path / "cache" / "tiny-gemma")
     assert path != tiny_gemma_dir and (path / "model.safetensors").resolve() == (tiny_gemma_dir / "model.safetensors").resolve()
     assert _tokenizer(path).eos_token == "<end_of_turn>" and _tokenizer(tiny_gemma_dir).eos_token == "<eos>"
-    info = bm.describe(spec, path)
+    info = materialize.describe(spec, path)
     assert info.needs_bos and info.bos_token == "<bos>" and info.released == "2025-08-14"
-    assert info.weights_sha256 == bm.weights_sha256(tiny_gemma_dir)  # links hash as the original
+    assert info.weights_sha256 == materialize.weights_sha256(tiny_gemma_dir)  # links hash as the original
     import json
 
     assert json.loads((path / "config.json").read_text())["eos_token_id"] == _tokenizer(path).eos_token_id
@@ -187,17 +188,17 @@ def test_a_local_folder_gets_the_fixes_in_a_cache_folder(tiny_gemma_dir, tmp_pat
 
 def test_materialisation_fails_loudly_without_the_fixes(tiny_gemma_dir, tmp_path):
     spec = _spec(tiny_gemma_dir, eot_tokens=["<end_of_turn>"])
-    path = bm.materialize(spec, tmp_path / "cache" / "tiny-gemma")  # no fixes: used as is
-    with pytest.raises(bm.TokenizerCheckError, match=r"(?s)base model .tiny-gemma.: tokenizer check failed.*no chat template"):
-        bm.describe(spec, path)
+    path = materialize.materialize(spec, tmp_path / "cache" / "tiny-gemma")  # no fixes: used as is
+    with pytest.raises(tokenizer_fixes.TokenizerCheckError, match=r"(?s)base model .tiny-gemma.: tokenizer check failed.*no chat template"):
+        materialize.describe(spec, path)
 
 
 def test_changed_fixes_rebuild_the_cache_folder(tiny_gemma_dir, tmp_path):
     cache = tmp_path / "cache" / "tiny-gemma"
-    bm.materialize(_spec(tiny_gemma_dir, tokenizer=GEMMA_FIXES, eot_tokens=["<end_of_turn>"]), cache)
+    materialize.materialize(_spec(tiny_gemma_dir, tokenizer=GEMMA_FIXES, eot_tokens=["<end_of_turn>"]), cache)
     bad = _spec(tiny_gemma_dir, tokenizer={**GEMMA_FIXES, "eos_token": "<eos>"}, eot_tokens=["<end_of_turn>"])
-    with pytest.raises(bm.TokenizerCheckError, match="eos_token is '<eos>'"):
-        bm.materialize(bad, cache)
+    with pytest.raises(tokenizer_fixes.TokenizerCheckError, match="eos_token is '<eos>'"):
+        materialize.materialize(bad, cache)
     assert _tokenizer(cache).eos_token == "<end_of_turn>"  # the good folder is left as it was
 
 
@@ -215,7 +216,7 @@ def chunks(tmp_path, monkeypatch):
         reads.append(reference)
         return tmp_path / "site" / reference
 
-    monkeypatch.setattr(bm, "locate_wheel_file", locate)
+    monkeypatch.setattr(gguf, "locate_wheel_file", locate)
     return list(parts), hashlib.sha256(b"".join(parts.values())).hexdigest(), reads
 
 
@@ -226,17 +227,17 @@ def _chunked(refs, sha) -> BaseModelSpec:
 
 def test_chunks_are_concatenated_once_and_checked(chunks, tmp_path):
     refs, sha, reads = chunks
-    out = bm.assemble_gguf(_chunked(refs, sha), tmp_path / "cache" / "model.gguf")
+    out = gguf.assemble_gguf(_chunked(refs, sha), tmp_path / "cache" / "model.gguf")
     assert hashlib.sha256(out.read_bytes()).hexdigest() == sha and out.stat().st_size == 3003
     reads.clear()
-    assert bm.assemble_gguf(_chunked(refs, sha), out) == out and reads == []  # assembled once
+    assert gguf.assemble_gguf(_chunked(refs, sha), out) == out and reads == []  # assembled once
 
 
 def test_chunks_in_the_wrong_order_are_refused(chunks, tmp_path):
     refs, sha, _ = chunks
     out = tmp_path / "cache" / "model.gguf"
     with pytest.raises(ValueError, match=f"but gguf_sha256 says {sha}: wrong order"):
-        bm.assemble_gguf(_chunked(list(reversed(refs)), sha), out)
+        gguf.assemble_gguf(_chunked(list(reversed(refs)), sha), out)
     assert not out.exists() and list(out.parent.iterdir()) == []  # nothing half-written left behind
 
 
@@ -268,27 +269,27 @@ def test_a_tokenizer_that_lost_its_merges_is_caught(tiny_model_dir, tmp_path):
     doc = json.loads((folder / "tokenizer.json").read_text())
     doc["model"]["merges"] = []
     (folder / "tokenizer.json").write_text(json.dumps(doc))
-    problems = bm.check_tokenizer(_tokenizer(folder), ["<|im_end|>"], needs_bos=False)
+    problems = tokenizer_fixes.check_tokenizer(_tokenizer(folder), ["<|im_end|>"], needs_bos=False)
     assert any("split into (nearly) single characters" in p for p in problems), problems
-    assert bm.check_tokenizer(_tokenizer(tiny_model_dir), ["<|im_end|>"], needs_bos=False) == []
+    assert tokenizer_fixes.check_tokenizer(_tokenizer(tiny_model_dir), ["<|im_end|>"], needs_bos=False) == []
 
 
 def test_a_saved_tokenizer_that_encodes_differently_is_refused(tiny_gemma_dir):
     spec = _spec(tiny_gemma_dir, tokenizer=GEMMA_FIXES, eot_tokens=["<end_of_turn>"])
     fixed = _tokenizer(tiny_gemma_dir)
-    bm.apply_tokenizer_fixes(fixed, spec.tokenizer)  # <start_of_turn> whole in memory, split in the folder
-    with pytest.raises(bm.TokenizerCheckError, match="encodes differently after reloading"):
-        bm.require_same_after_reload(spec, fixed, tiny_gemma_dir)
+    tokenizer_fixes.apply_tokenizer_fixes(fixed, spec.tokenizer)  # <start_of_turn> whole in memory, split in the folder
+    with pytest.raises(tokenizer_fixes.TokenizerCheckError, match="encodes differently after reloading"):
+        tokenizer_fixes.require_same_after_reload(spec, fixed, tiny_gemma_dir)
 
 
 def test_tokenizer_class_is_written_for_the_reload(tiny_gemma_dir, tmp_path):
     spec = _spec(tiny_gemma_dir, tokenizer={**GEMMA_FIXES, "tokenizer_class": "TokenizersBackend"},
                  eot_tokens=["<end_of_turn>"])  # fmt: skip
-    path = bm.materialize(spec, tmp_path / "cache" / "tiny-gemma")
+    path = materialize.materialize(spec, tmp_path / "cache" / "tiny-gemma")
     import json
 
     assert json.loads((path / "tokenizer_config.json").read_text())["tokenizer_class"] == "TokenizersBackend"
-    assert bm.describe(spec, path).needs_bos
+    assert materialize.describe(spec, path).needs_bos
 
 
 # --------------------------------------------------------------------------- a Unigram over BPE scores
@@ -299,7 +300,7 @@ def _unigram_over_bpe_scores():
     from tokenizers import Tokenizer, decoders, models, normalizers
     from transformers import PreTrainedTokenizerFast
 
-    chars = sorted(set(bm.WORD_PROBE.replace(" ", "▁")))
+    chars = sorted(set(tokenizer_fixes.WORD_PROBE.replace(" ", "▁")))
     merged = [("▁p", -10), ("ri", -11), ("nt", -12), ("er", -13), ("▁a", -14), ("cc", -15), ("ou", -16),
               ("▁pri", -100), ("▁print", -200), ("▁printer", -300), ("▁acc", -110), ("▁accou", -210),
               ("▁account", -310)]  # fmt: skip
@@ -313,23 +314,23 @@ def _unigram_over_bpe_scores():
 def test_a_unigram_over_bpe_scores_is_caught_and_rebuilt_as_bpe():
     tokenizer = _unigram_over_bpe_scores()
     assert tokenizer.tokenize(" printer") == ["▁p", "ri", "nt", "er"]
-    assert bm.split_whole_words(tokenizer, tokenizer.get_vocab()) == [
+    assert tokenizer_fixes.split_whole_words(tokenizer, tokenizer.get_vocab()) == [
         "'printer' -> ▁p ri nt er", "'account' -> ▁a cc ou nt",
     ]  # fmt: skip
     fixes = BaseModelSpec.model_validate({"name": "t", "source": "x", "tokenizer": {"model": "bpe"}}).tokenizer
-    bm.apply_tokenizer_fixes(tokenizer, fixes)
+    tokenizer_fixes.apply_tokenizer_fixes(tokenizer, fixes)
     assert tokenizer.tokenize(" printer") == ["▁printer"] and tokenizer.tokenize(" account") == ["▁account"]
-    assert bm.split_whole_words(tokenizer, tokenizer.get_vocab()) == []
-    text = bm.WORD_PROBE
+    assert tokenizer_fixes.split_whole_words(tokenizer, tokenizer.get_vocab()) == []
+    text = tokenizer_fixes.WORD_PROBE
     assert tokenizer.decode(tokenizer(text)["input_ids"]) == text
 
 
 def test_the_whole_word_check_names_the_fix(tiny_model_dir, monkeypatch):
     """check_tokenizer reports two or more split words with the key that fixes them."""
     tokenizer = _tokenizer(tiny_model_dir)
-    assert bm.split_whole_words(tokenizer, tokenizer.get_vocab()) == []  # SmolLM2's byte-level BPE keeps words
-    monkeypatch.setattr(bm, "split_whole_words", lambda tok, vocab: ["'printer' -> ▁p ri nt er", "'the' -> ▁t he"])
-    problems = bm.check_tokenizer(tokenizer, ["<|im_end|>"], needs_bos=False)
+    assert tokenizer_fixes.split_whole_words(tokenizer, tokenizer.get_vocab()) == []  # SmolLM2's byte-level BPE keeps words
+    monkeypatch.setattr(tokenizer_fixes, "split_whole_words", lambda tok, vocab: ["'printer' -> ▁p ri nt er", "'the' -> ▁t he"])
+    problems = tokenizer_fixes.check_tokenizer(tokenizer, ["<|im_end|>"], needs_bos=False)
     assert any("tokenised in pieces ('printer' -> ▁p ri nt er; 'the' -> ▁t he)" in p and "tokenizer.model: bpe" in p
                for p in problems), problems  # fmt: skip
 
@@ -337,4 +338,4 @@ def test_the_whole_word_check_names_the_fix(tiny_model_dir, monkeypatch):
 def test_bpe_rebuild_refuses_a_tokenizer_that_is_not_unigram(tiny_model_dir):
     fixes = BaseModelSpec.model_validate({"name": "t", "source": "x", "tokenizer": {"model": "bpe"}}).tokenizer
     with pytest.raises(ValueError, match="rebuilds a Unigram model from its scores; this one is BPE"):
-        bm.apply_tokenizer_fixes(_tokenizer(tiny_model_dir), fixes)
+        tokenizer_fixes.apply_tokenizer_fixes(_tokenizer(tiny_model_dir), fixes)

@@ -20,7 +20,7 @@ def _constant_answer_tickets(path, rows: int):
     tiny learner cannot do from a prompt and learns in seconds."""
     import json
 
-    from pipelines.config import REPO_ROOT
+    from pipelines.config.paths import REPO_ROOT
 
     out = []
     for line in (REPO_ROOT / "data" / "demo" / "tickets.jsonl").read_text(encoding="utf-8", errors="replace").splitlines():
@@ -42,7 +42,8 @@ def _tiny_chain_setup(tmp_path, home, registry, tickets: int, overrides: dict, m
     """One source of constant-answer tickets, settings for the tiny model, a small general suite."""
     import yaml
 
-    from pipelines.config import REPO_ROOT, load_sources
+    from pipelines.config.paths import REPO_ROOT
+    from pipelines.config.sources import load_sources
     from tests.test_training import TINY_OVERRIDES
 
     data = tmp_path / "data"
@@ -69,15 +70,15 @@ def _tiny_chain_setup(tmp_path, home, registry, tickets: int, overrides: dict, m
 
 
 def _materialize_chain(tunegate, instance):
-    from assets import evaluation, models, promotion, training
-    from assets.dataset import build_dataset_assets
-    from assets.sources import build_source_assets
+    from assets import evaluation, gate, models, training
+    from assets.data import build_dataset_assets
+    from assets.data import build_source_assets
     from pipelines.orchestration.resources import AxolotlResource, PromptfooResource
 
     specs = tunegate.sources()
     return dg.materialize(
         [*build_source_assets(specs), *build_dataset_assets(specs),
-         *dg.load_assets_from_modules([training, models, evaluation, promotion])],
+         *dg.load_assets_from_modules([training, models, evaluation, gate])],
         instance=instance,
         partition_key=PARTITION,
         resources={"tunegate": tunegate, "axolotl": AxolotlResource(), "promptfoo": PromptfooResource(),
@@ -106,7 +107,7 @@ def test_a_real_yes_then_a_worse_challenger_loses_to_the_champion(tmp_path, lear
     Both runs share one home and its own MLflow store (``local_store``), where the champion lives."""
     from pipelines.gate import registry
 
-    from assets.scoring import task_spec
+    from assets.evaluation import task_spec
 
     home = tmp_path / "out"
     first = _tiny_chain_setup(tmp_path / "run1", home, learner_registry, tickets=50,

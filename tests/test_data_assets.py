@@ -8,10 +8,12 @@ import dagster as dg
 import pandas as pd
 import pytest
 
-from assets.dataset import build_dataset_assets
-from assets.sources import build_source_assets
-from pipelines import config
-from pipelines.records import read_jsonl
+from assets.data import build_dataset_assets
+from assets.data import build_source_assets
+from pipelines.config.base import ConfigError
+from pipelines.config.paths import REPO_ROOT, default_sources_file
+from pipelines.config.sources import load_sources
+from pipelines.common.jsonl import read_jsonl
 from pipelines.orchestration.resources import TunegateResource
 
 SYSTEM = "Classify the support ticket."
@@ -56,7 +58,7 @@ sources:
     settings = tmp_path / "tunegate.yaml"
     settings.write_text("split: {eval_fraction: 0.1, min_eval: 10}\n")
     resource = TunegateResource(home=str(tmp_path / "home"), sources_file=str(sources), settings_file=str(settings))
-    return config.load_sources(sources), resource
+    return load_sources(sources), resource
 
 
 def materialize(specs, resource, **kwargs):
@@ -140,18 +142,18 @@ def test_misconfigured_sources_fail_at_load(tmp_path):
     path = tmp_path / "sources.yaml"
     path.write_text("sources:\n  - {name: a, kind: jsonl, path: x.jsonl, fields: {messages: m}}\n"
                     "  - {name: a, kind: csv, path: y.csv, fields: {user: u, assistant: v}}\n")
-    with pytest.raises(config.ConfigError, match="duplicate source name 'a'"):
-        config.load_sources(path)
+    with pytest.raises(ConfigError, match="duplicate source name 'a'"):
+        load_sources(path)
     path.write_text("sources:\n  - {name: a, kind: xlsx, path: x, fields: {messages: m}}\n")
-    with pytest.raises(config.ConfigError, match="source 'a'.*kind"):
-        config.load_sources(path)
+    with pytest.raises(ConfigError, match="source 'a'.*kind"):
+        load_sources(path)
 
 
 def test_definitions_have_one_asset_per_configured_source():
     from pipelines.orchestration.definitions import defs
 
     keys = {k.to_user_string() for k in defs.resolve_asset_graph().get_all_asset_keys()}
-    expected = {f"raw_pairs/{s.name}" for s in config.load_sources(config.default_sources_file())}
+    expected = {f"raw_pairs/{s.name}" for s in load_sources(default_sources_file())}
     assert expected | {"labeled_pairs", "deduped_pairs", "train_set", "validation_set", "eval_set"} <= keys
 
 
@@ -160,7 +162,7 @@ def test_training_config_never_sees_the_held_out_split(workspace, tiny_registry)
     split's rows: Axolotl trains on train.jsonl and evaluates on validation.jsonl."""
     import yaml
 
-    from assets import training
+    from assets import models, training
 
     specs, resource = workspace
     assert dg.AssetKey("eval_set") not in set(training.axolotl_config.keys_by_input_name.values())
@@ -168,7 +170,7 @@ def test_training_config_never_sees_the_held_out_split(workspace, tiny_registry)
                                 settings_file=resource.settings_file, base_models_file=str(tiny_registry))
     instance = dg.DagsterInstance.ephemeral()
     instance.add_dynamic_partitions("base_model", ["tiny-llama"])
-    result = dg.materialize([*build_source_assets(specs), *build_dataset_assets(specs), training.base_model,
+    result = dg.materialize([*build_source_assets(specs), *build_dataset_assets(specs), models.base_model,
                              training.axolotl_config], resources={"tunegate": resource}, instance=instance,
                             partition_key="tiny-llama")
     assert result.success
@@ -203,7 +205,7 @@ def test_quarantine_record_format_is_the_documented_one(workspace):
     assert materialize(specs, resource, selection=[dg.AssetKey(["raw_pairs", "alpha"])]).success
     rows = list(read_jsonl(resource.layout.source_quarantine_file("alpha")))
     assert rows and all(list(r) == ["source", "file", "row", "reason", "detail", "raw"] for r in rows)
-    readme = (config.REPO_ROOT / "README.md").read_text()
+    readme = (REPO_ROOT / "README.md").read_text()
     assert "`{source, file, row, reason, detail, raw}`" in readme
     assert "`{source, row, reason, raw}`" not in readme
 
@@ -247,9 +249,9 @@ def test_make_data_materialises_only_the_data_assets_on_the_persistent_instance(
     assert data.main([]) == 2
     err = capsys.readouterr().err
     assert "source 'a': kind:" in err and "Traceback" not in err and len(err.splitlines()) <= 5
-    makefile = (config.REPO_ROOT / "Makefile").read_text()
+    makefile = (REPO_ROOT / "Makefile").read_text()
     assert "\ndata: " in makefile and "-m pipelines.orchestration.data" in makefile
-    readme = (config.REPO_ROOT / "README.md").read_text()
+    readme = (REPO_ROOT / "README.md").read_text()
     section = readme.split("## Adding a dataset source", 1)[1].split("\n## ", 1)[0]
     assert "make data" in section and "quarantine" in section
 
@@ -260,7 +262,7 @@ def test_code_location_warns_when_dagster_home_is_unset():
     import subprocess
     import sys
 
-    from pipelines.config import REPO_ROOT
+    from pipelines.config.paths import REPO_ROOT
 
     env = {k: v for k, v in os.environ.items() if k != "DAGSTER_HOME"}
     unset = subprocess.run([sys.executable, "-c", "import pipelines.orchestration.definitions"], cwd=REPO_ROOT, env=env,

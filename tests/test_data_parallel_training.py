@@ -24,9 +24,9 @@ import dagster as dg
 import pytest
 import yaml
 
-from assets import training
-from pipelines import axolotl as ax
-from pipelines.records import read_jsonl
+from assets import models, training
+from pipelines.training import run_plan, train_metrics
+from pipelines.common.jsonl import read_jsonl
 from pipelines.orchestration.resources import AxolotlResource, TunegateResource
 from tests.test_training import PARTITION, _baseline_double, train_set_double, validation_set_double
 
@@ -57,7 +57,7 @@ def _train(tmp_path: Path, tiny_registry: Path, name: str, training_cfg: dict, a
     }
     result = dg.materialize(
         [train_set_double, validation_set_double, _baseline_double(target=0.9, pass_rate=0.1),
-         training.base_model, training.axolotl_config, training.qlora_adapter],
+         models.base_model, training.axolotl_config, training.qlora_adapter],
         instance=instance, resources=resources, partition_key=PARTITION,
     )
     assert result.success
@@ -69,17 +69,17 @@ def test_two_cpu_processes_train_like_one(tmp_path, tiny_registry):
     single = _train(tmp_path, tiny_registry, "single", {"launcher": "python", "processes": 1}, accumulation=2)
     ddp = _train(tmp_path, tiny_registry, "ddp", {"launcher": "torchrun", "processes": 2}, accumulation=1)
 
-    log = (Path(ddp["run_dir"]) / ax.LOG_FILE).read_text()
+    log = (Path(ddp["run_dir"]) / run_plan.LOG_FILE).read_text()
     assert "--launcher torchrun -- --standalone --nproc_per_node 2" in log
     assert "DistributedType.MULTI_CPU over gloo, rank 1 of 2" in log  # really two ranks, one process group
-    config = yaml.safe_load((Path(ddp["run_dir"]) / ax.CONFIG_FILE).read_text())
-    assert ax.CPU_DDP_PLUGIN in config["plugins"] and config["load_in_4bit"] is True  # QLoRA + DDP on CPU
+    config = yaml.safe_load((Path(ddp["run_dir"]) / run_plan.CONFIG_FILE).read_text())
+    assert run_plan.CPU_DDP_PLUGIN in config["plugins"] and config["load_in_4bit"] is True  # QLoRA + DDP on CPU
 
     runs = {}
     for label, record in (("single", single), ("ddp", ddp)):
-        records = list(read_jsonl(Path(record["run_dir"]) / ax.METRICS_FILE))
+        records = list(read_jsonl(Path(record["run_dir"]) / run_plan.METRICS_FILE))
         assert sum(r["kind"] == "begin" for r in records) == 1  # rank 0 alone writes the metrics
-        runs[label] = ax.read_metrics(Path(record["run_dir"]))
+        runs[label] = train_metrics.read_metrics(Path(record["run_dir"]))
     single_steps = {r["step"]: r["loss"] for r in runs["single"].train}
     ddp_steps = {r["step"]: r["loss"] for r in runs["ddp"].train}
     assert sorted(single_steps) == sorted(ddp_steps) == list(range(1, 13))  # 48 rows / 8 a step, 2 epochs

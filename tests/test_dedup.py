@@ -7,8 +7,9 @@ import random
 import numpy as np
 import pytest
 
-from pipelines import dedup, minhash
-from pipelines.records import normalize, prompt_key, same_answer, words
+from pipelines.data import minhash
+from pipelines.data import dedup
+from pipelines.data.records import normalize, prompt_key, same_answer, words
 
 WORDS = [f"word{i}" for i in range(400)]
 

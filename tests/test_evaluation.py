@@ -23,15 +23,16 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipelines import stats
-from pipelines.config import REPO_ROOT, ConfigError
+from pipelines.common import stats
+from pipelines.config.paths import REPO_ROOT
+from pipelines.config.base import ConfigError
 from pipelines.evaluation import fewshot, recipes, runner, scorecard
 from pipelines.evaluation import suite as suites
 from pipelines.evaluation.runner import PromptfooError, PromptfooRunner
 from pipelines.evaluation.scorecard import Contender
 from pipelines.evaluation.task import TaskSpec, load_task, turn
-from pipelines.generation import ModelSpec
-from pipelines.records import read_jsonl
+from pipelines.models.loading import ModelSpec
+from pipelines.common.jsonl import read_jsonl
 
 FIXTURES = Path(__file__).parent / "fixtures" / "promptfoo"
 TRAIN = FIXTURES / "tickets_train.jsonl"
@@ -587,7 +588,7 @@ def test_prompt_ladder_runs_promptfoo_once_on_the_tiny_model(tiny_model_dir, tin
     import dagster as dg
 
     from assets.evaluation import prompt_ladder
-    from pipelines import artefacts
+    from pipelines.models import artefacts
     from pipelines.orchestration.partitions import base_model_partitions
     from pipelines.orchestration.resources import PromptfooResource, TunegateResource
 

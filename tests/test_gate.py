@@ -9,8 +9,8 @@ from math import comb
 
 import pytest
 
-from pipelines import stats
-from pipelines.config import CostSettings, GateSettings
+from pipelines.common import stats
+from pipelines.config.gate import CostSettings, GateSettings
 from pipelines.gate import cost, decision, report
 from pipelines.gate.decision import ChampionInput, IncomparableCards
 

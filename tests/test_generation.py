@@ -1,4 +1,4 @@
-"""Prefix caching in ``pipelines.generation`` must not change a single answer.
+"""Prefix caching in ``pipelines.models.decoding`` must not change a single answer.
 
 The tiny random Llama's weights are re-drawn larger (seeded) so its greedy choices vary and
 win by clear margins: with the fixture's small init every step is a near-tie on "\\n", which
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from pipelines import generation
+from pipelines.models import attention_patch, decoding, loading, prefix_cache
 
 SYSTEM = (
     "You are a support-ticket triage system. Read the customer's ticket and classify it into "
@@ -45,8 +45,8 @@ def _sharpen(model, seed: int = 1, std: float = 0.3):
 
 
 @pytest.fixture(scope="module")
-def llama(tiny_model_dir) -> generation.LoadedModel:
-    loaded = generation.load(generation.ModelSpec(base_dir=str(tiny_model_dir)))
+def llama(tiny_model_dir) -> loading.LoadedModel:
+    loaded = loading.load(loading.ModelSpec(base_dir=str(tiny_model_dir)))
     _sharpen(loaded.model)
     return loaded
 
@@ -55,29 +55,29 @@ def llama(tiny_model_dir) -> generation.LoadedModel:
 def prefills(monkeypatch) -> list[int]:
     """Lengths of the prefixes ``generate`` prefilled: proof the cached path ran (or not)."""
     calls: list[int] = []
-    original = generation._prefill_prefix
+    original = prefix_cache.prefill_prefix
 
     def spy(model, prefix):
         calls.append(len(prefix))
         return original(model, prefix)
 
-    monkeypatch.setattr(generation, "_prefill_prefix", spy)
+    monkeypatch.setattr(prefix_cache, "prefill_prefix", spy)
     return calls
 
 
 def _prompts(loaded, conversations) -> list[list[int]]:
-    return generation.prompt_ids(loaded.tokenizer, conversations)
+    return loading.prompt_ids(loaded.tokenizer, conversations)
 
 
 def _steps(loaded, prompts, prefix_length):
-    return generation.greedy_steps(loaded, prompts, prefix_length, STEPS)
+    return decoding.greedy_steps(loaded, prompts, prefix_length, STEPS)
 
 
 def _assert_steps_agree(loaded, prompts):
     """One greedy batch, plain and prefix-cached: logits within tolerance, margins wide
     enough that the tolerance cannot flip a choice, the same token ids."""
-    prefix_length = generation.shared_prefix_length(prompts)
-    assert prefix_length >= generation.PREFIX_CACHE_MIN_TOKENS
+    prefix_length = prefix_cache.shared_prefix_length(prompts)
+    assert prefix_length >= prefix_cache.PREFIX_CACHE_MIN_TOKENS
     plain_ids, plain_logits = _steps(loaded, prompts, 0)
     cached_ids, cached_logits = _steps(loaded, prompts, prefix_length)
     assert (cached_logits - plain_logits).abs().max().item() < LOGIT_TOLERANCE
@@ -90,9 +90,9 @@ def _assert_generate_agrees(loaded, conversations, batch_size, prefills, cached_
     """``generate`` answers exactly as ``generate_uncached``, having prefilled a cached
     prefix of ``cached_prefix`` tokens (0: it took the plain path)."""
     prefills.clear()
-    plain = generation.generate_uncached(loaded, conversations, STEPS, batch_size)
+    plain = decoding.generate_uncached(loaded, conversations, STEPS, batch_size)
     assert prefills == []
-    cached = generation.generate(loaded, conversations, STEPS, batch_size)
+    cached = decoding.generate(loaded, conversations, STEPS, batch_size)
     assert prefills == ([cached_prefix] if cached_prefix else [])
     assert [(g.text, g.output_tokens, g.prompt_tokens) for g in cached] == [
         (g.text, g.output_tokens, g.prompt_tokens) for g in plain
@@ -102,10 +102,10 @@ def _assert_generate_agrees(loaded, conversations, batch_size, prefills, cached_
 
 
 def test_shared_prefix_length():
-    assert generation.shared_prefix_length([]) == 0
-    assert generation.shared_prefix_length([[1, 2, 3, 4], [1, 2, 5], [1, 2, 3]]) == 2
-    assert generation.shared_prefix_length([[1, 2, 3], [1, 2, 3]]) == 2  # one token left to feed
-    assert generation.shared_prefix_length([[7, 2], [1, 2]]) == 0
+    assert prefix_cache.shared_prefix_length([]) == 0
+    assert prefix_cache.shared_prefix_length([[1, 2, 3, 4], [1, 2, 5], [1, 2, 3]]) == 2
+    assert prefix_cache.shared_prefix_length([[1, 2, 3], [1, 2, 3]]) == 2  # one token left to feed
+    assert prefix_cache.shared_prefix_length([[7, 2], [1, 2]]) == 0
 
 
 @pytest.mark.parametrize("batch", [1, 2, 5])
@@ -119,7 +119,7 @@ def test_prefix_cache_gives_the_plain_logits_and_tokens(llama, batch):
 @pytest.mark.parametrize("batch_size", [1, 2, 16])
 def test_generate_uses_the_prefix_cache_and_answers_the_same(llama, prefills, batch_size):
     conversations = _conversations()
-    shared = generation.shared_prefix_length(_prompts(llama, conversations))
+    shared = prefix_cache.shared_prefix_length(_prompts(llama, conversations))
     _assert_generate_agrees(llama, conversations, batch_size, prefills, cached_prefix=shared)
 
 
@@ -128,13 +128,13 @@ def test_no_shared_prefix_takes_the_plain_path(llama, prefills):
         [{"role": "system", "content": f"{n} {SYSTEM}"}, {"role": "user", "content": t}]
         for n, t in zip(["One.", "Two!", "Three?", "Four:", "Five;"], TICKETS)
     ]
-    shared = generation.shared_prefix_length(_prompts(llama, conversations))
-    assert shared < generation.PREFIX_CACHE_MIN_TOKENS
+    shared = prefix_cache.shared_prefix_length(_prompts(llama, conversations))
+    assert shared < prefix_cache.PREFIX_CACHE_MIN_TOKENS
     _assert_generate_agrees(llama, conversations, 2, prefills, cached_prefix=0)
 
 
 def test_unverified_model_type_takes_the_plain_path(llama, prefills, monkeypatch):
-    monkeypatch.setattr(generation, "PREFIX_CACHE_MODEL_TYPES", frozenset({"not-llama"}))
+    monkeypatch.setattr(prefix_cache, "PREFIX_CACHE_MODEL_TYPES", frozenset({"not-llama"}))
     _assert_generate_agrees(llama, _conversations(), 2, prefills, cached_prefix=0)
     assert any("'llama' is not verified" in note for note in llama.notes)
 
@@ -151,13 +151,13 @@ def test_tuned_contender_4bit_lora_uses_the_prefix_cache(tiny_model_dir, tmp_pat
     torch.manual_seed(2)
     lora = LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
     get_peft_model(base, lora).save_pretrained(tmp_path / "adapter")
-    loaded = generation.load(generation.ModelSpec(
+    loaded = loading.load(loading.ModelSpec(
         base_dir=str(tmp_path / "base"), adapter_dir=str(tmp_path / "adapter"), load_in_4bit=True
     ))
     conversations = _conversations()
     prompts = _prompts(loaded, conversations)
     _assert_steps_agree(loaded, prompts)
-    shared = generation.shared_prefix_length(prompts)
+    shared = prefix_cache.shared_prefix_length(prompts)
     _assert_generate_agrees(loaded, conversations, 3, prefills, cached_prefix=shared)
     _assert_rows_leave_the_batch_and_answers_match_the_library(loaded, monkeypatch, batch_size=5)
 
@@ -208,8 +208,8 @@ def _assert_rows_leave_the_batch_and_answers_match_the_library(loaded, monkeypat
     the library's own ``generate`` answer for that prompt alone, cached prefix or not."""
     steps = 10
     prompts = _prompts(loaded, _conversations())
-    free, _ = generation.greedy_steps(loaded, prompts, 0, steps)
-    loaded = generation.LoadedModel(loaded.model, _EosAs(loaded.tokenizer, _uneven_eos(free.tolist())), loaded.spec)
+    free, _ = decoding.greedy_steps(loaded, prompts, 0, steps)
+    loaded = loading.LoadedModel(loaded.model, _EosAs(loaded.tokenizer, _uneven_eos(free.tolist())), loaded.spec)
     expected = _library_answers(loaded, prompts, steps)
     assert len({len(a) for a in expected}) > 1  # rows really finish at different steps
 
@@ -221,7 +221,7 @@ def _assert_rows_leave_the_batch_and_answers_match_the_library(loaded, monkeypat
         return forward(*args, **kwargs)
 
     monkeypatch.setattr(loaded.model, "forward", spy)
-    for run in (generation.generate_uncached, generation.generate):
+    for run in (decoding.generate_uncached, decoding.generate):
         widths.clear()
         answers = run(loaded, _conversations(), steps, batch_size)
         assert [a.output_tokens for a in answers] == [len(e) for e in expected]
@@ -252,7 +252,7 @@ def _tiny_gemma3(tokenizer_dir, out_dir, sliding_window: int, seed: int = 3, std
     )
     _sharpen(Gemma3ForCausalLM(config), seed=seed, std=std).save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)
-    return generation.load(generation.ModelSpec(base_dir=str(out_dir)))
+    return loading.load(loading.ModelSpec(base_dir=str(out_dir)))
 
 
 def test_gemma3_within_its_sliding_window_uses_the_prefix_cache(tiny_model_dir, tmp_path, prefills):
@@ -261,7 +261,7 @@ def test_gemma3_within_its_sliding_window_uses_the_prefix_cache(tiny_model_dir, 
     conversations = _conversations()
     prompts = _prompts(loaded, conversations)
     _assert_steps_agree(loaded, prompts)
-    shared = generation.shared_prefix_length(prompts)
+    shared = prefix_cache.shared_prefix_length(prompts)
     _assert_generate_agrees(loaded, conversations, 2, prefills, cached_prefix=shared)
 
 
@@ -279,7 +279,7 @@ def test_gemma3_beyond_its_sliding_window_takes_the_plain_path(tiny_model_dir, t
     conversations = _conversations()
     prompts = _prompts(loaded, conversations)
     _, plain_logits = _steps(loaded, prompts, 0)
-    _, forced_logits = _steps(loaded, prompts, generation.shared_prefix_length(prompts))
+    _, forced_logits = _steps(loaded, prompts, prefix_cache.shared_prefix_length(prompts))
     assert (forced_logits - plain_logits).abs().max().item() > 1.0  # why the refusal is needed
     _assert_generate_agrees(loaded, conversations, 2, prefills, cached_prefix=0)
     assert any("exceed the sliding window (48)" in note for note in loaded.notes)
@@ -296,7 +296,7 @@ def test_native_grouped_query_attention_gives_the_library_path_logits_and_tokens
 
     assert llama.model.config.num_key_value_heads < llama.model.config.num_attention_heads
     prompts = _prompts(llama, _conversations())
-    prefix_length = generation.shared_prefix_length(prompts) if cached else 0
+    prefix_length = prefix_cache.shared_prefix_length(prompts) if cached else 0
     sdpa, native_calls = torch.nn.functional.scaled_dot_product_attention, []
 
     def spy(*args, **kwargs):  # masked calls only: an unpadded prefix prefill has GQA either way
@@ -305,11 +305,11 @@ def test_native_grouped_query_attention_gives_the_library_path_logits_and_tokens
         return sdpa(*args, **kwargs)
 
     monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention", spy)
-    native_ids, native_logits = generation.greedy_steps(llama, prompts, prefix_length, STEPS)
+    native_ids, native_logits = decoding.greedy_steps(llama, prompts, prefix_length, STEPS)
     assert native_calls and all(native_calls)
     native_calls.clear()
-    monkeypatch.setattr(generation, "_native_gqa_on_cpu", contextlib.nullcontext)
-    library_ids, library_logits = generation.greedy_steps(llama, prompts, prefix_length, STEPS)
+    monkeypatch.setattr(attention_patch, "native_gqa_on_cpu", contextlib.nullcontext)
+    library_ids, library_logits = decoding.greedy_steps(llama, prompts, prefix_length, STEPS)
     assert native_calls and not any(native_calls)  # the library rule copies K/V under a mask
     assert (native_logits - library_logits).abs().max().item() < LOGIT_TOLERANCE
     assert native_ids.tolist() == library_ids.tolist()

@@ -8,8 +8,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pipelines import ingest
-from pipelines.config import SourceSpec
+from pipelines.data import headers, quality, rejects, validate
+from pipelines.config.sources import SourceSpec
 
 SYSTEM = "Classify the ticket."
 ANSWER = json.dumps({"category": "billing", "priority": "low"})
@@ -25,27 +25,27 @@ def chat(user="I was charged twice.", answer=ANSWER, **extra) -> bytes:
                                     {"role": "assistant", "content": answer}], **extra}).encode()
 
 
-def run(tmp_path, lines: list[bytes], max_chars=200) -> ingest.IngestResult:
+def run(tmp_path, lines: list[bytes], max_chars=200) -> rejects.IngestResult:
     path = tmp_path / "rows.jsonl"
     path.write_bytes(b"\n".join(lines) + b"\n")
-    return ingest.ingest(jsonl_spec(path), max_chars)
+    return validate.ingest(jsonl_spec(path), max_chars)
 
 
 CASES = [
-    (b'{"messages": [', ingest.INVALID_JSON),
-    (b"[1, 2]", ingest.INVALID_JSON),
-    (chat(user="caf\u00e9 bill").replace(b"\\u00e9", b"\xe9"), ingest.INVALID_UTF8),
-    (json.dumps({"text": "hi"}).encode(), ingest.MISSING_FIELD),
-    (json.dumps({"messages": "hi"}).encode(), ingest.MISSING_FIELD),
-    (json.dumps({"messages": [{"role": "user"}]}).encode(), ingest.MISSING_FIELD),
-    (chat(answer="billing, low"), ingest.MISSING_FIELD),  # label not in the JSON answer
-    (chat(user=42), ingest.NON_STRING),
-    (chat(user=None), ingest.NON_STRING),
-    (chat(user="  \n "), ingest.EMPTY),
-    (chat(user="x" * 201), ingest.TOO_LONG),
+    (b'{"messages": [', rejects.INVALID_JSON),
+    (b"[1, 2]", rejects.INVALID_JSON),
+    (chat(user="caf\u00e9 bill").replace(b"\\u00e9", b"\xe9"), rejects.INVALID_UTF8),
+    (json.dumps({"text": "hi"}).encode(), rejects.MISSING_FIELD),
+    (json.dumps({"messages": "hi"}).encode(), rejects.MISSING_FIELD),
+    (json.dumps({"messages": [{"role": "user"}]}).encode(), rejects.MISSING_FIELD),
+    (chat(answer="billing, low"), rejects.MISSING_FIELD),  # label not in the JSON answer
+    (chat(user=42), rejects.NON_STRING),
+    (chat(user=None), rejects.NON_STRING),
+    (chat(user="  \n "), rejects.EMPTY),
+    (chat(user="x" * 201), rejects.TOO_LONG),
     (json.dumps({"messages": [{"role": "assistant", "content": ANSWER},
-                              {"role": "user", "content": "hi"}]}).encode(), ingest.ROLE_ORDER),
-    (json.dumps({"messages": [{"role": "user", "content": "a"}]}).encode(), ingest.ROLE_ORDER),
+                              {"role": "user", "content": "hi"}]}).encode(), rejects.ROLE_ORDER),
+    (json.dumps({"messages": [{"role": "user", "content": "a"}]}).encode(), rejects.ROLE_ORDER),
 ]
 
 
@@ -60,7 +60,7 @@ def test_each_reason_is_quarantined_with_row_number(tmp_path, line, reason):
 
 
 def test_cases_cover_every_reason():
-    assert {reason for _, reason in CASES} == set(ingest.REASONS)
+    assert {reason for _, reason in CASES} == set(rejects.REASONS)
 
 
 def test_record_is_normalised(tmp_path):
@@ -83,18 +83,18 @@ def test_csv_columns_and_row_label(tmp_path):
                   "cat": ["shipping", "refund"]}).to_csv(path, index=False)
     spec = SourceSpec(name="partner", kind="csv", path=str(path), fields={"user": "q", "assistant": "a"},
                       label="cat")
-    result = ingest.ingest(spec, 100)
+    result = validate.ingest(spec, 100)
     assert [r["label"] for r in result.records] == ["shipping"]
     assert result.records[0]["messages"][0] == {"role": "user", "content": "Where is my parcel?"}
-    assert [(q["row"], q["reason"]) for q in result.quarantined] == [(2, ingest.EMPTY)]
+    assert [(q["row"], q["reason"]) for q in result.quarantined] == [(2, rejects.EMPTY)]
 
 
 def test_csv_missing_column_is_a_config_error(tmp_path):
     path = tmp_path / "rows.csv"
     pd.DataFrame({"question": ["hi"], "a": ["x"]}).to_csv(path, index=False)
     spec = SourceSpec(name="partner", kind="csv", path=str(path), fields={"user": "q", "assistant": "a"})
-    with pytest.raises(ingest.SourceError, match=r"'partner'.*no column.*\['q'\].*fields"):
-        ingest.ingest(spec, 100)
+    with pytest.raises(rejects.SourceError, match=r"'partner'.*no column.*\['q'\].*fields"):
+        validate.ingest(spec, 100)
 
 
 def test_parquet_and_hf_disk_and_python_kinds(tmp_path):
@@ -111,7 +111,7 @@ def test_parquet_and_hf_disk_and_python_kinds(tmp_path):
                    fields={"user": "q", "assistant": "a"}),
     ]
     for spec in specs:
-        result = ingest.ingest(spec, 100)
+        result = validate.ingest(spec, 100)
         assert len(result.records) == 1 and not result.quarantined, spec.name
         assert result.records[0]["messages"][-1] == {"role": "assistant", "content": ANSWER}
 
@@ -122,16 +122,16 @@ def python_rows():
 
 
 def test_missing_file_names_the_source_and_the_fix(tmp_path):
-    with pytest.raises(ingest.SourceError, match=r"'tickets'.*not found.*fix `path:`"):
-        ingest.ingest(jsonl_spec(tmp_path / "nope.jsonl"), 100)
+    with pytest.raises(rejects.SourceError, match=r"'tickets'.*not found.*fix `path:`"):
+        validate.ingest(jsonl_spec(tmp_path / "nope.jsonl"), 100)
 
 
 def test_reject_rate_threshold_names_source_and_file(tmp_path):
     result = run(tmp_path, [chat(), b"{bad", b"{bad", b"{bad"])
     spec = jsonl_spec(tmp_path / "rows.jsonl")
-    ingest.check_reject_rate(result, spec, 0.75)  # 75 % is not above 75 %
-    with pytest.raises(ingest.SourceError, match=r"'tickets' \(.*rows.jsonl\): 3 of 4 rows \(75%\).*invalid_json"):
-        ingest.check_reject_rate(result, spec, 0.20)
+    quality.check_reject_rate(result, spec, 0.75)  # 75 % is not above 75 %
+    with pytest.raises(rejects.SourceError, match=r"'tickets' \(.*rows.jsonl\): 3 of 4 rows \(75%\).*invalid_json"):
+        quality.check_reject_rate(result, spec, 0.20)
 
 
 LINES = st.one_of(
@@ -170,56 +170,57 @@ def test_a_source_with_no_rows_fails_naming_file_and_source(tmp_path, name, cont
     path = tmp_path / name
     path.write_bytes(content)
     spec = csv_spec(path) if name.endswith(".csv") else jsonl_spec(path)
-    result = ingest.ingest(spec, 100)
+    result = validate.ingest(spec, 100)
     assert result.rows_in == 0
     expected = rf"source '{spec.name}': no rows: .*rows\.\w+ .*{re.escape(why)}.*allow_empty: true"
-    with pytest.raises(ingest.SourceError, match=expected):
-        ingest.check_not_empty(result, spec)
+    with pytest.raises(rejects.SourceError, match=expected):
+        quality.check_not_empty(result, spec)
     allowed = spec.model_copy(update={"allow_empty": True})
-    assert "allow_empty" in ingest.check_not_empty(ingest.ingest(allowed, 100), allowed)  # a warning, not a failure
+    assert "allow_empty" in quality.check_not_empty(validate.ingest(allowed, 100), allowed)  # a warning, not a failure
 
 
 def test_read_errors_name_file_source_and_fix(tmp_path):
     cp1252 = tmp_path / "cp1252.csv"
     cp1252.write_bytes("q,a\nCaf\u00e9 bill,x\n".encode("cp1252"))
     expected = r"source 'partner' \(.*cp1252.csv\): not utf-8.*read: \{encoding: cp1252\}"
-    with pytest.raises(ingest.SourceError, match=expected):
-        ingest.ingest(csv_spec(cp1252), 100)
-    fixed = ingest.ingest(csv_spec(cp1252, read={"encoding": "cp1252"}), 100)
+    with pytest.raises(rejects.SourceError, match=expected):
+        validate.ingest(csv_spec(cp1252), 100)
+    fixed = validate.ingest(csv_spec(cp1252, read={"encoding": "cp1252"}), 100)
     assert fixed.records[0]["messages"][0]["content"] == "Caf\u00e9 bill"
 
     broken = tmp_path / "broken.csv"
     broken.write_text('q,a\n"unclosed,x\nmore,y\n')
-    with pytest.raises(ingest.SourceError, match=r"source 'partner' \(.*broken.csv\): cannot parse it as CSV.*quoting"):
-        ingest.ingest(csv_spec(broken), 100)
+    with pytest.raises(rejects.SourceError, match=r"source 'partner' \(.*broken.csv\): cannot parse it as CSV.*quoting"):
+        validate.ingest(csv_spec(broken), 100)
 
     not_parquet = tmp_path / "rows.parquet"
     not_parquet.write_bytes(b"q,a\nhi,there\n")
     spec = SourceSpec(name="pq", kind="parquet", path=str(not_parquet), fields={"user": "q", "assistant": "a"})
-    with pytest.raises(ingest.SourceError, match=r"source 'pq' \(.*rows.parquet\): cannot read it as parquet"):
-        ingest.ingest(spec, 100)
+    with pytest.raises(rejects.SourceError, match=r"source 'pq' \(.*rows.parquet\): cannot read it as parquet"):
+        validate.ingest(spec, 100)
 
 
 def test_semicolon_csv_hints_delimiter_and_the_option_reads_it(tmp_path):
     path = tmp_path / "rows.csv"
     path.write_text('q;a\nWhere is my parcel?;{"category": "shipping"}\n')
-    with pytest.raises(ingest.SourceError, match=r"one column 'q;a'.*read: \{delimiter: ';'\}"):
-        ingest.ingest(csv_spec(path), 100)
+    with pytest.raises(rejects.SourceError, match=r"one column 'q;a'.*read: \{delimiter: ';'\}"):
+        validate.ingest(csv_spec(path), 100)
     for option in ({"delimiter": ";"}, {"sep": ";"}):
-        result = ingest.ingest(csv_spec(path, read=option, label="category"), 100)
+        result = validate.ingest(csv_spec(path, read=option, label="category"), 100)
         assert [r["label"] for r in result.records] == ["shipping"]
 
 
 def test_csv_quoting_option_is_passed_to_pandas(tmp_path):
     path = tmp_path / "rows.csv"
     path.write_text('q,a\n"He said ""hi""",x\n')
-    quoted = ingest.ingest(csv_spec(path), 100).records[0]["messages"][0]["content"]
-    raw = ingest.ingest(csv_spec(path, read={"quoting": "none"}), 100).records[0]["messages"][0]["content"]
+    quoted = validate.ingest(csv_spec(path), 100).records[0]["messages"][0]["content"]
+    raw = validate.ingest(csv_spec(path, read={"quoting": "none"}), 100).records[0]["messages"][0]["content"]
     assert (quoted, raw) == ('He said "hi"', '"He said ""hi"""')
 
 
 def test_reader_options_are_validated_when_sources_load(tmp_path):
-    from pipelines.config import ConfigError, load_sources
+    from pipelines.config.base import ConfigError
+    from pipelines.config.sources import load_sources
 
     path = tmp_path / "sources.yaml"
     for read, message in [("{delimeter: ';'}", r"read.delimeter: unknown key.*allows read: delimiter, sep"),
@@ -239,8 +240,8 @@ def test_reject_rate_failure_names_the_dominant_detail_and_quarantine_file(tmp_p
     (tmp_path / "rows.jsonl").write_bytes(b"\n".join(chat(user=f"Ticket {i}") for i in range(5)) + b"\n")
     typo = jsonl_spec(tmp_path / "rows.jsonl").model_copy(update={"label": "categroy"})
     quarantine = tmp_path / "quarantine" / "tickets.jsonl"
-    with pytest.raises(ingest.SourceError) as error:
-        ingest.check_reject_rate(ingest.ingest(typo, 100), typo, 0.2, quarantine)
+    with pytest.raises(rejects.SourceError) as error:
+        quality.check_reject_rate(validate.ingest(typo, 100), typo, 0.2, quarantine)
     message = str(error.value)
     assert "missing_field x5: label 'categroy' is neither a row field nor a key of the JSON answer" in message
     assert "fix `label:`" in message and "`fields:`" not in message
@@ -252,11 +253,11 @@ def test_reject_rate_suggests_fields_only_when_a_mapped_field_is_missing(tmp_pat
     path.write_bytes(b"\n".join([chat()] + [json.dumps({"turns": []}).encode()] * 4) + b"\n")
     spec = jsonl_spec(path)
     expected = r"Most common: missing_field x4: field 'messages' missing.*fix `fields:`"
-    with pytest.raises(ingest.SourceError, match=expected):
-        ingest.check_reject_rate(ingest.ingest(spec, 100), spec, 0.2)
+    with pytest.raises(rejects.SourceError, match=expected):
+        quality.check_reject_rate(validate.ingest(spec, 100), spec, 0.2)
     path.write_bytes(b"\n".join([chat()] + [b"{bad"] * 4) + b"\n")
-    with pytest.raises(ingest.SourceError) as error:
-        ingest.check_reject_rate(ingest.ingest(spec, 100), spec, 0.2)
+    with pytest.raises(rejects.SourceError) as error:
+        quality.check_reject_rate(validate.ingest(spec, 100), spec, 0.2)
     assert "invalid_json x4" in str(error.value) and "`fields:`" not in str(error.value)
 
 
@@ -266,15 +267,15 @@ def test_glob_path_reads_every_matching_file_with_unique_ids(tmp_path):
     pd.DataFrame({"q": ["one", "two"], "a": ["x", "y"]}).to_csv(folder / "2024-01.csv", index=False)
     pd.DataFrame({"q": ["three", ""], "a": ["z", "w"]}).to_csv(folder / "2024-02.csv", index=False)
     (folder / "notes.txt").write_text("not data")
-    result = ingest.ingest(csv_spec(folder / "*.csv"), 100)
+    result = validate.ingest(csv_spec(folder / "*.csv"), 100)
     assert [r["id"] for r in result.records] == ["partner-1-1", "partner-1-2", "partner-2-1"]
     assert [(q["file"], q["row"]) for q in result.quarantined] == [(str(folder / "2024-02.csv"), 2)]
-    with pytest.raises(ingest.SourceError, match=r"no file matches `path: .*\*.tsv`"):
-        ingest.ingest(csv_spec(folder / "*.tsv"), 100)
+    with pytest.raises(rejects.SourceError, match=r"no file matches `path: .*\*.tsv`"):
+        validate.ingest(csv_spec(folder / "*.tsv"), 100)
 
 
 def test_relative_path_and_python_module_resolve_next_to_the_sources_file(tmp_path, monkeypatch):
-    from pipelines.config import load_sources
+    from pipelines.config.sources import load_sources
 
     elsewhere = tmp_path / "team"
     (elsewhere / "data").mkdir(parents=True)
@@ -287,14 +288,15 @@ def test_relative_path_and_python_module_resolve_next_to_the_sources_file(tmp_pa
     monkeypatch.chdir(tmp_path)  # neither the repo nor the yaml's folder
     rel, mod = load_sources(elsewhere / "sources.yaml")
     assert rel.resolved_path() == elsewhere / "data" / "rows.jsonl"
-    assert len(ingest.ingest(rel, 100).records) == 1
-    assert ingest.ingest(mod, 100).records[0]["messages"][0]["content"] == "Card declined"
+    assert len(validate.ingest(rel, 100).records) == 1
+    assert validate.ingest(mod, 100).records[0]["messages"][0]["content"] == "Card declined"
     import sys
     assert str(elsewhere) not in sys.path  # only for that import
 
 
 def test_fields_mapping_is_checked_against_the_header_when_sources_load(tmp_path):
-    from pipelines.config import ConfigError, load_sources
+    from pipelines.config.base import ConfigError
+    from pipelines.config.sources import load_sources
 
     pd.DataFrame({"question": ["hi"], "answer": ["x"]}).to_csv(tmp_path / "rows.csv", index=False)
     pd.DataFrame({"question": ["hi"], "answer": ["x"]}).to_parquet(tmp_path / "rows.parquet")
@@ -305,16 +307,17 @@ def test_fields_mapping_is_checked_against_the_header_when_sources_load(tmp_path
                            "fields: {user: question, assistant: answr}}\n")
         expected = rf"sources.yaml: source 's': .*rows.{kind} has no column\(s\) \['answr'\]"
         with pytest.raises(ConfigError, match=expected):
-            ingest.load_checked_sources(sources)
+            headers.load_checked_sources(sources)
         sources.write_text(sources.read_text().replace("answr", "answer"))
-        assert [s.name for s in ingest.load_checked_sources(sources)] == ["s"]
+        assert [s.name for s in headers.load_checked_sources(sources)] == ["s"]
     sources.write_text("sources:\n  - {name: s, kind: csv, path: later.csv, fields: {user: q, assistant: a}}\n")
-    assert load_sources(sources) and ingest.load_checked_sources(sources)  # not there yet: the run reports it
+    assert load_sources(sources) and headers.load_checked_sources(sources)  # not there yet: the run reports it
 
 
 def test_misconfigured_source_is_a_short_message_first(tmp_path):
     """`kind: parqet` used to be the last line of a 73-line traceback (pydantic's, chained)."""
-    from pipelines.config import ConfigError, load_sources
+    from pipelines.config.base import ConfigError
+    from pipelines.config.sources import load_sources
 
     path = tmp_path / "sources.yaml"
     path.write_text("sources:\n  - {name: ok, kind: jsonl, path: x.jsonl, fields: {messages: m}}\n"

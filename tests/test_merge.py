@@ -1,4 +1,4 @@
-"""Building the scored and shipped artefacts (pipelines/merge.py) on the tiny model: the base
+"""Building the scored and shipped artefacts (pipelines/models/merge.py) on the tiny model: the base
 as 4-bit training saw it (dequantised), and the adapter merged into exactly those weights.
 
 The adapter is a random, non-zero PEFT LoRA (a test double for the training stage's
@@ -10,9 +10,9 @@ import json
 
 import pytest
 
-from pipelines import axolotl as ax
-from pipelines import generation
-from pipelines.merge import dequantize_base, merge_adapter
+from pipelines.training import adapter
+from pipelines.models import loading
+from pipelines.models.merge import dequantize_base, merge_adapter
 
 PROMPTS = ["Hello there", "My invoice is wrong | pipes {{ x }}", "Où est mon colis ? 🚚 ZX-99"]
 TOLERANCE = 1e-4  # float rounding; quantisation error on these logits is ~1e-1
@@ -39,7 +39,7 @@ def adapter_dir(tiny_model_dir, tmp_path_factory):
 def bnb_config() -> dict:
     """The BitsAndBytesConfig an `adapter: qlora` run records (NF4, double quantisation,
     bf16 storage, fp32 compute)."""
-    quant = ax.quantization_config({"load_in_4bit": True})
+    quant = adapter.quantization_config({"load_in_4bit": True})
     assert quant["load_in_4bit"] and quant["bnb_4bit_quant_type"] == "nf4"
     return quant
 
@@ -74,7 +74,7 @@ def test_merged_model_computes_what_the_4bit_base_plus_adapter_computes(tiny_mod
     out, _, tuned, fp32 = built
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
     # the reference: the base loaded in 4-bit with the SAME BitsAndBytesConfig + the adapter via PeftModel
-    reference = generation.load(generation.ModelSpec(base_dir=str(tiny_model_dir), adapter_dir=str(adapter_dir),
+    reference = loading.load(loading.ModelSpec(base_dir=str(tiny_model_dir), adapter_dir=str(adapter_dir),
                                                      load_in_4bit=True, bnb_config=bnb_config))  # fmt: skip
     assert type(reference.model).__name__.startswith("Peft")
     assert any(type(m).__name__ == "Linear4bit" for m in reference.model.modules())
@@ -93,7 +93,7 @@ def test_dequantised_base_is_the_4bit_base(tiny_model_dir, bnb_config, built):
 
     out, base, _, _ = built
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
-    four_bit = generation.load(generation.ModelSpec(base_dir=str(tiny_model_dir), load_in_4bit=True, bnb_config=bnb_config))
+    four_bit = loading.load(loading.ModelSpec(base_dir=str(tiny_model_dir), load_in_4bit=True, bnb_config=bnb_config))
     dequantised, plain = _plain(base.path), _plain(tiny_model_dir)
     for text in PROMPTS:
         expected = _logits(four_bit.model, tokenizer, text)

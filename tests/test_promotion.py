@@ -19,8 +19,8 @@ from urllib.parse import urlparse
 import dagster as dg
 import pytest
 
-from assets.promotion import champion_scores, gate_decision, promoted_model
-from pipelines import artefacts
+from assets.gate import champion_scores, gate_decision, promoted_model
+from pipelines.models import artefacts
 from pipelines.gate import registry
 from pipelines.gate.decision import meets_target
 from pipelines.orchestration.partitions import base_model_partitions

@@ -1,4 +1,4 @@
-"""MLflow tracking and the champion registry (pipelines/tracking.py, pipelines/gate/registry.py)
+"""MLflow tracking and the champion registry (pipelines/common/tracking.py, pipelines/gate/registry.py)
 against both stores: the embedded SQLite store under the output root, and a real
 ``mlflow server`` process on a free loopback port. A promotion registers a version and
 moves the ``champion`` alias, or leaves the champion as it was (the server going away
@@ -20,8 +20,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipelines import artefacts, tracking
-from pipelines.config import ConfigError, load_settings
+from pipelines.common import tracking
+from pipelines.models import artefacts
+from pipelines.config.base import ConfigError
+from pipelines.config.settings import load_settings
 from pipelines.gate import registry, report
 from tests.test_gate import FP, WIN, _cost, decide, general_ok, paired
 

@@ -18,7 +18,7 @@ import dagster as dg
 import pytest
 import yaml
 
-from assets.training import base_model
+from assets.models import base_model
 from pipelines.orchestration.automation import base_model_registry_sensor
 from pipelines.gate import registry
 from pipelines.orchestration.resources import PromptfooResource, TunegateResource
@@ -131,7 +131,8 @@ def test_without_a_champion_the_old_base_scores_stand_beside_the_new(world, tiny
 
 # --------------------------------------------------------------------------- make demo-retune's plumbing
 def test_the_demo_appends_the_entry_to_a_copy_of_the_registry(tmp_path):
-    from pipelines.config import REPO_ROOT, load_base_models
+    from pipelines.config.paths import REPO_ROOT
+    from pipelines.config.base_models import load_base_models
     from pipelines.orchestration.demo_retune import DEFAULT_ENTRY, registry_with
 
     shipped = REPO_ROOT / "base_models.yaml"
@@ -152,7 +153,7 @@ def test_only_missing_wheels_are_installed():
 
 
 def test_an_old_base_scored_on_an_older_held_out_set_is_flagged():
-    from pipelines.config import CostSettings
+    from pipelines.config.gate import CostSettings
     from pipelines.gate import bases, cost
     from tests.test_gate import TRAINING, decide, paired
 

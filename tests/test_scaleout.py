@@ -17,11 +17,13 @@ import kubernetes
 import pytest
 import yaml
 
-from assets import training
-from pipelines import axolotl as ax
-from pipelines import k8s_pod
+from assets import models, training
+from pipelines.training import axolotl_schema, launch, run_plan
+from pipelines.training import k8s_pod
 from pipelines.orchestration.automation import base_model_registry_sensor
-from pipelines.config import ConfigError, KubernetesSettings, TrainingSettings, load_settings
+from pipelines.config.base import ConfigError
+from pipelines.config.training import KubernetesSettings, TrainingSettings
+from pipelines.config.settings import load_settings
 from pipelines.orchestration.resources import AxolotlResource, TunegateResource, apply_pool_limit, persistent_instance
 from tests import pg_server
 from tests.test_training import FIXTURES, PARTITION, _baseline_double, train_set_double, validation_set_double
@@ -80,7 +82,7 @@ def test_instance_on_postgres_runs_a_partition_and_the_sensor(tmp_path, monkeypa
             instance.add_dynamic_partitions(add.partitions_def_name, list(add.partition_keys))
         assert instance.get_dynamic_partitions("base_model") == [PARTITION]
 
-        result = dg.materialize([training.base_model], instance=instance, resources=resources,
+        result = dg.materialize([models.base_model], instance=instance, resources=resources,
                                 partition_key=request.partition_key, tags=request.tags)
         assert result.success
         (record,) = instance.fetch_materializations(
@@ -121,7 +123,7 @@ def test_dagster_yaml_is_sqlite_by_default_and_a_users_file_is_kept(tmp_path, mo
 # --------------------------------------------------------------------------- 2. the training pool
 def test_qlora_adapter_is_in_the_pool_from_tunegate_yaml():
     assert training.qlora_adapter.op.pool == load_settings(Path("tunegate.yaml")).training.pool == POOL
-    others = [a for a in (training.base_model, training.axolotl_config)]
+    others = [a for a in (models.base_model, training.axolotl_config)]
     assert all(a.op.pool is None for a in others)  # only the accelerator-bound step queues
 
 
@@ -162,7 +164,7 @@ def test_training_waits_for_a_pool_slot_while_data_and_evaluation_run(tmp_path, 
 
     resources = _resources(tmp_path, tiny_registry, settings)
     assets = [train_set_double, validation_set_double, _baseline_double(target=0.5, pass_rate=0.8),
-              training.base_model, training.axolotl_config, training.qlora_adapter]
+              models.base_model, training.axolotl_config, training.qlora_adapter]
     outcome: dict = {}
     worker = threading.Thread(target=lambda: outcome.setdefault("result", dg.materialize(
         assets, instance=instance, resources=resources, partition_key=PARTITION)), daemon=True)
@@ -196,16 +198,16 @@ def test_training_waits_for_a_pool_slot_while_data_and_evaluation_run(tmp_path, 
 # --------------------------------------------------------------------------- 3. launchers
 def test_launch_commands_follow_axolotl_and_the_launchers(tmp_path):
     yaml_path = tmp_path / "axolotl.yaml"
-    base = [ax.axolotl_executable(), "train", str(yaml_path), "--launcher"]
-    assert ax.launch_command(yaml_path) == base + ["python"]
-    assert ax.launch_command(yaml_path, launcher="torchrun", processes=2) == base + [
+    base = [launch.axolotl_executable(), "train", str(yaml_path), "--launcher"]
+    assert launch.launch_command(yaml_path) == base + ["python"]
+    assert launch.launch_command(yaml_path, launcher="torchrun", processes=2) == base + [
         "torchrun", "--", "--standalone", "--nproc_per_node", "2"]
-    assert ax.launch_command(yaml_path, launcher="accelerate", processes=4, cuda=True) == base + [
+    assert launch.launch_command(yaml_path, launcher="accelerate", processes=4, cuda=True) == base + [
         "accelerate", "--", "--num_processes", "4", "--num_machines", "1", "--dynamo_backend", "no", "--multi_gpu"]
-    assert ax.launch_command(yaml_path, launcher="accelerate", processes=1) == base + [
+    assert launch.launch_command(yaml_path, launcher="accelerate", processes=1) == base + [
         "accelerate", "--", "--num_processes", "1", "--num_machines", "1", "--dynamo_backend", "no", "--cpu"]
-    with pytest.raises(ax.AxolotlConfigError, match="accelerate's multi-CPU launch goes through mpirun"):
-        ax.launch_command(yaml_path, launcher="accelerate", processes=2, cuda=False)
+    with pytest.raises(run_plan.AxolotlConfigError, match="accelerate's multi-CPU launch goes through mpirun"):
+        launch.launch_command(yaml_path, launcher="accelerate", processes=2, cuda=False)
 
 
 def test_launch_settings_are_validated_early(tmp_path):
@@ -219,8 +221,8 @@ def test_launch_settings_are_validated_early(tmp_path):
         load_settings(_settings(tmp_path, {"pool_limit": 0}))
 
 
-def _plan(tmp_path: Path, model_dir: Path, settings: TrainingSettings, *, cuda: bool) -> ax.RunPlan:
-    return ax.plan_run(
+def _plan(tmp_path: Path, model_dir: Path, settings: TrainingSettings, *, cuda: bool) -> run_plan.RunPlan:
+    return run_plan.plan_run(
         _layout(tmp_path), _tiny_spec(model_dir), settings, base_model_dir=model_dir, base_model_sha256="0" * 64,
         train_path=FIXTURES / "chat_train.jsonl", validation_path=FIXTURES / "chat_eval.jsonl",
         data_fingerprint="f" * 64, cuda=cuda,
@@ -231,10 +233,10 @@ def test_cpu_runs_with_several_processes_get_the_ddp_plugin_and_their_own_run_ke
     one = _plan(tmp_path, tiny_model_dir, TrainingSettings(), cuda=False)
     two = _plan(tmp_path, tiny_model_dir, TrainingSettings(launcher="torchrun", processes=2), cuda=False)
     on_gpus = _plan(tmp_path, tiny_model_dir, TrainingSettings(launcher="torchrun", processes=2), cuda=True)
-    assert ax.CPU_DDP_PLUGIN in two.config["plugins"] and ax.CPU_DDP_PLUGIN not in one.config["plugins"]
-    assert ax.CPU_DDP_PLUGIN not in on_gpus.config["plugins"]  # GPUs need no help
+    assert run_plan.CPU_DDP_PLUGIN in two.config["plugins"] and run_plan.CPU_DDP_PLUGIN not in one.config["plugins"]
+    assert run_plan.CPU_DDP_PLUGIN not in on_gpus.config["plugins"]  # GPUs need no help
     # one process keeps the hash earlier runs were keyed by; two train on twice the global batch
-    assert one.config_hash == ax.config_hash(ax.training_config(_tiny_spec(tiny_model_dir), TrainingSettings(),
+    assert one.config_hash == run_plan.config_hash(run_plan.training_config(_tiny_spec(tiny_model_dir), TrainingSettings(),
                                                                 cuda=False))
     assert two.run_key != one.run_key and (two.launcher, two.processes) == ("torchrun", 2)
 
@@ -294,7 +296,7 @@ def test_training_pod_is_built_by_pipes_k8s_client_and_valid(tmp_path, tiny_mode
     instance, resources, api = _k8s_stage(tmp_path, tiny_model_dir, monkeypatch, K8S)
     result = dg.materialize(
         [train_set_double, validation_set_double, _baseline_double(target=0.9, pass_rate=0.1),
-         training.base_model, training.axolotl_config, training.qlora_adapter],
+         models.base_model, training.axolotl_config, training.qlora_adapter],
         instance=instance, resources=resources, partition_key=PARTITION, raise_on_error=False,
     )
     assert not result.success  # no cluster: the pod was built and submitted to the test double
@@ -329,7 +331,7 @@ def test_training_pod_is_built_by_pipes_k8s_client_and_valid(tmp_path, tiny_mode
     assert extras["run_dir"] == config["run_dir"] and extras["cpu_qlora_patch"] is False
     generated = yaml.safe_load(Path(config["path"]).read_text())
     assert generated["bf16"] is True and generated["sequence_len"] == 2048  # the pod has GPUs: gpu.yaml
-    assert ax.CPU_DDP_PLUGIN not in generated["plugins"]
+    assert run_plan.CPU_DDP_PLUGIN not in generated["plugins"]
     pod_model = kubernetes.client.ApiClient()._ApiClient__deserialize(wire, "V1Pod")
     assert pod_model.spec.containers[0].resources.limits["nvidia.com/gpu"] == "2"
 
@@ -343,7 +345,7 @@ def test_training_pod_is_built_by_pipes_k8s_client_and_valid(tmp_path, tiny_mode
 )
 def test_a_bad_pod_spec_fails_the_config_step_naming_the_key(tmp_path, tiny_model_dir, monkeypatch, change, needle):
     instance, resources, api = _k8s_stage(tmp_path, tiny_model_dir, monkeypatch, {**K8S, **change})
-    result = dg.materialize([train_set_double, validation_set_double, training.base_model, training.axolotl_config],
+    result = dg.materialize([train_set_double, validation_set_double, models.base_model, training.axolotl_config],
                             instance=instance, resources=resources, partition_key=PARTITION, raise_on_error=False)
     assert not result.success and not api.created
     failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
@@ -365,25 +367,25 @@ def test_gpu_profile_is_the_seeds_8b_qlora_and_passes_axolotls_schema(tmp_path, 
     assert (cfg["micro_batch_size"], cfg["gradient_accumulation_steps"]) == (2, 4)
     assert cfg["lora_target_modules"] == ["q_proj", "k_proj", "v_proj", "o_proj"]
     # flash attention where the flash_attn package is there, torch SDPA otherwise
-    assert cfg["flash_attention"] is ax.flash_attention_available()
-    assert cfg.get("sdp_attention", False) is not ax.flash_attention_available()
-    assert cfg["sample_packing"] is ax.flash_attention_available()  # packing needs flash attention
+    assert cfg["flash_attention"] is run_plan.flash_attention_available()
+    assert cfg.get("sdp_attention", False) is not run_plan.flash_attention_available()
+    assert cfg["sample_packing"] is run_plan.flash_attention_available()  # packing needs flash attention
     gpu = k8s_pod.pod_capabilities(KubernetesSettings(image="i"), 1)
-    ax.validate_config(cfg, gpu)  # Axolotl's own schema, as on a bf16-capable GPU
-    with pytest.raises(ax.AxolotlConfigError, match="micro_batch_size"):
-        ax.validate_config({**cfg, "micro_batch_size": "two"}, gpu)  # the schema really judges it
-    with pytest.raises(ax.AxolotlConfigError, match="sequence_lenn"):
-        ax.validate_config({**cfg, "sequence_lenn": 1}, gpu)
+    axolotl_schema.validate_config(cfg, gpu)  # Axolotl's own schema, as on a bf16-capable GPU
+    with pytest.raises(run_plan.AxolotlConfigError, match="micro_batch_size"):
+        axolotl_schema.validate_config({**cfg, "micro_batch_size": "two"}, gpu)  # the schema really judges it
+    with pytest.raises(run_plan.AxolotlConfigError, match="sequence_lenn"):
+        axolotl_schema.validate_config({**cfg, "sequence_lenn": 1}, gpu)
 
 
 def _tiny_spec(model_dir: Path):
-    from pipelines.config import BaseModelSpec
+    from pipelines.config.base_models import BaseModelSpec
 
     return BaseModelSpec(name=PARTITION, source=str(model_dir), chat_template="tokenizer_default",
                          eot_tokens=["<|im_end|>"], lora_target_modules=["q_proj", "k_proj", "v_proj", "o_proj"])
 
 
 def _layout(tmp_path: Path):
-    from pipelines.config import Layout
+    from pipelines.config.paths import Layout
 
     return Layout(tmp_path / "home")

@@ -5,8 +5,9 @@ import random
 
 import pytest
 
-from pipelines import dedup, split
-from pipelines.minhash import MinHasher
+from pipelines.data import split
+from pipelines.data import dedup
+from pipelines.data.minhash import MinHasher
 
 LABELS = ["billing", "technical", "account", "shipping", "refund"]
 WORDS = [f"w{i}" for i in range(2000)]

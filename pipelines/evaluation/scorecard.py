@@ -18,13 +18,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pipelines import stats
-from pipelines.artefacts import sha256_json
+from pipelines.common import stats
+from pipelines.common.hashing import sha256_json
 from pipelines.evaluation import recipes, task_metrics
 from pipelines.evaluation.runner import PromptfooError, PromptfooRunner, view_command, write_run
 from pipelines.evaluation.suite import Suite
-from pipelines.files import atomic_write_json
-from pipelines.generation import ModelSpec
+from pipelines.common.files import atomic_write_json
+from pipelines.models.loading import ModelSpec
 
 
 @dataclass(frozen=True)
@@ -32,7 +32,7 @@ class Contender:
     """An artefact plus a prompt recipe (None: the suite's own plain user turn)."""
 
     name: str
-    artefact: dict[str, Any]  # pipelines.artefacts.identity(...)
+    artefact: dict[str, Any]  # pipelines.models.artefacts.identity(...)
     recipe: recipes.Recipe | None = None
 
     def key(self, suite: Suite) -> str:
@@ -192,7 +192,7 @@ def score(
 # --------------------------------------------------------------------------- markdown
 def worst_failures_md(card: dict[str, Any], limit: int = 10) -> str:
     """Failing cases, most failed checks first (invalid JSON fails every check)."""
-    from pipelines.records import markdown_table
+    from pipelines.common.tables import markdown_table
 
     failing = sorted((c for c in card["cases"] if not c["passed"]), key=lambda c: (-len(c.get("failed_assertions") or []), c["id"]))
     if not failing:
@@ -207,6 +207,6 @@ def worst_failures_md(card: dict[str, Any], limit: int = 10) -> str:
 
 
 def assertion_table_md(card: dict[str, Any]) -> str:
-    from pipelines.records import markdown_table
+    from pipelines.common.tables import markdown_table
 
     return markdown_table(["check", "pass rate"], [(k, f"{v:.1%}") for k, v in sorted(card["assertion_pass_rates"].items())])

@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from pipelines.artefacts import sha256_json
-from pipelines.config import ConfigError
+from pipelines.common.hashing import sha256_json
+from pipelines.config.base import ConfigError
 from pipelines.evaluation.task import (
     NORMALISE_LABEL_JS,
     TaskSpec,
@@ -31,7 +31,7 @@ from pipelines.evaluation.task import (
     turn,
     where,
 )
-from pipelines.records import read_jsonl
+from pipelines.common.jsonl import read_jsonl
 
 GENERAL_ASSERTIONS = (
     "contains", "icontains", "not-contains", "not-icontains", "equals", "regex", "not-regex",

@@ -22,8 +22,8 @@ from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from pipelines.artefacts import sha256_json
-from pipelines.config import ConfigError, _read_yaml
+from pipelines.common.hashing import sha256_json
+from pipelines.config.base import ConfigError, read_yaml
 
 # promptfoo built-ins that score a free-text answer against a reference offline (no model,
 # no network). meteor is left out: it needs WordNet data that is not installed.
@@ -127,7 +127,7 @@ class TaskSpec(_Strict):
 
 def load_task(path: Path) -> TaskSpec:
     """Parse and validate the task spec; errors name the file and the key."""
-    doc = _read_yaml(path)
+    doc = read_yaml(path)
     try:
         return TaskSpec.model_validate(doc or {})
     except ValidationError as exc:

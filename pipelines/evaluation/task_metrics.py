@@ -23,7 +23,7 @@ from statistics import quantiles
 from typing import Any
 
 from pipelines.evaluation.task import normalise_label
-from pipelines.records import markdown_table
+from pipelines.common.tables import markdown_table
 
 NOT_A_LABEL = "(not a label)"
 

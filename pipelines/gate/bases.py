@@ -14,7 +14,7 @@ from typing import Any
 
 from pipelines.gate.cost import CostReport
 from pipelines.gate.decision import Decision
-from pipelines.records import markdown_table
+from pipelines.common.tables import markdown_table
 
 
 @dataclass(frozen=True)

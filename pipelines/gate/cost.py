@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-from pipelines.config import CostSettings
+from pipelines.config.gate import CostSettings
 
 
 @dataclass(frozen=True)

@@ -25,8 +25,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from pipelines import stats
-from pipelines.config import GateSettings
+from pipelines.common import stats
+from pipelines.config.gate import GateSettings
 
 
 class IncomparableCards(ValueError):

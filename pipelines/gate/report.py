@@ -8,7 +8,7 @@ from typing import Any
 from pipelines.evaluation.task_metrics import contenders_md
 from pipelines.gate.cost import CostReport
 from pipelines.gate.decision import Decision, Pairing
-from pipelines.records import markdown_table
+from pipelines.common.tables import markdown_table
 
 
 def _rate(x: float | None) -> str:

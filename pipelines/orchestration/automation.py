@@ -1,14 +1,16 @@
 """Re-tunes: the job over the whole chain, a sensor on the base-model registry and a
 schedule that re-runs a partition only when its inputs changed.
 
-Thin Dagster shells: the decisions live in ``pipelines.retune`` (plain, unit-tested);
+Thin Dagster shells: the decisions live in ``pipelines.training.retune`` (plain, unit-tested);
 this module only reads the instance and the resource and turns answers into requests."""
 
 from datetime import datetime, timezone
 
 import dagster as dg
 
-from pipelines import config, retune
+from pipelines.training import retune
+from pipelines.config.paths import default_settings_file
+from pipelines.config.settings import load_settings
 from pipelines.orchestration.partitions import base_model_partitions
 from pipelines.orchestration.resources import TunegateResource, apply_pool_limit
 
@@ -96,7 +98,7 @@ def _tick_time(context: dg.ScheduleEvaluationContext) -> datetime:
 
 
 def _cron() -> str:
-    return config.load_settings(config.default_settings_file()).schedule.cron
+    return load_settings(default_settings_file()).schedule.cron
 
 
 @dg.schedule(

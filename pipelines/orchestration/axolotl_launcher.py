@@ -26,8 +26,8 @@ from pathlib import Path
 
 from dagster_pipes import open_dagster_pipes
 
-from pipelines import axolotl as ax
-from pipelines.files import tail
+from pipelines.training import launch, run_plan, train_metrics
+from pipelines.common.files import tail
 
 TAIL_LINES = 50
 
@@ -89,15 +89,15 @@ def run(pipes) -> int:
     run_dir = Path(extras["run_dir"])
     run_dir.mkdir(parents=True, exist_ok=True)
     command = list(extras["command"])
-    env = ax.launch_env(
+    env = launch.launch_env(
         os.environ, cpu_qlora_patch=bool(extras.get("cpu_qlora_patch")), extra=extras.get("extra_env") or {}
     )
     timeout_s = float(extras.get("timeout_s") or 0)
     pipes.log.info(f"launching: {' '.join(command)} (cpu_qlora_patch={extras.get('cpu_qlora_patch')})")
 
-    new_records = _NewRecords(run_dir / ax.METRICS_FILE)
+    new_records = _NewRecords(run_dir / run_plan.METRICS_FILE)
     started = time.monotonic()
-    log_path = run_dir / ax.LOG_FILE
+    log_path = run_dir / run_plan.LOG_FILE
     with log_path.open("a", encoding="utf-8") as log_file:
         log_file.write(f"\n=== tunegate launch {time.strftime('%Y-%m-%dT%H:%M:%S')}: {' '.join(command)}\n")
         process = subprocess.Popen(
@@ -150,10 +150,10 @@ def run(pipes) -> int:
     metadata = {
         "launch_wall_s": {"raw_value": round(elapsed, 1), "type": "float"},
         "train_log": {"raw_value": str(log_path), "type": "path"},
-        "metrics_file": {"raw_value": str(run_dir / ax.METRICS_FILE), "type": "path"},
+        "metrics_file": {"raw_value": str(run_dir / run_plan.METRICS_FILE), "type": "path"},
     }
     try:
-        metrics = ax.read_metrics(run_dir)
+        metrics = train_metrics.read_metrics(run_dir)
     except (OSError, ValueError) as exc:  # the asset reads the file again and fails naming it
         pipes.log.error(f"axolotl exited 0 but its metrics are unusable: {exc}")
     else:

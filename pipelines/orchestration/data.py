@@ -15,8 +15,8 @@ import sys
 
 import dagster as dg
 
-from pipelines import ingest
-from pipelines.config import ConfigError
+from pipelines.data import headers
+from pipelines.config.base import ConfigError
 from pipelines.orchestration.resources import TunegateResource, persistent_instance
 
 
@@ -30,12 +30,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.parse_args(argv)
     resource = TunegateResource()
     try:  # before importing the asset modules, which load the same file at import
-        specs = ingest.load_checked_sources(resource.sources_path())
+        specs = headers.load_checked_sources(resource.sources_path())
     except ConfigError as exc:
         print(f"tunegate: sources.yaml is misconfigured\n{exc}", file=sys.stderr)
         return 2
-    from assets.dataset import build_dataset_assets
-    from assets.sources import build_source_assets
+    from assets.data import build_dataset_assets
+    from assets.data import build_source_assets
 
     instance = persistent_instance()
     layout = resource.layout

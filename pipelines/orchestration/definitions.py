@@ -8,12 +8,12 @@ import os
 
 import dagster as dg
 
-from assets import dataset, evaluation, models, promotion, sources, training
+from assets import data, evaluation, gate, models, training
 from pipelines.orchestration.automation import base_model_registry_sensor, tune_job, weekly_retune_schedule
 from pipelines.orchestration.resources import AxolotlResource, PromptfooResource, TunegateResource
 
 defs = dg.Definitions(
-    assets=dg.load_assets_from_modules([sources, dataset, training, models, evaluation, promotion]),
+    assets=dg.load_assets_from_modules([data, training, models, evaluation, gate]),
     jobs=[tune_job],
     sensors=[base_model_registry_sensor],
     schedules=[weekly_retune_schedule],

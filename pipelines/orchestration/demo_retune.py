@@ -25,9 +25,11 @@ from pathlib import Path
 
 import yaml
 
-from pipelines import config
+from pipelines.config.base import ConfigError
+from pipelines.config.base_models import load_base_models
+from pipelines.config.paths import REPO_ROOT, default_base_models_file, default_home
 
-DEFAULT_ENTRY = config.REPO_ROOT / "examples" / "base_models" / "gemma3-270m.yaml"
+DEFAULT_ENTRY = REPO_ROOT / "examples" / "base_models" / "gemma3-270m.yaml"
 
 
 def missing_requirements(requires: list[str]) -> list[str]:
@@ -49,12 +51,12 @@ def registry_with(entry_file: Path, registry: Path, out: Path) -> Path:
     base = yaml.safe_load(registry.read_text(encoding="utf-8")) or {}
     added = yaml.safe_load(entry_file.read_text(encoding="utf-8"))
     if not isinstance(added, list):
-        raise config.ConfigError(f"{entry_file}: expected a list of base-model entries")
+        raise ConfigError(f"{entry_file}: expected a list of base-model entries")
     names = {entry.get("name") for entry in added}
     entries = [e for e in base.get("base_models", []) if e.get("name") not in names] + added
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(yaml.safe_dump({"base_models": entries}, sort_keys=False), encoding="utf-8")
-    config.load_base_models(out)  # fail here, naming the entry, not inside a run
+    load_base_models(out)  # fail here, naming the entry, not inside a run
     return out
 
 
@@ -63,8 +65,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--entry", type=Path, default=DEFAULT_ENTRY, help="YAML list with the new base model entry")
     args = parser.parse_args(argv)
 
-    home = config.default_home()
-    registry = registry_with(args.entry, config.default_base_models_file(), home / "retune" / "base_models.yaml")
+    home = default_home()
+    registry = registry_with(args.entry, default_base_models_file(), home / "retune" / "base_models.yaml")
     os.environ["TUNEGATE_BASE_MODELS"] = str(registry)  # before the Definitions read it
     import dagster as dg
 

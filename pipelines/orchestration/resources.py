@@ -11,9 +11,15 @@ from pathlib import Path
 
 import dagster as dg
 
-from pipelines import config, tracking
-from pipelines.config import REPO_ROOT
-from pipelines.files import atomic_write_text
+from pipelines.common import tracking
+from pipelines.config.base import ConfigError
+from pipelines.config.base_models import BaseModelSpec, load_base_models
+from pipelines.config.paths import Layout, default_base_models_file, default_home, default_settings_file, default_sources_file
+from pipelines.config.settings import Settings, load_settings
+from pipelines.config.sources import SourceSpec, load_sources
+from pipelines.config.training import TrainingSettings
+from pipelines.config.paths import REPO_ROOT
+from pipelines.common.files import atomic_write_text
 
 
 class TunegateResource(dg.ConfigurableResource):
@@ -32,35 +38,35 @@ class TunegateResource(dg.ConfigurableResource):
         return Path(value).resolve() if value else default
 
     @property
-    def layout(self) -> config.Layout:
-        return config.Layout(self._path(self.home, config.default_home()))
+    def layout(self) -> Layout:
+        return Layout(self._path(self.home, default_home()))
 
     def sources_path(self) -> Path:
-        return self._path(self.sources_file, config.default_sources_file())
+        return self._path(self.sources_file, default_sources_file())
 
-    def sources(self) -> list[config.SourceSpec]:
-        return config.load_sources(self.sources_path())
+    def sources(self) -> list[SourceSpec]:
+        return load_sources(self.sources_path())
 
     def base_models_path(self) -> Path:
-        return self._path(self.base_models_file, config.default_base_models_file())
+        return self._path(self.base_models_file, default_base_models_file())
 
-    def base_models(self) -> list[config.BaseModelSpec]:
-        return config.load_base_models(self.base_models_path())
+    def base_models(self) -> list[BaseModelSpec]:
+        return load_base_models(self.base_models_path())
 
-    def base_model(self, name: str) -> config.BaseModelSpec:
+    def base_model(self, name: str) -> BaseModelSpec:
         for spec in self.base_models():
             if spec.name == name:
                 return spec
-        raise config.ConfigError(
+        raise ConfigError(
             f"{self.base_models_path()}: no base model named {name!r}; "
             "add it to the registry or pick an existing partition"
         )
 
     def settings_path(self) -> Path:
-        return self._path(self.settings_file, config.default_settings_file())
+        return self._path(self.settings_file, default_settings_file())
 
-    def settings(self) -> config.Settings:
-        return config.load_settings(self.settings_path())
+    def settings(self) -> Settings:
+        return load_settings(self.settings_path())
 
     def tracking_store(self) -> tracking.Store:
         return tracking.resolve(self.mlflow_tracking_uri, self.settings().mlflow.tracking_uri, self.layout.home)
@@ -137,7 +143,7 @@ def _check_pg_url() -> None:
     url = os.environ.get(PG_URL_ENV, "")
     if url and not url.startswith("postgresql+psycopg2://"):
         scheme = url.split("://", 1)[0] if "://" in url else "(none)"
-        raise config.ConfigError(
+        raise ConfigError(
             f"{PG_URL_ENV}: scheme {scheme!r}: use postgresql+psycopg2://user:password@host:5432/db "
             "(a bare postgresql:// makes SQLAlchemy 2.1 load psycopg 3, which is not installed; "
             "dagster-postgres ships psycopg2)"
@@ -158,14 +164,14 @@ def ensure_dagster_home() -> Path:
         if current != instance_yaml():
             atomic_write_text(dagster_yaml, instance_yaml())
     elif os.environ.get(PG_URL_ENV) and "postgres" not in current:
-        raise config.ConfigError(
+        raise ConfigError(
             f"{dagster_yaml}: {PG_URL_ENV} is set but this dagster.yaml (not written by tunegate) configures no "
             f"PostgreSQL storage; add `storage: {{postgres: {{postgres_url: {{env: {PG_URL_ENV}}}}}}}` or unset {PG_URL_ENV}"
         )
     return home
 
 
-def apply_pool_limit(instance: dg.DagsterInstance, settings: config.TrainingSettings) -> bool:
+def apply_pool_limit(instance: dg.DagsterInstance, settings: TrainingSettings) -> bool:
     """Set the training pool's limit on ``instance`` to ``training.pool_limit`` (what
     ``dagster instance concurrency set <pool> <limit>`` does), unless it already is. Called
     by the sensor and the schedule before they request runs and by ``make demo``/``make data``,
@@ -186,7 +192,7 @@ def persistent_instance() -> dg.DagsterInstance:
     ``DAGSTER_PG_URL`` is set, with the training pool's limit from tunegate.yaml."""
     ensure_dagster_home()
     instance = dg.DagsterInstance.get()
-    apply_pool_limit(instance, config.load_settings(config.default_settings_file()).training)
+    apply_pool_limit(instance, load_settings(default_settings_file()).training)
     return instance
 
 

@@ -1,0 +1,350 @@
+"""The data stage's Dagster side: ``raw_pairs/<name>`` (one asset per entry of ``sources.yaml``)
+-> ``labeled_pairs`` -> ``deduped_pairs`` -> ``train_set`` + ``validation_set`` + ``eval_set``.
+
+Adding a source is a config change: the code location reads ``sources.yaml`` when its
+definitions are built, so a misconfigured file, or a ``fields:`` mapping naming a column the
+file's header lacks, fails there (``ConfigError`` names the file, source and fix, printed
+first) and a missing, unreadable or empty data file fails its asset, naming the file and
+source. Thin shells over ``pipelines.data``: they read and write the files under the
+``Layout`` and put the counts, fingerprints and tables in the UI. The source and dataset
+assets are built by factories from the source list (tests build them for their own sources)."""
+
+import sys
+from collections import Counter
+
+import dagster as dg
+
+from pipelines.common.jsonl import read_jsonl, write_jsonl
+from pipelines.common.tables import markdown_table
+from pipelines.config.base import ConfigError
+from pipelines.config.paths import default_sources_file
+from pipelines.config.sources import SourceSpec, load_sources
+from pipelines.data import dedup, headers, minhash, quality, rejects, split, validate
+from pipelines.data.records import turn
+from pipelines.orchestration.resources import TunegateResource
+
+KEY_PREFIX = "raw_pairs"
+
+
+SOURCES_GROUP = "sources"
+
+
+_KINDS = {"jsonl": {"python", "json"}, "csv": {"pandas", "csv"}, "parquet": {"pandas", "parquet"},
+          "hf_disk": {"huggingface"}, "python": {"python"}}
+
+
+def quarantine_preview(rows: list[dict], limit: int = 10) -> str:
+    return markdown_table(
+        ["source", "row", "reason", "detail", "raw"],
+        ([q["source"], q["row"], q["reason"], q["detail"], q["raw"]] for q in rows[:limit]),
+        max_cell=60,
+    )
+
+
+def build_source_asset(spec: SourceSpec) -> dg.AssetsDefinition:
+    where = spec.function if spec.kind == "python" else spec.path
+
+    @dg.asset(
+        name=spec.name,
+        key_prefix=KEY_PREFIX,
+        group_name=SOURCES_GROUP,
+        kinds=_KINDS[spec.kind],
+        description=(spec.description or f"Rows of source {spec.name!r}")
+        + f" ({spec.kind}: {where}). Every row validated and normalised to chat messages,"
+        " or quarantined with its reason. No rows fails the asset"
+        + (" (allow_empty: a warning here)." if spec.allow_empty else "."),
+        metadata={"kind": spec.kind, "location": str(where)},
+    )
+    def _raw_pairs(context: dg.AssetExecutionContext, tunegate: TunegateResource) -> dg.MaterializeResult:
+        settings = tunegate.settings().validation
+        layout = tunegate.layout
+        try:
+            result = validate.ingest(spec, settings.max_chars)
+        except rejects.SourceError as exc:
+            raise dg.Failure(description=f"{exc} (sources file: {tunegate.sources_path()})") from exc
+        path, quarantine_path = layout.raw_file(spec.name), layout.source_quarantine_file(spec.name)
+        write_jsonl(path, result.records)
+        write_jsonl(quarantine_path, result.quarantined)
+        reasons = markdown_table(["reason", "rows"], result.reasons.most_common())
+        try:
+            warning = quality.check_not_empty(result, spec)
+        except rejects.SourceError as exc:
+            raise dg.Failure(description=f"{exc} (sources file: {tunegate.sources_path()})") from exc
+        if warning:
+            context.log.warning(warning)
+        try:
+            quality.check_reject_rate(result, spec, settings.max_reject_rate, quarantine_path)
+        except rejects.SourceError as exc:
+            raise dg.Failure(
+                description=str(exc),
+                metadata={"quarantine_path": dg.MetadataValue.path(str(quarantine_path)),
+                          "reasons": dg.MetadataValue.md(reasons),
+                          "quarantine_preview": dg.MetadataValue.md(quarantine_preview(result.quarantined))},
+            ) from exc
+        context.log.info(
+            f"{spec.name}: {result.rows_in} rows in, {len(result.records)} kept, "
+            f"{len(result.quarantined)} quarantined {dict(result.reasons)}"
+        )
+        value = {
+            "source": spec.name, "path": str(path), "quarantine_path": str(quarantine_path),
+            "rows_in": result.rows_in, "rows_kept": len(result.records),
+            "rows_quarantined": len(result.quarantined),
+        }
+        return dg.MaterializeResult(
+            value=value,
+            metadata={
+                "rows_in": result.rows_in,
+                "rows_kept": len(result.records),
+                "rows_quarantined": len(result.quarantined),
+                "reject_rate": dg.MetadataValue.float(len(result.quarantined) / max(1, result.rows_in)),
+                "jsonl_path": dg.MetadataValue.path(str(path)),
+                "quarantine_path": dg.MetadataValue.path(str(quarantine_path)),
+                "reasons": dg.MetadataValue.md(reasons),
+                "quarantine_preview": dg.MetadataValue.md(quarantine_preview(result.quarantined)),
+                **({"empty_warning": dg.MetadataValue.text(warning)} if warning else {}),
+            },
+        )
+
+    return _raw_pairs
+
+
+def build_source_assets(specs: list[SourceSpec]) -> list[dg.AssetsDefinition]:
+    """One ``raw_pairs/<name>`` asset per source (tests call this with their own specs)."""
+    return [build_source_asset(spec) for spec in specs]
+
+
+def _configured_sources() -> list[SourceSpec]:
+    """The sources of the code location. A misconfigured file is printed on its own first
+    (``dagster dev`` / the CLI show it above the import traceback), then raised unchained."""
+    try:
+        return headers.load_checked_sources(default_sources_file())
+    except ConfigError as exc:
+        print(f"\ntunegate: sources.yaml is misconfigured\n{exc}\n", file=sys.stderr, flush=True)
+        raise ConfigError(str(exc)) from None
+
+
+raw_pairs_assets = build_source_assets(_configured_sources())
+
+
+DATASET_GROUP = "dataset"
+
+
+def _input_name(source: str) -> str:
+    return f"raw_{source}"  # prefixed: a source called `context` must not clash
+
+
+def _quarantined_per_reason(sources: list[str], quarantined: list[dict]) -> str:
+    """Source x reason counts of the quarantine: where the rejected rows came from and why."""
+    counts = Counter((q["source"], q["reason"]) for q in quarantined)
+    reasons = [r for r in rejects.REASONS if any(counts[s, r] for s in sources)]
+    return markdown_table(["source", *reasons, "total"],
+                          ([s, *(counts[s, r] for r in reasons), sum(counts[s, r] for r in reasons)] for s in sources))
+
+
+def _build_labeled_pairs(specs: list[SourceSpec]) -> dg.AssetsDefinition:
+    names = [spec.name for spec in specs]
+
+    @dg.asset(
+        ins={_input_name(n): dg.AssetIn(key=dg.AssetKey(["raw_pairs", n])) for n in names},
+        group_name=DATASET_GROUP,
+        kinds={"python", "json"},
+        description="All sources' validated records in one JSONL, in sources.yaml order, and every "
+        "quarantined row in one quarantine.jsonl ({source, row, reason, detail, raw}).",
+    )
+    def labeled_pairs(context: dg.AssetExecutionContext, tunegate: TunegateResource, **raw) -> dg.MaterializeResult:
+        layout = tunegate.layout
+        parts = [raw[_input_name(n)] for n in names]
+        per_source = {p["source"]: p["rows_kept"] for p in parts}
+        rows = write_jsonl(layout.labeled_file, (r for p in parts for r in read_jsonl(p["path"])))
+        quarantined = [q for p in parts for q in read_jsonl(p["quarantine_path"])]
+        write_jsonl(layout.quarantine_file, quarantined)
+        context.log.info(f"{rows} records from {len(parts)} sources; {len(quarantined)} quarantined")
+        table = markdown_table(
+            ["source", "rows in", "kept", "quarantined"],
+            ([p["source"], p["rows_in"], p["rows_kept"], p["rows_quarantined"]] for p in parts),
+        )
+        by_reason = _quarantined_per_reason([p["source"] for p in parts], quarantined)
+        preview = markdown_table(
+            ["source", "row", "reason", "detail"],
+            ([q["source"], q["row"], q["reason"], q["detail"]] for q in quarantined[:20]),
+        )
+        return dg.MaterializeResult(
+            value={"path": str(layout.labeled_file), "rows": rows, "per_source": per_source,
+                   "quarantine_path": str(layout.quarantine_file), "rows_quarantined": len(quarantined)},
+            metadata={
+                "rows": rows,
+                **{f"rows_{name}": count for name, count in per_source.items()},
+                "rows_quarantined": len(quarantined),
+                "per_source": dg.MetadataValue.md(table),
+                "quarantined_per_reason": dg.MetadataValue.md(by_reason),
+                "jsonl_path": dg.MetadataValue.path(str(layout.labeled_file)),
+                "quarantine_path": dg.MetadataValue.path(str(layout.quarantine_file)),
+                "quarantine_preview": dg.MetadataValue.md(preview),
+            },
+        )
+
+    return labeled_pairs
+
+
+@dg.asset(
+    group_name=DATASET_GROUP,
+    kinds={"python", "numpy"},
+    description="Deduplicated hard: exact duplicates on the normalised system+user turn (NFKC, "
+    "casefold, whitespace), near duplicates by MinHash LSH over word shingles (tunegate.yaml "
+    "`dedup:`), first row kept. rows_in = rows_out + exact_duplicates + near_duplicates. A "
+    "conflict is an exact or near duplicate whose answer differs from the kept row's: part of "
+    "those counts (exact_conflicts + near_conflicts), not extra dropped rows. Every dropped row is "
+    "in the audit file with the row it duplicated; `dropped_per_source` breaks it down by source.",
+)
+def deduped_pairs(
+    context: dg.AssetExecutionContext, tunegate: TunegateResource, labeled_pairs: dict
+) -> dg.MaterializeResult:
+    settings, layout = tunegate.settings().dedup, tunegate.layout
+    records = list(read_jsonl(labeled_pairs["path"]))
+    hasher = minhash.MinHasher(num_perm=settings.num_perm, shingle_size=settings.shingle_size)
+    result = dedup.deduplicate(records, threshold=settings.near_threshold, hasher=hasher)
+    write_jsonl(layout.deduped_file, result.kept)
+    write_jsonl(layout.dedup_audit_file, result.audit)
+    write_jsonl(layout.conflicts_file, result.conflicts)
+    context.log.info(
+        f"{len(records)} -> {len(result.kept)}: {result.exact_duplicates} exact, "
+        f"{result.near_duplicates} near duplicates, {len(result.conflicts)} conflicts"
+    )
+    by_id = {r["id"]: r for r in records}
+    examples = lambda rows: markdown_table(  # noqa: E731
+        ["kind", "sim", "kept", "dropped", "kept answer", "dropped answer"],
+        ([a["kind"], a["similarity"], turn(by_id[a["kept_id"]], "user"), turn(by_id[a["dropped_id"]], "user"),
+          a["kept_answer"], a["dropped_answer"]] for a in rows[: settings.conflict_examples]),
+        max_cell=60,
+    )
+    near = [a for a in result.audit if a["kind"] == "near"]
+    exact_conflicts, near_conflicts = result.conflicts_of("exact"), result.conflicts_of("near")
+    counts = markdown_table(["rows", "count", "of which conflicting answers"], [
+        ["in", len(records), ""],
+        ["dropped: exact duplicates", result.exact_duplicates, exact_conflicts],
+        ["dropped: near duplicates", result.near_duplicates, near_conflicts],
+        ["out (kept)", len(result.kept), ""],
+    ])
+    per_source = result.per_source(records)
+    per_source_table = markdown_table(
+        ["source", "rows in", "exact dropped", "near dropped", "of which conflicts", "rows out"],
+        ([s, v["rows_in"], v["exact"], v["near"], v["conflicts"], v["rows_out"]] for s, v in per_source.items()),
+    )
+    return dg.MaterializeResult(
+        value={"path": str(layout.deduped_file), "rows_in": len(records), "rows_out": len(result.kept),
+               "exact_duplicates": result.exact_duplicates, "near_duplicates": result.near_duplicates,
+               "conflicts": len(result.conflicts), "exact_conflicts": exact_conflicts,
+               "near_conflicts": near_conflicts, "per_source": per_source,
+               "audit_path": str(layout.dedup_audit_file)},
+        metadata={
+            "rows_in": len(records),
+            "rows_out": len(result.kept),
+            "exact_duplicates": result.exact_duplicates,
+            "near_duplicates": result.near_duplicates,
+            "conflicts": len(result.conflicts),
+            "exact_conflicts": exact_conflicts,
+            "near_conflicts": near_conflicts,
+            "counts": dg.MetadataValue.md(counts),
+            "dropped_per_source": dg.MetadataValue.md(per_source_table),
+            "near_threshold": dg.MetadataValue.float(settings.near_threshold),
+            "conflict_examples": dg.MetadataValue.md(examples(result.conflicts)),
+            "near_duplicate_examples": dg.MetadataValue.md(examples(near)),
+            "jsonl_path": dg.MetadataValue.path(str(layout.deduped_file)),
+            "audit_path": dg.MetadataValue.path(str(layout.dedup_audit_file)),
+            "conflicts_path": dg.MetadataValue.path(str(layout.conflicts_file)),
+        },
+    )
+
+
+SPLIT_KEYS = markdown_table(["key", "meaning"], [
+    ["rows", "rows in this side's file (train + validation + eval = deduped_pairs rows_out)"],
+    ["fingerprint", "hash of train, validation and eval files together: training runs are keyed by it"],
+    ["contamination_pairs", "eval rows still near-duplicating a train row: must be 0"],
+    ["contamination_moved", "eval rows moved to train because they near-duplicated a train row"],
+    ["contamination_threshold", "MinHash Jaccard at or above which an eval row counts as contaminated"],
+    ["eval_topups", "rows put in eval by the min_eval / per-label floors, not by the hash alone"],
+    ["labels", "rows per label on each side"],
+], max_cell=120)
+
+
+SPLIT_SIDES = (  # asset, side in SplitResult.labels(), Layout file
+    ("train_set", "train", "train_file"),
+    ("validation_set", "validation", "validation_file"),
+    ("eval_set", "eval", "eval_file"),
+)
+
+
+@dg.multi_asset(
+    outs={
+        "train_set": dg.AssetOut(kinds={"python", "json"}, description=(
+            "Training examples (train.jsonl), in Axolotl's chat_template `messages` format: the "
+            "train side of the split minus the validation slice.")),
+        "validation_set": dg.AssetOut(kinds={"python", "json"}, description=(
+            "Validation slice (validation.jsonl), carved out of the train side by its own salted "
+            "hash: what Axolotl evaluates on and the \"did it learn\" guard judges. Never trained on.")),
+        "eval_set": dg.AssetOut(kinds={"python", "json"}, description=(
+            "Held-out examples (eval.jsonl), made before any training; never a near duplicate "
+            "of a train or validation example, and never read by training.")),
+    },
+    group_name=DATASET_GROUP,
+    description="Held-out split by a salted hash of the normalised prompt (stable as data grows), "
+    "stratified by label; eval rows that near-duplicate a train row (MinHash Jaccard >= "
+    "tunegate.yaml `split.contamination_threshold`) are moved to train. The validation slice "
+    "(`split.validation_fraction`, at least `split.min_validation` rows) is then carved out of train.",
+)
+def train_eval_split(context: dg.AssetExecutionContext, tunegate: TunegateResource, deduped_pairs: dict):
+    settings, layout = tunegate.settings(), tunegate.layout
+    records = list(read_jsonl(deduped_pairs["path"]))
+    result = split.split(
+        records,
+        eval_fraction=settings.split.eval_fraction,
+        min_eval=settings.split.min_eval,
+        salt=settings.split.salt,
+        contamination_threshold=settings.split.contamination_threshold,
+        validation_fraction=settings.split.validation_fraction,
+        min_validation=settings.split.min_validation,
+        hasher=minhash.MinHasher(num_perm=settings.dedup.num_perm, shingle_size=settings.dedup.shingle_size),
+    )
+    if result.contamination_pairs:  # cannot happen by construction; never train on a leak
+        raise dg.Failure(f"{result.contamination_pairs} eval rows still near-duplicate train rows")
+    if not result.validation or not result.train:
+        raise dg.Failure(
+            f"{deduped_pairs['path']}: {len(records)} rows leave {len(result.train) + len(result.validation)} "
+            "on the train side, too few to carve a validation slice out of and still train: add data"
+        )
+    rows = {"train": result.train, "validation": result.validation, "eval": result.eval}
+    for _, side, attr in SPLIT_SIDES:
+        write_jsonl(getattr(layout, attr), rows[side])
+    fingerprint = split.data_fingerprint(*layout.split_files)
+    labels = result.labels()
+    table = markdown_table(["label", "train", "validation", "eval", "eval share"], (
+        [k, v["train"], v["validation"], v["eval"], f"{v['eval'] / max(1, sum(v.values())):.0%}"]
+        for k, v in labels.items()))
+    context.log.info(f"train {len(result.train)}, validation {len(result.validation)}, eval {len(result.eval)}, "
+                     f"fingerprint {fingerprint[:12]}; {result.contamination_moved} contaminated eval rows "
+                     "moved to train")
+    shared = {
+        "fingerprint": fingerprint,
+        "contamination_pairs": result.contamination_pairs,
+        "contamination_moved": result.contamination_moved,
+        "contamination_threshold": dg.MetadataValue.float(settings.split.contamination_threshold),
+        "eval_topups": result.eval_topups,
+        "labels": dg.MetadataValue.md(table),
+        "keys": dg.MetadataValue.md(SPLIT_KEYS),
+    }
+    for name, side, attr in SPLIT_SIDES:
+        path = getattr(layout, attr)
+        yield dg.MaterializeResult(
+            asset_key=name,
+            value={"path": str(path), "rows": len(rows[side]), "fingerprint": fingerprint,
+                   "labels": {k: v[side] for k, v in labels.items() if v[side]}},
+            metadata={"rows": len(rows[side]), "jsonl_path": dg.MetadataValue.path(str(path)), **shared},
+        )
+
+
+def build_dataset_assets(specs: list[SourceSpec]) -> list[dg.AssetsDefinition]:
+    """The dataset assets for a list of sources (tests call this with their own specs)."""
+    return [_build_labeled_pairs(specs), deduped_pairs, train_eval_split]
+
+
+dataset_assets = build_dataset_assets(load_sources(default_sources_file()))

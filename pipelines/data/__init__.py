@@ -1,0 +1,1 @@
+"""The data stage: sources -> validated records -> dedup -> the held-out split. No Dagster."""
