@@ -9,17 +9,15 @@ source. Thin shells over ``pipelines.data``: they read and write the files under
 ``Layout`` and put the counts, fingerprints and tables in the UI. The source and dataset
 assets are built by factories from the source list (tests build them for their own sources)."""
 
-import sys
 from collections import Counter
 
 import dagster as dg
 
 from pipelines.common.jsonl import read_jsonl, write_jsonl
 from pipelines.common.tables import markdown_table
-from pipelines.config.base import ConfigError
-from pipelines.config.paths import default_sources_file
-from pipelines.config.sources import SourceSpec, load_sources
-from pipelines.data import dedup, headers, minhash, quality, rejects, split, validate
+from pipelines.config.project import Project
+from pipelines.config.sources import SourceSpec
+from pipelines.data import dedup, minhash, quality, rejects, split, validate
 from pipelines.data.records import turn
 from pipelines.orchestration.resources import TunegateResource
 
@@ -51,8 +49,9 @@ def build_source_asset(spec: SourceSpec) -> dg.AssetsDefinition:
         kinds=_KINDS[spec.kind],
         description=(spec.description or f"Rows of source {spec.name!r}")
         + f" ({spec.kind}: {where}). Every row validated and normalised to chat messages,"
-        " or quarantined with its reason. No rows fails the asset"
-        + (" (allow_empty: a warning here)." if spec.allow_empty else "."),
+        " or quarantined with its reason. Its blocking checks: `not_empty` (no rows fails"
+        + (", allow_empty: a warning here" if spec.allow_empty else "")
+        + ") and `reject_rate` (at most tunegate.yaml `validation.max_reject_rate` quarantined).",
         metadata={"kind": spec.kind, "location": str(where)},
     )
     def _raw_pairs(context: dg.AssetExecutionContext, tunegate: TunegateResource) -> dg.MaterializeResult:
@@ -66,21 +65,11 @@ def build_source_asset(spec: SourceSpec) -> dg.AssetsDefinition:
         write_jsonl(path, result.records)
         write_jsonl(quarantine_path, result.quarantined)
         reasons = markdown_table(["reason", "rows"], result.reasons.most_common())
-        try:
+        warning = None
+        if spec.allow_empty:  # an empty source is this asset's warning; otherwise its `not_empty` check fails
             warning = quality.check_not_empty(result, spec)
-        except rejects.SourceError as exc:
-            raise dg.Failure(description=f"{exc} (sources file: {tunegate.sources_path()})") from exc
-        if warning:
-            context.log.warning(warning)
-        try:
-            quality.check_reject_rate(result, spec, settings.max_reject_rate, quarantine_path)
-        except rejects.SourceError as exc:
-            raise dg.Failure(
-                description=str(exc),
-                metadata={"quarantine_path": dg.MetadataValue.path(str(quarantine_path)),
-                          "reasons": dg.MetadataValue.md(reasons),
-                          "quarantine_preview": dg.MetadataValue.md(quarantine_preview(result.quarantined))},
-            ) from exc
+            if warning:
+                context.log.warning(warning)
         context.log.info(
             f"{spec.name}: {result.rows_in} rows in, {len(result.records)} kept, "
             f"{len(result.quarantined)} quarantined {dict(result.reasons)}"
@@ -108,22 +97,57 @@ def build_source_asset(spec: SourceSpec) -> dg.AssetsDefinition:
     return _raw_pairs
 
 
-def build_source_assets(specs: list[SourceSpec]) -> list[dg.AssetsDefinition]:
-    """One ``raw_pairs/<name>`` asset per source (tests call this with their own specs)."""
-    return [build_source_asset(spec) for spec in specs]
+def _ingested(spec: SourceSpec, layout) -> rejects.IngestResult:
+    """The source as its asset wrote it: kept rows and quarantined rows, read back."""
+    return rejects.IngestResult(
+        source=spec.name,
+        records=list(read_jsonl(layout.raw_file(spec.name))),
+        quarantined=list(read_jsonl(layout.source_quarantine_file(spec.name))),
+    )
 
 
-def _configured_sources() -> list[SourceSpec]:
-    """The sources of the code location. A misconfigured file is printed on its own first
-    (``dagster dev`` / the CLI show it above the import traceback), then raised unchained."""
-    try:
-        return headers.load_checked_sources(default_sources_file())
-    except ConfigError as exc:
-        print(f"\ntunegate: sources.yaml is misconfigured\n{exc}\n", file=sys.stderr, flush=True)
-        raise ConfigError(str(exc)) from None
+def build_source_checks(spec: SourceSpec) -> list[dg.AssetChecksDefinition]:
+    """The blocking data-quality checks of ``raw_pairs/<name>``, judged on the files it wrote:
+    ``not_empty`` and ``reject_rate`` (pipelines/data/quality.py). A failure stops the run
+    before any downstream asset reads the source, and names the file and the fix."""
+    key = dg.AssetKey([KEY_PREFIX, spec.name])
+
+    @dg.asset_check(asset=key, name="not_empty", blocking=True,
+                    description="The source yielded rows (allow_empty: true turns an empty source into a warning).")
+    def not_empty(tunegate: TunegateResource) -> dg.AssetCheckResult:
+        result = _ingested(spec, tunegate.layout)
+        try:
+            warning = quality.check_not_empty(result, spec)
+        except rejects.SourceError as exc:
+            return dg.AssetCheckResult(passed=False, description=f"{exc} (sources file: {tunegate.sources_path()})",
+                                       metadata={"rows_in": 0})
+        return dg.AssetCheckResult(passed=True, description=warning, metadata={"rows_in": result.rows_in})
+
+    @dg.asset_check(asset=key, name="reject_rate", blocking=True,
+                    description="At most tunegate.yaml validation.max_reject_rate of the rows are quarantined.")
+    def reject_rate(tunegate: TunegateResource) -> dg.AssetCheckResult:
+        layout, limit = tunegate.layout, tunegate.settings().validation.max_reject_rate
+        result = _ingested(spec, layout)
+        quarantine_path = layout.source_quarantine_file(spec.name)
+        metadata = {
+            "reject_rate": dg.MetadataValue.float(len(result.quarantined) / max(1, result.rows_in)),
+            "max_reject_rate": dg.MetadataValue.float(limit),
+            "quarantine_path": dg.MetadataValue.path(str(quarantine_path)),
+            "reasons": dg.MetadataValue.md(markdown_table(["reason", "rows"], result.reasons.most_common())),
+            "quarantine_preview": dg.MetadataValue.md(quarantine_preview(result.quarantined)),
+        }
+        try:
+            quality.check_reject_rate(result, spec, limit, quarantine_path)
+        except rejects.SourceError as exc:
+            return dg.AssetCheckResult(passed=False, description=str(exc), metadata=metadata)
+        return dg.AssetCheckResult(passed=True, metadata=metadata)
+
+    return [not_empty, reject_rate]
 
 
-raw_pairs_assets = build_source_assets(_configured_sources())
+def build_source_assets(specs: list[SourceSpec]) -> list[dg.AssetsDefinition | dg.AssetChecksDefinition]:
+    """One ``raw_pairs/<name>`` asset per source, with its checks (tests call this with their own specs)."""
+    return [item for spec in specs for item in (build_source_asset(spec), *build_source_checks(spec))]
 
 
 DATASET_GROUP = "dataset"
@@ -305,8 +329,6 @@ def train_eval_split(context: dg.AssetExecutionContext, tunegate: TunegateResour
         min_validation=settings.split.min_validation,
         hasher=minhash.MinHasher(num_perm=settings.dedup.num_perm, shingle_size=settings.dedup.shingle_size),
     )
-    if result.contamination_pairs:  # cannot happen by construction; never train on a leak
-        raise dg.Failure(f"{result.contamination_pairs} eval rows still near-duplicate train rows")
     if not result.validation or not result.train:
         raise dg.Failure(
             f"{deduped_pairs['path']}: {len(records)} rows leave {len(result.train) + len(result.validation)} "
@@ -342,9 +364,68 @@ def train_eval_split(context: dg.AssetExecutionContext, tunegate: TunegateResour
         )
 
 
-def build_dataset_assets(specs: list[SourceSpec]) -> list[dg.AssetsDefinition]:
-    """The dataset assets for a list of sources (tests call this with their own specs)."""
-    return [_build_labeled_pairs(specs), deduped_pairs, train_eval_split]
+def _sides(layout) -> dict[str, list[dict]]:
+    return {side: list(read_jsonl(getattr(layout, attr))) for _, side, attr in SPLIT_SIDES}
 
 
-dataset_assets = build_dataset_assets(load_sources(default_sources_file()))
+@dg.asset_check(asset="eval_set", name="no_contamination", blocking=True,
+                description="No held-out row near-duplicates a train or validation row (MinHash Jaccard >= "
+                            "tunegate.yaml split.contamination_threshold), judged on the files as written.")
+def eval_set_no_contamination(tunegate: TunegateResource) -> dg.AssetCheckResult:
+    settings = tunegate.settings()
+    sides = _sides(tunegate.layout)
+    hasher = minhash.MinHasher(num_perm=settings.dedup.num_perm, shingle_size=settings.dedup.shingle_size)
+    pairs = split.contamination_pairs(sides["train"] + sides["validation"], sides["eval"],
+                                      settings.split.contamination_threshold, hasher)
+    return dg.AssetCheckResult(
+        passed=not pairs,
+        description=(f"{len(pairs)} held-out rows near-duplicate rows training sees: re-run the split" if pairs
+                     else None),
+        metadata={"contamination_pairs": len(pairs),
+                  "contamination_threshold": dg.MetadataValue.float(settings.split.contamination_threshold),
+                  "pairs": dg.MetadataValue.md(markdown_table(["trained id", "held-out id"], pairs[:20]))},
+    )
+
+
+@dg.asset_check(asset="eval_set", name="disjoint_sides", blocking=True,
+                description="No prompt (normalised system + user turn) is on two sides of train / validation / eval.")
+def eval_set_disjoint_sides(tunegate: TunegateResource) -> dg.AssetCheckResult:
+    clashes = split.shared_prompts(_sides(tunegate.layout))
+    return dg.AssetCheckResult(
+        passed=not clashes,
+        description=f"{len(clashes)} prompts are on two sides of the split" if clashes else None,
+        metadata={"shared_prompts": len(clashes),
+                  "examples": dg.MetadataValue.md(markdown_table(["rows"], [[c] for c in clashes[:20]]))},
+    )
+
+
+@dg.asset_check(asset="train_set", name="fingerprint", blocking=True,
+                additional_ins={"validation_set": dg.AssetIn("validation_set"), "eval_set": dg.AssetIn("eval_set")},
+                description="train, validation and eval carry one fingerprint, and the files on disk still hash to "
+                            "it: training and scoring key their caches on it.")
+def train_set_fingerprint(tunegate: TunegateResource, train_set: dict, validation_set: dict,
+                          eval_set: dict) -> dg.AssetCheckResult:  # fmt: skip
+    recorded = {"train": train_set["fingerprint"], "validation": validation_set["fingerprint"],
+                "eval": eval_set["fingerprint"]}
+    on_disk = split.data_fingerprint(*tunegate.layout.split_files)
+    stale = {side: fp[:12] for side, fp in recorded.items() if fp != on_disk}
+    return dg.AssetCheckResult(
+        passed=not stale,
+        description=(f"the split files hash to {on_disk[:12]}, but {stale} was recorded: a file changed after the "
+                     "split; rematerialise train_set / validation_set / eval_set" if stale else None),
+        metadata={"fingerprint": on_disk},
+    )
+
+
+SPLIT_CHECKS = [eval_set_no_contamination, eval_set_disjoint_sides, train_set_fingerprint]
+
+
+def build_dataset_assets(specs: list[SourceSpec]) -> list[dg.AssetsDefinition | dg.AssetChecksDefinition]:
+    """The dataset assets and the split's checks for a list of sources (tests call this with their own specs)."""
+    return [_build_labeled_pairs(specs), deduped_pairs, train_eval_split, *SPLIT_CHECKS]
+
+
+def build_assets(project: Project) -> list[dg.AssetsDefinition | dg.AssetChecksDefinition]:
+    """The data stage of the code location: the configured sources, the dataset, their checks."""
+    sources = list(project.sources)
+    return [*build_source_assets(sources), *build_dataset_assets(sources)]

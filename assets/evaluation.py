@@ -19,9 +19,9 @@ import dagster as dg
 from pipelines.common import tracking
 from pipelines.common.jsonl import read_jsonl
 from pipelines.config.base import ConfigError
-from pipelines.config.evaluation import RungSettings
-from pipelines.config.paths import REPO_ROOT, default_settings_file
-from pipelines.config.settings import load_settings
+from pipelines.config.evaluation import DEFAULT_LADDER, RungSettings
+from pipelines.config.paths import REPO_ROOT
+from pipelines.config.project import Project
 from pipelines.evaluation import recipes
 from pipelines.evaluation import suite as suites
 from pipelines.evaluation.runner import PromptfooError
@@ -221,7 +221,7 @@ def build_prompt_ladder(ladder: tuple[RungSettings, ...]) -> dg.AssetsDefinition
     return prompt_ladder
 
 
-prompt_ladder = build_prompt_ladder(load_settings(default_settings_file()).eval.ladder)
+prompt_ladder = build_prompt_ladder(DEFAULT_LADDER)  # the schema's default ladder; the code location passes its own
 
 
 def _tuned_contender(tuned_model: dict) -> tuple[ModelSpec, Contender]:
@@ -288,5 +288,7 @@ def tuned_general_scores(context: dg.AssetExecutionContext, tunegate: TunegateRe
     return _general(context, tunegate, promptfoo, "tuned", model, contender.artefact)
 
 
-__all__ = ["prompt_ladder", "tuned_scores", "baseline_general_scores", "base_as_trained_general_scores",
-           "tuned_general_scores"]  # fmt: skip
+def build_assets(project: Project) -> list[dg.AssetsDefinition]:
+    """The evaluation stage of the code location: the configured prompt ladder and the scores."""
+    return [build_prompt_ladder(project.settings.eval.ladder), tuned_scores, baseline_general_scores,
+            base_as_trained_general_scores, tuned_general_scores]  # fmt: skip

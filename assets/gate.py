@@ -12,6 +12,8 @@ from pathlib import Path
 
 import dagster as dg
 
+from pipelines.config.project import Project
+
 from assets.evaluation import (
     card_metadata,
     experiment,
@@ -225,3 +227,8 @@ def promoted_model(context: dg.AssetExecutionContext, tunegate: TunegateResource
             "reason": entry["reason"],
         },
     )
+
+
+def build_assets(project: Project) -> list[dg.AssetsDefinition]:
+    """The gate stage of the code location."""
+    return [champion_scores, gate_decision, promoted_model]

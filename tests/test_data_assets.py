@@ -2,11 +2,13 @@
 and the training config built on them never seeing the held-out split."""
 
 import json
+import re
 from pathlib import Path
 
 import dagster as dg
 import pandas as pd
 import pytest
+import yaml
 
 from assets.data import build_dataset_assets
 from assets.data import build_source_assets
@@ -129,12 +131,24 @@ def test_missing_data_file_fails_naming_the_source(workspace, tmp_path):
         materialize(specs, resource, selection=[dg.AssetKey(["raw_pairs", "beta"])])
 
 
-def test_garbage_source_fails_its_asset(workspace, tmp_path):
+def _check(result, asset: list[str], name: str):
+    (evaluation,) = [e for e in result.get_asset_check_evaluations()
+                     if e.asset_key == dg.AssetKey(asset) and e.check_name == name]
+    return evaluation
+
+
+def test_garbage_source_fails_its_blocking_reject_rate_check(workspace, tmp_path):
     specs, resource = workspace
     (tmp_path / "data" / "a.jsonl").write_text('{"messages": []}\n{bad\n' + json.dumps(
         {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": answer(0)}]}) + "\n")
-    with pytest.raises(dg.Failure, match=r"source 'alpha' \(.*a.jsonl\): 2 of 3 rows \(67%\)"):
-        materialize(specs, resource, selection=[dg.AssetKey(["raw_pairs", "alpha"])])
+    result = materialize(specs, resource, raise_on_error=False)
+    check = _check(result, ["raw_pairs", "alpha"], "reject_rate")
+    assert not result.success and not check.passed
+    assert re.search(r"source 'alpha' \(.*a.jsonl\): 2 of 3 rows \(67%\)", check.description)
+    assert check.metadata["reject_rate"].value == pytest.approx(2 / 3)
+    assert _check(result, ["raw_pairs", "beta"], "reject_rate").passed
+    built = {e.asset_key.to_user_string() for e in result.get_asset_materialization_events()}
+    assert "raw_pairs/alpha" in built and "labeled_pairs" not in built  # blocking: nothing downstream ran
     assert len(list(read_jsonl(resource.layout.source_quarantine_file("alpha")))) == 2  # kept for inspection
 
 
@@ -152,7 +166,7 @@ def test_misconfigured_sources_fail_at_load(tmp_path):
 def test_definitions_have_one_asset_per_configured_source():
     from pipelines.orchestration.definitions import defs
 
-    keys = {k.to_user_string() for k in defs.resolve_asset_graph().get_all_asset_keys()}
+    keys = {k.to_user_string() for k in defs().resolve_asset_graph().get_all_asset_keys()}
     expected = {f"raw_pairs/{s.name}" for s in load_sources(default_sources_file())}
     assert expected | {"labeled_pairs", "deduped_pairs", "train_set", "validation_set", "eval_set"} <= keys
 
@@ -210,14 +224,16 @@ def test_quarantine_record_format_is_the_documented_one(workspace):
     assert "`{source, row, reason, raw}`" not in readme
 
 
-def test_empty_source_fails_its_asset_unless_allowed(workspace, tmp_path):
+def test_empty_source_fails_its_blocking_check_unless_allowed(workspace, tmp_path):
     """A header-only export used to succeed with 0 rows: training data silently shrank."""
     specs, resource = workspace
     (tmp_path / "data" / "b.csv").write_text("text,answer\n")
     beta = [dg.AssetKey(["raw_pairs", "beta"])]
-    with pytest.raises(dg.Failure, match=r"source 'beta': no rows: .*b.csv has a header \['text', 'answer'\] "
-                                         r"but no data rows.*allow_empty: true"):
-        materialize(specs, resource, selection=beta)
+    failed = materialize(specs, resource, selection=beta, raise_on_error=False)
+    check = _check(failed, ["raw_pairs", "beta"], "not_empty")
+    assert not failed.success and not check.passed
+    assert re.search(r"source 'beta': no rows: .*b.csv has a header \['text', 'answer'\] but no data rows.*"
+                     r"allow_empty: true", check.description)
     allowed = [s.model_copy(update={"allow_empty": True}) if s.name == "beta" else s for s in specs]
     result = materialize(allowed, resource, selection=beta)
     assert result.success and result.asset_value(beta[0])["rows_in"] == 0
@@ -265,11 +281,53 @@ def test_code_location_warns_when_dagster_home_is_unset():
     from pipelines.config.paths import REPO_ROOT
 
     env = {k: v for k, v in os.environ.items() if k != "DAGSTER_HOME"}
-    unset = subprocess.run([sys.executable, "-c", "import pipelines.orchestration.definitions"], cwd=REPO_ROOT, env=env,
+    load = "from pipelines.orchestration.definitions import defs; defs()"
+    unset = subprocess.run([sys.executable, "-c", load], cwd=REPO_ROOT, env=env,
                            capture_output=True, text=True, timeout=300)  # fmt: skip
     assert unset.returncode == 0, unset.stderr
     assert "DAGSTER_HOME is not set" in unset.stderr
-    set_ = subprocess.run([sys.executable, "-c", "import pipelines.orchestration.definitions"], cwd=REPO_ROOT,
+    set_ = subprocess.run([sys.executable, "-c", load], cwd=REPO_ROOT,
                           env={**env, "DAGSTER_HOME": str(REPO_ROOT / ".dagster")}, capture_output=True,
                           text=True, timeout=300)  # fmt: skip
     assert "DAGSTER_HOME is not set" not in set_.stderr
+
+
+def test_importing_the_code_location_reads_no_configuration(tmp_path):
+    """Config is read once, when the definitions are built, from the files the resource names:
+    importing every asset module and the definitions touches no YAML (missing files are fine),
+    and building the definitions fails on the missing file, naming it."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "TUNEGATE_SETTINGS": str(tmp_path / "missing-settings.yaml"),
+           "TUNEGATE_SOURCES": str(tmp_path / "missing-sources.yaml"), "DAGSTER_HOME": str(tmp_path)}
+    code = ("import assets.data, assets.models, assets.training, assets.evaluation, assets.gate\n"
+            "import pipelines.orchestration.definitions as d\n"
+            "print('imported')\n"
+            "d.defs()\n")
+    run = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, env=env, capture_output=True, text=True,
+                         timeout=300)
+    assert "imported" in run.stdout, run.stderr
+    assert run.returncode != 0 and "missing-sources.yaml: file not found" in run.stderr
+
+
+def test_the_definitions_take_ladder_pool_and_cron_from_the_files_the_resource_names(workspace, tmp_path):
+    from pipelines.orchestration.definitions import build_definitions
+
+    _, resource = workspace
+    Path(resource.settings_file).write_text(yaml.safe_dump({
+        "eval": {"ladder": [{"name": "only_zero_shot", "recipe": "zero_shot", "k": 0}]},
+        "training": {"pool": "my_pool"},
+        "schedule": {"cron": "0 4 * * 2"},
+    }))
+    with dg.instance_for_test():
+        defs = build_definitions(resource)
+        keys = {k.to_user_string() for k in defs.resolve_asset_graph().get_all_asset_keys()}
+        assert "ladder/only_zero_shot" in keys and "ladder/retrieved_few_shot" not in keys
+        assert {f"raw_pairs/{s.name}" for s in resource.sources()} <= keys
+        assert defs.resolve_assets_def("qlora_adapter").op.pool == "my_pool"
+        assert defs.resolve_schedule_def("weekly_retune_schedule").cron_schedule == "0 4 * * 2"
+        checks = {(k.asset_key.to_user_string(), k.name) for k in defs.resolve_asset_graph().asset_check_keys}
+    assert {("raw_pairs/alpha", "reject_rate"), ("raw_pairs/alpha", "not_empty"), ("eval_set", "no_contamination"),
+            ("eval_set", "disjoint_sides"), ("train_set", "fingerprint"), ("base_model", "tokenizer_check")} <= checks

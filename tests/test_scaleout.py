@@ -65,7 +65,7 @@ def test_instance_on_postgres_runs_a_partition_and_the_sensor(tmp_path, monkeypa
     monkeypatch.setenv("TUNEGATE_SETTINGS", str(settings))
     resources = _resources(tmp_path, tiny_registry, settings)
 
-    with persistent_instance() as instance:
+    with persistent_instance(load_settings(settings).training) as instance:
         dagster_yaml = (tmp_path / "dagster_home" / "dagster.yaml").read_text()
         assert "env: DAGSTER_PG_URL" in dagster_yaml and pg_url not in dagster_yaml  # no secret in the file
         from dagster_postgres import PostgresEventLogStorage, PostgresRunStorage, PostgresScheduleStorage

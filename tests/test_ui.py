@@ -58,6 +58,17 @@ ASSETS_QUERY = """
 { assetNodes { assetKey { path } groupName kinds description
     partitionDefinition { name type } } }
 """
+CHECKS_QUERY = """
+{ assetNodes { assetKey { path }
+    assetChecksOrError { ... on AssetChecks { checks { name blocking description } } } } }
+"""
+# the blocking data-quality and tokenizer checks, by asset: what the UI's Checks tab must list
+BLOCKING_CHECKS = {
+    ("raw_pairs", "tickets_jsonl"): {"not_empty", "reject_rate"},
+    ("eval_set",): {"no_contamination", "disjoint_sides"},
+    ("train_set",): {"fingerprint"},
+    ("base_model",): {"tokenizer_check"},
+}
 PARTITIONS_QUERY = """
 query ($path: [String!]!) { assetNodeOrError(assetKey: {path: $path}) {
   ... on AssetNode { partitionKeysByDimension { name partitionKeys } } } }
@@ -155,7 +166,7 @@ def test_ui_shows_the_whole_chain(webserver, tmp_path):
     assert {s["name"] for s in repo["schedules"]} == {"weekly_retune_schedule"}
 
     nodes = {tuple(n["assetKey"]["path"]): n for n in _graphql(base, ASSETS_QUERY)["assetNodes"]}
-    expected = {tuple(k.path) for k in defs.resolve_asset_graph().get_all_asset_keys()}
+    expected = {tuple(k.path) for k in defs().resolve_asset_graph().get_all_asset_keys()}
     assert expected <= set(nodes), f"missing in the UI: {sorted(expected - set(nodes))}"
     for key in ("train_set", "eval_set", "base_model", "axolotl_config", "qlora_adapter", "baseline_scores",
                 "tuned_scores", "gate_decision", "promoted_model", "tuned_model", "base_as_trained", "champion_scores"):
@@ -170,12 +181,27 @@ def test_ui_shows_the_whole_chain(webserver, tmp_path):
     dims = _graphql(base, PARTITIONS_QUERY, {"path": ["gate_decision"]})["assetNodeOrError"]
     assert dims["partitionKeysByDimension"][0]["partitionKeys"] == ["tiny-llama"]
 
+    checks = {tuple(n["assetKey"]["path"]): {c["name"]: c for c in n["assetChecksOrError"].get("checks", [])}
+              for n in _graphql(base, CHECKS_QUERY)["assetNodes"]}
+    for key, names in BLOCKING_CHECKS.items():
+        assert names <= set(checks[key]), f"{key}: checks {sorted(checks[key])}"
+        assert all(checks[key][n]["blocking"] and checks[key][n]["description"] for n in names), key
+
     _graphql(base, "mutation { setNuxSeen }")  # the first-run popup would cover the graph
+    for key, names in BLOCKING_CHECKS.items():  # the Checks tab of each asset lists its checks
+        url = f"{base}/assets/{'/'.join(key)}?view=checks"
+        dom = subprocess.run(
+            [_chromium(), *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'chromium'}", "--window-size=1800,1100",
+             "--virtual-time-budget=20000", "--dump-dom", url],
+            check=True, timeout=180, capture_output=True, text=True,
+        ).stdout
+        assert all(n in dom for n in names), f"{url} does not list {sorted(names)}"
     ARTIFACTS.mkdir(exist_ok=True)
     location_name = entry["name"]
     shots = {
         "lineage.png": f"{base}/asset-groups",  # the global lineage, group by group
         "promotion.png": f"{base}/locations/{location_name}/asset-groups/promotion",  # the gate, asset by asset
+        "checks.png": f"{base}/assets/eval_set?view=checks",  # the split's blocking checks
     }
     for name, url in shots.items():
         shot = ARTIFACTS / name

@@ -168,3 +168,35 @@ def data_fingerprint(*files: Path) -> str:
                 digest.update(block)
         digest.update(b"\0")
     return digest.hexdigest()
+
+
+# --------------------------------------------------------------------------- checks on a written split
+def shared_prompts(sides: dict[str, list[dict[str, Any]]]) -> list[str]:
+    """Prompts (normalised system + user turn) found on more than one side of the split, each
+    as ``side/id ~ side/id``: a row on two sides would be trained on and judged."""
+    seen: dict[str, str] = {}
+    clashes = []
+    for side, rows in sides.items():
+        for row in rows:
+            key = prompt_key(row)
+            here = f"{side}/{row.get('id')}"
+            if key in seen and seen[key].split("/", 1)[0] != side:
+                clashes.append(f"{seen[key]} ~ {here}")
+            seen.setdefault(key, here)
+    return clashes
+
+
+def contamination_pairs(
+    trained: list[dict[str, Any]], held_out: list[dict[str, Any]], threshold: float, hasher: MinHasher
+) -> list[tuple[str, str]]:
+    """(trained id, held-out id) of every held-out row that near-duplicates a row training
+    sees (MinHash Jaccard >= ``threshold`` on the normalised user turn, within a system prompt)."""
+    rows = [*trained, *held_out]
+    parts = [prompt_parts(r) for r in rows]
+    pairs, _ = similar_pairs([u for _, u in parts], [s for s, _ in parts], threshold, hasher)
+    is_held = [False] * len(trained) + [True] * len(held_out)
+    out = []
+    for a, b in _cross_pairs(pairs, is_held):
+        first, second = (a, b) if not is_held[a] else (b, a)
+        out.append((str(rows[first].get("id")), str(rows[second].get("id"))))
+    return out

@@ -24,6 +24,8 @@ from pipelines.config.paths import REPO_ROOT
 from pipelines.models.gguf import assemble_gguf, gguf_special_tokens, locate_wheel_file
 from pipelines.models.tokenizer_fixes import (
     apply_tokenizer_fixes,
+    check_tokenizer,
+    passed_summary,
     require_sound_tokenizer,
     save_tokenizer,
     token_ids,
@@ -55,7 +57,8 @@ class BaseModelInfo:
     bos_token: str | None = None
     needs_bos: bool = False
     released: str | None = None
-    tokenizer_check: tuple[str, ...] = ()
+    tokenizer_check: tuple[str, ...] = ()  # what the check verified (empty when it found problems)
+    tokenizer_problems: tuple[str, ...] = ()  # what it found wrong: the `tokenizer_check` asset check fails on them
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -168,14 +171,23 @@ def weights_sha256(model_dir: Path) -> str:
     return digest.hexdigest()
 
 
-def describe(spec: BaseModelSpec, model_dir: Path) -> BaseModelInfo:
-    """Hash, size, parameter count and special tokens of a materialised model, after the
-    tokenizer check (on every materialisation, whatever the source: it fails loudly)."""
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+def tokenizer_problems(spec: BaseModelSpec, model_dir: Path) -> tuple[object, bool, list[str]]:
+    """(tokenizer, needs bos, problems) of a materialised folder, as training and evaluation
+    will load it: the tokenizer check on every materialisation, whatever the source."""
+    from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     needs_bos = bool(_read_marker(model_dir).get("needs_bos", spec.tokenizer.add_bos_token))
-    checked = require_sound_tokenizer(spec, tokenizer, needs_bos)
+    return tokenizer, needs_bos, check_tokenizer(tokenizer, list(spec.eot_tokens), needs_bos)
+
+
+def describe(spec: BaseModelSpec, model_dir: Path) -> BaseModelInfo:
+    """Hash, size, parameter count and special tokens of a materialised model, and what the
+    tokenizer check found (``tokenizer_problems``; the asset's blocking check fails on them)."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    tokenizer, needs_bos, problems = tokenizer_problems(spec, model_dir)
+    checked = [] if problems else passed_summary(tokenizer, needs_bos)
     with _meta_device():
         model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(model_dir))
     parameters = sum(p.numel() for p in model.parameters())
@@ -193,6 +205,7 @@ def describe(spec: BaseModelSpec, model_dir: Path) -> BaseModelInfo:
         needs_bos=needs_bos,
         released=spec.released.isoformat() if spec.released else None,
         tokenizer_check=tuple(checked),
+        tokenizer_problems=tuple(problems),
     )
 
 

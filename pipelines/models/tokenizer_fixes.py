@@ -203,10 +203,20 @@ def require_sound_tokenizer(spec: BaseModelSpec, tokenizer, needs_bos: bool) -> 
     """``check_tokenizer`` that raises, naming the registry entry; returns what was checked."""
     problems = check_tokenizer(tokenizer, list(spec.eot_tokens), needs_bos)
     if problems:
-        raise TokenizerCheckError(
-            f"base model {spec.name!r}: tokenizer check failed (fix the entry's `tokenizer:` in base_models.yaml):\n- "
-            + "\n- ".join(problems)
-        )
+        raise TokenizerCheckError(check_failure_message(spec, problems))
+    return passed_summary(tokenizer, needs_bos)
+
+
+def check_failure_message(spec: BaseModelSpec, problems: list[str]) -> str:
+    """What a failed tokenizer check says: the entry, each problem, and where the fix goes."""
+    return (
+        f"base model {spec.name!r}: tokenizer check failed (fix the entry's `tokenizer:` in base_models.yaml):\n- "
+        + "\n- ".join(problems)
+    )
+
+
+def passed_summary(tokenizer, needs_bos: bool) -> list[str]:
+    """What a passed tokenizer check verified, for the asset's metadata."""
     return [f"chat template round trip ok; turn ends with eos {tokenizer.eos_token!r}",
             f"pad {tokenizer.pad_token!r}; " + (f"bos {tokenizer.bos_token!r} first, once" if needs_bos else "no bos required")]  # fmt: skip
 

@@ -9,8 +9,7 @@ from datetime import datetime, timezone
 import dagster as dg
 
 from pipelines.training import retune
-from pipelines.config.paths import default_settings_file
-from pipelines.config.settings import load_settings
+from pipelines.config.settings import ScheduleSettings
 from pipelines.orchestration.partitions import base_model_partitions
 from pipelines.orchestration.resources import TunegateResource, apply_pool_limit
 
@@ -97,20 +96,7 @@ def _tick_time(context: dg.ScheduleEvaluationContext) -> datetime:
         return datetime.now(timezone.utc)
 
 
-def _cron() -> str:
-    return load_settings(default_settings_file()).schedule.cron
-
-
-@dg.schedule(
-    cron_schedule=_cron(),
-    job=tune_job,
-    default_status=dg.DefaultScheduleStatus.RUNNING,
-    description=(
-        "Periodic re-tune check (cron from tunegate.yaml `schedule.cron`): re-runs a partition only "
-        "when its config hash, data fingerprint or source files changed; otherwise skips."
-    ),
-)
-def weekly_retune_schedule(context: dg.ScheduleEvaluationContext, tunegate: TunegateResource):
+def _retune_check(context: dg.ScheduleEvaluationContext, tunegate: TunegateResource):
     settings = tunegate.settings()
     apply_pool_limit(context.instance, settings.training)
     known = set(context.instance.get_dynamic_partitions(base_model_partitions.name))
@@ -140,3 +126,20 @@ def weekly_retune_schedule(context: dg.ScheduleEvaluationContext, tunegate: Tune
             "and no source edited since the data was built"
         )
     return requests
+
+
+def build_retune_schedule(cron: str) -> dg.ScheduleDefinition:
+    """The periodic re-tune check on tunegate.yaml ``schedule.cron``."""
+    return dg.schedule(
+        name="weekly_retune_schedule",
+        cron_schedule=cron,
+        job=tune_job,
+        default_status=dg.DefaultScheduleStatus.RUNNING,
+        description=(
+            "Periodic re-tune check (cron from tunegate.yaml `schedule.cron`): re-runs a partition only "
+            "when its config hash, data fingerprint or source files changed; otherwise skips."
+        ),
+    )(_retune_check)
+
+
+weekly_retune_schedule = build_retune_schedule(ScheduleSettings().cron)  # the schema's default; the code location passes its own

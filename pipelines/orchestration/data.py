@@ -15,8 +15,8 @@ import sys
 
 import dagster as dg
 
-from pipelines.data import headers
 from pipelines.config.base import ConfigError
+from pipelines.data.headers import check_headers
 from pipelines.orchestration.resources import TunegateResource, persistent_instance
 
 
@@ -29,15 +29,16 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.parse_args(argv)
     resource = TunegateResource()
-    try:  # before importing the asset modules, which load the same file at import
-        specs = headers.load_checked_sources(resource.sources_path())
+    try:
+        specs = resource.sources()  # read once; the header check as the code location does it
+        check_headers(specs, resource.sources_path())
+        resource.settings()
     except ConfigError as exc:
-        print(f"tunegate: sources.yaml is misconfigured\n{exc}", file=sys.stderr)
+        print(f"tunegate: the configuration is wrong\n{exc}", file=sys.stderr)
         return 2
-    from assets.data import build_dataset_assets
-    from assets.data import build_source_assets
+    from assets.data import build_dataset_assets, build_source_assets
 
-    instance = persistent_instance()
+    instance = persistent_instance(resource.settings().training)
     layout = resource.layout
     print(f"tunegate data: {len(specs)} sources from {resource.sources_path()}\n"
           f"  outputs  {layout.data_dir}\n  instance {os.environ['DAGSTER_HOME']}", flush=True)

@@ -14,7 +14,7 @@ import time
 
 import dagster as dg
 
-from pipelines.orchestration.definitions import defs
+from pipelines.orchestration.definitions import build_definitions
 from pipelines.orchestration.partitions import base_model_partitions
 from pipelines.orchestration.resources import TunegateResource, persistent_instance
 
@@ -61,11 +61,12 @@ def _step_table(result) -> str:
     return "\n".join(rows)
 
 
-def run_tune_job(instance: dg.DagsterInstance, partition: str, tags: dict[str, str] | None = None):
+def run_tune_job(instance: dg.DagsterInstance, resource: TunegateResource, partition: str,
+                 tags: dict[str, str] | None = None):
     """``tune_job`` for one partition, in-process, logging at INFO to the console; prints the
     step table with each step's time. The result, successful or not."""
     started = time.monotonic()
-    result = defs.resolve_job_def("tune_job").execute_in_process(
+    result = build_definitions(resource).resolve_job_def("tune_job").execute_in_process(
         instance=instance,
         partition_key=partition,
         tags=tags,
@@ -82,8 +83,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--partition", help="base model (default: the registry's first entry)")
     args = parser.parse_args(argv)
 
-    instance = persistent_instance()
     resource = TunegateResource()
+    instance = persistent_instance(resource.settings().training)
     names = [spec.name for spec in resource.base_models()]
     partition = args.partition or names[0]
     if partition not in names:
@@ -96,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
         f"  mlflow   {resource.tracking_store().uri}",
         flush=True,
     )
-    result = run_tune_job(instance, partition)
+    result = run_tune_job(instance, resource, partition)
     if not result.success:
         print(f"The run FAILED; see the step errors above or `make ui` (run {result.run_id}).", file=sys.stderr)
         return 1

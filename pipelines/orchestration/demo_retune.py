@@ -74,7 +74,8 @@ def main(argv: list[str] | None = None) -> int:
     from pipelines.orchestration.automation import base_model_registry_sensor
     from pipelines.orchestration.resources import TunegateResource, persistent_instance
 
-    instance, resource = persistent_instance(), TunegateResource()
+    resource = TunegateResource()
+    instance = persistent_instance(resource.settings().training)
     specs = resource.base_models()
     old = specs[0].name
     new = [spec for spec in specs if spec.name != old and spec.name in _names(args.entry)]
@@ -103,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     code = 0
     for request in result.run_requests:
         print(f"sensor: run request {request.run_key} -> tune_job[{request.partition_key}]", flush=True)
-        run = demo.run_tune_job(instance, request.partition_key, request.tags)
+        run = demo.run_tune_job(instance, resource, request.partition_key, request.tags)
         if not run.success:
             print(f"The re-tune run FAILED (run {run.run_id}); see `make ui`.", file=sys.stderr)
             code = 1

@@ -10,11 +10,13 @@ import os
 from pathlib import Path
 
 import dagster as dg
+from pydantic import PrivateAttr
 
 from pipelines.common import tracking
 from pipelines.config.base import ConfigError
 from pipelines.config.base_models import BaseModelSpec, load_base_models
 from pipelines.config.paths import Layout, default_base_models_file, default_home, default_settings_file, default_sources_file
+from pipelines.config.project import Project
 from pipelines.config.settings import Settings, load_settings
 from pipelines.config.sources import SourceSpec, load_sources
 from pipelines.config.training import TrainingSettings
@@ -25,17 +27,34 @@ from pipelines.common.files import atomic_write_text
 class TunegateResource(dg.ConfigurableResource):
     """Paths and parsed configuration for every stage, and where MLflow tracking goes.
 
-    ``mlflow_tracking_uri`` empty: ``MLFLOW_TRACKING_URI``, then tunegate.yaml
-    ``mlflow.tracking_uri``, then the local SQLite store under ``home``."""
+    The configuration files are read once per resource instance (``project()``): the code
+    location reads them when it builds its definitions, and each run reads them once when
+    Dagster initialises the run's resources; every asset of the run then shares that one
+    reading. The base-model registry is read when an entry is asked for: the sensor adds
+    partitions as entries land. ``mlflow_tracking_uri`` empty: ``MLFLOW_TRACKING_URI``, then
+    tunegate.yaml ``mlflow.tracking_uri``, then the local SQLite store under ``home``."""
 
     home: str = ""
     sources_file: str = ""
     base_models_file: str = ""
     settings_file: str = ""
     mlflow_tracking_uri: str = ""
+    _settings: Settings | None = PrivateAttr(default=None)
+    _sources: tuple[SourceSpec, ...] | None = PrivateAttr(default=None)
 
     def _path(self, value: str, default: Path) -> Path:
         return Path(value).resolve() if value else default
+
+    def project(self) -> Project:
+        """What the configuration files say: ``sources()`` and ``settings()``, each read once."""
+        return Project(
+            layout=self.layout,
+            sources_file=self.sources_path(),
+            base_models_file=self.base_models_path(),
+            settings_file=self.settings_path(),
+            sources=tuple(self.sources()),
+            settings=self.settings(),
+        )
 
     @property
     def layout(self) -> Layout:
@@ -45,7 +64,10 @@ class TunegateResource(dg.ConfigurableResource):
         return self._path(self.sources_file, default_sources_file())
 
     def sources(self) -> list[SourceSpec]:
-        return load_sources(self.sources_path())
+        """``sources.yaml``, validated, read on first use."""
+        if self._sources is None:
+            self._sources = tuple(load_sources(self.sources_path()))
+        return list(self._sources)
 
     def base_models_path(self) -> Path:
         return self._path(self.base_models_file, default_base_models_file())
@@ -66,7 +88,10 @@ class TunegateResource(dg.ConfigurableResource):
         return self._path(self.settings_file, default_settings_file())
 
     def settings(self) -> Settings:
-        return load_settings(self.settings_path())
+        """``tunegate.yaml``, validated, read on first use."""
+        if self._settings is None:
+            self._settings = load_settings(self.settings_path())
+        return self._settings
 
     def tracking_store(self) -> tracking.Store:
         return tracking.resolve(self.mlflow_tracking_uri, self.settings().mlflow.tracking_uri, self.layout.home)
@@ -186,13 +211,13 @@ def apply_pool_limit(instance: dg.DagsterInstance, settings: TrainingSettings) -
     return True
 
 
-def persistent_instance() -> dg.DagsterInstance:
+def persistent_instance(training: TrainingSettings) -> dg.DagsterInstance:
     """The instance under ``$DAGSTER_HOME`` (see ``ensure_dagster_home``; without
     DAGSTER_HOME, runs would go to a throwaway instance), on PostgreSQL when
-    ``DAGSTER_PG_URL`` is set, with the training pool's limit from tunegate.yaml."""
+    ``DAGSTER_PG_URL`` is set, with the training pool's limit from tunegate.yaml ``training``."""
     ensure_dagster_home()
     instance = dg.DagsterInstance.get()
-    apply_pool_limit(instance, load_settings(default_settings_file()).training)
+    apply_pool_limit(instance, training)
     return instance
 
 
