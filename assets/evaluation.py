@@ -8,14 +8,16 @@ per-check pass rates, the worst failures, tokens and latency per call, and how t
 run in ``promptfoo view``. Cards are cached by (artefact identity, recipe, suite
 fingerprint): re-materialising an unchanged contender reuses its card.
 
-The helpers every scoring asset shares (the suites, one promptfoo scoring run per model, a
-score card rendered as Dagster metadata) live here too; ``assets.gate`` uses them for the
-champion's re-score."""
+The helpers every scoring asset shares (the suites, one promptfoo scoring run per model)
+live here too; ``assets.gate`` uses them for the champion's re-score. Each card says how it
+is shown (``ScoreCard.metadata()``); ``assets.metadata.to_dagster`` turns that into Dagster's."""
 
+from dataclasses import replace
 from pathlib import Path
 
 import dagster as dg
 
+from assets.metadata import to_dagster
 from pipelines.common import tracking
 from pipelines.common.jsonl import read_jsonl
 from pipelines.config.base import ConfigError
@@ -25,16 +27,10 @@ from pipelines.config.project import Project
 from pipelines.evaluation import recipes
 from pipelines.evaluation import suite as suites
 from pipelines.evaluation.runner import PromptfooError
-from pipelines.evaluation.scorecard import (
-    Contender,
-    assertion_table_md,
-    score,
-    worst_failures_md,
-)
+from pipelines.evaluation.scorecard import Contender, ScoreCard, score
 from pipelines.evaluation.task import load_task
-from pipelines.evaluation.task_metrics import confusions_md, per_label_md, summary_md
-from pipelines.gate.decision import IncomparableCards, meets_target, strongest_rung
-from pipelines.gate.report import ladder_md
+from pipelines.gate.decision import IncomparableCards
+from pipelines.gate.ladder import Ladder
 from pipelines.models import artefacts
 from pipelines.models.loading import ModelSpec
 from pipelines.orchestration.partitions import base_model_partitions
@@ -97,7 +93,7 @@ def base_artefact(tunegate: TunegateResource, partition_key: str, base_model: di
 
 
 def run_scoring(context, tunegate: TunegateResource, promptfoo: PromptfooResource, run_name: str,
-                suite: suites.Suite, contenders: list[Contender], model: ModelSpec, train=None) -> dict[str, dict]:  # fmt: skip
+                suite: suites.Suite, contenders: list[Contender], model: ModelSpec, train=None) -> dict[str, ScoreCard]:  # fmt: skip
     """Score contenders of one model in one promptfoo run (cached cards reused); each card is
     logged as an MLflow run (its id lands in the card as ``mlflow_run_id``)."""
     settings = tunegate.settings().eval
@@ -112,45 +108,13 @@ def run_scoring(context, tunegate: TunegateResource, promptfoo: PromptfooResourc
                          metadata={"run_dir": dg.MetadataValue.path(str(run_dir))}) from exc  # fmt: skip
     run_ids = tracking.log_scores(tunegate.tracking_store(), experiment(tunegate), run_name, context.partition_key,
                                   cards, tracking.tags(suite=suite.name))  # fmt: skip
-    return {name: {**card, "mlflow_run_id": run_ids[name]} for name, card in cards.items()}
+    return {name: replace(card, mlflow_run_id=run_ids[name]) for name, card in cards.items()}
 
 
-def card_metadata(card: dict) -> dict:
-    """The score card as the UI shows it."""
-    metadata = {
-        "pass_rate": dg.MetadataValue.float(round(card["pass_rate"], 4)),
-        "ci_95": f"[{card['ci_low']:.3f}, {card['ci_high']:.3f}]",
-        "passed": dg.MetadataValue.int(card["passed"]),
-        "n": dg.MetadataValue.int(card["n"]),
-        "checks": dg.MetadataValue.md(assertion_table_md(card)),
-        "worst_failures": dg.MetadataValue.md(worst_failures_md(card)),
-        "mean_prompt_tokens": dg.MetadataValue.float(round(card["mean_prompt_tokens"], 1)),
-        "mean_output_tokens": dg.MetadataValue.float(round(card["mean_output_tokens"], 2)),
-        "mean_latency_ms": dg.MetadataValue.float(round(card["mean_latency_ms"], 1)),
-        "prompt": card.get("recipe_text", ""),
-        "artefact_id": card["artefact"]["id"],
-        "suite_fingerprint": card["suite_fingerprint"],
-        "cache_hit": card["cache_hit"],
-        "promptfoo_seconds": dg.MetadataValue.float(round(card.get("run_seconds", 0.0), 1)),
-        "results_path": dg.MetadataValue.path(card["results_path"]),
-        "mlflow_run_id": card.get("mlflow_run_id", ""),
-        "open_in_promptfoo": dg.MetadataValue.md(f"```\n{card['view_command']}\n```"),
-    }
-    metrics = card.get("task_metrics")
-    if metrics:
-        metadata["task_metrics"] = dg.MetadataValue.md(summary_md(metrics))
-        if metrics["type"] == "label":
-            metadata["per_label_accuracy"] = dg.MetadataValue.md(per_label_md(metrics))
-            metadata["confusions"] = dg.MetadataValue.md(confusions_md(metrics))
-    if card.get("target_pass_rate") is not None:
-        metadata["target_pass_rate"] = dg.MetadataValue.float(card["target_pass_rate"])
-    return metadata
-
-
-def log_card(context, name: str, card: dict) -> None:
-    context.log.info(f"{name}: {card['passed']}/{card['n']} passed ({card['pass_rate']:.1%}, "
-                     f"95% CI {card['ci_low']:.1%}-{card['ci_high']:.1%}), "
-                     f"{card['mean_prompt_tokens']:.0f} prompt tokens/call")  # fmt: skip
+def log_card(context, name: str, card: ScoreCard) -> None:
+    context.log.info(f"{name}: {card.passed}/{card.n} passed ({card.pass_rate:.1%}, "
+                     f"95% CI {card.ci_low:.1%}-{card.ci_high:.1%}), "
+                     f"{card.mean_prompt_tokens:.0f} prompt tokens/call")  # fmt: skip
 
 
 GROUP = "evaluation"
@@ -199,24 +163,14 @@ def build_prompt_ladder(ladder: tuple[RungSettings, ...]) -> dg.AssetsDefinition
         for rung in ladder:
             card = cards[rung.name]
             log_card(context, rung.name, card)
-            yield dg.Output(card, output_name=f"rung_{rung.name}", metadata=card_metadata(card))
+            yield dg.Output(card, output_name=f"rung_{rung.name}", metadata=to_dagster(card.metadata()))
         try:
-            best = strongest_rung(cards)
+            baseline_scores = Ladder.of(cards)
         except IncomparableCards as exc:
             raise dg.Failure(description=str(exc)) from exc
-        skip = meets_target(cards)
-        context.log.info(f"baseline to beat: {best} ({cards[best]['pass_rate']:.1%})" + (f"; {skip}" if skip else ""))
-        yield dg.Output(
-            {"baseline_rung": best, "rungs": cards, "skip_training": skip},
-            output_name="baseline_scores",
-            metadata={
-                "baseline_rung": best,
-                "pass_rate": dg.MetadataValue.float(round(cards[best]["pass_rate"], 4)),
-                "ladder": dg.MetadataValue.md(ladder_md(cards, best)),
-                "skip_training": skip or "no: no rung meets the target",
-                "suite_fingerprint": cards[best]["suite_fingerprint"],
-            },
-        )
+        best, skip = baseline_scores.baseline_rung, baseline_scores.skip_training
+        context.log.info(f"baseline to beat: {best} ({cards[best].pass_rate:.1%})" + (f"; {skip}" if skip else ""))
+        yield dg.Output(baseline_scores, output_name="baseline_scores", metadata=to_dagster(baseline_scores.metadata()))
 
     return prompt_ladder
 
@@ -245,14 +199,14 @@ def tuned_scores(context: dg.AssetExecutionContext, tunegate: TunegateResource, 
     model, contender = _tuned_contender(tuned_model)
     card = run_scoring(context, tunegate, promptfoo, "tuned", task_suite(tunegate, eval_set), [contender], model)["tuned"]
     log_card(context, "tuned", card)
-    return dg.MaterializeResult(value=card, metadata=card_metadata(card))
+    return dg.MaterializeResult(value=card, metadata=to_dagster(card.metadata()))
 
 
 def _general(context, tunegate, promptfoo, name: str, model: ModelSpec, artefact: dict) -> dg.MaterializeResult:
     card = run_scoring(context, tunegate, promptfoo, f"{name}-general", general_suite(tunegate),
                        [Contender(name, artefact)], model)[name]  # fmt: skip
     log_card(context, f"{name} general skills", card)
-    return dg.MaterializeResult(value=card, metadata=card_metadata(card))
+    return dg.MaterializeResult(value=card, metadata=to_dagster(card.metadata()))
 
 
 @dg.asset(

@@ -8,6 +8,7 @@ Thin shells over ``pipelines.gate`` (decision, cost, report, registry) and
 for byte the artefact that was scored, and moves the MLflow alias ``champion`` to it."""
 
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import dagster as dg
@@ -15,18 +16,20 @@ import dagster as dg
 from pipelines.config.project import Project
 
 from assets.evaluation import (
-    card_metadata,
     experiment,
     run_scoring,
     task_spec,
     task_suite,
 )
+from assets.metadata import to_dagster
 from pipelines.common import tracking
+from pipelines.common.metadata import PathValue
 from pipelines.evaluation import recipes
-from pipelines.evaluation.scorecard import Contender
+from pipelines.evaluation.scorecard import Contender, ScoreCard
 from pipelines.gate import bases, cost, registry
 from pipelines.gate.decision import ChampionInput, IncomparableCards, decide
-from pipelines.gate.report import decision_record
+from pipelines.gate.ladder import Ladder
+from pipelines.gate.report import DecisionRecord, decision_record
 from pipelines.models import artefacts
 from pipelines.models.loading import ModelSpec
 from pipelines.orchestration.automation import latest_materialization
@@ -36,7 +39,7 @@ from pipelines.orchestration.resources import PromptfooResource, TunegateResourc
 GROUP = "promotion"
 
 
-def _champion(context, tunegate, promptfoo, eval_set: dict, tuned_model: dict) -> tuple[ChampionInput, dict]:
+def _champion(context, tunegate, promptfoo, eval_set: dict, tuned_model: dict) -> ChampionInput:
     task = task_spec(tunegate).name
     store = tunegate.tracking_store()
     try:
@@ -44,17 +47,17 @@ def _champion(context, tunegate, promptfoo, eval_set: dict, tuned_model: dict) -
     except registry.RegistryError as exc:  # not knowing the champion is no reason to skip its check
         raise dg.Failure(description=str(exc)) from exc
     if entry is None:
-        return ChampionInput("none"), {}
-    if entry["artefact"]["id"] == tuned_model["artefact"]["id"]:
-        return ChampionInput("same", entry), {}
+        return ChampionInput("none")
+    if entry.artefact["id"] == tuned_model["artefact"]["id"]:
+        return ChampionInput("same", entry)
     try:
         model_dir = registry.champion_model_dir(store, entry, tunegate.layout.champion_cache_dir)
     except (FileNotFoundError, ValueError) as exc:
-        return ChampionInput("missing", entry, why=f"{entry['partition']} at {entry['model_dir']}: {exc}"), {}
-    model = ModelSpec(base_dir=str(model_dir), chat_template=entry["artefact"]["chat_template"])
-    contender = Contender("champion", entry["artefact"], recipes.Recipe("as_trained"))
+        return ChampionInput("missing", entry, why=f"{entry.partition} at {entry.model_dir}: {exc}")
+    model = ModelSpec(base_dir=str(model_dir), chat_template=entry.artefact["chat_template"])
+    contender = Contender("champion", entry.artefact, recipes.Recipe("as_trained"))
     card = run_scoring(context, tunegate, promptfoo, "champion", task_suite(tunegate, eval_set), [contender], model)["champion"]
-    return ChampionInput("scored", entry, card), card_metadata(card)
+    return ChampionInput("scored", entry, card)
 
 
 @dg.asset(
@@ -65,15 +68,9 @@ def _champion(context, tunegate, promptfoo, eval_set: dict, tuned_model: dict) -
 )  # fmt: skip
 def champion_scores(context: dg.AssetExecutionContext, tunegate: TunegateResource, promptfoo: PromptfooResource,
                     eval_set: dict, tuned_model: dict) -> dg.MaterializeResult:  # fmt: skip
-    champion, metadata = _champion(context, tunegate, promptfoo, eval_set, tuned_model)
+    champion = _champion(context, tunegate, promptfoo, eval_set, tuned_model)
     context.log.info(f"champion: {champion.status} {champion.why}")
-    value = {"status": champion.status, "entry": champion.entry, "card": champion.card, "why": champion.why}
-    return dg.MaterializeResult(
-        value=value,
-        metadata={"status": champion.status, "champion": (champion.entry or {}).get("partition", "none"),
-                  "champion_version": str((champion.entry or {}).get("version", "none")),
-                  "why": champion.why, **metadata},
-    )  # fmt: skip
+    return dg.MaterializeResult(value=champion, metadata=to_dagster(champion.metadata()))
 
 
 def _released(tunegate: TunegateResource, name: str | None) -> str | None:
@@ -100,7 +97,7 @@ def _base_model_context(context, tunegate: TunegateResource, base_model: dict,
     started = getattr(stats, "start_time", None)
     return bases.BaseModelContext(
         candidate=context.partition_key, candidate_released=base_model.get("released"), others=others,
-        champion_released=_released(tunegate, (champion.entry or {}).get("partition")),
+        champion_released=_released(tunegate, champion.entry.partition if champion.entry else None),
         run_seconds=(time.time() - started) if started else None,
     )  # fmt: skip
 
@@ -116,61 +113,37 @@ def _base_model_context(context, tunegate: TunegateResource, base_model: dict,
 def gate_decision(
     context: dg.AssetExecutionContext,
     tunegate: TunegateResource,
-    baseline_scores: dict,
-    tuned_scores: dict,
-    baseline_general_scores: dict,
-    base_as_trained_general_scores: dict,
-    tuned_general_scores: dict,
-    champion_scores: dict,
+    baseline_scores: Ladder,
+    tuned_scores: ScoreCard,
+    baseline_general_scores: ScoreCard,
+    base_as_trained_general_scores: ScoreCard,
+    tuned_general_scores: ScoreCard,
+    champion_scores: ChampionInput,
     base_as_trained: dict,
     qlora_adapter: dict,
     base_model: dict,
 ) -> dg.MaterializeResult:
     settings = tunegate.settings()
-    rungs = baseline_scores["rungs"]
+    rungs = baseline_scores.rungs
     general = {
         "reference": baseline_general_scores,
         "base_as_trained": base_as_trained_general_scores if base_as_trained["quantised"] else None,
         "candidate": tuned_general_scores,
     }
-    champion = ChampionInput(champion_scores["status"], champion_scores["entry"], champion_scores["card"],
-                             champion_scores["why"])  # fmt: skip
     try:
-        decision = decide(rungs, tuned_scores, general, champion, settings.gate)
+        decision = decide(rungs, tuned_scores, general, champion_scores, settings.gate)
     except IncomparableCards as exc:
         raise dg.Failure(description=f"the gate cannot compare these score cards: {exc}") from exc
     costs = cost.cost_report(rungs, decision.baseline_rung, tuned_scores, qlora_adapter, settings.cost)
-    ctx = _base_model_context(context, tunegate, base_model, champion)
+    ctx = _base_model_context(context, tunegate, base_model, champion_scores)
     bases_md = bases.base_models_md(decision, tuned_scores, rungs[decision.baseline_rung], ctx, costs)
-    record = decision_record(decision, rungs, tuned_scores, general, costs, bases_md=bases_md)
-    record["base_models"] = ctx.to_dict()
-    record["mlflow_run_id"] = tracking.log_decision(
+    record = decision_record(decision, rungs, tuned_scores, general, costs, bases_md=bases_md, base_models=ctx)
+    record = replace(record, mlflow_run_id=tracking.log_decision(
         tunegate.tracking_store(), experiment(tunegate), context.partition_key, record,
         tracking.tags(data_fingerprint=qlora_adapter.get("data_fingerprint"), run_key=qlora_adapter.get("run_key"),
-                      training_run=qlora_adapter.get("mlflow_run_id")))  # fmt: skip
-    context.log.info(f"Gate decision for {context.partition_key}:\n{record['report_md']}")
-    return dg.MaterializeResult(
-        value=record,
-        metadata={
-            "promote": decision.promote,
-            "reason": decision.reason,
-            "baseline_rung": decision.baseline_rung,
-            "margin": dg.MetadataValue.float(round(decision.margin, 4)),
-            "p_value": dg.MetadataValue.float(float(f"{decision.p_value:.4g}")),
-            "general_drop": dg.MetadataValue.float(round(decision.forgetting.total.difference, 4)),
-            "general_drop_upper_95": dg.MetadataValue.float(round(decision.forgetting.drop_upper, 4)),
-            "break_even_calls_per_month": dg.MetadataValue.float(float(costs.break_even_calls_per_month or 0.0)),
-            "champion": champion.status,
-            "serving_after": bases.serving_after(decision, context.partition_key),
-            "base_model": context.partition_key,
-            "tuned_pass_rate": dg.MetadataValue.float(round(tuned_scores["pass_rate"], 4)),
-            "baseline_pass_rate": dg.MetadataValue.float(round(rungs[decision.baseline_rung]["pass_rate"], 4)),
-            "suite_fingerprint": tuned_scores["suite_fingerprint"],
-            "candidate_artefact_id": tuned_scores["artefact"]["id"],
-            "mlflow_run_id": record["mlflow_run_id"],
-            "report": dg.MetadataValue.md(record["report_md"]),
-        },
-    )
+                      training_run=qlora_adapter.get("mlflow_run_id"))))  # fmt: skip
+    context.log.info(f"Gate decision for {context.partition_key}:\n{record.report_md}")
+    return dg.MaterializeResult(value=record, metadata=to_dagster(record.metadata()))
 
 
 @dg.asset(
@@ -180,12 +153,12 @@ def gate_decision(
                  "and the alias `champion` moved to it (both or neither). Materialises only on a win, and only if "
                  "the folder still hashes to what the gate scored."),
 )  # fmt: skip
-def promoted_model(context: dg.AssetExecutionContext, tunegate: TunegateResource, gate_decision: dict,
+def promoted_model(context: dg.AssetExecutionContext, tunegate: TunegateResource, gate_decision: DecisionRecord,
                    tuned_model: dict, qlora_adapter: dict, base_model: dict):  # fmt: skip
-    if not gate_decision["promote"]:
-        context.log.info(f"Nothing promoted for {context.partition_key}: {gate_decision['reason']}")
+    if not gate_decision.decision.promote:
+        context.log.info(f"Nothing promoted for {context.partition_key}: {gate_decision.decision.reason}")
         return
-    scored = gate_decision["candidate"]
+    scored = gate_decision.candidate
     if scored["id"] != tuned_model["artefact"]["id"]:
         raise dg.Failure(description=(f"refusing to promote: the gate scored artefact {scored['id'][:16]}, but "
                                       f"tuned_model is now {tuned_model['artefact']['id'][:16]}; re-run the gate"))  # fmt: skip
@@ -204,29 +177,10 @@ def promoted_model(context: dg.AssetExecutionContext, tunegate: TunegateResource
     try:
         registry.export(store, path)
     except OSError as exc:  # the export is derived: the promotion stands without it
-        context.log.warning(f"{task} version {entry['version']} is champion, but {path} was not rewritten: {exc}")
-    context.log.info(f"Promoted {entry['model_dir']} as the {task} champion: version {entry['version']}")
-    yield dg.Output(
-        entry,
-        metadata={
-            "registered_model": task,
-            "version": dg.MetadataValue.int(entry["version"]),
-            "alias": registry.CHAMPION,
-            "source": entry["source"],
-            "mlflow_tracking_uri": store.uri,
-            "rollback": dg.MetadataValue.md(f"```\n{registry.ROLLBACK_COMMAND}\n```"),
-            "registry_export": dg.MetadataValue.path(str(path)),
-            "model_dir": dg.MetadataValue.path(entry["model_dir"]),
-            "artefact_id": scored["id"],
-            "task": task,
-            "base_model": entry["base_model"]["name"],
-            "data_fingerprint": entry["data_fingerprint"] or "",
-            "tuned_pass_rate": dg.MetadataValue.float(entry["scores"]["tuned"]["pass_rate"]),
-            "baseline_pass_rate": dg.MetadataValue.float(entry["scores"]["baseline"]["pass_rate"]),
-            "p_value": dg.MetadataValue.float(entry["p_value"]),
-            "reason": entry["reason"],
-        },
-    )
+        context.log.warning(f"{task} version {entry.version} is champion, but {path} was not rewritten: {exc}")
+    context.log.info(f"Promoted {entry.model_dir} as the {task} champion: version {entry.version}")
+    metadata = {**entry.metadata(), "mlflow_tracking_uri": store.uri, "registry_export": PathValue(str(path))}
+    yield dg.Output(entry, metadata=to_dagster(metadata))
 
 
 def build_assets(project: Project) -> list[dg.AssetsDefinition]:

@@ -15,6 +15,7 @@ from pipelines.common.files import tail
 from pipelines.config.paths import REPO_ROOT
 from pipelines.config.project import Project
 from pipelines.config.training import TrainingSettings
+from pipelines.gate.ladder import Ladder
 from pipelines.orchestration.partitions import base_model_partitions
 from pipelines.orchestration.resources import AxolotlResource, TunegateResource
 from pipelines.training import (
@@ -228,16 +229,16 @@ def _qlora_adapter(
     pipes_subprocess_client: dg.PipesSubprocessClient,
     axolotl_config: dict,
     base_model: dict,
-    baseline_scores: dict,
+    baseline_scores: Ladder,
 ):
-    reason = baseline_scores["skip_training"]  # a prompt-only rung already meets the target
+    reason = baseline_scores.skip_training  # a prompt-only rung already meets the target
     if reason:
         context.log.info(f"Not training {context.partition_key}: {reason}")
         context.log_event(
             dg.AssetObservation(
                 asset_key=context.asset_key,
                 partition=context.partition_key,
-                metadata={"skipped": reason, "baseline_rung": baseline_scores["baseline_rung"]},
+                metadata={"skipped": reason, "baseline_rung": baseline_scores.baseline_rung},
             )
         )
         return  # a generator that yields nothing: no materialization, downstream skipped

@@ -36,7 +36,7 @@ from pipelines.config.settings import load_settings  # noqa: E402
 from pipelines.config.paths import default_base_models_file, default_settings_file  # noqa: E402
 from pipelines.evaluation import recipes  # noqa: E402
 from pipelines.evaluation.runner import PromptfooRunner, write_run  # noqa: E402
-from pipelines.evaluation.scorecard import parse_results  # noqa: E402
+from pipelines.evaluation.scorecard import ScoreCard, parse_results  # noqa: E402
 from pipelines.evaluation.suite import Suite, task_suite  # noqa: E402
 from pipelines.evaluation.task import TaskSpec, gold_answer, load_task, turn  # noqa: E402
 
@@ -98,7 +98,7 @@ def _direct(model: loading.ModelSpec, conversations: list[list[dict]], max_new_t
 
 def _through_promptfoo(run_dir: Path, suite: Suite, contender: str, conversations: list[list[dict]],
                        model: loading.ModelSpec, runner: PromptfooRunner, batch_size: int,
-                       max_concurrency: int) -> tuple[float, dict]:  # fmt: skip
+                       max_concurrency: int) -> tuple[float, ScoreCard]:  # fmt: skip
     """Write the run, run promptfoo, parse the card: the whole scoring of one contender."""
     started = time.perf_counter()
     config_path = write_run(
@@ -149,7 +149,7 @@ def main() -> None:
             print(
                 f"{contender:9s} n={len(suite.cases)} direct {direct:7.1f}s  "
                 f"promptfoo {through:7.1f}s  ratio {through / direct:.2f}x  "
-                f"(pass rate {card['pass_rate']:.1%})"
+                f"(pass rate {card.pass_rate:.1%})"
             )
     ratio = totals["promptfoo"] / totals["direct"]
     print(

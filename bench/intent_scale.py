@@ -138,9 +138,9 @@ def main() -> None:
             print(f"\nladder on {len(suite.cases)} of {big['eval_rows']} held-out cases (batch {settings.eval.batch_size}): "
                   f"{wall:.1f} s, peak RSS of a child {children_peak_mib():.0f} MiB")  # fmt: skip
             for name, card in cards.items():
-                m = card["task_metrics"]
-                print(f"  {name}: {card['passed']}/{card['n']} passed, {card['mean_latency_ms']:.0f} ms/call, "
-                      f"{card['mean_prompt_tokens']:.0f} prompt tokens, {card['mean_output_tokens']:.1f} output tokens, "
+                m = card.task_metrics
+                print(f"  {name}: {card.passed}/{card.n} passed, {card.mean_latency_ms:.0f} ms/call, "
+                      f"{card.mean_prompt_tokens:.0f} prompt tokens, {card.mean_output_tokens:.1f} output tokens, "
                       f"valid labels {m['valid_label_rate']:.0%}")  # fmt: skip
     print(f"this process: peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
 

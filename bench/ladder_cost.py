@@ -63,7 +63,7 @@ def main() -> None:
                           train=train, batch_size=settings.eval.batch_size,
                           max_concurrency=settings.eval.max_concurrency, log=lambda _: None)  # fmt: skip
             seconds[name] = time.perf_counter() - started
-            rates = ", ".join(f"{c}: {card['passed']}/{card['n']}, {card['mean_latency_ms']:.0f} ms/call"
+            rates = ", ".join(f"{c}: {card.passed}/{card.n}, {card.mean_latency_ms:.0f} ms/call"
                               for c, card in cards.items())  # fmt: skip
             print(f"{name}: {seconds[name]:.1f} s  ({rates})", flush=True)
     old, new = seconds.values()

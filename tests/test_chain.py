@@ -92,8 +92,8 @@ CHAIN_ASSETS = ("train_set", "validation_set", "eval_set", "base_model", "axolot
                 "base_as_trained_general_scores", "tuned_general_scores", "champion_scores", "gate_decision")
 
 
-def _checks(decision: dict) -> dict[str, dict]:
-    return {c["name"]: c for c in decision["checks"]}
+def _checks(record) -> dict:
+    return {c.name: c for c in record.decision.checks}
 
 
 @pytest.mark.slow
@@ -118,20 +118,20 @@ def test_a_real_yes_then_a_worse_challenger_loses_to_the_champion(tmp_path, lear
         assert result.success
         materialized = {e.asset_key.to_user_string() for e in result.get_asset_materialization_events()}
         assert set(CHAIN_ASSETS) | {"promoted_model"} <= materialized
-        decision = result.asset_value("gate_decision")
-        assert decision["promote"] is True, decision["reason"]
-        assert all(c["passed"] for c in decision["checks"]), decision["checks"]
+        record = result.asset_value("gate_decision")
+        assert record.decision.promote is True, record.decision.reason
+        assert all(c.passed for c in record.decision.checks), record.decision.checks
         n = result.asset_value("eval_set")["rows"]
-        assert decision["versus_baseline"]["n"] == n >= 10
+        assert record.decision.versus_baseline.n == n >= 10
         tuned = result.asset_value("tuned_scores")
-        assert tuned["pass_rate"] >= 0.9, tuned["pass_rate"]
+        assert tuned.pass_rate >= 0.9, tuned.pass_rate
         baseline = result.asset_value("baseline_scores")
-        assert baseline["rungs"][baseline["baseline_rung"]]["pass_rate"] <= 0.1  # no prompt does it
-        assert decision["champion"]["status"] == "none"
-        assert "Promotion decision: **PROMOTE**" in decision["report_md"] and "### Cost" in decision["report_md"]
+        assert baseline.rungs[baseline.baseline_rung].pass_rate <= 0.1  # no prompt does it
+        assert record.decision.champion.status == "none"
+        assert "Promotion decision: **PROMOTE**" in record.report_md and "### Cost" in record.report_md
         assert first.tracking_store().uri == local_store.uri
         champion = registry.champion(local_store, task_spec(first).name)
-        assert champion["artefact"]["id"] == tuned["artefact"]["id"] == decision["candidate"]["id"]
+        assert champion.artefact["id"] == tuned.artefact["id"] == record.candidate["id"]
 
         # Run 2: same instance and registry home, refreshed data, a challenger that learned nothing.
         second = _tiny_chain_setup(tmp_path / "run2", home, learner_registry, tickets=65,
@@ -140,17 +140,17 @@ def test_a_real_yes_then_a_worse_challenger_loses_to_the_champion(tmp_path, lear
         assert result.success
         materialized = {e.asset_key.to_user_string() for e in result.get_asset_materialization_events()}
         assert set(CHAIN_ASSETS) <= materialized and "promoted_model" not in materialized  # ran, yielded a "no"
-        decision = result.asset_value("gate_decision")
-        assert decision["promote"] is False
-        assert decision["champion"]["status"] == "scored"
+        record = result.asset_value("gate_decision")
+        assert record.decision.promote is False
+        assert record.decision.champion.status == "scored"
         n2 = result.asset_value("eval_set")["rows"]
         assert n2 > n  # the refreshed data set's held-out cases, not run 1's
-        champion_card = result.asset_value("champion_scores")["card"]
-        assert champion_card["suite_fingerprint"] == result.asset_value("tuned_scores")["suite_fingerprint"]
-        assert champion_card["pass_rate"] >= 0.9
-        versus = decision["versus_champion"]
-        assert versus["n"] == n2 and versus["only_second"] > versus["only_first"]
-        checks = _checks(decision)
-        assert not checks["champion_margin"]["passed"] and not checks["champion_significance"]["passed"]
-        assert "DO NOT PROMOTE" in decision["report_md"]
-        assert registry.champion(local_store, task_spec(first).name)["artefact"]["id"] == champion["artefact"]["id"]
+        champion_card = result.asset_value("champion_scores").card
+        assert champion_card.suite_fingerprint == result.asset_value("tuned_scores").suite_fingerprint
+        assert champion_card.pass_rate >= 0.9
+        versus = record.decision.versus_champion
+        assert versus.n == n2 and versus.only_second > versus.only_first
+        checks = _checks(record)
+        assert not checks["champion_margin"].passed and not checks["champion_significance"].passed
+        assert "DO NOT PROMOTE" in record.report_md
+        assert registry.champion(local_store, task_spec(first).name).artefact["id"] == champion.artefact["id"]

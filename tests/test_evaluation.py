@@ -14,10 +14,11 @@ from __future__ import annotations
 import json
 import math
 import os
+import pickle
 import shutil
 import stat
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pytest
@@ -29,7 +30,7 @@ from pipelines.config.base import ConfigError
 from pipelines.evaluation import fewshot, recipes, runner, scorecard
 from pipelines.evaluation import suite as suites
 from pipelines.evaluation.runner import PromptfooError, PromptfooRunner
-from pipelines.evaluation.scorecard import Contender
+from pipelines.evaluation.scorecard import CaseResult, Contender, ScoreCard
 from pipelines.evaluation.task import TaskSpec, load_task, turn
 from pipelines.models.loading import ModelSpec
 from pipelines.common.jsonl import read_jsonl
@@ -342,26 +343,26 @@ def test_parse_captured_results_into_a_scorecard():
     cards = scorecard.parse_results(CAPTURED, suite, ["baseline"])
     assert list(cards) == ["baseline"]
     card = cards["baseline"]
-    assert SCORECARD_KEYS <= set(card) and card["results_path"] == str(CAPTURED)
-    assert card["contender"] == "baseline" and card["suite"] == "task"
-    assert card["suite_fingerprint"] == suite.fingerprint
-    assert [c["id"] for c in card["cases"]] == [c["id"] for c in suite.cases]  # eval-file order
-    assert all(CASE_KEYS <= set(c) for c in card["cases"])
+    assert SCORECARD_KEYS <= set(card.to_dict()) and card.results_path == str(CAPTURED)
+    assert card.contender == "baseline" and card.suite == "task"
+    assert card.suite_fingerprint == suite.fingerprint
+    assert [c.id for c in card.cases] == [c["id"] for c in suite.cases]  # eval-file order
+    assert all(CASE_KEYS <= set(c.to_dict()) for c in card.cases)
     raw = json.loads(CAPTURED.read_text())["results"]["results"]
-    assert card["passed"] == sum(r["success"] for r in raw) == 1
-    assert card["n"] == 6 and math.isclose(card["pass_rate"], 1 / 6)
-    assert (card["ci_low"], card["ci_high"]) == stats.wilson_interval(1, 6)
-    assert card["assertion_pass_rates"]["schema"] == 1.0
-    assert math.isclose(card["assertion_pass_rates"]["category"], 1 / 6)
-    assert card["target_pass_rate"] == 0.9
-    by_id = {c["id"]: c for c in card["cases"]}
-    assert by_id["eval-004"]["passed"] and by_id["eval-004"]["gold"] == {"category": "refund", "priority": "high"}
-    assert by_id["eval-001"]["failed_assertions"] == ["category", "priority"]
-    assert by_id["eval-001"]["output"] == '{"category": "refund", "priority": "high"}'
-    assert all(c["latency_ms"] > 0 and c["output_tokens"] > 0 for c in card["cases"])
-    assert [c["prompt_tokens"] for c in card["cases"]] == [317, 325, 332, 319, 316, 308]
-    assert math.isclose(card["mean_prompt_tokens"], (317 + 325 + 332 + 319 + 316 + 308) / 6)
-    assert card["mean_output_tokens"] == 14
+    assert card.passed == sum(r["success"] for r in raw) == 1
+    assert card.n == 6 and math.isclose(card.pass_rate, 1 / 6)
+    assert (card.ci_low, card.ci_high) == stats.wilson_interval(1, 6)
+    assert card.assertion_pass_rates["schema"] == 1.0
+    assert math.isclose(card.assertion_pass_rates["category"], 1 / 6)
+    assert card.target_pass_rate == 0.9
+    by_id = {c.id: c for c in card.cases}
+    assert by_id["eval-004"].passed and by_id["eval-004"].gold == {"category": "refund", "priority": "high"}
+    assert by_id["eval-001"].failed_assertions == ["category", "priority"]
+    assert by_id["eval-001"].output == '{"category": "refund", "priority": "high"}'
+    assert all(c.latency_ms > 0 and c.output_tokens > 0 for c in card.cases)
+    assert [c.prompt_tokens for c in card.cases] == [317, 325, 332, 319, 316, 308]
+    assert math.isclose(card.mean_prompt_tokens, (317 + 325 + 332 + 319 + 316 + 308) / 6)
+    assert card.mean_output_tokens == 14
     table = scorecard.worst_failures_md(card)
     assert table.splitlines()[2].startswith("| eval-001 ") and "eval-004" not in table
     assert "| schema | 100.0% |" in scorecard.assertion_table_md(card)
@@ -439,21 +440,21 @@ def test_score_caches_cards_by_artefact_recipe_and_suite(tmp_path):
 
     first = scorecard.score(tmp_path / "run", suite, [contender], model, PlantingRunner(), cache, train=train,
                             log=logged.append)["baseline"]  # fmt: skip
-    assert first["cache_hit"] is False and first["passed"] == 1 and first["n"] == 6
-    assert first["artefact"] == artefact and first["recipe"] == {"kind": "static_few_shot", "k": 3,
-                                                                  "system_prompt": _task().system_prompt}  # fmt: skip
-    assert first["recipe_text"].startswith("strong system prompt + the same 3 train examples")
-    assert all(c["examples"] == ["train-003", "train-001", "train-005"] for c in first["cases"])
-    assert first["run_seconds"] == 1.5 and first["run_contenders"] == 1
-    assert first["config_path"] == str(tmp_path / "run" / "promptfooconfig.yaml")
-    assert first["model"]["base_dir"] == str(tmp_path / "model")
+    assert first.cache_hit is False and first.passed == 1 and first.n == 6
+    assert first.artefact == artefact and first.recipe == {"kind": "static_few_shot", "k": 3,
+                                                            "system_prompt": _task().system_prompt}  # fmt: skip
+    assert first.recipe_text.startswith("strong system prompt + the same 3 train examples")
+    assert all(c.examples == ["train-003", "train-001", "train-005"] for c in first.cases)
+    assert first.run_seconds == 1.5 and first.run_contenders == 1
+    assert first.config_path == str(tmp_path / "run" / "promptfooconfig.yaml")
+    assert first.model["base_dir"] == str(tmp_path / "model")
     cached_file = cache / f"{contender.key(suite)}.json"
     assert cached_file.is_file()
 
     second = scorecard.score(tmp_path / "run2", suite, [contender], model, RefusingRunner(), cache, train=train,
                              log=logged.append)["baseline"]  # fmt: skip
-    assert second["cache_hit"] is True
-    assert {k: v for k, v in second.items() if k != "cache_hit"} == {k: v for k, v in first.items() if k != "cache_hit"}
+    assert second.cache_hit is True
+    assert replace(second, cache_hit=False) == first
     assert not (tmp_path / "run2").exists() and any("reusing" in line for line in logged)
 
     # a changed artefact, recipe or suite is a new contender: it is scored, never reused
@@ -470,7 +471,71 @@ def test_score_caches_cards_by_artefact_recipe_and_suite(tmp_path):
     # the batch size is not part of the key (see scorecard.py)
     again = scorecard.score(tmp_path / "run4", suite, [contender], model, RefusingRunner(), cache, train=train,
                             batch_size=3, log=logged.append)  # fmt: skip
-    assert again["baseline"]["cache_hit"] is True
+    assert again["baseline"].cache_hit is True
+
+
+def test_a_cached_card_that_does_not_parse_is_a_cache_miss(tmp_path):
+    """A damaged cache file, or one missing a field a card needs, is scored again (and
+    rewritten), never a crash; a file written before a field with a default existed is reused."""
+    suite = suites.task_suite(_task(), EVAL)
+    contender = Contender("baseline", {"id": "artefact-1", "path": "/models/base"}, recipes.Recipe("as_trained"))
+    model = ModelSpec(base_dir=str(tmp_path / "model"))
+    cache = tmp_path / "cards"
+    cached_file = cache / f"{contender.key(suite)}.json"
+    good = scorecard.score(tmp_path / "run", suite, [contender], model, PlantingRunner(), cache, log=lambda _: None)
+    doc = json.loads(cached_file.read_text())
+    assert "cache_hit" not in doc and "mlflow_run_id" not in doc  # this materialisation's, not the card's
+    assert ScoreCard.from_dict(doc) == good["baseline"]
+
+    older = {k: v for k, v in doc.items() if k not in ("task_metrics", "mean_prompt_tokens", "view_command")}
+    cached_file.write_text(json.dumps(older))
+    reused = scorecard.score(tmp_path / "run2", suite, [contender], model, RefusingRunner(), cache, log=lambda _: None)
+    assert reused["baseline"].cache_hit is True and reused["baseline"].task_metrics is None
+
+    no_cases = {k: v for k, v in doc.items() if k != "cases"}
+    wrong_type = {**doc, "pass_rate": "high"}
+    bad_case = {**doc, "cases": [{**doc["cases"][0], "passed": None}, *doc["cases"][1:]]}
+    for damaged in ('{"contender": "baseline", "pass_ra', "[1, 2]", json.dumps(no_cases), json.dumps(wrong_type),
+                    json.dumps(bad_case), "\xff\xfe not text"):  # fmt: skip
+        cached_file.write_text(damaged, encoding="latin-1")
+        logged: list[str] = []
+        card = scorecard.score(tmp_path / "run3", suite, [contender], model, PlantingRunner(), cache, log=logged.append)
+        assert card["baseline"].cache_hit is False and card["baseline"].pass_rate == good["baseline"].pass_rate
+        assert any("not a usable score card" in line for line in logged), (damaged, logged)
+        rewritten = ScoreCard.from_dict(json.loads(cached_file.read_text()))
+        assert rewritten.results_path == str(tmp_path / "run3" / "results.json")
+
+
+def test_a_card_shows_in_the_ui_through_the_one_converter():
+    """ScoreCard.metadata() is Dagster-free; assets/metadata.py turns each kind into Dagster's."""
+    import dagster as dg
+
+    from assets.metadata import to_dagster
+    from pipelines.common.metadata import JsonValue
+
+    card = scorecard.parse_results(CAPTURED, suites.task_suite(_task(), EVAL), ["baseline"])["baseline"]
+    card = replace(card, artefact={"id": "artefact-1"}, view_command="promptfoo view", mlflow_run_id="run-1")
+    meta = to_dagster(card.metadata())
+    assert meta["pass_rate"] == dg.MetadataValue.float(round(1 / 6, 4)) and meta["n"] == dg.MetadataValue.int(6)
+    assert meta["passed"] == dg.MetadataValue.int(1) and meta["cache_hit"] == dg.MetadataValue.bool(False)
+    assert meta["results_path"] == dg.MetadataValue.path(str(CAPTURED))
+    assert meta["checks"] == dg.MetadataValue.md(scorecard.assertion_table_md(card))
+    assert meta["open_in_promptfoo"] == dg.MetadataValue.md("```\npromptfoo view\n```")
+    assert meta["ci_95"] == dg.MetadataValue.text(f"[{card.ci_low:.3f}, {card.ci_high:.3f}]")
+    assert meta["target_pass_rate"] == dg.MetadataValue.float(0.9) and "task_metrics" in meta
+    assert to_dagster({"doc": JsonValue({"a": 1}), "none": None}) == {"doc": dg.MetadataValue.json({"a": 1}),
+                                                                     "none": dg.MetadataValue.null()}  # fmt: skip
+    with pytest.raises(TypeError, match="'when': datetime is not a metadata value"):
+        to_dagster({"when": __import__("datetime").datetime.now()})
+
+
+def test_a_card_round_trips_and_pickles():
+    card = scorecard.parse_results(CAPTURED, suites.task_suite(_task(), EVAL), ["baseline"])["baseline"]
+    card = replace(card, cases=[replace(card.cases[0], examples=["train-001"]), *card.cases[1:]])
+    assert ScoreCard.from_dict(json.loads(json.dumps(card.to_dict()))) == card
+    assert pickle.loads(pickle.dumps(card)) == card  # values pass between assets through Dagster's pickling IO manager
+    assert "examples" not in card.cases[1].to_dict() and card.cases[0].to_dict()["examples"] == ["train-001"]
+    assert CaseResult.from_dict(card.cases[0].to_dict()) == card.cases[0]
 
 
 # --------------------------------------------------------------------------- runner failures
@@ -624,25 +689,25 @@ def test_prompt_ladder_runs_promptfoo_once_on_the_tiny_model(tiny_model_dir, tin
         baseline = result.output_for_node("prompt_ladder", "baseline_scores")
         cards = {name: result.output_for_node("prompt_ladder", f"rung_{name}") for name in LADDER}
 
-        assert list(baseline["rungs"]) == list(LADDER) and baseline["baseline_rung"] in LADDER
-        assert baseline["skip_training"] is None  # random weights cannot reach the 90 % target
+        assert list(baseline.rungs) == list(LADDER) and baseline.baseline_rung in LADDER
+        assert baseline.skip_training is None  # random weights cannot reach the 90 % target
         run_dir = tmp_path / "home" / "evals" / PARTITION / "ladder"
         train_ids = {r["id"] for r in _rows(TRAIN)}
         for name, card in cards.items():
-            assert baseline["rungs"][name]["pass_rate"] == card["pass_rate"]
-            assert SCORECARD_KEYS <= set(card) and card["n"] == 4 and card["suite"] == "task"
-            assert card["contender"] == name and card["cache_hit"] is False
-            assert card["artefact"]["id"] == expected_artefact["id"]  # the fp32 base with its template
-            assert card["recipe"]["kind"] == name and card["run_contenders"] == 3
-            assert [c["id"] for c in card["cases"]] == [r["id"] for r in rows]
-            assert all(isinstance(c["output"], str) and c["output_tokens"] >= 1 for c in card["cases"])
-            assert all(c["latency_ms"] > 0 and c["prompt_tokens"] > 0 for c in card["cases"])
-            assert card["model"]["chat_template"] == "tokenizer_default"
-            assert Path(card["results_path"]) == run_dir / "results.json"  # one run for the whole ladder
-        assert all("examples" not in c for c in cards["zero_shot"]["cases"])
-        assert {tuple(c["examples"]) for c in cards["static_few_shot"]["cases"]} == {("train-003", "train-001", "train-005")}
-        assert all(len(c["examples"]) == 3 and set(c["examples"]) <= train_ids for c in cards["retrieved_few_shot"]["cases"])
-        assert cards["zero_shot"]["mean_prompt_tokens"] < cards["static_few_shot"]["mean_prompt_tokens"]
+            assert baseline.rungs[name].pass_rate == card.pass_rate
+            assert SCORECARD_KEYS <= set(card.to_dict()) and card.n == 4 and card.suite == "task"
+            assert card.contender == name and card.cache_hit is False
+            assert card.artefact["id"] == expected_artefact["id"]  # the fp32 base with its template
+            assert card.recipe["kind"] == name and card.run_contenders == 3
+            assert [c.id for c in card.cases] == [r["id"] for r in rows]
+            assert all(isinstance(c.output, str) and c.output_tokens >= 1 for c in card.cases)
+            assert all(c.latency_ms > 0 and c.prompt_tokens > 0 for c in card.cases)
+            assert card.model["chat_template"] == "tokenizer_default"
+            assert Path(card.results_path) == run_dir / "results.json"  # one run for the whole ladder
+        assert all("examples" not in c.to_dict() for c in cards["zero_shot"].cases)
+        assert {tuple(c.examples) for c in cards["static_few_shot"].cases} == {("train-003", "train-001", "train-005")}
+        assert all(len(c.examples) == 3 and set(c.examples) <= train_ids for c in cards["retrieved_few_shot"].cases)
+        assert cards["zero_shot"].mean_prompt_tokens < cards["static_few_shot"].mean_prompt_tokens
         meta = {m.asset_key.to_user_string(): m.metadata for m in result.asset_materializations_for_node("prompt_ladder")}
         assert {"pass_rate", "ci_95", "checks", "worst_failures", "open_in_promptfoo", "artefact_id"} <= set(meta["ladder/zero_shot"])
         assert meta["ladder/zero_shot"]["artefact_id"].value == expected_artefact["id"]
@@ -660,4 +725,4 @@ def test_prompt_ladder_runs_promptfoo_once_on_the_tiny_model(tiny_model_dir, tin
         assert again.success
         for name in LADDER:
             card = again.output_for_node("prompt_ladder", f"rung_{name}")
-            assert card["cache_hit"] is True and card["pass_rate"] == cards[name]["pass_rate"]
+            assert card.cache_hit is True and card.pass_rate == cards[name].pass_rate

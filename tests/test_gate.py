@@ -5,14 +5,19 @@ is tests/test_registry.py."""
 from __future__ import annotations
 
 import json
+import pickle
+from dataclasses import replace
 from math import comb
 
 import pytest
 
 from pipelines.common import stats
 from pipelines.config.gate import CostSettings, GateSettings
+from pipelines.evaluation.scorecard import CaseResult, ScoreCard
 from pipelines.gate import cost, decision, report
 from pipelines.gate.decision import ChampionInput, IncomparableCards
+from pipelines.gate.registry import RegistryEntry
+from pipelines.gate.report import Scores
 
 SETTINGS = GateSettings()  # the shipped defaults: margin 0.05, alpha 0.05, general drop 0.05
 FP = "task-suite-fp-01"  # 16 characters: error messages show the first 16 of a fingerprint
@@ -23,32 +28,52 @@ TRAINING = {"train_runtime_s": 1800.0, "tokens_per_second": 1000.0}
 
 
 def card(contender: str, outcomes: list[bool], suite: str = "task", fingerprint: str | None = FP,
-         prompt_tokens: float = 300.0, target: float | None = None) -> dict:  # fmt: skip
+         prompt_tokens: float = 300.0, target: float | None = None) -> ScoreCard:  # fmt: skip
     """A score card with one case per outcome (ids c0, c1, ...)."""
     n = len(outcomes)
     passed = sum(outcomes)
-    return {
-        "contender": contender,
-        "suite": suite,
-        "suite_fingerprint": fingerprint,
-        "n": n,
-        "passed": passed,
-        "pass_rate": passed / n,
-        "ci_low": stats.wilson_interval(passed, n)[0],
-        "ci_high": stats.wilson_interval(passed, n)[1],
-        "target_pass_rate": target,
-        "assertion_pass_rates": {},
-        "mean_latency_ms": 120.0,
-        "mean_output_tokens": 14.0,
-        "mean_prompt_tokens": prompt_tokens,
-        "results_path": "/nowhere/results.json",
-        "recipe_text": f"recipe of {contender}",
-        "artefact": {"id": f"artefact-of-{contender}", "path": f"/models/{contender}"},
-        "cases": [
-            {"id": f"c{i}", "passed": ok, "output": "", "gold": "", "latency_ms": 1.0, "output_tokens": 3}
+    return ScoreCard(
+        contender=contender,
+        suite=suite,
+        suite_fingerprint=fingerprint,
+        n=n,
+        passed=passed,
+        pass_rate=passed / n,
+        ci_low=stats.wilson_interval(passed, n)[0],
+        ci_high=stats.wilson_interval(passed, n)[1],
+        target_pass_rate=target,
+        assertion_pass_rates={},
+        mean_latency_ms=120.0,
+        mean_output_tokens=14.0,
+        mean_prompt_tokens=prompt_tokens,
+        results_path="/nowhere/results.json",
+        recipe_text=f"recipe of {contender}",
+        artefact={"id": f"artefact-of-{contender}", "path": f"/models/{contender}"},
+        cases=[
+            CaseResult(id=f"c{i}", passed=ok, output="", gold="", latency_ms=1.0, output_tokens=3)
             for i, ok in enumerate(outcomes)
         ],
-    }
+    )
+
+
+def with_case(c: ScoreCard, index: int, **changes) -> ScoreCard:
+    """``c`` with its case ``index`` changed."""
+    cases = list(c.cases)
+    cases[index] = replace(cases[index], **changes)
+    return replace(c, cases=cases)
+
+
+def champion_entry(partition: str) -> RegistryEntry:
+    """The registry entry of a champion promoted on ``partition``: what the gate reads of it
+    (partition, base model); the rest are placeholders (no promotion time, no files)."""
+    summary = card("champion", [True]).summary()
+    return RegistryEntry(
+        task="task", partition=partition, promoted_at="", artefact={"id": f"artefact-on-{partition}"},
+        model_dir=f"/models/{partition}", base_model={"name": partition}, adapter_dir=None, run_key=None,
+        data_fingerprint=None, config_hash=None, training_run_id=None, decision_run_id=None, suite_fingerprint=FP,
+        scores=Scores(ladder={}, baseline=summary, tuned=summary, general={}), p_value=0.01, margin=0.1,
+        reason="an earlier win", version=1,
+    )  # fmt: skip
 
 
 def outcomes(both: int, only_first: int, only_second: int, neither: int) -> tuple[list[bool], list[bool]]:
@@ -57,7 +82,7 @@ def outcomes(both: int, only_first: int, only_second: int, neither: int) -> tupl
     return first, second
 
 
-def paired(both: int, only_tuned: int, only_base: int, neither: int, **kw) -> tuple[dict, dict]:
+def paired(both: int, only_tuned: int, only_base: int, neither: int, **kw) -> tuple[ScoreCard, ScoreCard]:
     """(baseline rung ``static_few_shot``, tuned) with these paired counts."""
     tuned, base = outcomes(both, only_tuned, only_base, neither)
     return card("static_few_shot", base, **kw), card("tuned", tuned, **kw)
@@ -82,7 +107,7 @@ GENERAL_OK = general_ok()
 
 
 def decide(baseline, tuned, general_cards=None, champion=NO_CHAMPION, settings=SETTINGS, rungs=None):
-    rungs = rungs or {baseline["contender"]: baseline}
+    rungs = rungs or {baseline.contender: baseline}
     return decision.decide(rungs, tuned, general_cards or general_ok(), champion, settings)
 
 
@@ -226,20 +251,18 @@ def test_meets_target_fires_when_any_rung_reaches_it():
     }
     reason = decision.meets_target(rungs)
     assert reason and "'static_few_shot'" in reason and "no fine-tune needed" in reason and "85.0%" in reason
-    for c in rungs.values():
-        c["target_pass_rate"] = 0.9
+    rungs = {name: replace(c, target_pass_rate=0.9) for name, c in rungs.items()}
     assert decision.meets_target(rungs) is None
-    for c in rungs.values():
-        c["target_pass_rate"] = None
+    rungs = {name: replace(c, target_pass_rate=None) for name, c in rungs.items()}
     assert decision.meets_target(rungs) is None
 
 
 def test_baseline_meets_target():
     baseline = card("baseline", [True] * 9 + [False])
     assert decision.meets_target({"baseline": baseline}) is None  # no target set
-    baseline["target_pass_rate"] = 0.8
+    baseline = replace(baseline, target_pass_rate=0.8)
     assert "no fine-tune needed" in decision.meets_target({"baseline": baseline})
-    baseline["target_pass_rate"] = 0.95
+    baseline = replace(baseline, target_pass_rate=0.95)
     assert decision.meets_target({"baseline": baseline}) is None
 
 
@@ -306,7 +329,7 @@ WIN = (5, 12, 1, 2)  # the tune passes c0..c16 (85 %), misses c17..c19
 def test_better_champion_blocks_promotion():
     baseline, tuned = paired(*WIN)
     champ = card("champion", [True] * 19 + [False])  # 95 %: right on c17, c18 where the tune is wrong
-    d = decide(baseline, tuned, champion=ChampionInput("scored", {"partition": "other-model"}, champ))
+    d = decide(baseline, tuned, champion=ChampionInput("scored", champion_entry("other-model"), champ))
     assert not d.promote
     assert failed(d) == {"champion_margin", "champion_significance"}
     assert "champion" in d.reason
@@ -316,7 +339,7 @@ def test_better_champion_blocks_promotion():
 def test_worse_champion_is_beaten():
     baseline, tuned = paired(*WIN)
     champ = card("champion", [True] * 5 + [False] * 15)
-    d = decide(baseline, tuned, champion=ChampionInput("scored", {"partition": "other-model"}, champ))
+    d = decide(baseline, tuned, champion=ChampionInput("scored", champion_entry("other-model"), champ))
     assert d.promote and "beats the champion" in d.reason
     assert {"champion_margin", "champion_significance"} <= set(checks(d))
     assert d.champion_p_value == pytest.approx(stats.mcnemar_one_sided(12, 0))
@@ -324,7 +347,7 @@ def test_worse_champion_is_beaten():
 
 def test_the_candidate_being_the_champion_passes():
     baseline, tuned = paired(*WIN)
-    d = decide(baseline, tuned, champion=ChampionInput("same", {"partition": "tiny"}))
+    d = decide(baseline, tuned, champion=ChampionInput("same", champion_entry("tiny")))
     assert d.promote
     c = checks(d)["champion"]
     assert c.passed and "IS the champion" in c.detail
@@ -334,7 +357,7 @@ def test_the_candidate_being_the_champion_passes():
 def test_a_missing_champion_passes_and_the_report_names_it():
     baseline, tuned = paired(*WIN)
     why = "old-model at /gone/model: no such folder"
-    d = decide(baseline, tuned, champion=ChampionInput("missing", {"partition": "old-model"}, why=why))
+    d = decide(baseline, tuned, champion=ChampionInput("missing", champion_entry("old-model"), why=why))
     assert d.promote
     c = checks(d)["champion"]
     assert c.passed and why in c.detail
@@ -350,14 +373,14 @@ def test_no_champion_passes():
 # --------------------------------------------------------------------------- comparability
 def test_missing_suite_fingerprint_names_the_card():
     baseline, tuned = paired(*WIN)
-    tuned["suite_fingerprint"] = None
+    tuned = replace(tuned, suite_fingerprint=None)
     with pytest.raises(IncomparableCards, match=r"\['tuned'\] carry no suite fingerprint"):
         decide(baseline, tuned)
     baseline, tuned = paired(*WIN)
     with pytest.raises(IncomparableCards, match=r"\['static_few_shot'\] carry no suite fingerprint"):
         decide(card("static_few_shot", [True] * 20, fingerprint=""), tuned)
     cards = general_ok()
-    cards["base_as_trained"]["suite_fingerprint"] = None
+    cards["base_as_trained"] = replace(cards["base_as_trained"], suite_fingerprint=None)
     with pytest.raises(IncomparableCards, match=r"\['base_as_trained'\] carry no suite fingerprint"):
         decide(baseline, tuned, general_cards=cards)
 
@@ -370,12 +393,12 @@ def _both_values(excinfo, *names) -> None:
 
 def test_task_cards_from_different_suites_are_an_error():
     baseline, tuned = paired(*WIN)
-    tuned["suite_fingerprint"] = OTHER_FP
+    tuned = replace(tuned, suite_fingerprint=OTHER_FP)
     with pytest.raises(IncomparableCards, match="different suites") as excinfo:
         decide(baseline, tuned)
     _both_values(excinfo, f"static_few_shot={FP}", f"tuned={OTHER_FP}")
     rungs = _ladder()
-    rungs["zero_shot"]["suite_fingerprint"] = OTHER_FP
+    rungs["zero_shot"] = replace(rungs["zero_shot"], suite_fingerprint=OTHER_FP)
     with pytest.raises(IncomparableCards, match="different suites") as excinfo:
         decision.strongest_rung(rungs)
     _both_values(excinfo, f"zero_shot={OTHER_FP}", f"static_few_shot={FP}")
@@ -385,7 +408,7 @@ def test_general_cards_from_different_suites_are_an_error():
     baseline, tuned = paired(*WIN)
     for name in ("reference", "base_as_trained", "candidate"):
         cards = general_ok()
-        cards[name]["suite_fingerprint"] = "general-suite-99"
+        cards[name] = replace(cards[name], suite_fingerprint="general-suite-99")
         with pytest.raises(IncomparableCards, match="different suites") as excinfo:
             decide(baseline, tuned, general_cards=cards)
         _both_values(excinfo, f"{name}=general-suite-99", GFP)
@@ -395,14 +418,14 @@ def test_champion_from_another_suite_is_an_error():
     baseline, tuned = paired(*WIN)
     champ = card("champion", [True] * 5 + [False] * 15, fingerprint=OTHER_FP)
     with pytest.raises(IncomparableCards, match="different suites") as excinfo:
-        decide(baseline, tuned, champion=ChampionInput("scored", {"partition": "x"}, champ))
+        decide(baseline, tuned, champion=ChampionInput("scored", champion_entry("x"), champ))
     _both_values(excinfo, f"champion={OTHER_FP}", f"tuned={FP}")
 
 
 def test_cases_are_paired_by_id_not_position():
     baseline, tuned = paired(*WIN)
-    tuned["cases"] = list(reversed(tuned["cases"]))
-    by_position = sum(a["passed"] and not b["passed"] for a, b in zip(tuned["cases"], baseline["cases"]))
+    tuned = replace(tuned, cases=list(reversed(tuned.cases)))
+    by_position = sum(a.passed and not b.passed for a, b in zip(tuned.cases, baseline.cases))
     assert by_position != 12  # pairing by position would count something else
     p = decision.pair(tuned, baseline)
     assert (p.first, p.second, p.n) == ("tuned", "static_few_shot", 20)
@@ -412,18 +435,18 @@ def test_cases_are_paired_by_id_not_position():
 
 def test_different_case_ids_are_an_error():
     baseline, tuned = paired(both=5, only_tuned=5, only_base=0, neither=0)
-    tuned["cases"][0]["id"] = "stranger"
+    tuned = with_case(tuned, 0, id="stranger")
     with pytest.raises(IncomparableCards, match="case ids differ.*stranger"):
         decide(baseline, tuned)
 
 
 def test_duplicate_and_missing_case_ids_are_an_error():
     baseline, tuned = paired(both=5, only_tuned=5, only_base=0, neither=0)
-    tuned["cases"][1]["id"] = "c0"
+    tuned = with_case(tuned, 1, id="c0")
     with pytest.raises(IncomparableCards, match="duplicate case id 'c0'"):
         decision.pair(tuned, baseline)
     baseline, tuned = paired(both=5, only_tuned=5, only_base=0, neither=0)
-    del tuned["cases"][0]["id"]
+    tuned = with_case(tuned, 0, id=None)
     with pytest.raises(IncomparableCards, match="case #0 has no id"):
         decision.pair(tuned, baseline)
 
@@ -433,8 +456,8 @@ PRICES = CostSettings(input_per_1m_tokens=0.10, output_per_1m_tokens=0.40, train
                       calls_per_month=100_000, retunes_per_quarter=1.0)  # fmt: skip
 
 
-def _cost(baseline: dict, tuned: dict, prices: CostSettings = PRICES) -> cost.CostReport:
-    return cost.cost_report({baseline["contender"]: baseline}, baseline["contender"], tuned, TRAINING, prices)
+def _cost(baseline: ScoreCard, tuned: ScoreCard, prices: CostSettings = PRICES) -> cost.CostReport:
+    return cost.cost_report({baseline.contender: baseline}, baseline.contender, tuned, TRAINING, prices)
 
 
 def test_per_call_cost_from_tokens_and_prices():
@@ -446,8 +469,8 @@ def test_per_call_cost_from_tokens_and_prices():
 
 def test_break_even_volume_by_hand():
     baseline, tuned = paired(*WIN)
-    baseline["mean_prompt_tokens"], baseline["mean_output_tokens"] = 400.0, 15.0
-    tuned["mean_prompt_tokens"], tuned["mean_output_tokens"] = 100.0, 15.0
+    baseline = replace(baseline, mean_prompt_tokens=400.0, mean_output_tokens=15.0)
+    tuned = replace(tuned, mean_prompt_tokens=100.0, mean_output_tokens=15.0)
     r = _cost(baseline, tuned)
     baseline_call = (400 * 0.10 + 15 * 0.40) / 1e6  # 46e-6
     tuned_call = (100 * 0.10 + 15 * 0.40) / 1e6  # 16e-6
@@ -468,7 +491,7 @@ def test_break_even_volume_by_hand():
 def test_no_break_even_when_the_tune_is_not_cheaper():
     baseline, tuned = paired(*WIN)
     assert _cost(baseline, tuned).break_even_calls_per_month is None  # same tokens: no saving
-    tuned["mean_prompt_tokens"] = 500.0
+    tuned = replace(tuned, mean_prompt_tokens=500.0)
     r = _cost(baseline, tuned)
     assert r.break_even_calls_per_month is None and r.saving_per_call < 0
     assert "never pays back its training" in report.cost_md(r)
@@ -478,7 +501,7 @@ def test_no_break_even_when_the_tune_is_not_cheaper():
 def _a_no():
     """A "no": +15 pts on 20 cases, p = 0.1875; general skills 40/40 -> 38 (4-bit) -> 35 (tuned)."""
     baseline, tuned = paired(both=8, only_tuned=4, only_base=1, neither=7)
-    baseline["mean_prompt_tokens"], tuned["mean_prompt_tokens"] = 400.0, 80.0
+    baseline, tuned = replace(baseline, mean_prompt_tokens=400.0), replace(tuned, mean_prompt_tokens=80.0)
     rungs = {"zero_shot": card("zero_shot", [True] * 6 + [False] * 14, prompt_tokens=150.0), "static_few_shot": baseline}
     reference, bat, cand = [True] * 40, [True] * 38 + [False] * 2, [True] * 35 + [False] * 5
     general_cards = general(reference, cand, base_as_trained=bat)
@@ -529,10 +552,11 @@ def test_report_without_quantisation_says_so():
 
 def test_decision_record_carries_identity_and_fingerprint():
     d, rungs, tuned, general_cards, costs = _a_no()
-    record = report.decision_record(d, rungs, tuned, general_cards, costs)
-    json.dumps(record)  # the asset's value: plain JSON
+    value = report.decision_record(d, rungs, tuned, general_cards, costs)
+    assert pickle.loads(pickle.dumps(value)) == value  # the asset's value, through Dagster's IO manager
+    record = json.loads(json.dumps(value.to_dict()))  # decision.json: plain JSON
     assert record["promote"] is False and record["reason"] == d.reason
-    assert record["candidate"] == tuned["artefact"] == {"id": "artefact-of-tuned", "path": "/models/tuned"}
+    assert record["candidate"] == tuned.artefact == {"id": "artefact-of-tuned", "path": "/models/tuned"}
     assert record["suite_fingerprint"] == FP
     assert record["report_md"] == report.decision_md(d, rungs, tuned, general_cards, costs)
     assert record["baseline_rung"] == "static_few_shot" and record["p_value"] == pytest.approx(3 / 16)
@@ -544,3 +568,4 @@ def test_decision_record_carries_identity_and_fingerprint():
     assert scores["tuned"]["artefact"]["id"] == "artefact-of-tuned" and "cases" not in scores["tuned"]
     assert set(scores["general"]) == {"reference", "base_as_trained", "candidate"}
     assert scores["champion"] is None
+    assert Scores.from_dict(scores) == value.scores  # the registry entry reads them back

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import shutil
 import stat
+from dataclasses import replace
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -22,10 +23,11 @@ import pytest
 from assets.gate import champion_scores, gate_decision, promoted_model
 from pipelines.models import artefacts
 from pipelines.gate import registry
-from pipelines.gate.decision import meets_target
+from pipelines.gate.decision import ChampionInput, meets_target
+from pipelines.gate.ladder import Ladder
 from pipelines.orchestration.partitions import base_model_partitions
 from pipelines.orchestration.resources import PromptfooResource, TunegateResource
-from tests.test_gate import FP, OTHER_FP, card, general_ok, paired
+from tests.test_gate import FP, OTHER_FP, card, champion_entry, general_ok, paired
 
 PARTITION = "tiny-llama"
 EVAL = Path(__file__).parent / "fixtures" / "promptfoo" / "tickets_eval.jsonl"
@@ -35,11 +37,12 @@ WIN = (5, 12, 1, 2)  # tuned 85 % vs the best prompt 30 %, McNemar p = 0.0017
 LOSS = (5, 1, 8, 6)
 
 
-def _double(name: str, value: dict) -> dg.AssetsDefinition:
-    """A test double standing in for an upstream stage's asset, returning a fixed value."""
+def _double(name: str, value) -> dg.AssetsDefinition:
+    """A test double standing in for an upstream stage's asset, returning a fixed value
+    (a dict, or a record: a score card, the ladder, the champion)."""
 
     @dg.asset(name=name, partitions_def=base_model_partitions, group_name="test_doubles")
-    def _asset() -> dict:
+    def _asset():
         return value
 
     return _asset
@@ -72,11 +75,10 @@ def _assets(tiny_model_dir, tuned_dir, outcome=WIN, *, tuned_fingerprint=FP, cha
     """Doubles for everything upstream of the promotion group, plus its three real assets."""
     baseline, tuned = paired(*outcome)
     scored = artefacts.identity(tuned_dir, TEMPLATE, {"dtype": "float32"})
-    tuned.update({"artefact": scored, "suite_fingerprint": tuned_fingerprint})
+    tuned = replace(tuned, artefact=scored, suite_fingerprint=tuned_fingerprint)
     general = general_ok()
     doubles = [
-        _double("baseline_scores", {"baseline_rung": "static_few_shot", "rungs": {"static_few_shot": baseline},
-                                    "skip_training": None}),  # fmt: skip
+        _double("baseline_scores", Ladder("static_few_shot", {"static_few_shot": baseline})),
         _double("tuned_scores", tuned),
         _double("baseline_general_scores", general["reference"]),
         _double("base_as_trained_general_scores", general["base_as_trained"]),
@@ -127,32 +129,32 @@ def test_a_win_registers_the_candidate_and_records_the_champion(instance, tunega
     result = _materialize(_assets(tiny_model_dir, tuned_dir), instance, tunegate)
     assert result.success
     assert {"champion_scores", "gate_decision", "promoted_model"} <= _materialized(result)
-    assert result.output_for_node("champion_scores")["status"] == "none"
+    assert result.output_for_node("champion_scores").status == "none"
     meta = _metadata(result, "gate_decision")
     assert meta["promote"] is True and meta["champion"] == "none"
     assert meta["candidate_artefact_id"] == scored["id"]
     assert "**PROMOTE**" in meta["report"] and "Promoted" in meta["reason"]
-    decision = result.output_for_node("gate_decision")
-    assert decision["candidate"] == scored and decision["suite_fingerprint"] == FP
+    record = result.output_for_node("gate_decision")
+    assert record.candidate == scored and record.suite_fingerprint == FP
 
     entry = result.output_for_node("promoted_model")
     store = tunegate.tracking_store()
     assert store.uri == local_store.uri  # the embedded default: SQLite under the output root
     champion = registry.champion(store, TASK)
-    assert champion == {**entry, "version": 1}
-    assert entry["task"] == TASK and entry["partition"] == PARTITION and entry["version"] == 1
-    assert entry["artefact"] == scored and entry["model_dir"] == str(tuned_dir)
-    assert entry["adapter_dir"] == "/runs/adapter" and entry["run_key"] == "run-1"
-    assert entry["data_fingerprint"] == "data-fp" and entry["config_hash"] == "cfg-hash"
-    assert entry["suite_fingerprint"] == FP and entry["base_model"]["name"] == PARTITION
-    assert entry["scores"]["tuned"]["pass_rate"] == pytest.approx(0.85)
-    assert entry["p_value"] == pytest.approx(decision["p_value"])
-    assert entry["decision_run_id"] == decision["mlflow_run_id"] == meta["mlflow_run_id"]
+    assert champion == replace(entry, version=1)
+    assert entry.task == TASK and entry.partition == PARTITION and entry.version == 1
+    assert entry.artefact == scored and entry.model_dir == str(tuned_dir)
+    assert entry.adapter_dir == "/runs/adapter" and entry.run_key == "run-1"
+    assert entry.data_fingerprint == "data-fp" and entry.config_hash == "cfg-hash"
+    assert entry.suite_fingerprint == FP and entry.base_model["name"] == PARTITION
+    assert entry.scores.tuned.pass_rate == pytest.approx(0.85)
+    assert entry.p_value == pytest.approx(record.decision.p_value)
+    assert entry.decision_run_id == record.mlflow_run_id == meta["mlflow_run_id"]
     client = store.client()
-    gate_run = client.get_run(decision["mlflow_run_id"])
+    gate_run = client.get_run(record.mlflow_run_id)
     assert gate_run.data.tags["tunegate.partition"] == PARTITION and gate_run.data.metrics["promote"] == 1.0
     version = client.get_model_version(TASK, "1")
-    assert version.run_id == decision["mlflow_run_id"] and version.aliases == ["champion"]
+    assert version.run_id == record.mlflow_run_id and version.aliases == ["champion"]
     assert version.tags["tunegate.artefact_id"] == scored["id"]
     promoted = _metadata(result, "promoted_model")
     assert promoted["artefact_id"] == scored["id"] and promoted["task"] == TASK
@@ -165,9 +167,9 @@ def test_a_win_registers_the_candidate_and_records_the_champion(instance, tunega
     # the same candidate again: the champion IS the candidate, nothing to beat, it stays champion
     again = _materialize(_assets(tiny_model_dir, tuned_dir), instance, tunegate)
     assert again.success
-    assert again.output_for_node("champion_scores")["status"] == "same"
+    assert again.output_for_node("champion_scores").status == "same"
     assert _metadata(again, "gate_decision")["promote"] is True
-    assert registry.champion(store, TASK)["version"] == 1  # the same artefact: the same version
+    assert registry.champion(store, TASK).version == 1  # the same artefact: the same version
     assert [v.version for v in client.search_model_versions(f"name='{TASK}'")] == [1]
 
 
@@ -179,33 +181,33 @@ def test_a_champion_whose_files_are_gone_is_named_and_defends_nothing(instance, 
     store = tunegate.tracking_store()
     gone = shutil.copytree(tiny_model_dir, tmp_path / "deleted-model")
     record = _decision(store, TASK, "old-model", gone)
-    old = registry.promote(store, registry.entry(TASK, "old-model", record["candidate"], {"name": "old-model"}, {},
+    old = registry.promote(store, registry.entry(TASK, "old-model", record.candidate, {"name": "old-model"}, {},
                                                  record), {"name": "old-model"})  # fmt: skip
     shutil.rmtree(gone)
-    shutil.rmtree(urlparse(old["source"]).path)
+    shutil.rmtree(urlparse(old.source).path)
     result = _materialize(_assets(tiny_model_dir, tuned_dir), instance, tunegate)
     assert result.success
     champion = result.output_for_node("champion_scores")
-    assert champion["status"] == "missing" and "old-model" in champion["why"] and str(gone) in champion["why"]
-    assert "could not be downloaded" in champion["why"]
+    assert champion.status == "missing" and "old-model" in champion.why and str(gone) in champion.why
+    assert "could not be downloaded" in champion.why
     meta = _metadata(result, "gate_decision")
     assert meta["promote"] is True and meta["champion"] == "missing"
     assert "Champion: missing. old-model at" in meta["report"]
     versions = store.client().search_model_versions(f"name='{TASK}'")
     assert sorted((int(v.version), v.tags["tunegate.partition"]) for v in versions) == [(1, "old-model"), (2, PARTITION)]
-    assert registry.champion(store, TASK)["partition"] == PARTITION
+    assert registry.champion(store, TASK).partition == PARTITION
 
 
 def test_a_better_rescored_champion_blocks_promotion(instance, tunegate, tiny_model_dir, tuned_dir):
     better = card("champion", [True] * 19 + [False])
-    champion = {"status": "scored", "entry": {"partition": "other-model"}, "card": better, "why": ""}
+    champion = ChampionInput("scored", champion_entry("other-model"), better)
     result = _materialize(_assets(tiny_model_dir, tuned_dir, champion=champion), instance, tunegate)
     assert result.success
     assert "gate_decision" in _materialized(result) and "promoted_model" not in _materialized(result)
-    decision = result.output_for_node("gate_decision")
-    assert decision["promote"] is False
-    assert {c["name"] for c in decision["checks"] if not c["passed"]} == {"champion_margin", "champion_significance"}
-    assert "champion (other-model)" in decision["report_md"]
+    record = result.output_for_node("gate_decision")
+    assert record.decision.promote is False
+    assert {c.name for c in record.decision.checks if not c.passed} == {"champion_margin", "champion_significance"}
+    assert "champion (other-model)" in record.report_md
     assert not tunegate.layout.registry_file.exists()
 
 
@@ -237,7 +239,7 @@ def test_promoted_model_refuses_a_folder_changed_after_scoring(instance, tunegat
     assets = _assets(tiny_model_dir, tuned_dir)
     upstream = [a.key for a in assets if a.key != dg.AssetKey("promoted_model")]
     first = _materialize(assets, instance, tunegate, selection=upstream)
-    assert first.success and first.output_for_node("gate_decision")["promote"] is True
+    assert first.success and first.output_for_node("gate_decision").decision.promote is True
     assert "promoted_model" not in _materialized(first)
 
     config = tuned_dir / "config.json"  # someone edits the folder after the gate scored it
@@ -257,7 +259,7 @@ def test_promoted_model_refuses_another_candidate(instance, tunegate, tiny_model
     assert scored != now
     result = _materialize(assets, instance, tunegate, raise_on_error=False)
     assert not result.success
-    assert result.output_for_node("gate_decision")["promote"] is True
+    assert result.output_for_node("gate_decision").decision.promote is True
     message = _failure(result, "promoted_model")
     assert f"the gate scored artefact {scored[:16]}, but tuned_model is now {now[:16]}" in message
     assert not tunegate.layout.registry_file.exists()
@@ -281,7 +283,7 @@ def test_training_is_skipped_when_the_baseline_meets_the_target(tmp_path, tunega
 
     result = dg.materialize(
         [
-            _double("baseline_scores", {"baseline_rung": "static_few_shot", "rungs": rungs, "skip_training": skip}),
+            _double("baseline_scores", Ladder("static_few_shot", rungs, skip)),
             _double("axolotl_config", {"plan": {}}),
             _double("base_model", {"name": PARTITION}),
             qlora_adapter,

@@ -15,6 +15,7 @@ import shutil
 import stat
 import uuid
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -25,6 +26,8 @@ from pipelines.models import artefacts
 from pipelines.config.base import ConfigError
 from pipelines.config.settings import load_settings
 from pipelines.gate import registry, report
+from pipelines.gate.registry import RegistryEntry
+from pipelines.gate.report import DecisionRecord
 from tests.test_gate import FP, WIN, _cost, decide, general_ok, paired
 
 BASE_MODEL = {"name": "tiny", "path": "/models/tiny", "source": "pkg:tiny", "weights_sha256": "w" * 64}
@@ -50,27 +53,26 @@ def _folder(path: Path, content: bytes) -> Path:
     return path
 
 
-def _decision(store: tracking.Store, task: str, partition: str, model_dir: Path) -> dict:
+def _decision(store: tracking.Store, task: str, partition: str, model_dir: Path) -> DecisionRecord:
     """A real gate record for a win, logged to MLflow like gate_decision logs it."""
     baseline, tuned = paired(*WIN)
-    tuned["artefact"] = artefacts.identity(model_dir, "chatml", {"dtype": "float32"})
+    tuned = replace(tuned, artefact=artefacts.identity(model_dir, "chatml", {"dtype": "float32"}))
     record = report.decision_record(decide(baseline, tuned), {"static_few_shot": baseline}, tuned, general_ok(),
                                     _cost(baseline, tuned))  # fmt: skip
-    record["mlflow_run_id"] = tracking.log_decision(store, tracking.experiment_name(task), partition, record,
-                                                    tracking.tags(data_fingerprint="data-fp"))  # fmt: skip
-    return record
+    return replace(record, mlflow_run_id=tracking.log_decision(store, tracking.experiment_name(task), partition, record,
+                                                               tracking.tags(data_fingerprint="data-fp")))  # fmt: skip
 
 
-def _candidate(store, task, tmp_path, partition: str) -> dict:
+def _candidate(store, task, tmp_path, partition: str) -> RegistryEntry:
     model_dir = _folder(tmp_path / "models" / partition, partition.encode() * 100)
     adapter_dir = _folder(tmp_path / "adapters" / partition, b"adapter-" + partition.encode())
     record = _decision(store, task, partition, model_dir)
     adapter = {"adapter_dir": str(adapter_dir), "run_key": f"run-{partition}", "data_fingerprint": "data-fp",
                "config_hash": "cfg", "mlflow_run_id": None}  # fmt: skip
-    return registry.entry(task, partition, record["candidate"], BASE_MODEL, adapter, record)
+    return registry.entry(task, partition, record.candidate, BASE_MODEL, adapter, record)
 
 
-def _promote(store, task, tmp_path, partition: str) -> dict:
+def _promote(store, task, tmp_path, partition: str) -> RegistryEntry:
     return registry.promote(store, _candidate(store, task, tmp_path, partition), BASE_MODEL)
 
 
@@ -116,13 +118,13 @@ def test_score_cards_and_decisions_are_runs_side_by_side(local_store, task, tmp_
     from tests.test_gate import card
 
     experiment = tracking.experiment_name(task)
-    cards = {"zero_shot": {**card("zero_shot", [True, False, False, False]), "artefact": {"id": "base-id"}},
-             "static_few_shot": {**card("static_few_shot", [True, True, False, False]), "artefact": {"id": "base-id"}}}  # fmt: skip
+    cards = {"zero_shot": replace(card("zero_shot", [True, False, False, False]), artefact={"id": "base-id"}),
+             "static_few_shot": replace(card("static_few_shot", [True, True, False, False]), artefact={"id": "base-id"})}  # fmt: skip
     ids = tracking.log_scores(local_store, experiment, "ladder", "tiny-llama", cards, tracking.tags(suite="task"))
     record = _decision(local_store, task, "tiny-llama", _folder(tmp_path / "m", b"weights"))
     client = local_store.client()
     runs = {r.info.run_id: r for r in client.search_runs([client.get_experiment_by_name(experiment).experiment_id])}
-    assert set(runs) == {*ids.values(), record["mlflow_run_id"]}
+    assert set(runs) == {*ids.values(), record.mlflow_run_id}
 
     zero = runs[ids["zero_shot"]]
     assert zero.info.run_name == "ladder/zero_shot @ tiny-llama" and zero.info.status == "FINISHED"
@@ -131,39 +133,56 @@ def test_score_cards_and_decisions_are_runs_side_by_side(local_store, task, tmp_
     assert zero.data.tags["tunegate.kind"] == "scoring" and zero.data.tags["tunegate.partition"] == "tiny-llama"
     assert zero.data.tags["tunegate.suite_fingerprint"] == FP and zero.data.tags["tunegate.suite"] == "task"
 
-    gate = runs[record["mlflow_run_id"]]
+    gate = runs[record.mlflow_run_id]
     m = gate.data.metrics
-    assert m["promote"] == 1.0 and m["p_value"] == pytest.approx(record["p_value"])
-    assert m["margin"] == pytest.approx(record["margin"]) and m["tuned_pass_rate"] == pytest.approx(0.85)
-    vb = record["versus_baseline"]
+    assert m["promote"] == 1.0 and m["p_value"] == pytest.approx(record.decision.p_value)
+    assert m["margin"] == pytest.approx(record.decision.margin) and m["tuned_pass_rate"] == pytest.approx(0.85)
+    vb = record.decision.versus_baseline
     assert (m["vs_baseline.both"], m["vs_baseline.only_tuned"], m["vs_baseline.only_baseline"], m["vs_baseline.neither"]) \
-        == (vb["both"], vb["only_first"], vb["only_second"], vb["neither"]) == WIN  # fmt: skip
-    assert m["general_drop_upper"] == pytest.approx(record["general_drop_upper"])
+        == (vb.both, vb.only_first, vb.only_second, vb.neither) == WIN  # fmt: skip
+    assert m["general_drop_upper"] == pytest.approx(record.decision.forgetting.drop_upper)
     assert m["check.baseline_significance.passed"] == 1.0
     assert gate.data.params["threshold.baseline_margin"] == "0.05"
     assert gate.data.tags["tunegate.promote"] == "True" and gate.data.tags["tunegate.data_fingerprint"] == "data-fp"
     assert gate.data.tags["mlflow.note.content"].startswith("PROMOTE: ")
     with_report = Path(client.download_artifacts(gate.info.run_id, "report.md", str(tmp_path / "dl")))
-    assert with_report.read_text() == record["report_md"] and "**PROMOTE**" in record["report_md"]
+    assert with_report.read_text() == record.report_md and "**PROMOTE**" in record.report_md
     logged = json.loads(Path(client.download_artifacts(gate.info.run_id, "decision.json", str(tmp_path / "dl2"))).read_text())
-    assert logged["p_value"] == pytest.approx(record["p_value"])
+    assert logged["p_value"] == pytest.approx(record.decision.p_value)
 
 
 # --------------------------------------------------------------------------- the registry
+def test_an_entry_round_trips_and_a_damaged_one_is_named(tmp_path):
+    from pipelines.common.typed_records import RecordError
+    from tests.test_gate import champion_entry
+
+    entry = champion_entry("model-a")
+    doc = json.loads(json.dumps(entry.to_dict()))
+    assert RegistryEntry.from_dict(doc) == entry
+    assert "version" not in replace(entry, version=None, source=None).to_dict()  # entry.json before registering
+    with pytest.raises(RecordError, match=r"RegistryEntry: missing \['scores'\]"):
+        RegistryEntry.from_dict({k: v for k, v in doc.items() if k != "scores"})
+    with pytest.raises(RecordError, match=r"RegistryEntry.scores: Scores.tuned: CardSummary: missing \['pass_rate'\]"):
+        RegistryEntry.from_dict({**doc, "scores": {**doc["scores"], "tuned": {"contender": "t", "n": 1, "passed": 1}}})
+    with pytest.raises(RecordError, match=r"RegistryEntry.p_value: 'low' is not"):
+        RegistryEntry.from_dict({**doc, "p_value": "low"})
+
+
 def test_promotion_registers_a_version_and_moves_the_champion(store, task, tmp_path):
     assert registry.champion(store, task) is None
     a = _promote(store, task, tmp_path, "model-a")
-    assert a["version"] == 1
+    assert a.version == 1
     champ = registry.champion(store, task)
-    assert champ["partition"] == "model-a" and champ["version"] == 1 and champ["artefact"] == a["artefact"]
-    assert champ["decision_run_id"] == a["decision_run_id"] and champ["base_model"]["name"] == "tiny"
+    assert champ.partition == "model-a" and champ.version == 1 and champ.artefact == a.artefact
+    assert champ.decision_run_id == a.decision_run_id and champ.base_model["name"] == "tiny"
+    assert champ == a  # entry.json read back is the entry promoted
 
     version = _versions(store, task)[1]
-    assert version.run_id == a["decision_run_id"]  # the decision is the version's source run
+    assert version.run_id == a.decision_run_id  # the decision is the version's source run
     t = version.tags
     assert t["tunegate.base_model"] == "tiny" and t["tunegate.data_fingerprint"] == "data-fp"
-    assert t["tunegate.eval_fingerprint"] == FP and t["tunegate.artefact_id"] == a["artefact"]["id"]
-    assert float(t["tunegate.tuned_pass_rate"]) == pytest.approx(0.85) and t["tunegate.decision_run"] == a["decision_run_id"]
+    assert t["tunegate.eval_fingerprint"] == FP and t["tunegate.artefact_id"] == a.artefact["id"]
+    assert float(t["tunegate.tuned_pass_rate"]) == pytest.approx(0.85) and t["tunegate.decision_run"] == a.decision_run_id
     client = store.client()
     files = {f.path for f in client.list_artifacts(version.run_id, "promoted")}
     assert files == {"promoted/model", "promoted/adapter", "promoted/base_model.json", "promoted/entry.json"}
@@ -171,16 +190,16 @@ def test_promotion_registers_a_version_and_moves_the_champion(store, task, tmp_p
         {"promoted/model/model.safetensors", "promoted/model/config.json"}  # fmt: skip
 
     b = _promote(store, task, tmp_path, "model-b")
-    assert b["version"] == 2 and registry.champion(store, task)["partition"] == "model-b"
-    again = registry.promote(store, {**a, "promoted_at": "later"}, BASE_MODEL)  # the same artefact: its version
-    assert again["version"] == 1 and set(_versions(store, task)) == {1, 2}
-    assert registry.champion(store, task)["partition"] == "model-a"
+    assert b.version == 2 and registry.champion(store, task).partition == "model-b"
+    again = registry.promote(store, replace(a, promoted_at="later"), BASE_MODEL)  # the same artefact: its version
+    assert again.version == 1 and set(_versions(store, task)) == {1, 2}
+    assert registry.champion(store, task).partition == "model-a"
 
     rolled = registry.set_champion(store, task, 2)  # the rollback: move the alias
-    assert rolled["partition"] == "model-b" and registry.champion(store, task)["version"] == 2
+    assert rolled.partition == "model-b" and registry.champion(store, task).version == 2
     with pytest.raises(Exception, match="3"):
         registry.set_champion(store, task, 3)
-    assert registry.champion(store, task)["version"] == 2
+    assert registry.champion(store, task).version == 2
 
 
 def test_the_json_file_is_a_read_only_export(local_store, task, tmp_path):
@@ -199,19 +218,19 @@ def test_the_json_file_is_a_read_only_export(local_store, task, tmp_path):
 
 def test_a_champion_whose_build_folder_is_gone_comes_from_the_registry(store, task, tmp_path):
     a = _promote(store, task, tmp_path, "model-a")
-    shutil.rmtree(a["model_dir"])
+    shutil.rmtree(a.model_dir)
     entry = registry.champion(store, task)
     cache = tmp_path / "cache"
     got = registry.champion_model_dir(store, entry, cache)
     assert got.parent == cache and (got / "model.safetensors").read_bytes() == b"model-a" * 100
-    artefacts.verify(entry["artefact"], got)
+    artefacts.verify(entry.artefact, got)
     assert registry.champion_model_dir(store, entry, cache) == got  # downloaded once
 
 
 def test_a_champion_gone_from_both_places_is_named(local_store, task, tmp_path):
     a = _promote(local_store, task, tmp_path, "model-a")
     entry = registry.champion(local_store, task)
-    shutil.rmtree(a["model_dir"])
+    shutil.rmtree(a.model_dir)
     shutil.rmtree(local_store.artifact_root)
     with pytest.raises(FileNotFoundError, match=r"model-a.*could not be downloaded"):
         registry.champion_model_dir(local_store, entry, tmp_path / "cache")
@@ -222,9 +241,9 @@ def test_two_partitions_promoting_at_once_are_both_registered(store, task, tmp_p
     with ThreadPoolExecutor(max_workers=2) as pool:
         done = list(pool.map(lambda c: registry.promote(store, c, BASE_MODEL), candidates))
     versions = _versions(store, task)
-    assert sorted(versions) == [1, 2] == sorted(d["version"] for d in done)
+    assert sorted(versions) == [1, 2] == sorted(d.version for d in done)
     assert {v.tags["tunegate.partition"] for v in versions.values()} == {"model-a", "model-b"}
-    assert registry.champion(store, task)["partition"] in {"model-a", "model-b"}
+    assert registry.champion(store, task).partition in {"model-a", "model-b"}
 
 
 # --------------------------------------------------------------------------- nothing half-written
@@ -242,7 +261,7 @@ def test_a_failed_alias_move_removes_the_new_version_and_keeps_the_champion(loca
         _promote(local_store, task, tmp_path, "model-b")
     monkeypatch.undo()
     assert set(_versions(local_store, task)) == {1}
-    assert registry.champion(local_store, task)["partition"] == "model-a"
+    assert registry.champion(local_store, task).partition == "model-a"
 
 
 def test_the_server_going_away_between_register_and_alias_leaves_the_champion(mlflow_server, task, tmp_path,
@@ -270,11 +289,11 @@ def test_the_server_going_away_between_register_and_alias_leaves_the_champion(ml
     finally:
         monkeypatch.setattr(MlflowClient, "set_registered_model_alias", real_move)
         mlflow_server.start()
-    assert registry.champion(store, task)["partition"] == "model-a"  # as it was
+    assert registry.champion(store, task).partition == "model-a"  # as it was
     assert store.client().get_model_version(task, "2").aliases == []  # registered, not champion
     retried = registry.promote(store, candidate, BASE_MODEL)  # the retry reuses version 2
-    assert retried["version"] == 2 and set(_versions(store, task)) == {1, 2}
-    assert registry.champion(store, task)["partition"] == "model-b"
+    assert retried.version == 2 and set(_versions(store, task)) == {1, 2}
+    assert registry.champion(store, task).partition == "model-b"
 
 
 def test_an_unreachable_store_is_named_not_taken_for_no_champion(monkeypatch):

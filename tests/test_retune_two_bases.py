@@ -21,6 +21,7 @@ import yaml
 from assets.models import base_model
 from pipelines.orchestration.automation import base_model_registry_sensor
 from pipelines.gate import registry
+from pipelines.gate.decision import ChampionInput
 from pipelines.orchestration.resources import PromptfooResource, TunegateResource
 from tests.test_base_model_registry import GEMMA_FIXES, tiny_gemma_dir  # noqa: F401  (a session fixture)
 from tests.test_gate import card
@@ -59,7 +60,7 @@ def _tick(world) -> list[dg.RunRequest]:
     return list(result.run_requests)
 
 
-def _run_gate(world, partition: str, model_dir: Path, outcome, champion_double: dict | None = None):
+def _run_gate(world, partition: str, model_dir: Path, outcome, champion_double: ChampionInput | None = None):
     """The partition's promotion stage: real base_model, gate and promotion (and the real
     champion_scores unless a double is given); tests/test_promotion.py's doubles upstream."""
     tuned_dir = shutil.copytree(model_dir, world["tmp"] / f"tuned-{partition}")
@@ -77,18 +78,18 @@ def _add_new_base(world, tiny_gemma_dir):  # noqa: F811
     world["registry"].write_text(yaml.safe_dump(doc))
 
 
-def _rescored(world, outcomes: list[bool]) -> dict:
+def _rescored(world, outcomes: list[bool]) -> ChampionInput:
     """The champion as champion_scores hands it on: the registry's entry and a re-scored card."""
     entry = registry.champion(world["tunegate"].tracking_store(), TASK)
-    assert entry is not None and entry["partition"] == OLD
-    return {"status": "scored", "entry": entry, "card": card("champion", outcomes), "why": ""}
+    assert entry is not None and entry.partition == OLD
+    return ChampionInput("scored", entry, card("champion", outcomes))
 
 
 def test_a_new_base_model_is_tuned_and_beats_the_old_champion(world, tiny_model_dir, tiny_gemma_dir):  # noqa: F811
     (first,) = _tick(world)
     assert first.partition_key == OLD and _tick(world) == []  # known now: no second request
     assert _run_gate(world, OLD, tiny_model_dir, WIN).success
-    assert registry.champion(world["tunegate"].tracking_store(), TASK)["base_model"]["released"] == "2024-11-01"
+    assert registry.champion(world["tunegate"].tracking_store(), TASK).base_model["released"] == "2024-11-01"
 
     _add_new_base(world, tiny_gemma_dir)
     (request,) = _tick(world)
@@ -97,9 +98,9 @@ def test_a_new_base_model_is_tuned_and_beats_the_old_champion(world, tiny_model_
 
     champion_cases = [True] * 5 + [False] * 12 + [True] + [False] * 2  # 6/20, paired with WIN's tuned 17/20
     result = _run_gate(world, NEW, tiny_gemma_dir, WIN, _rescored(world, champion_cases))
-    decision = result.output_for_node("gate_decision")
-    assert decision["promote"] is True
-    report = decision["report_md"]
+    record = result.output_for_node("gate_decision")
+    assert record.decision.promote is True
+    report = record.report_md
     assert "### Base models: do we switch?" in report
     assert f"**{NEW}** (this re-tune) | 85.0% | 30.0% (static_few_shot) | PROMOTE" in report
     assert (f"{OLD} (champion) | 30.0% | 30.0% (static_few_shot), its last gate | replaced | re-scored on today's "
@@ -110,7 +111,7 @@ def test_a_new_base_model_is_tuned_and_beats_the_old_champion(world, tiny_model_
     assert f"- Candidate's base model {NEW}: released 2025-08-14" in report
     assert "600 s of training on 540,000 tokens" in report and "min of wall time for the run so far" in report
     assert _metadata(result, "gate_decision")["serving_after"].startswith(f"the fine-tune on **{NEW}**")
-    assert registry.champion(world["tunegate"].tracking_store(), TASK)["partition"] == NEW
+    assert registry.champion(world["tunegate"].tracking_store(), TASK).partition == NEW
     checked = _metadata(result, "base_model")
     assert checked["needs_bos"] is True and checked["eos_token"] == "<end_of_turn>"
 
@@ -118,12 +119,12 @@ def test_a_new_base_model_is_tuned_and_beats_the_old_champion(world, tiny_model_
 def test_without_a_champion_the_old_base_scores_stand_beside_the_new(world, tiny_model_dir, tiny_gemma_dir):  # noqa: F811
     _tick(world)
     old = _run_gate(world, OLD, tiny_model_dir, LOSS)
-    assert old.output_for_node("gate_decision")["promote"] is False  # the old base's gate said no
+    assert old.output_for_node("gate_decision").decision.promote is False  # the old base's gate said no
     _add_new_base(world, tiny_gemma_dir)
     assert [r.partition_key for r in _tick(world)] == [NEW]
 
     result = _run_gate(world, NEW, tiny_gemma_dir, LOSS)  # the real champion_scores: registry empty
-    report = result.output_for_node("gate_decision")["report_md"]
+    report = result.output_for_node("gate_decision").report_md
     assert "- No champion: no earlier base model's gate said yes; tiny-llama above shows what switching buys" in report
     assert f"| {OLD} | 30.0% | 65.0% (static_few_shot) | not promoted | its last gate, same held-out set |" in report
     assert "- **Serves after this decision:** no fine-tune: the prompt-only baseline" in report

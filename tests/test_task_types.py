@@ -140,7 +140,7 @@ def test_max_cases_scores_a_fixed_sample_in_file_order(tmp_path):
 
 
 # --------------------------------------------------------------------------- planted answers, real promptfoo
-def echo_cards(tmp_path: Path, suite: suites.Suite, answers: dict[str, list[str]]) -> dict[str, dict]:
+def echo_cards(tmp_path: Path, suite: suites.Suite, answers: dict[str, list[str]]) -> dict[str, scorecard.ScoreCard]:
     """Score planted answers per contender with promptfoo's own evaluator: our run files,
     with promptfoo's ``echo`` provider answering each case's prompt (the planted answer)."""
     names = list(answers)
@@ -179,12 +179,12 @@ def test_label_task_through_promptfoo(tmp_path):
     rows = [record(f"e{i:02d}", f"q{i}", gold) for i, (_, gold, _) in enumerate(LABEL_ANSWERS)]
     suite = suites.task_suite(label_task(INTENTS), write_jsonl(tmp_path / "eval.jsonl", rows))
     card = echo_cards(tmp_path, suite, {"zero_shot": [a for a, _, _ in LABEL_ANSWERS]})["zero_shot"]
-    verdicts = [c["passed"] for c in card["cases"]]
+    verdicts = [c.passed for c in card.cases]
     assert verdicts == [want for _, _, want in LABEL_ANSWERS]
     # promptfoo's javascript normalisation and ours agree on every planted answer
     assert verdicts == [normalise_label(a) == normalise_label(g) for a, g, _ in LABEL_ANSWERS]
-    m = card["task_metrics"]
-    assert m["type"] == "label" and m["n_labels"] == 4 and m["accuracy"] == 0.5 == card["pass_rate"]
+    m = card.task_metrics
+    assert m["type"] == "label" and m["n_labels"] == 4 and m["accuracy"] == 0.5 == card.pass_rate
     assert m["per_label"] == {"card_arrival": {"n": 2, "correct": 2}, "exchange_rate": {"n": 1, "correct": 1},
                               "lost_card": {"n": 5, "correct": 2}, "refund_status": {"n": 2, "correct": 0}}  # fmt: skip
     assert m["macro_accuracy"] == pytest.approx((1 + 1 + 0.4 + 0) / 4)
@@ -207,10 +207,10 @@ def test_json_partial_credit_through_promptfoo(tmp_path):
     rows = [record(f"e{i}", f"q{i}", json.dumps(gold)) for i in range(4)]
     suite = suites.task_suite(json_task(), write_jsonl(tmp_path / "eval.jsonl", rows))
     card = echo_cards(tmp_path, suite, {"tuned": planted})["tuned"]
-    assert [c["passed"] for c in card["cases"]] == [True, False, False, False]  # the pass rule: every field
-    assert [c["checks"] for c in card["cases"]][:2] == [{"schema": True, "name": True, "city": True, "amount": True},
+    assert [c.passed for c in card.cases] == [True, False, False, False]  # the pass rule: every field
+    assert [c.checks for c in card.cases][:2] == [{"schema": True, "name": True, "city": True, "amount": True},
                                                        {"schema": True, "name": True, "city": True, "amount": False}]  # fmt: skip
-    m = card["task_metrics"]
+    m = card.task_metrics
     assert m["per_field_accuracy"] == {"name": 0.75, "city": 0.5, "amount": 0.25}
     assert m["field_accuracy"] == pytest.approx(6 / 12)
     # predicted non-null fields 3 + 3 + 1 = 7, 6 right; expected 12
@@ -239,20 +239,20 @@ def test_text_task_through_promptfoo(tmp_path, metric, threshold, verdicts):
     suite = suites.task_suite(text_task(metric, threshold), write_jsonl(tmp_path / "eval.jsonl", rows))
     assert suite.default_assert == [{"type": metric, "value": "{{ case.gold }}", "threshold": threshold, "metric": metric}]
     card = echo_cards(tmp_path, suite, {"zero_shot": planted})["zero_shot"]
-    assert [c["output"] for c in card["cases"]] == planted
-    assert [c["passed"] for c in card["cases"]] == verdicts
-    m = card["task_metrics"]
+    assert [c.output for c in card.cases] == planted
+    assert [c.passed for c in card.cases] == verdicts
+    m = card.task_metrics
     assert m["metric"] == metric and m["threshold"] == threshold
-    scores = [c["scores"][metric] for c in card["cases"]]
+    scores = [c.scores[metric] for c in card.cases]
     if metric != "levenshtein":  # levenshtein's score is its pass (0/1)
         assert scores[0] == pytest.approx(1.0) and scores[2] < scores[1] < 1
         assert m["mean_score"] == pytest.approx(sum(scores) / 4)
 
 
 # --------------------------------------------------------------------------- the gate, every type
-def _card(name: str, suite: suites.Suite, passed: list[bool]) -> dict:
-    cases = [{"id": c["id"], "passed": p, "output": "", "gold": c["gold"], "latency_ms": 1.0, "output_tokens": 1,
-              "prompt_tokens": 10, "failed_assertions": [] if p else ["x"], "checks": {}, "scores": {}}
+def _card(name: str, suite: suites.Suite, passed: list[bool]) -> scorecard.ScoreCard:
+    cases = [scorecard.CaseResult(id=c["id"], passed=p, output="", gold=c["gold"], latency_ms=1.0, output_tokens=1,
+                                  prompt_tokens=10, failed_assertions=[] if p else ["x"], checks={}, scores={})
              for c, p in zip(suite.cases, passed)]  # fmt: skip
     return scorecard.summarise(name, suite, cases, {})
 
@@ -272,7 +272,7 @@ def test_gate_pairs_cases_of_every_type(tmp_path, kind):
     suite = suites.task_suite(task, eval_)
     tuned = _card("tuned", suite, [i < 30 for i in range(n)])  # 30 pass
     rung = _card("zero_shot", suite, [i < 10 for i in range(n)])  # 10 pass, all also passed by the tune
-    assert tuned["task_metrics"]["type"] == kind
+    assert tuned.task_metrics["type"] == kind
     verdict = decision.decide({"zero_shot": rung}, tuned, general_ok(), ChampionInput("none"), GateSettings())
     assert verdict.promote and (verdict.versus_baseline.only_first, verdict.versus_baseline.only_second) == (20, 0)
     assert verdict.p_value == pytest.approx(stats.mcnemar_one_sided(20, 0))
@@ -345,13 +345,13 @@ def test_label_task_on_the_tiny_model(tmp_path, tiny_model_dir, tiny_registry):
     records = [record(f"r{i:03d}", r["text"], r["intent"]) for i, r in enumerate(rows[:36])]
     task = yaml.safe_load((REPO / "examples" / "intent" / "task.yaml").read_text())
     card, meta = _materialise_ladder(tmp_path, tiny_model_dir, tiny_registry, task, records[:24], records[24:], max_cases=8)
-    assert card["n"] == 8 and card["suite"] == "task"
-    m = card["task_metrics"]
+    assert card.n == 8 and card.suite == "task"
+    m = card.task_metrics
     assert m["type"] == "label" and m["n_labels"] == 12  # 24 train rows cover the 12 intents
     assert sum(v["n"] for v in m["per_label"].values()) == 8
-    assert m["accuracy"] == card["pass_rate"]
-    for case in card["cases"]:  # the check's verdict is normalised equality with the gold
-        assert case["passed"] == (normalise_label(case["output"]) == normalise_label(case["gold"]))
+    assert m["accuracy"] == card.pass_rate
+    for case in card.cases:  # the check's verdict is normalised equality with the gold
+        assert case.passed == (normalise_label(case.output) == normalise_label(case.gold))
     assert {"task_metrics", "per_label_accuracy", "confusions"} <= set(meta)
     assert "pass rule (what the gate counts)" in meta["task_metrics"].value
 
@@ -365,11 +365,11 @@ def test_text_task_on_the_tiny_model(tmp_path, tiny_model_dir, tiny_registry):
     task = {"name": "replies", "system_prompt": "Write the reply.", "max_new_tokens": 12,
             "output": {"type": "text", "metric": "rouge-n", "threshold": 0.5}}  # fmt: skip
     card, meta = _materialise_ladder(tmp_path, tiny_model_dir, tiny_registry, task, records[:6], records[6:])
-    assert card["n"] == 4
-    scores = [c["scores"]["rouge-n"] for c in card["cases"]]
+    assert card.n == 4
+    scores = [c.scores["rouge-n"] for c in card.cases]
     assert all(0.0 <= s <= 1.0 for s in scores)
-    assert [c["passed"] for c in card["cases"]] == [s >= 0.5 for s in scores]
-    assert card["task_metrics"]["mean_score"] == pytest.approx(sum(scores) / 4)
+    assert [c.passed for c in card.cases] == [s >= 0.5 for s in scores]
+    assert card.task_metrics["mean_score"] == pytest.approx(sum(scores) / 4)
     assert "mean rouge-n" in meta["task_metrics"].value
 
 

@@ -19,10 +19,12 @@ import pytest
 import yaml
 
 from assets import models, training
+from pipelines.gate.ladder import Ladder
 from pipelines.training import launch, run_plan, train_metrics
 from pipelines.orchestration.partitions import base_model_partitions
 from pipelines.common.jsonl import read_jsonl
 from pipelines.orchestration.resources import AxolotlResource, TunegateResource
+from tests.test_gate import card
 
 FIXTURES = Path(__file__).parent / "fixtures"
 TRAIN = FIXTURES / "chat_train.jsonl"
@@ -187,12 +189,11 @@ def validation_set_double() -> dict:
 def _baseline_double(target: float | None, pass_rate: float):
     skip = (f"no fine-tune needed: the baseline passes {pass_rate:.0%} >= target {target:.0%}"
             if target is not None and pass_rate >= target else None)
+    rung = card("zero_shot", [i < round(12 * pass_rate) for i in range(12)], target=target)
 
     @dg.asset(name="baseline_scores", partitions_def=base_model_partitions)
-    def baseline_scores_double() -> dict:
-        return {"contender": "baseline", "suite": "task", "n": 12, "passed": round(12 * pass_rate),
-                "pass_rate": pass_rate, "target_pass_rate": target,
-                "baseline_rung": "zero_shot", "skip_training": skip}
+    def baseline_scores_double() -> Ladder:
+        return Ladder("zero_shot", {"zero_shot": rung}, skip)
 
     return baseline_scores_double
 

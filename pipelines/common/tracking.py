@@ -21,7 +21,12 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # annotations only: the records sit above this module
+    from pipelines.evaluation.scorecard import ScoreCard
+    from pipelines.gate.decision import Pairing
+    from pipelines.gate.report import DecisionRecord
 
 TAG = "tunegate."  # prefix of every tag tunegate sets
 STORE_DIR = "mlflow"
@@ -140,67 +145,68 @@ CARD_METRICS = ("pass_rate", "passed", "n", "ci_low", "ci_high", "mean_prompt_to
                 "mean_latency_ms", "target_pass_rate")  # fmt: skip
 
 
-def log_scores(store: Store, experiment: str, stage: str, partition: str, cards: dict[str, dict],
+def log_scores(store: Store, experiment: str, stage: str, partition: str, cards: dict[str, ScoreCard],
                extra_tags: dict[str, str] | None = None) -> dict[str, str]:  # fmt: skip
     """One run per score card (``<stage>/<contender> @ <partition>``); contender -> run id."""
     run_ids = {}
     for contender, card in cards.items():
         run_tags = {**tags(kind="scoring", stage=stage, partition=partition, contender=contender,
-                           suite_fingerprint=card.get("suite_fingerprint"),
-                           artefact_id=(card.get("artefact") or {}).get("id"),
-                           cache_hit=card.get("cache_hit"), results_path=card.get("results_path")),
+                           suite_fingerprint=card.suite_fingerprint,
+                           artefact_id=(card.artefact or {}).get("id"),
+                           cache_hit=card.cache_hit, results_path=card.results_path),
                     **(extra_tags or {})}  # fmt: skip
-        params = {"prompt": card.get("recipe_text", ""), "recipe": json.dumps(card.get("recipe"), default=str)}
+        params = {"prompt": card.recipe_text, "recipe": json.dumps(card.recipe, default=str)}
         run_ids[contender] = _log_run(store, experiment, f"{stage}/{contender} @ {partition}", run_tags,
-                                      {k: card.get(k) for k in CARD_METRICS}, params)  # fmt: skip
+                                      {k: getattr(card, k) for k in CARD_METRICS}, params)  # fmt: skip
     return run_ids
 
 
-def _pairing_metrics(prefix: str, pairing: dict | None, first: str, second: str) -> dict[str, float]:
-    if not pairing:
+def _pairing_metrics(prefix: str, pairing: Pairing | None, first: str, second: str) -> dict[str, float]:
+    if pairing is None:
         return {}
-    return {f"{prefix}.n": pairing["n"], f"{prefix}.both": pairing["both"],
-            f"{prefix}.only_{first}": pairing["only_first"], f"{prefix}.only_{second}": pairing["only_second"],
-            f"{prefix}.neither": pairing["neither"]}  # fmt: skip
+    return {f"{prefix}.n": pairing.n, f"{prefix}.both": pairing.both,
+            f"{prefix}.only_{first}": pairing.only_first, f"{prefix}.only_{second}": pairing.only_second,
+            f"{prefix}.neither": pairing.neither}  # fmt: skip
 
 
-def decision_metrics(record: dict) -> dict[str, float | None]:
+def decision_metrics(record: DecisionRecord) -> dict[str, float | None]:
     """The gate's numbers as MLflow metrics: verdict, margins, p-values, paired counts."""
-    scores = record["scores"]
-    forgetting = record["forgetting"]
+    decision, scores = record.decision, record.scores
+    forgetting = decision.forgetting
     metrics: dict[str, float | None] = {
-        "promote": 1.0 if record["promote"] else 0.0,
-        "margin": record["margin"],
-        "p_value": record["p_value"],
-        "champion_p_value": record.get("champion_p_value"),
-        "general_drop": record["general_drop"],
-        "general_drop_upper": record["general_drop_upper"],
-        "tuned_pass_rate": scores["tuned"]["pass_rate"],
-        "baseline_pass_rate": scores["baseline"]["pass_rate"],
-        "champion_pass_rate": (scores.get("champion") or {}).get("pass_rate"),
-        "break_even_calls_per_month": record["cost"].get("break_even_calls_per_month"),
+        "promote": 1.0 if decision.promote else 0.0,
+        "margin": decision.margin,
+        "p_value": decision.p_value,
+        "champion_p_value": decision.champion_p_value,
+        "general_drop": forgetting.total.difference,
+        "general_drop_upper": forgetting.drop_upper,
+        "tuned_pass_rate": scores.tuned.pass_rate,
+        "baseline_pass_rate": scores.baseline.pass_rate,
+        "champion_pass_rate": scores.champion.pass_rate if scores.champion else None,
+        "break_even_calls_per_month": record.cost.break_even_calls_per_month,
     }
-    metrics.update(_pairing_metrics("vs_baseline", record["versus_baseline"], "tuned", "baseline"))
-    metrics.update(_pairing_metrics("vs_champion", record.get("versus_champion"), "tuned", "champion"))
+    metrics.update(_pairing_metrics("vs_baseline", decision.versus_baseline, "tuned", "baseline"))
+    metrics.update(_pairing_metrics("vs_champion", decision.versus_champion, "tuned", "champion"))
     for step in ("quantisation", "adapter", "total"):
-        metrics.update(_pairing_metrics(f"general.{step}", forgetting.get(step), "before", "after"))
-    for check in record["checks"]:
-        metrics[f"check.{check['name']}.passed"] = 1.0 if check["passed"] else 0.0
-        metrics[f"check.{check['name']}.value"] = check["value"]
+        metrics.update(_pairing_metrics(f"general.{step}", getattr(forgetting, step), "before", "after"))
+    for check in decision.checks:
+        metrics[f"check.{check.name}.passed"] = 1.0 if check.passed else 0.0
+        metrics[f"check.{check.name}.value"] = check.value
     return metrics
 
 
-def log_decision(store: Store, experiment: str, partition: str, record: dict,
+def log_decision(store: Store, experiment: str, partition: str, record: DecisionRecord,
                  extra_tags: dict[str, str] | None = None) -> str:  # fmt: skip
     """The gate decision as a run: metrics, thresholds as params, report and record as artifacts."""
-    verdict = "PROMOTE" if record["promote"] else "DO NOT PROMOTE"
-    run_tags = {**tags(kind="gate_decision", partition=partition, promote=record["promote"], reason=record["reason"],
-                       baseline_rung=record["baseline_rung"], candidate_artefact_id=record["candidate"]["id"],
-                       suite_fingerprint=record["suite_fingerprint"],
-                       champion_status=record["champion"]["status"]),
+    decision = record.decision
+    verdict = "PROMOTE" if decision.promote else "DO NOT PROMOTE"
+    run_tags = {**tags(kind="gate_decision", partition=partition, promote=decision.promote, reason=decision.reason,
+                       baseline_rung=decision.baseline_rung, candidate_artefact_id=record.candidate["id"],
+                       suite_fingerprint=record.suite_fingerprint,
+                       champion_status=decision.champion.status),
                 **(extra_tags or {})}  # fmt: skip
-    run_tags["mlflow.note.content"] = f"{verdict}: {record['reason']}"[:MAX_TAG_CHARS]
-    params = {f"threshold.{c['name']}": c["threshold"] for c in record["checks"]}
-    params["baseline_rung"] = record["baseline_rung"]
-    texts = {"report.md": record["report_md"], "decision.json": json.dumps(record, indent=2, default=str)}
+    run_tags["mlflow.note.content"] = f"{verdict}: {decision.reason}"[:MAX_TAG_CHARS]
+    params = {f"threshold.{c.name}": c.threshold for c in decision.checks}
+    params["baseline_rung"] = decision.baseline_rung
+    texts = {"report.md": record.report_md, "decision.json": json.dumps(record.to_dict(), indent=2, default=str)}
     return _log_run(store, experiment, f"gate @ {partition}", run_tags, decision_metrics(record), params, texts)

@@ -20,15 +20,18 @@ from __future__ import annotations
 import json
 from collections import Counter, defaultdict
 from statistics import quantiles
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pipelines.evaluation.task import normalise_label
 from pipelines.common.tables import markdown_table
 
+if TYPE_CHECKING:
+    from pipelines.evaluation.scorecard import CaseResult, ScoreCard
+
 NOT_A_LABEL = "(not a label)"
 
 
-def summarise(scoring: dict[str, Any] | None, cases: list[dict]) -> dict[str, Any] | None:
+def summarise(scoring: dict[str, Any] | None, cases: list[CaseResult]) -> dict[str, Any] | None:
     """The task metrics of one card's cases (None for a suite without a task output type)."""
     if not scoring or not cases:
         return None
@@ -41,23 +44,23 @@ def _present(value: Any) -> bool:
     return value is not None and value != "" and value != [] and value != {}
 
 
-def _json_fields(scoring: dict, cases: list[dict]) -> dict[str, Any]:
+def _json_fields(scoring: dict, cases: list[CaseResult]) -> dict[str, Any]:
     fields = scoring["fields"]
     correct = {f: 0 for f in fields}
     true_pos = predicted = expected = 0
     per_case = []
     for case in cases:
         try:
-            answer = json.loads(case["output"] or "")
+            answer = json.loads(case.output or "")
         except ValueError:
             answer = None
         answer = answer if isinstance(answer, dict) else {}
         right = 0
         for field in fields:
-            ok = bool((case.get("checks") or {}).get(field))
+            ok = bool(case.checks.get(field))
             correct[field] += ok
             right += ok
-            gold_has, answer_has = _present(case["gold"].get(field)), _present(answer.get(field))
+            gold_has, answer_has = _present(case.gold.get(field)), _present(answer.get(field))
             expected += gold_has
             predicted += answer_has
             true_pos += ok and gold_has and answer_has
@@ -81,24 +84,24 @@ def predicted_label(output: str | None, labels: list[str]) -> str:
     return by_key.get(normalise_label(output or ""), NOT_A_LABEL)
 
 
-def _labels(scoring: dict, cases: list[dict]) -> dict[str, Any]:
+def _labels(scoring: dict, cases: list[CaseResult]) -> dict[str, Any]:
     labels = scoring["labels"]
     by_key = {normalise_label(label): label for label in labels}
     per_label: dict[str, list[int]] = defaultdict(lambda: [0, 0])  # gold -> [n, correct]
     confusions: Counter = Counter()
     valid = 0
     for case in cases:
-        gold = by_key.get(normalise_label(case["gold"]), case["gold"])
-        predicted = by_key.get(normalise_label(case["output"] or ""), NOT_A_LABEL)
+        gold = by_key.get(normalise_label(case.gold), case.gold)
+        predicted = by_key.get(normalise_label(case.output or ""), NOT_A_LABEL)
         valid += predicted != NOT_A_LABEL
         per_label[gold][0] += 1
-        per_label[gold][1] += bool(case["passed"])
-        if not case["passed"]:
+        per_label[gold][1] += bool(case.passed)
+        if not case.passed:
             confusions[(gold, predicted)] += 1
     accuracies = {label: c / n for label, (n, c) in per_label.items()}
     return {
         "n_labels": len(labels),
-        "accuracy": sum(case["passed"] for case in cases) / len(cases),
+        "accuracy": sum(case.passed for case in cases) / len(cases),
         "macro_accuracy": sum(accuracies.values()) / len(accuracies),
         "valid_label_rate": valid / len(cases),
         "per_label": {label: {"n": n, "correct": c} for label, (n, c) in sorted(per_label.items())},
@@ -107,9 +110,9 @@ def _labels(scoring: dict, cases: list[dict]) -> dict[str, Any]:
     }
 
 
-def _text(scoring: dict, cases: list[dict]) -> dict[str, Any]:
+def _text(scoring: dict, cases: list[CaseResult]) -> dict[str, Any]:
     metric = scoring["metric"]
-    scores = [float((case.get("scores") or {}).get(metric, 0.0)) for case in cases]
+    scores = [float(case.scores.get(metric, 0.0)) for case in cases]
     quartiles = quantiles(scores, n=4, method="inclusive") if len(scores) > 1 else scores * 3
     return {
         "metric": metric,
@@ -157,12 +160,12 @@ def confusions_md(metrics: dict[str, Any]) -> str:
     return markdown_table(["gold", "answered", "cases"], metrics["top_confusions"])
 
 
-def contenders_md(cards: dict[str, dict]) -> str | None:
+def contenders_md(cards: dict[str, ScoreCard]) -> str | None:
     """One row per contender with its type's figures beyond pass/fail (the gate report):
     None when the cards carry no task metrics (cards cached before output types)."""
     rows = []
     for name, card in cards.items():
-        m = card.get("task_metrics")
+        m = card.task_metrics
         if not m:
             return None
         if m["type"] == "json":
@@ -174,8 +177,8 @@ def contenders_md(cards: dict[str, dict]) -> str | None:
                        f"{worst[0]} {worst[1]['correct']}/{worst[1]['n']}"]
         else:
             figures = [f"{m['mean_score']:.3f}", " / ".join(f"{v:.3f}" for v in m["score_quartiles"]), str(m["threshold"])]
-        rows.append([name, f"{card['pass_rate']:.1%}", *figures])
-    kind = next(iter(cards.values()))["task_metrics"]["type"]
+        rows.append([name, f"{card.pass_rate:.1%}", *figures])
+    kind = next(iter(cards.values())).task_metrics["type"]
     headers = {"json": ["field accuracy", "field F1", "per field"],
                "label": ["macro accuracy", "answers in the label set", "worst label"],
                "text": ["mean score", "quartiles", "threshold"]}[kind]

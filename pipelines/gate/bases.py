@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import date, datetime, timezone
 from typing import Any
 
+from pipelines.evaluation.scorecard import ScoreCard
 from pipelines.gate.cost import CostReport
 from pipelines.gate.decision import Decision
 from pipelines.common.tables import markdown_table
@@ -59,28 +60,28 @@ def serving_after(decision: Decision, candidate: str) -> str:
         return f"the fine-tune on **{candidate}** (promoted now)"
     champ = decision.champion
     if champ.status in ("scored", "same") and champ.entry:
-        return f"the champion fine-tune on **{champ.entry['partition']}** (unchanged)"
+        return f"the champion fine-tune on **{champ.entry.partition}** (unchanged)"
     return "no fine-tune: the prompt-only baseline (nothing was ever promoted, or its files are gone)"
 
 
-def base_models_md(decision: Decision, tuned: dict, baseline: dict, ctx: BaseModelContext, cost: CostReport,
+def base_models_md(decision: Decision, tuned: ScoreCard, baseline: ScoreCard, ctx: BaseModelContext, cost: CostReport,
                    now: datetime | None = None) -> str:  # fmt: skip
     """Both (all) base models side by side, what serves after the decision, the champion's
     base-model age and the re-tune's cost."""
     now = now or datetime.now(timezone.utc)
     champ = decision.champion
-    champ_partition = (champ.entry or {}).get("partition")
-    rows = [[f"**{ctx.candidate}** (this re-tune)", _rate(tuned["pass_rate"]),
-             f"{_rate(baseline['pass_rate'])} ({decision.baseline_rung})", "PROMOTE" if decision.promote else "no",
+    champ_partition = champ.entry.partition if champ.entry else None
+    rows = [[f"**{ctx.candidate}** (this re-tune)", _rate(tuned.pass_rate),
+             f"{_rate(baseline.pass_rate)} ({decision.baseline_rung})", "PROMOTE" if decision.promote else "no",
              "today's held-out set"]]  # fmt: skip
     others = {o.partition: o for o in ctx.others if o.partition != ctx.candidate}
     if champ.card and champ_partition != ctx.candidate:
         last = others.pop(champ_partition, None)
         prompt_only = f"{_rate(last.baseline_pass_rate)} ({last.baseline_rung or '-'}), its last gate" if last else "-"
-        rows.append([f"{champ_partition} (champion)", _rate(champ.card["pass_rate"]), prompt_only,
+        rows.append([f"{champ_partition} (champion)", _rate(champ.card.pass_rate), prompt_only,
                      "replaced" if decision.promote else "keeps serving", "re-scored on today's held-out set"])  # fmt: skip
     for other in others.values():
-        same = other.suite_fingerprint == tuned.get("suite_fingerprint")
+        same = other.suite_fingerprint == tuned.suite_fingerprint
         rows.append([other.partition, _rate(other.tuned_pass_rate),
                      f"{_rate(other.baseline_pass_rate)} ({other.baseline_rung or '-'})",
                      "promoted" if other.promoted else "not promoted",
@@ -96,9 +97,9 @@ def base_models_md(decision: Decision, tuned: dict, baseline: dict, ctx: BaseMod
         lines.append(f"- The champion cannot be re-scored: {champ.why}")
     today = now.date()
     if champ.entry:
-        base = champ.entry.get("base_model") or {}
+        base = champ.entry.base_model or {}
         released = base.get("released") or ctx.champion_released
-        promoted = champ.entry.get("promoted_at")
+        promoted = champ.entry.promoted_at
         served = ""
         if promoted:
             days = (now - datetime.fromisoformat(promoted)).total_seconds() / 86400

@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 from pipelines.config.gate import CostSettings
+from pipelines.evaluation.scorecard import ScoreCard
 
 
 @dataclass(frozen=True)
@@ -44,12 +45,12 @@ class CostReport:
         return asdict(self)
 
 
-def per_call(card: dict, prices: CostSettings) -> float:
-    return (card.get("mean_prompt_tokens", 0.0) * prices.input_per_1m_tokens
-            + card.get("mean_output_tokens", 0.0) * prices.output_per_1m_tokens) / 1e6  # fmt: skip
+def per_call(card: ScoreCard, prices: CostSettings) -> float:
+    return (card.mean_prompt_tokens * prices.input_per_1m_tokens
+            + card.mean_output_tokens * prices.output_per_1m_tokens) / 1e6  # fmt: skip
 
 
-def cost_report(rungs: dict[str, dict], baseline_rung: str, tuned: dict, training: dict, prices: CostSettings) -> CostReport:
+def cost_report(rungs: dict[str, ScoreCard], baseline_rung: str, tuned: ScoreCard, training: dict, prices: CostSettings) -> CostReport:
     """``training``: the adapter record (``train_runtime_s``, ``tokens_per_second``)."""
     seconds = float(training.get("train_runtime_s") or 0.0)
     tokens = seconds * float(training.get("tokens_per_second") or 0.0)
@@ -59,8 +60,8 @@ def cost_report(rungs: dict[str, dict], baseline_rung: str, tuned: dict, trainin
     for name, card in [*rungs.items(), ("tuned", tuned)]:
         call = per_call(card, prices)
         monthly = prices.calls_per_month * call + (training_per_month if name == "tuned" else 0.0)
-        rows.append(ContenderCost(name, card.get("mean_prompt_tokens", 0.0), card.get("mean_output_tokens", 0.0),
-                                  card.get("mean_latency_ms", 0.0), call, monthly))  # fmt: skip
+        rows.append(ContenderCost(name, card.mean_prompt_tokens, card.mean_output_tokens, card.mean_latency_ms,
+                                  call, monthly))  # fmt: skip
     saving = per_call(rungs[baseline_rung], prices) - per_call(tuned, prices)
     break_even = training_per_month / saving if saving > 0 else None
     return CostReport(rows, seconds, tokens, training_cost, training_per_month, saving, break_even, prices.calls_per_month)

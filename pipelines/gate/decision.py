@@ -18,15 +18,24 @@ The rules, all of which must hold to promote:
    named in the report, and the check passes: it can no longer serve, so it defends nothing.
 
 Cards are comparable only with equal suite fingerprints: a missing or different
-fingerprint is an error naming both values, never a skipped check."""
+fingerprint is an error naming both values, never a skipped check.
+
+The records: ``Check`` (one rule's row), ``Pairing`` (two cards' paired outcomes),
+``Forgetting`` (the general-skills drop, decomposed), ``ChampionInput`` (the champion as
+the gate sees it: the ``champion_scores`` asset's value) and ``Decision`` (the verdict)."""
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pipelines.common import stats
+from pipelines.common.metadata import Metadata
 from pipelines.config.gate import GateSettings
+from pipelines.evaluation.scorecard import ScoreCard
+
+if TYPE_CHECKING:  # the registry reads decisions: a runtime import would be circular
+    from pipelines.gate.registry.entries import RegistryEntry
 
 
 class IncomparableCards(ValueError):
@@ -35,6 +44,8 @@ class IncomparableCards(ValueError):
 
 @dataclass(frozen=True)
 class Check:
+    """One rule's row in the report: its value against its threshold, and what to do when it fails."""
+
     name: str
     passed: bool
     value: float | None
@@ -61,9 +72,9 @@ class Pairing:
         return (self.only_first - self.only_second) / self.n
 
 
-def require_same_suite(cards: dict[str, dict]) -> str:
+def require_same_suite(cards: dict[str, ScoreCard]) -> str:
     """The suite fingerprint every card shares; an error naming the values otherwise."""
-    prints = {name: card.get("suite_fingerprint") for name, card in cards.items()}
+    prints = {name: card.suite_fingerprint for name, card in cards.items()}
     missing = [name for name, fp in prints.items() if not fp]
     if missing:
         raise IncomparableCards(f"score card(s) {missing} carry no suite fingerprint: re-score them")
@@ -73,55 +84,55 @@ def require_same_suite(cards: dict[str, dict]) -> str:
     return next(iter(prints.values()))
 
 
-def pair(first: dict, second: dict) -> Pairing:
+def pair(first: ScoreCard, second: ScoreCard) -> Pairing:
     """Pair two cards' cases by id: the paired tests need the same cases on both sides."""
-    require_same_suite({first["contender"]: first, second["contender"]: second})
+    require_same_suite({first.contender: first, second.contender: second})
     a, b = _outcomes(first), _outcomes(second)
     if a.keys() != b.keys():
         only_a, only_b = sorted(a.keys() - b.keys()), sorted(b.keys() - a.keys())
         raise IncomparableCards(
-            f"cannot pair {first['contender']!r} with {second['contender']!r}: case ids differ "
+            f"cannot pair {first.contender!r} with {second.contender!r}: case ids differ "
             f"({len(only_a)} only in the first, e.g. {only_a[:3]}; {len(only_b)} only in the second, e.g. {only_b[:3]})"
         )
     counts = {(True, True): 0, (True, False): 0, (False, True): 0, (False, False): 0}
     for case_id, ok in a.items():
         counts[(ok, b[case_id])] += 1
-    return Pairing(first["contender"], second["contender"], len(a), counts[(True, True)],
+    return Pairing(first.contender, second.contender, len(a), counts[(True, True)],
                    counts[(True, False)], counts[(False, True)], counts[(False, False)])  # fmt: skip
 
 
-def _outcomes(card: dict) -> dict[str, bool]:
+def _outcomes(card: ScoreCard) -> dict[str, bool]:
     out: dict[str, bool] = {}
-    for index, case in enumerate(card.get("cases") or []):
-        case_id = case.get("id")
+    for index, case in enumerate(card.cases):
+        case_id = case.id
         if case_id is None:
-            raise IncomparableCards(f"score card {card.get('contender')!r}: case #{index} has no id")
+            raise IncomparableCards(f"score card {card.contender!r}: case #{index} has no id")
         if str(case_id) in out:
-            raise IncomparableCards(f"score card {card.get('contender')!r}: duplicate case id {case_id!r}")
-        out[str(case_id)] = bool(case["passed"])
+            raise IncomparableCards(f"score card {card.contender!r}: duplicate case id {case_id!r}")
+        out[str(case_id)] = bool(case.passed)
     if not out:
-        raise IncomparableCards(f"score card {card.get('contender')!r} has no cases to compare")
+        raise IncomparableCards(f"score card {card.contender!r} has no cases to compare")
     return out
 
 
-def strongest_rung(rungs: dict[str, dict]) -> str:
+def strongest_rung(rungs: dict[str, ScoreCard]) -> str:
     """The prompt-only rung to beat: highest pass rate; a tie goes to the cheaper prompt
     (fewer prompt tokens per call), then to the name, so the choice is deterministic."""
     if not rungs:
         raise ValueError("the prompt ladder has no rungs: configure eval.ladder in tunegate.yaml")
     require_same_suite(rungs)
-    return min(rungs, key=lambda n: (-rungs[n]["pass_rate"], rungs[n].get("mean_prompt_tokens", 0.0), n))
+    return min(rungs, key=lambda n: (-rungs[n].pass_rate, rungs[n].mean_prompt_tokens, n))
 
 
-def meets_target(rungs: dict[str, dict]) -> str | None:
+def meets_target(rungs: dict[str, ScoreCard]) -> str | None:
     """If any prompt-only rung already reaches the task's ``target_pass_rate``, training is
     not worth paying for: the reason to skip it, else None."""
-    for name in sorted(rungs, key=lambda n: -rungs[n]["pass_rate"]):
+    for name in sorted(rungs, key=lambda n: -rungs[n].pass_rate):
         card = rungs[name]
-        target = card.get("target_pass_rate")
-        if target is not None and card["pass_rate"] >= target:
+        target = card.target_pass_rate
+        if target is not None and card.pass_rate >= target:
             return (
-                f"the prompt-only rung {name!r} already passes {card['pass_rate']:.1%} of held-out cases "
+                f"the prompt-only rung {name!r} already passes {card.pass_rate:.1%} of held-out cases "
                 f"(target {target:.1%}): no fine-tune needed"
             )
     return None
@@ -154,7 +165,7 @@ class Forgetting:
         )
 
 
-def forgetting(general: dict[str, dict], confidence: float) -> Forgetting:
+def forgetting(general: dict[str, ScoreCard | None], confidence: float) -> Forgetting:
     """``general`` holds the cards ``reference`` (fp32 base), ``base_as_trained`` (None or
     absent without quantisation) and ``candidate``."""
     cards = {k: v for k, v in general.items() if v is not None}
@@ -170,12 +181,28 @@ def forgetting(general: dict[str, dict], confidence: float) -> Forgetting:
 class ChampionInput:
     """What the gate knows about the current champion: ``status`` is none (no champion),
     missing (its files or base model are gone: ``why``), same (the candidate is the
-    champion) or scored (``card``: re-scored on this suite)."""
+    champion) or scored (``card``: re-scored on this suite). ``entry``: its registry entry."""
 
     status: str
-    entry: dict[str, Any] | None = None
-    card: dict[str, Any] | None = None
+    entry: RegistryEntry | None = None
+    card: ScoreCard | None = None
     why: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"status": self.status, "entry": self.entry.to_dict() if self.entry else None,
+                "card": self.card.to_dict() if self.card else None, "why": self.why}  # fmt: skip
+
+    def metadata(self) -> Metadata:
+        """The champion as the UI shows it; a re-scored champion's card too."""
+        metadata: Metadata = {
+            "status": self.status,
+            "champion": self.entry.partition if self.entry else "none",
+            "champion_version": str(self.entry.version) if self.entry else "none",
+            "why": self.why,
+        }
+        if self.card:
+            metadata.update(self.card.metadata())
+        return metadata
 
 
 @dataclass(frozen=True)
@@ -195,18 +222,19 @@ class Decision:
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
+        out["champion"] = self.champion.to_dict()
         out["general_drop"] = self.forgetting.total.difference
         out["general_drop_upper"] = self.forgetting.drop_upper
         return out
 
 
-def _paired_rule(name: str, tuned: dict, other: dict, settings: GateSettings, other_label: str) -> tuple[list[Check], Pairing, float, float]:
+def _paired_rule(name: str, tuned: ScoreCard, other: ScoreCard, settings: GateSettings, other_label: str) -> tuple[list[Check], Pairing, float, float]:
     pairing = pair(tuned, other)
-    margin = tuned["pass_rate"] - other["pass_rate"]
+    margin = tuned.pass_rate - other.pass_rate
     p = stats.mcnemar_one_sided(pairing.only_first, pairing.only_second)
     checks = [
         Check(f"{name}_margin", margin >= settings.min_margin - 1e-12, margin, settings.min_margin,
-              f"tuned {tuned['pass_rate']:.1%} - {other_label} {other['pass_rate']:.1%} = {_pts(margin)} "
+              f"tuned {tuned.pass_rate:.1%} - {other_label} {other.pass_rate:.1%} = {_pts(margin)} "
               f"(need >= {_pts(settings.min_margin)})",
               f"the tune does not beat {other_label} by enough: improve the training data or keep {other_label}"),
         Check(f"{name}_significance", p < settings.alpha, p, settings.alpha,
@@ -218,9 +246,9 @@ def _paired_rule(name: str, tuned: dict, other: dict, settings: GateSettings, ot
 
 
 def decide(
-    rungs: dict[str, dict],
-    tuned: dict,
-    general: dict[str, dict | None],
+    rungs: dict[str, ScoreCard],
+    tuned: ScoreCard,
+    general: dict[str, ScoreCard | None],
     champion: ChampionInput,
     settings: GateSettings,
 ) -> Decision:
@@ -238,7 +266,7 @@ def decide(
     checks.append(
         Check(
             "general_skills", forgot.drop_upper <= allowed + 1e-12, forgot.drop_upper, allowed,
-            f"general skills {general['reference']['pass_rate']:.1%} -> {general['candidate']['pass_rate']:.1%} "
+            f"general skills {general['reference'].pass_rate:.1%} -> {general['candidate'].pass_rate:.1%} "
             f"on {total.n} paired items ({total.only_first} lost, {total.only_second} gained): drop "
             f"{_pts(total.difference)}, upper {confidence:.0%} bound {_pts(forgot.drop_upper)} (allowed <= {_pts(allowed)})",
             forgot.recommendation(allowed),
@@ -263,8 +291,8 @@ def decide(
         reason = "Not promoted: " + "; ".join(f"{c.name} fails ({c.detail})" for c in failed) + "."
     else:
         reason = (
-            f"Promoted: the tuned model passes {tuned['pass_rate']:.1%} vs the best prompt's "
-            f"{baseline['pass_rate']:.1%} ({baseline_rung}; {_pts(margin)}, McNemar p = {p_value:.3g}) and keeps "
+            f"Promoted: the tuned model passes {tuned.pass_rate:.1%} vs the best prompt's "
+            f"{baseline.pass_rate:.1%} ({baseline_rung}; {_pts(margin)}, McNemar p = {p_value:.3g}) and keeps "
             f"its general skills (drop at most {_pts(forgot.drop_upper)} at {confidence:.0%})"
             + (" and beats the champion" if versus_champion else "") + "."
         )

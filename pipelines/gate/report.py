@@ -1,11 +1,17 @@
 """The decision as a reviewer reads it: markdown for Dagster metadata and the demo's output,
-and the gate asset's value (the verdict, its numbers, the identities it was decided on)."""
+and the gate asset's value, ``DecisionRecord`` (the verdict, its numbers, the identities it
+was decided on), with ``Scores`` (every card's numbers, also kept in the registry entry)."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
+from pipelines.common.metadata import Markdown, Metadata
+from pipelines.common.typed_records import RecordError, from_fields
+from pipelines.evaluation.scorecard import CardSummary, ScoreCard
 from pipelines.evaluation.task_metrics import contenders_md
+from pipelines.gate import bases
 from pipelines.gate.cost import CostReport
 from pipelines.gate.decision import Decision, Pairing
 from pipelines.common.tables import markdown_table
@@ -23,8 +29,8 @@ def _pts(x: float | None) -> str:
     return "-" if x is None else f"{x * 100:+.1f} pts"
 
 
-def _ci(card: dict) -> str:
-    return f"[{_rate(card.get('ci_low'))}, {_rate(card.get('ci_high'))}]"
+def _ci(card: ScoreCard) -> str:
+    return f"[{_rate(card.ci_low)}, {_rate(card.ci_high)}]"
 
 
 def _pairing_row(label: str, p: Pairing | None, drop_of: str) -> list[str]:
@@ -33,16 +39,16 @@ def _pairing_row(label: str, p: Pairing | None, drop_of: str) -> list[str]:
     return [label, str(p.n), str(p.only_first), str(p.only_second), _pts(p.difference), drop_of]
 
 
-def ladder_md(rungs: dict[str, dict], baseline_rung: str, cost: CostReport | None = None) -> str:
+def ladder_md(rungs: dict[str, ScoreCard], baseline_rung: str, cost: CostReport | None = None) -> str:
     costs = {c.name: c for c in cost.contenders} if cost else {}
     rows = []
     for name, card in rungs.items():
         c = costs.get(name)
         rows.append([
-            f"**{name}** (baseline)" if name == baseline_rung else name, card.get("recipe_text", ""),
-            _rate(card["pass_rate"]), _ci(card), f"{card['passed']}/{card['n']}",
-            _num(card.get("mean_prompt_tokens")), _num(card.get("mean_output_tokens")),
-            _num(card.get("mean_latency_ms"), 0), f"{c.per_call * 1000:.4f}" if c else "-",
+            f"**{name}** (baseline)" if name == baseline_rung else name, card.recipe_text,
+            _rate(card.pass_rate), _ci(card), f"{card.passed}/{card.n}",
+            _num(card.mean_prompt_tokens), _num(card.mean_output_tokens),
+            _num(card.mean_latency_ms, 0), f"{c.per_call * 1000:.4f}" if c else "-",
         ])  # fmt: skip
     return markdown_table(
         ["rung", "prompt", "pass rate", "95% CI", "passed", "prompt tok/call", "output tok/call", "ms/call",
@@ -65,7 +71,7 @@ def cost_md(cost: CostReport) -> str:
     return table + "\n\n" + verdict + "\n\n_Prices from tunegate.yaml `cost:` (examples unless you set yours)._"
 
 
-def decision_md(decision: Decision, rungs: dict[str, dict], tuned: dict, general: dict[str, dict | None],
+def decision_md(decision: Decision, rungs: dict[str, ScoreCard], tuned: ScoreCard, general: dict[str, ScoreCard | None],
                 cost: CostReport, title: str = "Promotion decision", bases_md: str = "") -> str:  # fmt: skip
     """The whole report, for a yes as much as a no (``bases_md``: the base models side by side)."""
     verdict = "PROMOTE" if decision.promote else "DO NOT PROMOTE"
@@ -78,16 +84,16 @@ def decision_md(decision: Decision, rungs: dict[str, dict], tuned: dict, general
     lines += ["### The prompt ladder (held-out cases)", "", ladder_md(rungs, decision.baseline_rung, cost), ""]
     figures = contenders_md({**rungs, "tuned": tuned})
     if figures:
-        pass_rule = tuned["task_metrics"]["pass_rule"]
+        pass_rule = tuned.task_metrics["pass_rule"]
         lines += [f"Pass rule per case (what the paired tests count): {pass_rule}. Beyond pass/fail:", "", figures, ""]
     vb = decision.versus_baseline
-    contenders = [["tuned (merged, as trained)", _rate(tuned["pass_rate"]), _ci(tuned), f"{tuned['passed']}/{tuned['n']}"],
-                  [f"baseline = {decision.baseline_rung}", _rate(baseline["pass_rate"]), _ci(baseline),
-                   f"{baseline['passed']}/{baseline['n']}"]]  # fmt: skip
+    contenders = [["tuned (merged, as trained)", _rate(tuned.pass_rate), _ci(tuned), f"{tuned.passed}/{tuned.n}"],
+                  [f"baseline = {decision.baseline_rung}", _rate(baseline.pass_rate), _ci(baseline),
+                   f"{baseline.passed}/{baseline.n}"]]  # fmt: skip
     champ = decision.champion
     if champ.card:
-        contenders.append([f"champion ({(champ.entry or {}).get('partition', '?')})", _rate(champ.card["pass_rate"]),
-                           _ci(champ.card), f"{champ.card['passed']}/{champ.card['n']}"])  # fmt: skip
+        contenders.append([f"champion ({champ.entry.partition if champ.entry else '?'})", _rate(champ.card.pass_rate),
+                           _ci(champ.card), f"{champ.card.passed}/{champ.card.n}"])  # fmt: skip
     lines += ["### Tuned vs the baseline" + (" and the champion" if champ.card else ""), "",
               markdown_table(["contender", "pass rate", "95% CI", "passed"], contenders), "",
               f"Paired vs baseline ({vb.n} cases): both right {vb.both}, only tuned {vb.only_first}, "
@@ -100,11 +106,11 @@ def decision_md(decision: Decision, rungs: dict[str, dict], tuned: dict, general
     elif champ.status != "none":
         lines.append(f"Champion: {champ.status}. {champ.why}")
     f = decision.forgetting
-    gen_rows = [["fp32 base (serves without tuning)", _rate(general["reference"]["pass_rate"]), _ci(general["reference"])]]
+    gen_rows = [["fp32 base (serves without tuning)", _rate(general["reference"].pass_rate), _ci(general["reference"])]]
     if general.get("base_as_trained"):
-        gen_rows.append(["base as trained (4-bit, dequantised)", _rate(general["base_as_trained"]["pass_rate"]),
+        gen_rows.append(["base as trained (4-bit, dequantised)", _rate(general["base_as_trained"].pass_rate),
                          _ci(general["base_as_trained"])])  # fmt: skip
-    gen_rows.append(["tuned (what ships)", _rate(general["candidate"]["pass_rate"]), _ci(general["candidate"])])
+    gen_rows.append(["tuned (what ships)", _rate(general["candidate"].pass_rate), _ci(general["candidate"])])
     lines += ["", f"### General skills ({f.total.n} items): where a drop comes from", "",
               markdown_table(["artefact", "pass rate", "95% CI"], gen_rows), "",
               markdown_table(["step", "items", "lost", "gained", "drop", "what it measures"], [
@@ -119,34 +125,113 @@ def decision_md(decision: Decision, rungs: dict[str, dict], tuned: dict, general
         [[c.name, "pass" if c.passed else "FAIL", _num(c.value, 4), _num(c.threshold, 4), c.detail] for c in decision.checks],
         max_cell=400)]  # fmt: skip
     lines += ["", "### Cost", "", cost_md(cost)]
-    artefact = tuned.get("artefact") or {}
+    artefact = tuned.artefact or {}
     lines += ["", f"Scored artefact: `{artefact.get('id', '?')[:16]}` at `{artefact.get('path', '?')}`; "
-              f"suite `{tuned['suite_fingerprint'][:16]}`."]  # fmt: skip
+              f"suite `{tuned.suite_fingerprint[:16]}`."]  # fmt: skip
     return "\n".join(lines)
 
 
-def summary(card: dict | None) -> dict | None:
-    """The numbers of a card worth keeping in a decision (no per-case rows)."""
-    if card is None:
-        return None
-    keys = ("contender", "n", "passed", "pass_rate", "ci_low", "ci_high", "mean_latency_ms", "mean_output_tokens",
-            "mean_prompt_tokens", "suite_fingerprint", "artefact", "recipe")  # fmt: skip
-    return {k: card.get(k) for k in keys}
+def _summaries(cards: Any) -> dict[str, CardSummary | None]:
+    if not isinstance(cards, dict):
+        raise RecordError(f"expected an object of card summaries, got {type(cards).__name__}")
+    return {name: None if card is None else CardSummary.from_dict(card) for name, card in cards.items()}
 
 
-def decision_record(decision: Decision, rungs: dict[str, dict], tuned: dict, general: dict[str, dict | None],
-                    cost: CostReport, bases_md: str = "") -> dict[str, Any]:  # fmt: skip
+@dataclass(frozen=True)
+class Scores:
+    """The numbers of every card the gate decided on (no per-case rows)."""
+
+    ladder: dict[str, CardSummary]
+    baseline: CardSummary
+    tuned: CardSummary
+    general: dict[str, CardSummary | None]  # reference, base_as_trained (None: not quantised), candidate
+    champion: CardSummary | None = None
+
+    @classmethod
+    def of(cls, rungs: dict[str, ScoreCard], baseline_rung: str, tuned: ScoreCard,
+           general: dict[str, ScoreCard | None], champion: ScoreCard | None) -> Scores:  # fmt: skip
+        return cls(
+            ladder={name: card.summary() for name, card in rungs.items()},
+            baseline=rungs[baseline_rung].summary(),
+            tuned=tuned.summary(),
+            general={name: card.summary() if card else None for name, card in general.items()},
+            champion=champion.summary() if champion else None,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "ladder": {name: s.to_dict() for name, s in self.ladder.items()},
+            "baseline": self.baseline.to_dict(),
+            "tuned": self.tuned.to_dict(),
+            "general": {name: s.to_dict() if s else None for name, s in self.general.items()},
+            "champion": self.champion.to_dict() if self.champion else None,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Scores:
+        return from_fields(cls, data, ladder=_summaries, baseline=CardSummary.from_dict, tuned=CardSummary.from_dict,
+                           general=_summaries, champion=lambda c: None if c is None else CardSummary.from_dict(c))  # fmt: skip
+
+
+@dataclass(frozen=True)
+class DecisionRecord:
     """The gate asset's value: the verdict, its numbers, the report, what was scored."""
-    record = decision.to_dict()
-    record["report_md"] = decision_md(decision, rungs, tuned, general, cost, bases_md=bases_md)
-    record["suite_fingerprint"] = tuned["suite_fingerprint"]
-    record["candidate"] = tuned["artefact"]
-    record["cost"] = cost.to_dict()
-    record["scores"] = {
-        "ladder": {name: summary(card) for name, card in rungs.items()},
-        "baseline": summary(rungs[decision.baseline_rung]),
-        "tuned": summary(tuned),
-        "general": {name: summary(card) for name, card in general.items()},
-        "champion": summary(decision.champion.card),
-    }
-    return record
+
+    decision: Decision
+    report_md: str
+    suite_fingerprint: str
+    candidate: dict[str, Any]  # the tuned card's artefact identity: what promotion registers
+    cost: CostReport
+    scores: Scores
+    base_models: bases.BaseModelContext | None = None  # every base model side by side (the gate asset sets it)
+    mlflow_run_id: str | None = None  # the decision's MLflow run, once logged
+
+    def to_dict(self) -> dict[str, Any]:
+        """The decision's fields and the record's, in one JSON object (decision.json)."""
+        out = self.decision.to_dict()
+        out.update(report_md=self.report_md, suite_fingerprint=self.suite_fingerprint, candidate=self.candidate,
+                   cost=self.cost.to_dict(), scores=self.scores.to_dict())  # fmt: skip
+        if self.base_models is not None:
+            out["base_models"] = self.base_models.to_dict()
+        if self.mlflow_run_id is not None:
+            out["mlflow_run_id"] = self.mlflow_run_id
+        return out
+
+    def metadata(self) -> Metadata:
+        """The verdict as the UI shows it (``base_model``: the partition in ``base_models``)."""
+        d = self.decision
+        partition = self.base_models.candidate if self.base_models else ""
+        return {
+            "promote": d.promote,
+            "reason": d.reason,
+            "baseline_rung": d.baseline_rung,
+            "margin": float(round(d.margin, 4)),
+            "p_value": float(f"{d.p_value:.4g}"),
+            "general_drop": float(round(d.forgetting.total.difference, 4)),
+            "general_drop_upper_95": float(round(d.forgetting.drop_upper, 4)),
+            "break_even_calls_per_month": float(self.cost.break_even_calls_per_month or 0.0),
+            "champion": d.champion.status,
+            "serving_after": bases.serving_after(d, partition),
+            "base_model": partition,
+            "tuned_pass_rate": float(round(self.scores.tuned.pass_rate, 4)),
+            "baseline_pass_rate": float(round(self.scores.baseline.pass_rate, 4)),
+            "suite_fingerprint": self.suite_fingerprint,
+            "candidate_artefact_id": self.candidate["id"],
+            "mlflow_run_id": self.mlflow_run_id or "",
+            "report": Markdown(self.report_md),
+        }
+
+
+def decision_record(decision: Decision, rungs: dict[str, ScoreCard], tuned: ScoreCard,
+                    general: dict[str, ScoreCard | None], cost: CostReport, bases_md: str = "",
+                    base_models: bases.BaseModelContext | None = None) -> DecisionRecord:  # fmt: skip
+    """The gate asset's value: the verdict, its numbers, the report, what was scored."""
+    return DecisionRecord(
+        decision=decision,
+        report_md=decision_md(decision, rungs, tuned, general, cost, bases_md=bases_md),
+        suite_fingerprint=tuned.suite_fingerprint,
+        candidate=tuned.artefact,
+        cost=cost,
+        scores=Scores.of(rungs, decision.baseline_rung, tuned, general, decision.champion.card),
+        base_models=base_models,
+    )

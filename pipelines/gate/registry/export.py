@@ -29,7 +29,7 @@ def export(store: tracking.Store, path: Path) -> Path:
     for model in sorted(models, key=lambda m: m.name):
         found = champion(store, model.name)
         if found:
-            doc["champions"][model.name] = found
+            doc["champions"][model.name] = found.to_dict()
         aliases: dict[int, list[str]] = {}  # a search does not fill in aliases; the model has them
         for alias, number in (model.aliases or {}).items():
             aliases.setdefault(int(number), []).append(alias)

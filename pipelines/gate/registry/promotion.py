@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 from pipelines.common import tracking
@@ -15,6 +16,7 @@ from pipelines.gate.registry.entries import (
     CHAMPION,
     ENTRY_FILE,
     FILES,
+    RegistryEntry,
     RegistryError,
     version_tags,
 )
@@ -53,40 +55,40 @@ def _version_of(client, task: str, artefact_id: str):
     return min(found, key=lambda v: int(v.version)) if found else None
 
 
-def _log_files(client, new: dict, base_model: dict) -> str:
+def _log_files(client, new: RegistryEntry, base_model: dict) -> str:
     """Upload the judged artefact to the decision run; the version's source URI."""
-    run_id = new["decision_run_id"]
+    run_id = new.decision_run_id
     if not run_id:
         raise RegistryError("the gate decision carries no MLflow run id: re-run gate_decision")
-    client.log_artifacts(run_id, new["model_dir"], f"{FILES}/model")
-    adapter_dir = new.get("adapter_dir")
+    client.log_artifacts(run_id, new.model_dir, f"{FILES}/model")
+    adapter_dir = new.adapter_dir
     if adapter_dir and Path(adapter_dir).is_dir():
         client.log_artifacts(run_id, adapter_dir, f"{FILES}/adapter")
     client.log_dict(run_id, base_model, f"{FILES}/base_model.json")
-    client.log_dict(run_id, new, f"{FILES}/{ENTRY_FILE}")
+    client.log_dict(run_id, new.to_dict(), f"{FILES}/{ENTRY_FILE}")
     return f"{client.get_run(run_id).info.artifact_uri}/{FILES}/model"
 
 
-def promote(store: tracking.Store, new: dict, base_model: dict) -> dict:
+def promote(store: tracking.Store, new: RegistryEntry, base_model: dict) -> RegistryEntry:
     """Register ``new`` (an ``entry``) as a version of its task's model and move the
     ``champion`` alias to it: both, or the champion as it was. Returns the entry with its
     version number."""
-    task = new["task"]
+    task = new.task
     with _serialised(store):
         client = store.client()
         _ensure_model(client, task)
-        version, created = _version_of(client, task, new["artefact"]["id"]), False
+        version, created = _version_of(client, task, new.artefact["id"]), False
         if version is None:
             source = _log_files(client, new, base_model)
-            version = client.create_model_version(task, source, run_id=new["decision_run_id"],
-                                                  tags=version_tags(new), description=new["reason"])  # fmt: skip
+            version = client.create_model_version(task, source, run_id=new.decision_run_id,
+                                                  tags=version_tags(new), description=new.reason)  # fmt: skip
             created = True
         number = str(version.version)
         try:
             client.set_registered_model_alias(task, CHAMPION, number)
         except Exception as exc:  # the server went away, a permission, anything: undo what we can
             raise RegistryError(_undo(client, task, number, created, exc)) from exc
-    return {**new, "version": int(number), "source": version.source}
+    return replace(new, version=int(number), source=version.source)
 
 
 def _undo(client, task: str, number: str, created: bool, cause: Exception) -> str:
@@ -104,7 +106,7 @@ def _undo(client, task: str, number: str, created: bool, cause: Exception) -> st
     return f"{head}; the champion is unchanged (version {current})"
 
 
-def set_champion(store: tracking.Store, task: str, version: int) -> dict:
+def set_champion(store: tracking.Store, task: str, version: int) -> RegistryEntry:
     """Point ``champion`` at an existing version (the rollback); its entry."""
     client = store.client()
     target = client.get_model_version(task, str(version))  # fails, naming the version, if absent

@@ -7,13 +7,16 @@ import json
 import os
 import shutil
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 
 from pipelines.common import tracking
+from pipelines.common.typed_records import RecordError
 from pipelines.gate.registry.entries import (
     CHAMPION,
     ENTRY_FILE,
     FILES,
+    RegistryEntry,
     RegistryError,
 )
 from pipelines.models import artefacts
@@ -42,16 +45,17 @@ def alias_target(client, task: str) -> str | None:
     return None if number is None else str(number)
 
 
-def read_entry(client, version) -> dict:
+def read_entry(client, version) -> RegistryEntry:
+    """A version's entry.json; RecordError when it does not parse."""
     with tempfile.TemporaryDirectory() as tmp:
         path = client.download_artifacts(version.run_id, f"{FILES}/{ENTRY_FILE}", tmp)
         doc = json.loads(Path(path).read_text(encoding="utf-8"))
-    return {**doc, "version": int(version.version), "source": version.source}
+    return replace(RegistryEntry.from_dict(doc), version=int(version.version), source=version.source)
 
 
-def champion(store: tracking.Store, task: str) -> dict | None:
+def champion(store: tracking.Store, task: str) -> RegistryEntry | None:
     """The entry of the version the ``champion`` alias points at, or None. Raises
-    RegistryError, naming the store, when it cannot be read."""
+    RegistryError, naming the store, when it cannot be read (or its entry.json does not parse)."""
     from mlflow.exceptions import MlflowException
 
     client = store.client()
@@ -60,18 +64,18 @@ def champion(store: tracking.Store, task: str) -> dict | None:
         if number is None:
             return None
         return read_entry(client, client.get_model_version(task, number))
-    except (MlflowException, OSError) as exc:
+    except (MlflowException, OSError, RecordError) as exc:
         raise RegistryError(f"cannot read the {task!r} champion from the MLflow store {store.uri}: {exc}") from exc
 
 
-def champion_model_dir(store: tracking.Store, entry: dict, cache_dir: Path) -> Path:
+def champion_model_dir(store: tracking.Store, entry: RegistryEntry, cache_dir: Path) -> Path:
     """A local folder holding exactly the champion's artefact: the folder it was built in if
     that still verifies, else its registered files, downloaded once into ``cache_dir``.
     Raises FileNotFoundError or ValueError, naming both places, when neither holds it."""
-    expected = entry["artefact"]
+    expected = entry.artefact
     try:
-        artefacts.verify(expected, Path(entry["model_dir"]))
-        return Path(entry["model_dir"])
+        artefacts.verify(expected, Path(entry.model_dir))
+        return Path(entry.model_dir)
     except (FileNotFoundError, ValueError) as exc:
         local_problem = str(exc)
     target = Path(cache_dir) / expected["id"][:16]
@@ -81,11 +85,11 @@ def champion_model_dir(store: tracking.Store, entry: dict, cache_dir: Path) -> P
         target.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=".download-", dir=target.parent))
         try:
-            got = mlflow.artifacts.download_artifacts(artifact_uri=entry["source"], dst_path=str(staging),
+            got = mlflow.artifacts.download_artifacts(artifact_uri=entry.source, dst_path=str(staging),
                                                       tracking_uri=store.uri)  # fmt: skip
             os.replace(got, target)
         except Exception as exc:  # any MLflow/IO failure: the champion is not available
-            raise FileNotFoundError(f"{local_problem}; its registered files {entry['source']} "
+            raise FileNotFoundError(f"{local_problem}; its registered files {entry.source} "
                                     f"could not be downloaded ({exc})") from exc  # fmt: skip
         finally:
             shutil.rmtree(staging, ignore_errors=True)
