@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from pipelines.common import hashing
 from pipelines.models import gguf, materialize, tokenizer_fixes
 from pipelines.config.base_models import BaseModelSpec, load_base_models
 from pipelines.config.base import ConfigError
@@ -228,7 +229,7 @@ def _chunked(refs, sha) -> BaseModelSpec:
 def test_chunks_are_concatenated_once_and_checked(chunks, tmp_path):
     refs, sha, reads = chunks
     out = gguf.assemble_gguf(_chunked(refs, sha), tmp_path / "cache" / "model.gguf")
-    assert hashlib.sha256(out.read_bytes()).hexdigest() == sha and out.stat().st_size == 3003
+    assert hashing.sha256_file(out) == sha and out.stat().st_size == 3003
     reads.clear()
     assert gguf.assemble_gguf(_chunked(refs, sha), out) == out and reads == []  # assembled once
 

@@ -4,7 +4,6 @@ skips, failures, and the converted SmolLM2 stopping at ``<|im_end|>``."""
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import json
 import os
@@ -19,6 +18,7 @@ import pytest
 import yaml
 
 from assets import models, training
+from pipelines.data import split
 from pipelines.training import launch, run_plan, train_metrics
 from pipelines.orchestration.partitions import base_model_partitions
 from pipelines.common.jsonl import read_jsonl
@@ -162,10 +162,7 @@ def test_patched_qlora_learns_after_an_eval_on_the_tiny_model(avx512bf16_cpu, ti
 
 # --------------------------------------------------------------------------- Dagster
 def _fingerprint() -> str:
-    digest = hashlib.sha256()
-    for path in (TRAIN, VALIDATION):
-        digest.update(path.read_bytes())
-    return digest.hexdigest()
+    return split.data_fingerprint(TRAIN, VALIDATION)
 
 
 def _split(path: Path) -> dict:
