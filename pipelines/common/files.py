@@ -1,5 +1,6 @@
-"""Writing files and folders so that a crash never leaves half of one behind, and reading
-the end of a log for an error message. One helper per job, used by every stage.
+"""Writing files and folders so that a crash never leaves half of one behind, splitting
+process output into lines, and reading the end of a log for an error message. One helper
+per job, used by every stage.
 
 Why atomic: later stages fingerprint, train on, score or serve what earlier ones wrote; a
 torn file would be read as if it were whole. Everything goes to a temp name in the same
@@ -68,6 +69,17 @@ def atomic_dir(out_dir: Path) -> Iterator[Path]:
         raise
 
 
+def split_output(text: str, *, redraws: bool = True) -> list[str]:
+    """The non-blank segments of terminal output: lines end with ``\\n``, and a progress bar
+    (tqdm) redraws its line after each ``\\r``. ``redraws`` False keeps only each line's
+    last drawing, what the terminal ends up showing."""
+    segments = []
+    for line in text.split("\n"):
+        drawings = line.split("\r")
+        segments.extend(s for s in (drawings if redraws else drawings[-1:]) if s.strip())
+    return segments
+
+
 def tail(path: Path, lines: int = 40, chars: int | None = 4000) -> str:
     """The last lines of a log (progress-bar redraws collapsed), for error messages;
     ``chars`` None keeps every character of those lines."""
@@ -75,6 +87,5 @@ def tail(path: Path, lines: int = 40, chars: int | None = 4000) -> str:
         text = Path(path).read_text(encoding="utf-8", errors="replace")
     except FileNotFoundError:
         return "(no output captured)"
-    segments = [s for line in text.split("\n") for s in [line.split("\r")[-1]] if s.strip()]
-    out = "\n".join(segments[-lines:])
+    out = "\n".join(split_output(text, redraws=False)[-lines:])
     return out if chars is None else out[-chars:]
