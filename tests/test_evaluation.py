@@ -30,7 +30,8 @@ from pipelines.evaluation import fewshot, recipes, runner, scorecard
 from pipelines.evaluation import suite as suites
 from pipelines.evaluation.runner import PromptfooError, PromptfooRunner
 from pipelines.evaluation.scorecard import Contender
-from pipelines.evaluation.task import TaskSpec, load_task, turn
+from pipelines.data.records import turn
+from pipelines.evaluation.task import TaskSpec, load_task
 from pipelines.models.loading import ModelSpec
 from pipelines.common.jsonl import read_jsonl
 

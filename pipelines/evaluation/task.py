@@ -1,5 +1,6 @@
 """The task spec (``evals/task.yaml``): the strong system prompt, the answer's contract and
-the pass rule. Also the small record helpers every other evaluation module reads turns with.
+the pass rule. Also the small record helpers (``where``, ``gold_answer``, ``label_of``); turns are
+read with ``pipelines.data.records.turn``.
 
 Three output types, each with one explicit per-case pass rule (what the gate's paired test
 counts):
@@ -24,6 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from pipelines.common.hashing import sha256_json
 from pipelines.config.base import ConfigError, read_yaml
+from pipelines.data.records import turn
 
 # promptfoo built-ins that score a free-text answer against a reference offline (no model,
 # no network). meteor is left out: it needs WordNet data that is not installed.
@@ -197,7 +199,7 @@ def derive_labels(train: list[dict], path: Path) -> list[str]:
     split (first spelling of each normalised label), sorted."""
     seen: dict[str, str] = {}
     for record in train:
-        answer = turn(record, "assistant")
+        answer = turn(record, "assistant", None)
         if answer is not None and normalise_label(answer):
             seen.setdefault(normalise_label(answer), answer.strip())
     if len(seen) < 2:
@@ -211,14 +213,6 @@ def derive_labels(train: list[dict], path: Path) -> list[str]:
 
 
 # --------------------------------------------------------------------------- records
-def turn(record: dict, role: str) -> str | None:
-    """The first ``role`` turn's text of a ``{"messages": [...]}`` record."""
-    for message in record.get("messages") or []:
-        if message.get("role") == role:
-            return message.get("content")
-    return None
-
-
 def where(path: Path, record: dict) -> str:
     return f"{path}: line {record.get('_line')} (id {record.get('id')!r})"
 
@@ -226,7 +220,7 @@ def where(path: Path, record: dict) -> str:
 def gold_answer(record: dict, path: Path, task: TaskSpec) -> Any:
     """The record's assistant turn as the gold answer: parsed JSON with every match field
     (json), or the text itself (label, text)."""
-    answer = turn(record, "assistant")
+    answer = turn(record, "assistant", None)
     if answer is None:
         raise ConfigError(f"{where(path, record)}: no assistant turn to score against")
     if task.output.type != "json":
