@@ -74,7 +74,7 @@ def write_jsonl(path: Path, rows: list[dict]) -> Path:
         ({"type": "text", "metric": "bleu", "threshold": 1.5}, {}, r"output\.threshold: bleu scores lie in \[0, 1\]"),
         ({"type": "text", "metric": "levenshtein", "threshold": 2.5}, {}, r"output\.threshold: levenshtein's threshold is a maximum edit distance"),
         ({"type": "text", "metric": "meteor", "threshold": 0.5}, {}, r"output\.metric: Input should be 'rouge-n', 'bleu', 'gleu' or 'levenshtein'"),
-        ({"type": "text", "metric": "bleu"}, {}, r"output\.threshold: Field required"),
+        ({"type": "text", "metric": "bleu"}, {}, r"output\.threshold: required key missing"),
         ({"type": "xml"}, {}, r"output: Input tag 'xml' .* expected tags: 'json', 'label', 'text'"),
         ({"type": "json", "schema": {"properties": {"a": {}}}}, {}, r"match_fields: output\.type json needs at least one field"),
     ],

@@ -24,7 +24,7 @@ from typing import Annotated, Any, Literal, Union
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from pipelines.common.hashing import sha256_json
-from pipelines.config.base import ConfigError, read_yaml
+from pipelines.config.base import ConfigError, read_yaml, validation_problems
 from pipelines.data.records import turn
 
 # promptfoo built-ins that score a free-text answer against a reference offline (no model,
@@ -133,25 +133,9 @@ def load_task(path: Path) -> TaskSpec:
     try:
         return TaskSpec.model_validate(doc or {})
     except ValidationError as exc:
-        problems = "; ".join(_problem(err) for err in exc.errors())
+        problems = "; ".join(validation_problems(exc, TaskSpec))
         raise ConfigError(f"{path}: task spec: {problems}") from exc
 
-
-def _problem(err: dict) -> str:
-    """One validation error as ``key: problem``, the key as written in the yaml (pydantic puts
-    the output type's tag into the path: ``output.label.labels`` is ``output.labels``)."""
-    loc = [str(p) for p in err["loc"]]
-    if loc[:1] == ["output"] and len(loc) > 1 and loc[1] in ("json", "label", "text"):
-        del loc[1]
-    msg = err["msg"].removeprefix("Value error, ")
-    key = ".".join(loc)
-    named = _NAMED.match(msg)  # our validators' messages start with the full key
-    if named and (not key or named.group(1).startswith(key)):
-        return msg
-    return f"{key or '(task)'}: {msg}"
-
-
-_NAMED = re.compile(r"^([a-z_]+(?:\.[a-z_]+)*)[: ]")
 
 
 def task_fingerprint(task: TaskSpec) -> str:
