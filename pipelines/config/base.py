@@ -121,7 +121,8 @@ def _keys(model: type[BaseModel]) -> dict[str, Any]:
 
 
 def _has_tag(model: type[BaseModel], tag: Any) -> bool:
-    return any(get_origin(f.annotation) is Literal and tag in get_args(f.annotation) for f in model.model_fields.values())
+    fields = model.model_fields.values()
+    return any(get_origin(f.annotation) is Literal and tag in get_args(f.annotation) for f in fields)
 
 
 def _item(annotation: Any) -> Any:
