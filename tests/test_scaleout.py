@@ -26,7 +26,7 @@ from pipelines.config.training import KubernetesSettings, TrainingSettings
 from pipelines.config.settings import load_settings
 from pipelines.orchestration.resources import AxolotlResource, TunegateResource, apply_pool_limit, persistent_instance
 from tests import pg_server
-from tests.test_training import FIXTURES, PARTITION, _baseline_double, train_set_double, validation_set_double
+from tests.doubles import FIXTURES, PARTITION, baseline_double, train_set_double, validation_set_double
 
 POOL = "accelerator"
 
@@ -163,7 +163,7 @@ def test_training_waits_for_a_pool_slot_while_data_and_evaluation_run(tmp_path, 
     assert held.is_claimed
 
     resources = _resources(tmp_path, tiny_registry, settings)
-    assets = [train_set_double, validation_set_double, _baseline_double(target=0.5, pass_rate=0.8),
+    assets = [train_set_double, validation_set_double, baseline_double(target=0.5, pass_rate=0.8),
               models.base_model, training.axolotl_config, training.qlora_adapter]
     outcome: dict = {}
     worker = threading.Thread(target=lambda: outcome.setdefault("result", dg.materialize(
@@ -295,7 +295,7 @@ def _k8s_stage(tmp_path, tiny_model_dir, monkeypatch, k8s: dict):
 def test_training_pod_is_built_by_pipes_k8s_client_and_valid(tmp_path, tiny_model_dir, monkeypatch):
     instance, resources, api = _k8s_stage(tmp_path, tiny_model_dir, monkeypatch, K8S)
     result = dg.materialize(
-        [train_set_double, validation_set_double, _baseline_double(target=0.9, pass_rate=0.1),
+        [train_set_double, validation_set_double, baseline_double(target=0.9, pass_rate=0.1),
          models.base_model, training.axolotl_config, training.qlora_adapter],
         instance=instance, resources=resources, partition_key=PARTITION, raise_on_error=False,
     )

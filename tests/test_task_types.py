@@ -25,7 +25,7 @@ from pipelines.evaluation.task import TaskSpec, load_task, normalise_label
 from pipelines.gate import decision
 from pipelines.gate.decision import ChampionInput
 from pipelines.models.loading import ModelSpec
-from tests.test_gate import general_ok
+from tests.cards import general_ok
 
 REPO = Path(__file__).resolve().parent.parent
 BIN = REPO / "evals" / "node_modules" / ".bin"
@@ -296,15 +296,8 @@ def _materialise_ladder(tmp_path: Path, tiny_model_dir: Path, tiny_registry: Pat
 
     from assets.evaluation import build_prompt_ladder
     from pipelines.config.evaluation import RungSettings
-    from pipelines.orchestration.partitions import base_model_partitions
     from pipelines.orchestration.resources import PromptfooResource, TunegateResource
-
-    def double(name: str, value: dict) -> dg.AssetsDefinition:
-        @dg.asset(name=name, partitions_def=base_model_partitions, group_name="test_doubles")
-        def _asset() -> dict:
-            return value
-
-        return _asset
+    from tests.doubles import double
 
     train_path = write_jsonl(tmp_path / "train.jsonl", train)
     eval_path = write_jsonl(tmp_path / "eval.jsonl", eval_rows)

@@ -195,12 +195,12 @@ def test_mlflow_ui_shows_the_registered_model_and_its_champion_alias(mlflow_serv
 
     from pipelines.common import tracking
     from pipelines.gate import registry
-    from tests.test_registry import _promote
+    from tests.cards import promote_candidate
 
     task = f"triage-ui-{uuid.uuid4().hex[:6]}"
     store = tracking.Store(mlflow_server.uri)
-    _promote(store, task, tmp_path, "model-a")
-    _promote(store, task, tmp_path, "model-b")
+    promote_candidate(store, task, tmp_path, "model-a")
+    promote_candidate(store, task, tmp_path, "model-b")
     registry.set_champion(store, task, 1)  # a rollback: the alias, not the newest version, is the champion
 
     ARTIFACTS.mkdir(exist_ok=True)
