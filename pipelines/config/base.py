@@ -27,6 +27,13 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+def snake_case_name(name: str, what: str) -> str:
+    """``name`` if it is snake_case (it becomes an asset key), else a ValueError naming ``what``."""
+    if not NAME_RE.match(name):
+        raise ValueError(f"{what} name {name!r} must be snake_case (it becomes an asset key)")
+    return name
+
+
 def allowed(model: type[BaseModel]) -> str:
     """The keys ``model`` takes, as written in a file (a field's alias where it has one)."""
     return ", ".join(field.alias or name for name, field in model.model_fields.items()) or "(none)"

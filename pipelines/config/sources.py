@@ -15,12 +15,12 @@ from pydantic import (
 )
 
 from pipelines.config.base import (
-    NAME_RE,
     ConfigError,
     Strict,
     allowed,
     entries,
     require_unique,
+    snake_case_name,
     validation_problems,
 )
 from pipelines.config.paths import REPO_ROOT
@@ -123,9 +123,7 @@ class SourceSpec(Strict):
     @field_validator("name")
     @classmethod
     def _snake_name(cls, name: str) -> str:
-        if not NAME_RE.match(name):
-            raise ValueError(f"source name {name!r} must be snake_case (it becomes an asset key)")
-        return name
+        return snake_case_name(name, "source")
 
     @model_validator(mode="after")
     def _location(self) -> SourceSpec:
