@@ -40,6 +40,17 @@ def metadata_of(result, node: str) -> dict:
 
 
 # --------------------------------------------------------------------------- training
+def training_resources(home: Path, registry: Path, settings: Path) -> dict:
+    """The training stage's resources: outputs under ``home``, this base-model registry and tunegate.yaml."""
+    from pipelines.orchestration.resources import AxolotlResource, TunegateResource
+
+    return {
+        "tunegate": TunegateResource(home=str(home), base_models_file=str(registry), settings_file=str(settings)),
+        "axolotl": AxolotlResource(),
+        "pipes_subprocess_client": dg.PipesSubprocessClient(),
+    }
+
+
 def fixture_fingerprint() -> str:
     """The data fingerprint of the fixture train and validation files."""
     return split.data_fingerprint(TRAIN, VALIDATION)

@@ -20,7 +20,7 @@ import yaml
 from assets import models, training
 from pipelines.training import launch, run_plan, train_metrics
 from pipelines.common.jsonl import read_jsonl
-from pipelines.orchestration.resources import AxolotlResource, TunegateResource
+from pipelines.orchestration.resources import AxolotlResource
 from tests.doubles import (
     PARTITION,
     TINY_OVERRIDES,
@@ -29,6 +29,7 @@ from tests.doubles import (
     baseline_double,
     fixture_fingerprint,
     train_set_double,
+    training_resources,
     validation_set_double,
 )
 
@@ -169,13 +170,7 @@ def _stage(tmp_path, registry, overrides: dict):
     settings.write_text(yaml.safe_dump({"training": {"overrides": overrides, "min_eval_loss_drop": 0.01}}))
     instance = dg.DagsterInstance.ephemeral()
     instance.add_dynamic_partitions("base_model", [PARTITION])
-    resources = {
-        "tunegate": TunegateResource(home=str(tmp_path / "home"), base_models_file=str(registry),
-                                     settings_file=str(settings)),
-        "axolotl": AxolotlResource(),
-        "pipes_subprocess_client": dg.PipesSubprocessClient(),
-    }
-    return instance, resources, tmp_path
+    return instance, training_resources(tmp_path / "home", registry, settings), tmp_path
 
 
 @pytest.fixture
