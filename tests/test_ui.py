@@ -10,7 +10,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -20,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from pipelines.config.paths import REPO_ROOT
+from tests.mlflow_store import free_port
 
 def _chromium() -> str | None:
     return shutil.which("chromium") or shutil.which("chromium-browser")
@@ -62,12 +62,6 @@ PARTITIONS_QUERY = """
 query ($path: [String!]!) { assetNodeOrError(assetKey: {path: $path}) {
   ... on AssetNode { partitionKeysByDimension { name partitionKeys } } } }
 """
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _graphql(base: str, query: str, variables: dict | None = None) -> dict:
@@ -114,7 +108,7 @@ def webserver(tmp_path, tiny_registry):
         "TUNEGATE_HOME": str(tmp_path / "out"),
         "TUNEGATE_BASE_MODELS": str(tiny_registry),
     }
-    port = _free_port()
+    port = free_port()
     log = tmp_path / "webserver.log"
     with log.open("w") as log_handle:
         proc = subprocess.Popen(
