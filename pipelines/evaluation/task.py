@@ -21,10 +21,10 @@ import unicodedata
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, model_validator
 
 from pipelines.common.hashing import sha256_json
-from pipelines.config.base import ConfigError, read_yaml, validation_problems
+from pipelines.config.base import ConfigError, Strict, read_yaml, validation_problems
 from pipelines.data.records import turn
 
 # promptfoo built-ins that score a free-text answer against a reference offline (no model,
@@ -32,18 +32,14 @@ from pipelines.data.records import turn
 TEXT_METRICS = ("rouge-n", "bleu", "gleu", "levenshtein")
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class JsonOutput(_Strict):
+class JsonOutput(Strict):
     """A JSON object; the schema is checked by promptfoo's ``is-json``."""
 
     type: Literal["json"] = "json"
     schema_: dict[str, Any] = Field(alias="schema")
 
 
-class LabelOutput(_Strict):
+class LabelOutput(Strict):
     """One class name, nothing else. ``labels`` omitted: the train split's answers."""
 
     type: Literal["label"]
@@ -56,7 +52,7 @@ class LabelOutput(_Strict):
         return self
 
 
-class TextOutput(_Strict):
+class TextOutput(Strict):
     """Free text scored against the gold with an offline similarity metric."""
 
     type: Literal["text"]
@@ -83,7 +79,7 @@ def _default_json(value: Any) -> Any:
 OutputSpec = Annotated[Union[JsonOutput, LabelOutput, TextOutput], Field(discriminator="type")]
 
 
-class TaskSpec(_Strict):
+class TaskSpec(Strict):
     """``evals/task.yaml``: the task's prompt, output contract and scoring rules."""
 
     name: str
@@ -135,7 +131,6 @@ def load_task(path: Path) -> TaskSpec:
     except ValidationError as exc:
         problems = "; ".join(validation_problems(exc, TaskSpec))
         raise ConfigError(f"{path}: task spec: {problems}") from exc
-
 
 
 def task_fingerprint(task: TaskSpec) -> str:
