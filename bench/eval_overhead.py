@@ -38,7 +38,8 @@ from pipelines.evaluation import recipes  # noqa: E402
 from pipelines.evaluation.runner import PromptfooRunner, write_run  # noqa: E402
 from pipelines.evaluation.scorecard import ScoreCard, parse_results  # noqa: E402
 from pipelines.evaluation.suite import Suite, task_suite  # noqa: E402
-from pipelines.evaluation.task import TaskSpec, gold_answer, load_task, turn  # noqa: E402
+from pipelines.data.records import turn  # noqa: E402
+from pipelines.evaluation.task import TaskSpec, gold_answer, load_task  # noqa: E402
 
 
 def _usable(task: TaskSpec, lines: list[str]) -> list[dict]:

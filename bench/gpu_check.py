@@ -28,6 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from train_overhead import DEFAULT_MODEL, converted_model_dir, default_data, registry_spec  # noqa: E402
 
+from pipelines.common.files import tail
 from pipelines.training import axolotl_schema, launch, run_plan, train_metrics
 from pipelines.config.paths import Layout, REPO_ROOT, default_home
 from pipelines.config.training import TrainingSettings
@@ -102,7 +103,7 @@ def main() -> int:
     monitor.stop()
     if code != 0:
         print(f"gpu_check: axolotl exited {code}; last lines of {log_path}:", file=sys.stderr)
-        print("\n".join(log_path.read_text().splitlines()[-40:]), file=sys.stderr)
+        print(tail(log_path, 40, chars=None), file=sys.stderr)
         return code
     metrics = train_metrics.read_metrics(plan.run_dir)
     allocated = max((r["memory/max_allocated (GiB)"] for r in metrics.train if "memory/max_allocated (GiB)" in r),

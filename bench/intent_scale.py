@@ -40,7 +40,8 @@ from pipelines.evaluation import fewshot, recipes  # noqa: E402
 from pipelines.evaluation.runner import PromptfooRunner  # noqa: E402
 from pipelines.evaluation.scorecard import Contender, score  # noqa: E402
 from pipelines.evaluation.suite import answer_budget_problem, task_suite  # noqa: E402
-from pipelines.evaluation.task import load_task, turn  # noqa: E402
+from pipelines.data.records import turn  # noqa: E402
+from pipelines.evaluation.task import load_task  # noqa: E402
 from pipelines.models.loading import ModelSpec  # noqa: E402
 from pipelines.common.jsonl import read_jsonl  # noqa: E402
 

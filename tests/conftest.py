@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.tiny_model import build_tiny_llama, tiny_registry_yaml
+from tests.tiny_model import build_tiny_gemma, build_tiny_llama, tiny_registry_yaml
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -17,6 +17,12 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 def tiny_model_dir(tmp_path_factory) -> Path:
     """A tiny random Llama with the SmolLM2 tokenizer (test double, built in seconds)."""
     return build_tiny_llama(tmp_path_factory.mktemp("tiny-llama") / "model")
+
+
+@pytest.fixture(scope="session")
+def tiny_gemma_dir(tiny_model_dir, tmp_path_factory) -> Path:
+    """A tiny random Gemma3 with Gemma's tokenizer defects (tests/tiny_model.py ``build_tiny_gemma``)."""
+    return build_tiny_gemma(tiny_model_dir, tmp_path_factory.mktemp("tiny-gemma") / "model")
 
 
 @pytest.fixture(scope="session")

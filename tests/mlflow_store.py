@@ -19,6 +19,7 @@ STARTUP_TIMEOUT_S = 180
 
 
 def free_port() -> int:
+    """A loopback port nothing listens on now (for a test server: MLflow, PostgreSQL, Dagster's UI)."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]

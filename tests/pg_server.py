@@ -9,12 +9,13 @@ from __future__ import annotations
 import glob
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+from tests.mlflow_store import free_port
 
 ROLE = "tunegate"
 
@@ -37,12 +38,6 @@ def why_unavailable() -> str | None:
     return None
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @contextmanager
 def postgres_server() -> Iterator[str]:
     """Start a server; yield its URL (``postgresql+psycopg2://tunegate@127.0.0.1:<port>/postgres``)."""
@@ -54,7 +49,7 @@ def postgres_server() -> Iterator[str]:
     data, log = workdir / "data", workdir / "server.log"
     if as_root:
         shutil.chown(workdir, "postgres", "postgres")
-    port = _free_port()
+    port = free_port()
     run = lambda *args: subprocess.run([*prefix, *args], check=True, capture_output=True, text=True)  # noqa: E731
     try:
         run(str(bindir / "initdb"), "-D", str(data), "-U", ROLE, "--auth=trust", "-E", "UTF8", "--no-sync")

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from pipelines.common import files
 from pipelines.training import adapter, axolotl_schema, done_marker, guard, launch, run_plan, train_metrics
 from pipelines.config.base_models import BaseModelSpec
 from pipelines.config.paths import Layout
@@ -331,7 +332,8 @@ def test_cache_hit_only_for_a_marked_complete_adapter(tmp_path):
 # --------------------------------------------------------------------------- metrics
 def test_split_output_separates_tqdm_redraws():
     text = "a\r 50%|##  | 1/2\r{'loss': '1.5', 'epoch': '0.5'}\nb\n\n"
-    assert list(train_metrics.split_output(text)) == ["a", " 50%|##  | 1/2", "{'loss': '1.5', 'epoch': '0.5'}", "b"]
+    assert files.split_output(text) == ["a", " 50%|##  | 1/2", "{'loss': '1.5', 'epoch': '0.5'}", "b"]
+    assert files.split_output(text, redraws=False) == ["{'loss': '1.5', 'epoch': '0.5'}", "b"]
 
 
 def _rec(kind: str, step: int, **values) -> dict:

@@ -162,7 +162,7 @@ def test_the_metrics_plugin_reads_its_key_through_axolotl_validation(tmp_path):
     from axolotl.utils.config import prepare_plugins, validate_config
     from axolotl.utils.dict import DictDefault
 
-    from pipelines.training import run_plan, train_metrics
+    from pipelines.training import run_plan
     from pipelines.config.base_models import BaseModelSpec
     from pipelines.config.paths import Layout
     from pipelines.config.training import TrainingSettings

@@ -3,7 +3,8 @@ tokenizer fixes applied as data, and the tokenizer check that fails loudly on th
 defects (SmolLM2's eos from the pinned transformers, Gemma 3's missing chat template and bos).
 
 The Gemma stand-in is the tiny model's tokenizer given Gemma's special tokens and no chat
-template, over a tiny random Gemma3 text model: built here in seconds, offline."""
+template, over a tiny random Gemma3 text model: built in seconds, offline (tests/tiny_model.py,
+the ``tiny_gemma_dir`` fixture)."""
 
 from __future__ import annotations
 
@@ -15,69 +16,11 @@ from pathlib import Path
 import pytest
 import yaml
 
+from pipelines.common import hashing
 from pipelines.models import gguf, materialize, tokenizer_fixes
 from pipelines.config.base_models import BaseModelSpec, load_base_models
 from pipelines.config.base import ConfigError
-
-GEMMA_SPECIALS = ["<bos>", "<eos>", "<pad>", "<start_of_turn>", "<end_of_turn>"]
-TURN_MARKERS = ["<start_of_turn>", "<end_of_turn>"]
-GEMMA_FIXES = {"chat_template": "gemma3", "eos_token": "<end_of_turn>", "pad_token": "<pad>", "bos_token": "<bos>",
-               "add_bos_token": True, "special_tokens": TURN_MARKERS}  # fmt: skip
-
-
-def build_tiny_gemma(tiny_model_dir: Path, out_dir: Path) -> Path:
-    """A 2-layer Gemma3 text model whose tokenizer has Gemma's special tokens, but, like the
-    converted Gemma 3 270M GGUF, no chat template, no bos added, and turn markers that are
-    vocabulary entries the tokenizer splits into characters (the Gemma defects)."""
-    import torch
-    from transformers import AutoTokenizer, Gemma3ForCausalLM, Gemma3TextConfig
-
-    if (out_dir / "config.json").is_file():
-        return out_dir
-    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
-    tokenizer.add_special_tokens({"additional_special_tokens": GEMMA_SPECIALS})
-    tokenizer.bos_token, tokenizer.eos_token, tokenizer.pad_token = "<bos>", "<eos>", "<pad>"
-    tokenizer.chat_template = None
-    config = Gemma3TextConfig(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                              num_attention_heads=4, num_key_value_heads=2, head_dim=16, max_position_embeddings=1024,
-                              sliding_window=64, bos_token_id=tokenizer.bos_token_id,
-                              eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)  # fmt: skip
-    torch.manual_seed(0)
-    model = Gemma3ForCausalLM(config)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(out_dir)
-    tokenizer.save_pretrained(out_dir)
-    (out_dir / "chat_template.jinja").unlink(missing_ok=True)
-    _demote_to_plain_vocabulary(out_dir, TURN_MARKERS)
-    return out_dir
-
-
-def _demote_to_plain_vocabulary(folder: Path, tokens: list[str]) -> None:
-    """Make ``tokens`` ordinary vocabulary entries that BPE never produces, so text
-    containing them is split into characters: what the GGUF conversion does to Gemma's
-    ``<start_of_turn>``."""
-    import json
-
-    path = folder / "tokenizer.json"
-    doc = json.loads(path.read_text())
-    for added in [a for a in doc["added_tokens"] if a["content"] in tokens]:
-        doc["added_tokens"].remove(added)
-        doc["model"]["vocab"][added["content"]] = added["id"]
-    path.write_text(json.dumps(doc))
-    cfg_path = folder / "tokenizer_config.json"
-    cfg = json.loads(cfg_path.read_text())
-    for key in ("extra_special_tokens", "additional_special_tokens"):
-        if isinstance(cfg.get(key), list):
-            cfg[key] = [t for t in cfg[key] if t not in tokens]
-    for token_id, added in list(cfg.get("added_tokens_decoder", {}).items()):
-        if added.get("content") in tokens:
-            del cfg["added_tokens_decoder"][token_id]
-    cfg_path.write_text(json.dumps(cfg))
-
-
-@pytest.fixture(scope="session")
-def tiny_gemma_dir(tiny_model_dir, tmp_path_factory) -> Path:
-    return build_tiny_gemma(tiny_model_dir, tmp_path_factory.mktemp("tiny-gemma") / "model")
+from tests.tiny_model import GEMMA_FIXES
 
 
 def _tokenizer(path: Path):
@@ -263,7 +206,7 @@ def _chunked(refs, sha) -> BaseModelSpec:
 def test_chunks_are_concatenated_once_and_checked(chunks, tmp_path):
     refs, sha, reads = chunks
     out = gguf.assemble_gguf(_chunked(refs, sha), tmp_path / "cache" / "model.gguf")
-    assert hashlib.sha256(out.read_bytes()).hexdigest() == sha and out.stat().st_size == 3003
+    assert hashing.sha256_file(out) == sha and out.stat().st_size == 3003
     reads.clear()
     assert gguf.assemble_gguf(_chunked(refs, sha), out) == out and reads == []  # assembled once
 

@@ -44,7 +44,7 @@ def _tiny_chain_setup(tmp_path, home, registry, tickets: int, overrides: dict, m
 
     from pipelines.config.paths import REPO_ROOT
     from pipelines.config.sources import load_sources
-    from tests.test_training import TINY_OVERRIDES
+    from tests.doubles import TINY_OVERRIDES
 
     data = tmp_path / "data"
     data.mkdir(parents=True, exist_ok=True)

@@ -27,8 +27,7 @@ import yaml
 from assets import models, training
 from pipelines.training import run_plan, train_metrics
 from pipelines.common.jsonl import read_jsonl
-from pipelines.orchestration.resources import AxolotlResource, TunegateResource
-from tests.test_training import PARTITION, _baseline_double, train_set_double, validation_set_double
+from tests.doubles import PARTITION, baseline_double, train_set_double, training_resources, validation_set_double
 
 SAME_BATCHES = {  # one process, accumulation 2 == two processes, accumulation 1: 8 examples a step
     "learning_rate": 0.01, "micro_batch_size": 4, "warmup_ratio": 0.0, "num_epochs": 2,
@@ -49,14 +48,9 @@ def _train(tmp_path: Path, tiny_registry: Path, name: str, training_cfg: dict, a
     }}))
     instance = dg.DagsterInstance.ephemeral()
     instance.add_dynamic_partitions("base_model", [PARTITION])
-    resources = {
-        "tunegate": TunegateResource(home=str(tmp_path / name), base_models_file=str(tiny_registry),
-                                     settings_file=str(settings)),
-        "axolotl": AxolotlResource(),
-        "pipes_subprocess_client": dg.PipesSubprocessClient(),
-    }
+    resources = training_resources(tmp_path / name, tiny_registry, settings)
     result = dg.materialize(
-        [train_set_double, validation_set_double, _baseline_double(target=0.9, pass_rate=0.1),
+        [train_set_double, validation_set_double, baseline_double(target=0.9, pass_rate=0.1),
          models.base_model, training.axolotl_config, training.qlora_adapter],
         instance=instance, resources=resources, partition_key=PARTITION,
     )

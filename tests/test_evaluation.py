@@ -31,7 +31,8 @@ from pipelines.evaluation import fewshot, recipes, runner, scorecard
 from pipelines.evaluation import suite as suites
 from pipelines.evaluation.runner import PromptfooError, PromptfooRunner
 from pipelines.evaluation.scorecard import CaseResult, Contender, ScoreCard
-from pipelines.evaluation.task import TaskSpec, load_task, turn
+from pipelines.evaluation.task import TaskSpec, load_task
+from pipelines.data.records import turn
 from pipelines.models.loading import ModelSpec
 from pipelines.common.jsonl import read_jsonl
 
@@ -654,20 +655,11 @@ def test_prompt_ladder_runs_promptfoo_once_on_the_tiny_model(tiny_model_dir, tin
 
     from assets.evaluation import prompt_ladder
     from pipelines.models import artefacts
-    from pipelines.orchestration.partitions import base_model_partitions
     from pipelines.orchestration.resources import PromptfooResource, TunegateResource
+    from tests.doubles import double
 
     rows = _rows(EVAL)[:4]
     eval_path = _write_jsonl(tmp_path / "eval.jsonl", rows)
-
-    def double(name: str, value: dict) -> dg.AssetsDefinition:
-        """A test double for an upstream stage's asset."""
-
-        @dg.asset(name=name, partitions_def=base_model_partitions, group_name="test_doubles")
-        def _asset() -> dict:
-            return value
-
-        return _asset
 
     doubles = [
         double("train_set", {"path": str(TRAIN), "fingerprint": "f"}),

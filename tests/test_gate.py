@@ -1,5 +1,5 @@
 """The promotion gate (pipelines/gate/): the decision rules, the report and the cost table,
-on hand-made score cards (the evaluation stage's contract). The champion registry (MLflow)
+on hand-made score cards (tests/cards.py: the evaluation stage's contract). The champion registry (MLflow)
 is tests/test_registry.py."""
 
 from __future__ import annotations
@@ -13,102 +13,28 @@ import pytest
 
 from pipelines.common import stats
 from pipelines.config.gate import CostSettings, GateSettings
-from pipelines.evaluation.scorecard import CaseResult, ScoreCard
 from pipelines.gate import cost, decision, report
 from pipelines.gate.decision import ChampionInput, IncomparableCards
-from pipelines.gate.registry import RegistryEntry
 from pipelines.gate.report import Scores
-
-SETTINGS = GateSettings()  # the shipped defaults: margin 0.05, alpha 0.05, general drop 0.05
-FP = "task-suite-fp-01"  # 16 characters: error messages show the first 16 of a fingerprint
-OTHER_FP = "task-suite-fp-02"
-GFP = "general-suite-01"
-NO_CHAMPION = ChampionInput("none")
-TRAINING = {"train_runtime_s": 1800.0, "tokens_per_second": 1000.0}
-
-
-def card(contender: str, outcomes: list[bool], suite: str = "task", fingerprint: str | None = FP,
-         prompt_tokens: float = 300.0, target: float | None = None) -> ScoreCard:  # fmt: skip
-    """A score card with one case per outcome (ids c0, c1, ...)."""
-    n = len(outcomes)
-    passed = sum(outcomes)
-    return ScoreCard(
-        contender=contender,
-        suite=suite,
-        suite_fingerprint=fingerprint,
-        n=n,
-        passed=passed,
-        pass_rate=passed / n,
-        ci_low=stats.wilson_interval(passed, n)[0],
-        ci_high=stats.wilson_interval(passed, n)[1],
-        target_pass_rate=target,
-        assertion_pass_rates={},
-        mean_latency_ms=120.0,
-        mean_output_tokens=14.0,
-        mean_prompt_tokens=prompt_tokens,
-        results_path="/nowhere/results.json",
-        recipe_text=f"recipe of {contender}",
-        artefact={"id": f"artefact-of-{contender}", "path": f"/models/{contender}"},
-        cases=[
-            CaseResult(id=f"c{i}", passed=ok, output="", gold="", latency_ms=1.0, output_tokens=3)
-            for i, ok in enumerate(outcomes)
-        ],
-    )
-
-
-def with_case(c: ScoreCard, index: int, **changes) -> ScoreCard:
-    """``c`` with its case ``index`` changed."""
-    cases = list(c.cases)
-    cases[index] = replace(cases[index], **changes)
-    return replace(c, cases=cases)
-
-
-def champion_entry(partition: str) -> RegistryEntry:
-    """The registry entry of a champion promoted on ``partition``: what the gate reads of it
-    (partition, base model); the rest are placeholders (no promotion time, no files)."""
-    summary = card("champion", [True]).summary()
-    return RegistryEntry(
-        task="task", partition=partition, promoted_at="", artefact={"id": f"artefact-on-{partition}"},
-        model_dir=f"/models/{partition}", base_model={"name": partition}, adapter_dir=None, run_key=None,
-        data_fingerprint=None, config_hash=None, training_run_id=None, decision_run_id=None, suite_fingerprint=FP,
-        scores=Scores(ladder={}, baseline=summary, tuned=summary, general={}), p_value=0.01, margin=0.1,
-        reason="an earlier win", version=1,
-    )  # fmt: skip
-
-
-def outcomes(both: int, only_first: int, only_second: int, neither: int) -> tuple[list[bool], list[bool]]:
-    first = [True] * both + [True] * only_first + [False] * only_second + [False] * neither
-    second = [True] * both + [False] * only_first + [True] * only_second + [False] * neither
-    return first, second
-
-
-def paired(both: int, only_tuned: int, only_base: int, neither: int, **kw) -> tuple[ScoreCard, ScoreCard]:
-    """(baseline rung ``static_few_shot``, tuned) with these paired counts."""
-    tuned, base = outcomes(both, only_tuned, only_base, neither)
-    return card("static_few_shot", base, **kw), card("tuned", tuned, **kw)
-
-
-def general(reference: list[bool], candidate: list[bool], base_as_trained: list[bool] | None = None) -> dict:
-    return {
-        "reference": card("base", reference, "general", GFP),
-        "base_as_trained": None if base_as_trained is None else card("base_as_trained", base_as_trained, "general", GFP),
-        "candidate": card("tuned", candidate, "general", GFP),
-    }
-
-
-def general_ok() -> dict:
-    """No item lost or gained on 200 items: an upper bound of +1.3 pts, within the allowance
-    (on 10 items the same "no change" would leave +22 pts possible: not enough evidence)."""
-    same = [True] * 180 + [False] * 20
-    return general(same, same, same)
-
-
-GENERAL_OK = general_ok()
-
-
-def decide(baseline, tuned, general_cards=None, champion=NO_CHAMPION, settings=SETTINGS, rungs=None):
-    rungs = rungs or {baseline.contender: baseline}
-    return decision.decide(rungs, tuned, general_cards or general_ok(), champion, settings)
+from tests.cards import (
+    FP,
+    GFP,
+    NO_CHAMPION,
+    OTHER_FP,
+    PRICES,
+    SETTINGS,
+    TRAINING,
+    WIN,
+    card,
+    champion_entry,
+    cost_of,
+    decide,
+    general,
+    general_ok,
+    outcomes,
+    paired,
+    with_case,
+)
 
 
 def failed(d) -> set[str]:
@@ -323,9 +249,6 @@ def test_a_drop_from_the_adapter_recommends_changing_the_adapter():
 
 
 # --------------------------------------------------------------------------- champion
-WIN = (5, 12, 1, 2)  # the tune passes c0..c16 (85 %), misses c17..c19
-
-
 def test_better_champion_blocks_promotion():
     baseline, tuned = paired(*WIN)
     champ = card("champion", [True] * 19 + [False])  # 95 %: right on c17, c18 where the tune is wrong
@@ -361,7 +284,7 @@ def test_a_missing_champion_passes_and_the_report_names_it():
     assert d.promote
     c = checks(d)["champion"]
     assert c.passed and why in c.detail
-    md = report.decision_md(d, {"static_few_shot": baseline}, tuned, general_ok(), _cost(baseline, tuned))
+    md = report.decision_md(d, {"static_few_shot": baseline}, tuned, general_ok(), cost_of(baseline, tuned))
     assert f"Champion: missing. {why}" in md
 
 
@@ -452,14 +375,6 @@ def test_duplicate_and_missing_case_ids_are_an_error():
 
 
 # --------------------------------------------------------------------------- cost
-PRICES = CostSettings(input_per_1m_tokens=0.10, output_per_1m_tokens=0.40, training_per_hour=2.0,
-                      calls_per_month=100_000, retunes_per_quarter=1.0)  # fmt: skip
-
-
-def _cost(baseline: ScoreCard, tuned: ScoreCard, prices: CostSettings = PRICES) -> cost.CostReport:
-    return cost.cost_report({baseline.contender: baseline}, baseline.contender, tuned, TRAINING, prices)
-
-
 def test_per_call_cost_from_tokens_and_prices():
     c = card("x", [True], prompt_tokens=400.0)  # 14 output tokens
     # 400 x 0.10 / 1M + 14 x 0.40 / 1M = (40 + 5.6) / 1M
@@ -471,7 +386,7 @@ def test_break_even_volume_by_hand():
     baseline, tuned = paired(*WIN)
     baseline = replace(baseline, mean_prompt_tokens=400.0, mean_output_tokens=15.0)
     tuned = replace(tuned, mean_prompt_tokens=100.0, mean_output_tokens=15.0)
-    r = _cost(baseline, tuned)
+    r = cost_of(baseline, tuned)
     baseline_call = (400 * 0.10 + 15 * 0.40) / 1e6  # 46e-6
     tuned_call = (100 * 0.10 + 15 * 0.40) / 1e6  # 16e-6
     training_cost = 1800 / 3600 * 2.0  # half an hour at 2.00 = 1.00
@@ -490,9 +405,9 @@ def test_break_even_volume_by_hand():
 
 def test_no_break_even_when_the_tune_is_not_cheaper():
     baseline, tuned = paired(*WIN)
-    assert _cost(baseline, tuned).break_even_calls_per_month is None  # same tokens: no saving
+    assert cost_of(baseline, tuned).break_even_calls_per_month is None  # same tokens: no saving
     tuned = replace(tuned, mean_prompt_tokens=500.0)
-    r = _cost(baseline, tuned)
+    r = cost_of(baseline, tuned)
     assert r.break_even_calls_per_month is None and r.saving_per_call < 0
     assert "never pays back its training" in report.cost_md(r)
 
@@ -544,7 +459,7 @@ def test_report_without_quantisation_says_so():
     plain_lora = general_ok()
     plain_lora["base_as_trained"] = None  # adapter: lora, nothing quantised
     d = decide(baseline, tuned, general_cards=plain_lora)
-    md = report.decision_md(d, {"static_few_shot": baseline}, tuned, plain_lora, _cost(baseline, tuned))
+    md = report.decision_md(d, {"static_few_shot": baseline}, tuned, plain_lora, cost_of(baseline, tuned))
     assert "## Promotion decision: **PROMOTE**" in md
     assert "base as trained (4-bit, dequantised)" not in md
     assert "| quantisation: fp32 -> base as trained | - | - | - | - | no quantisation (adapter: lora) |" in md

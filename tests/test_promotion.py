@@ -4,9 +4,9 @@ artefact as a version of the task's MLflow model and moves the `champion` alias 
 a folder that is not byte for byte what the gate scored; and training is skipped when a
 prompt-only rung already meets the target. Each test has its own local MLflow store.
 
-Upstream score, model and adapter assets are replaced by clearly named test doubles; the
-tuned model is a copy of the tiny model's folder (its content hash is real). The full
-chain on the tiny model is tests/test_chain.py."""
+Upstream score, model and adapter assets are replaced by clearly named test doubles
+(tests/doubles.py: ``promotion_assets``); the tuned model is a copy of the tiny model's
+folder (its content hash is real). The full chain on the tiny model is tests/test_chain.py."""
 
 from __future__ import annotations
 
@@ -14,38 +14,19 @@ import json
 import shutil
 import stat
 from dataclasses import replace
-from pathlib import Path
 from urllib.parse import urlparse
 
 import dagster as dg
 import pytest
 
-from assets.gate import champion_scores, gate_decision, promoted_model
 from pipelines.models import artefacts
 from pipelines.gate import registry
 from pipelines.gate.decision import ChampionInput, meets_target
 from pipelines.gate.ladder import Ladder
 from pipelines.orchestration.partitions import base_model_partitions
 from pipelines.orchestration.resources import PromptfooResource, TunegateResource
-from tests.test_gate import FP, OTHER_FP, card, champion_entry, general_ok, paired
-
-PARTITION = "tiny-llama"
-EVAL = Path(__file__).parent / "fixtures" / "promptfoo" / "tickets_eval.jsonl"
-TASK = "support_ticket_triage"  # evals/task.yaml
-TEMPLATE = "tokenizer_default"
-WIN = (5, 12, 1, 2)  # tuned 85 % vs the best prompt 30 %, McNemar p = 0.0017
-LOSS = (5, 1, 8, 6)
-
-
-def _double(name: str, value) -> dg.AssetsDefinition:
-    """A test double standing in for an upstream stage's asset, returning a fixed value
-    (a dict, or a record: a score card, the ladder, the champion)."""
-
-    @dg.asset(name=name, partitions_def=base_model_partitions, group_name="test_doubles")
-    def _asset():
-        return value
-
-    return _asset
+from tests.cards import FP, LOSS, OTHER_FP, card, champion_entry, logged_win
+from tests.doubles import PARTITION, TASK, TEMPLATE, double, metadata_of, promotion_assets
 
 
 @pytest.fixture
@@ -70,38 +51,6 @@ def instance():
         yield inst
 
 
-def _assets(tiny_model_dir, tuned_dir, outcome=WIN, *, tuned_fingerprint=FP, champion=None,
-            tuned_model_template=TEMPLATE) -> list:  # fmt: skip
-    """Doubles for everything upstream of the promotion group, plus its three real assets."""
-    baseline, tuned = paired(*outcome)
-    scored = artefacts.identity(tuned_dir, TEMPLATE, {"dtype": "float32"})
-    tuned = replace(tuned, artefact=scored, suite_fingerprint=tuned_fingerprint)
-    general = general_ok()
-    doubles = [
-        _double("baseline_scores", Ladder("static_few_shot", {"static_few_shot": baseline})),
-        _double("tuned_scores", tuned),
-        _double("baseline_general_scores", general["reference"]),
-        _double("base_as_trained_general_scores", general["base_as_trained"]),
-        _double("tuned_general_scores", general["candidate"]),
-        _double("eval_set", {"path": str(EVAL), "fingerprint": "data-fp", "rows": 6}),
-        _double("base_model", {"name": PARTITION, "path": str(tiny_model_dir), "source": str(tiny_model_dir),
-                               "weights_sha256": "w"}),  # fmt: skip
-        _double("base_as_trained", {"path": "/models/base-as-trained", "quantised": True, "chat_template": TEMPLATE,
-                                    "artefact": {"id": "base-as-trained-id"}}),  # fmt: skip
-        _double("qlora_adapter", {"adapter_dir": "/runs/adapter", "run_key": "run-1", "data_fingerprint": "data-fp",
-                                  "config_hash": "cfg-hash", "train_runtime_s": 600.0, "tokens_per_second": 900.0}),  # fmt: skip
-        _double("tuned_model", {"path": str(tuned_dir), "chat_template": tuned_model_template, "run_key": "run-1",
-                                "artefact": artefacts.identity(tuned_dir, tuned_model_template, {"dtype": "float32"}),
-                                "adapter_dir": "/runs/adapter", "data_fingerprint": "data-fp"}),  # fmt: skip
-    ]
-    real = [gate_decision, promoted_model]
-    if champion is None:
-        real.append(champion_scores)  # the real asset: reads the registry (status none / same / missing)
-    else:
-        doubles.append(_double("champion_scores", champion))
-    return [*doubles, *real]
-
-
 def _materialize(assets, instance, tunegate, **kw):
     return dg.materialize(assets, instance=instance, partition_key=PARTITION,
                           resources={"tunegate": tunegate, "promptfoo": PromptfooResource()}, **kw)  # fmt: skip
@@ -109,11 +58,6 @@ def _materialize(assets, instance, tunegate, **kw):
 
 def _materialized(result) -> set[str]:
     return {e.asset_key.to_user_string() for e in result.get_asset_materialization_events()}
-
-
-def _metadata(result, node: str) -> dict:
-    (mat,) = result.asset_materializations_for_node(node)
-    return {k: getattr(v, "value", v) for k, v in mat.metadata.items()}
 
 
 def _failure(result, node: str) -> str:
@@ -126,11 +70,11 @@ def _failure(result, node: str) -> str:
 def test_a_win_registers_the_candidate_and_records_the_champion(instance, tunegate, tiny_model_dir, tuned_dir,
                                                                local_store):
     scored = artefacts.identity(tuned_dir, TEMPLATE, {"dtype": "float32"})
-    result = _materialize(_assets(tiny_model_dir, tuned_dir), instance, tunegate)
+    result = _materialize(promotion_assets(tiny_model_dir, tuned_dir), instance, tunegate)
     assert result.success
     assert {"champion_scores", "gate_decision", "promoted_model"} <= _materialized(result)
     assert result.output_for_node("champion_scores").status == "none"
-    meta = _metadata(result, "gate_decision")
+    meta = metadata_of(result, "gate_decision")
     assert meta["promote"] is True and meta["champion"] == "none"
     assert meta["candidate_artefact_id"] == scored["id"]
     assert "**PROMOTE**" in meta["report"] and "Promoted" in meta["reason"]
@@ -156,7 +100,7 @@ def test_a_win_registers_the_candidate_and_records_the_champion(instance, tunega
     version = client.get_model_version(TASK, "1")
     assert version.run_id == record.mlflow_run_id and version.aliases == ["champion"]
     assert version.tags["tunegate.artefact_id"] == scored["id"]
-    promoted = _metadata(result, "promoted_model")
+    promoted = metadata_of(result, "promoted_model")
     assert promoted["artefact_id"] == scored["id"] and promoted["task"] == TASK
     assert promoted["version"] == 1 and promoted["alias"] == "champion" and promoted["registered_model"] == TASK
 
@@ -165,10 +109,10 @@ def test_a_win_registers_the_candidate_and_records_the_champion(instance, tunega
     assert not path.stat().st_mode & stat.S_IWUSR
 
     # the same candidate again: the champion IS the candidate, nothing to beat, it stays champion
-    again = _materialize(_assets(tiny_model_dir, tuned_dir), instance, tunegate)
+    again = _materialize(promotion_assets(tiny_model_dir, tuned_dir), instance, tunegate)
     assert again.success
     assert again.output_for_node("champion_scores").status == "same"
-    assert _metadata(again, "gate_decision")["promote"] is True
+    assert metadata_of(again, "gate_decision")["promote"] is True
     assert registry.champion(store, TASK).version == 1  # the same artefact: the same version
     assert [v.version for v in client.search_model_versions(f"name='{TASK}'")] == [1]
 
@@ -176,21 +120,19 @@ def test_a_win_registers_the_candidate_and_records_the_champion(instance, tunega
 def test_a_champion_whose_files_are_gone_is_named_and_defends_nothing(instance, tunegate, tiny_model_dir, tuned_dir,
                                                                        tmp_path):  # fmt: skip
     """Gone from where it was built AND from the registry's artifact store."""
-    from tests.test_registry import _decision
-
     store = tunegate.tracking_store()
     gone = shutil.copytree(tiny_model_dir, tmp_path / "deleted-model")
-    record = _decision(store, TASK, "old-model", gone)
+    record = logged_win(store, TASK, "old-model", gone)
     old = registry.promote(store, registry.entry(TASK, "old-model", record.candidate, {"name": "old-model"}, {},
                                                  record), {"name": "old-model"})  # fmt: skip
     shutil.rmtree(gone)
     shutil.rmtree(urlparse(old.source).path)
-    result = _materialize(_assets(tiny_model_dir, tuned_dir), instance, tunegate)
+    result = _materialize(promotion_assets(tiny_model_dir, tuned_dir), instance, tunegate)
     assert result.success
     champion = result.output_for_node("champion_scores")
     assert champion.status == "missing" and "old-model" in champion.why and str(gone) in champion.why
     assert "could not be downloaded" in champion.why
-    meta = _metadata(result, "gate_decision")
+    meta = metadata_of(result, "gate_decision")
     assert meta["promote"] is True and meta["champion"] == "missing"
     assert "Champion: missing. old-model at" in meta["report"]
     versions = store.client().search_model_versions(f"name='{TASK}'")
@@ -201,7 +143,7 @@ def test_a_champion_whose_files_are_gone_is_named_and_defends_nothing(instance, 
 def test_a_better_rescored_champion_blocks_promotion(instance, tunegate, tiny_model_dir, tuned_dir):
     better = card("champion", [True] * 19 + [False])
     champion = ChampionInput("scored", champion_entry("other-model"), better)
-    result = _materialize(_assets(tiny_model_dir, tuned_dir, champion=champion), instance, tunegate)
+    result = _materialize(promotion_assets(tiny_model_dir, tuned_dir, champion=champion), instance, tunegate)
     assert result.success
     assert "gate_decision" in _materialized(result) and "promoted_model" not in _materialized(result)
     record = result.output_for_node("gate_decision")
@@ -213,11 +155,11 @@ def test_a_better_rescored_champion_blocks_promotion(instance, tunegate, tiny_mo
 
 # --------------------------------------------------------------------------- a no
 def test_a_no_is_recorded_and_nothing_is_promoted(instance, tunegate, tiny_model_dir, tuned_dir):
-    result = _materialize(_assets(tiny_model_dir, tuned_dir, LOSS), instance, tunegate)
+    result = _materialize(promotion_assets(tiny_model_dir, tuned_dir, LOSS), instance, tunegate)
     assert result.success  # a "no" is a result, not a failure
     keys = _materialized(result)
     assert "gate_decision" in keys and "promoted_model" not in keys
-    meta = _metadata(result, "gate_decision")
+    meta = metadata_of(result, "gate_decision")
     assert meta["promote"] is False
     assert "DO NOT PROMOTE" in meta["report"] and meta["p_value"] > 0.9
     assert meta["reason"].startswith("Not promoted")
@@ -226,7 +168,7 @@ def test_a_no_is_recorded_and_nothing_is_promoted(instance, tunegate, tiny_model
 
 
 def test_incomparable_cards_fail_the_gate(instance, tunegate, tiny_model_dir, tuned_dir):
-    assets = _assets(tiny_model_dir, tuned_dir, tuned_fingerprint=OTHER_FP)
+    assets = promotion_assets(tiny_model_dir, tuned_dir, tuned_fingerprint=OTHER_FP)
     result = _materialize(assets, instance, tunegate, raise_on_error=False)
     assert not result.success
     message = _failure(result, "gate_decision")
@@ -236,7 +178,7 @@ def test_incomparable_cards_fail_the_gate(instance, tunegate, tiny_model_dir, tu
 
 # --------------------------------------------------------------------------- promotion checks the artefact
 def test_promoted_model_refuses_a_folder_changed_after_scoring(instance, tunegate, tiny_model_dir, tuned_dir):
-    assets = _assets(tiny_model_dir, tuned_dir)
+    assets = promotion_assets(tiny_model_dir, tuned_dir)
     upstream = [a.key for a in assets if a.key != dg.AssetKey("promoted_model")]
     first = _materialize(assets, instance, tunegate, selection=upstream)
     assert first.success and first.output_for_node("gate_decision").decision.promote is True
@@ -253,7 +195,7 @@ def test_promoted_model_refuses_a_folder_changed_after_scoring(instance, tunegat
 
 def test_promoted_model_refuses_another_candidate(instance, tunegate, tiny_model_dir, tuned_dir):
     """tuned_model now names another artefact (here: another chat template) than the gate scored."""
-    assets = _assets(tiny_model_dir, tuned_dir, tuned_model_template="chatml")
+    assets = promotion_assets(tiny_model_dir, tuned_dir, tuned_model_template="chatml")
     scored = artefacts.identity(tuned_dir, TEMPLATE, {"dtype": "float32"})["id"]
     now = artefacts.identity(tuned_dir, "chatml", {"dtype": "float32"})["id"]
     assert scored != now
@@ -283,9 +225,9 @@ def test_training_is_skipped_when_the_baseline_meets_the_target(tmp_path, tunega
 
     result = dg.materialize(
         [
-            _double("baseline_scores", Ladder("static_few_shot", rungs, skip)),
-            _double("axolotl_config", {"plan": {}}),
-            _double("base_model", {"name": PARTITION}),
+            double("baseline_scores", Ladder("static_few_shot", rungs, skip)),
+            double("axolotl_config", {"plan": {}}),
+            double("base_model", {"name": PARTITION}),
             qlora_adapter,
             downstream_double,
         ],

@@ -25,12 +25,10 @@ from pipelines.common import tracking
 from pipelines.models import artefacts
 from pipelines.config.base import ConfigError
 from pipelines.config.settings import load_settings
-from pipelines.gate import registry, report
+from pipelines.gate import registry
 from pipelines.gate.registry import RegistryEntry
-from pipelines.gate.report import DecisionRecord
-from tests.test_gate import FP, WIN, _cost, decide, general_ok, paired
 
-BASE_MODEL = {"name": "tiny", "path": "/models/tiny", "source": "pkg:tiny", "weights_sha256": "w" * 64}
+from tests.cards import BASE_MODEL, FP, WIN, candidate_entry, card, logged_win, model_folder, promote_candidate
 
 
 @pytest.fixture(params=["local", "server"])
@@ -44,36 +42,6 @@ def store(request, local_store) -> tracking.Store:
 def task() -> str:
     """A task (registered model) of this test alone: the server is shared by the session."""
     return f"triage-{uuid.uuid4().hex[:8]}"
-
-
-def _folder(path: Path, content: bytes) -> Path:
-    path.mkdir(parents=True)
-    (path / "model.safetensors").write_bytes(content)
-    (path / "config.json").write_text('{"model_type": "llama"}')
-    return path
-
-
-def _decision(store: tracking.Store, task: str, partition: str, model_dir: Path) -> DecisionRecord:
-    """A real gate record for a win, logged to MLflow like gate_decision logs it."""
-    baseline, tuned = paired(*WIN)
-    tuned = replace(tuned, artefact=artefacts.identity(model_dir, "chatml", {"dtype": "float32"}))
-    record = report.decision_record(decide(baseline, tuned), {"static_few_shot": baseline}, tuned, general_ok(),
-                                    _cost(baseline, tuned))  # fmt: skip
-    return replace(record, mlflow_run_id=tracking.log_decision(store, tracking.experiment_name(task), partition, record,
-                                                               tracking.tags(data_fingerprint="data-fp")))  # fmt: skip
-
-
-def _candidate(store, task, tmp_path, partition: str) -> RegistryEntry:
-    model_dir = _folder(tmp_path / "models" / partition, partition.encode() * 100)
-    adapter_dir = _folder(tmp_path / "adapters" / partition, b"adapter-" + partition.encode())
-    record = _decision(store, task, partition, model_dir)
-    adapter = {"adapter_dir": str(adapter_dir), "run_key": f"run-{partition}", "data_fingerprint": "data-fp",
-               "config_hash": "cfg", "mlflow_run_id": None}  # fmt: skip
-    return registry.entry(task, partition, record.candidate, BASE_MODEL, adapter, record)
-
-
-def _promote(store, task, tmp_path, partition: str) -> RegistryEntry:
-    return registry.promote(store, _candidate(store, task, tmp_path, partition), BASE_MODEL)
 
 
 def _versions(store, task) -> dict[int, object]:
@@ -115,13 +83,11 @@ def test_a_fresh_local_store_needs_no_set_up(tmp_path, monkeypatch):
 
 # --------------------------------------------------------------------------- runs
 def test_score_cards_and_decisions_are_runs_side_by_side(local_store, task, tmp_path):
-    from tests.test_gate import card
-
     experiment = tracking.experiment_name(task)
     cards = {"zero_shot": replace(card("zero_shot", [True, False, False, False]), artefact={"id": "base-id"}),
              "static_few_shot": replace(card("static_few_shot", [True, True, False, False]), artefact={"id": "base-id"})}  # fmt: skip
     ids = tracking.log_scores(local_store, experiment, "ladder", "tiny-llama", cards, tracking.tags(suite="task"))
-    record = _decision(local_store, task, "tiny-llama", _folder(tmp_path / "m", b"weights"))
+    record = logged_win(local_store, task, "tiny-llama", model_folder(tmp_path / "m", b"weights"))
     client = local_store.client()
     runs = {r.info.run_id: r for r in client.search_runs([client.get_experiment_by_name(experiment).experiment_id])}
     assert set(runs) == {*ids.values(), record.mlflow_run_id}
@@ -154,7 +120,7 @@ def test_score_cards_and_decisions_are_runs_side_by_side(local_store, task, tmp_
 # --------------------------------------------------------------------------- the registry
 def test_an_entry_round_trips_and_a_damaged_one_is_named(tmp_path):
     from pipelines.common.typed_records import RecordError
-    from tests.test_gate import champion_entry
+    from tests.cards import champion_entry
 
     entry = champion_entry("model-a")
     doc = json.loads(json.dumps(entry.to_dict()))
@@ -170,7 +136,7 @@ def test_an_entry_round_trips_and_a_damaged_one_is_named(tmp_path):
 
 def test_promotion_registers_a_version_and_moves_the_champion(store, task, tmp_path):
     assert registry.champion(store, task) is None
-    a = _promote(store, task, tmp_path, "model-a")
+    a = promote_candidate(store, task, tmp_path, "model-a")
     assert a.version == 1
     champ = registry.champion(store, task)
     assert champ.partition == "model-a" and champ.version == 1 and champ.artefact == a.artefact
@@ -189,7 +155,7 @@ def test_promotion_registers_a_version_and_moves_the_champion(store, task, tmp_p
     assert {f.path for f in client.list_artifacts(version.run_id, "promoted/model")} == \
         {"promoted/model/model.safetensors", "promoted/model/config.json"}  # fmt: skip
 
-    b = _promote(store, task, tmp_path, "model-b")
+    b = promote_candidate(store, task, tmp_path, "model-b")
     assert b.version == 2 and registry.champion(store, task).partition == "model-b"
     again = registry.promote(store, replace(a, promoted_at="later"), BASE_MODEL)  # the same artefact: its version
     assert again.version == 1 and set(_versions(store, task)) == {1, 2}
@@ -203,8 +169,8 @@ def test_promotion_registers_a_version_and_moves_the_champion(store, task, tmp_p
 
 
 def test_the_json_file_is_a_read_only_export(local_store, task, tmp_path):
-    _promote(local_store, task, tmp_path, "model-a")
-    _promote(local_store, task, tmp_path, "model-b")
+    promote_candidate(local_store, task, tmp_path, "model-a")
+    promote_candidate(local_store, task, tmp_path, "model-b")
     registry.set_champion(local_store, task, 1)
     path = registry.export(local_store, tmp_path / "registry" / "promoted.json")
     doc = json.loads(path.read_text())
@@ -217,7 +183,7 @@ def test_the_json_file_is_a_read_only_export(local_store, task, tmp_path):
 
 
 def test_a_champion_whose_build_folder_is_gone_comes_from_the_registry(store, task, tmp_path):
-    a = _promote(store, task, tmp_path, "model-a")
+    a = promote_candidate(store, task, tmp_path, "model-a")
     shutil.rmtree(a.model_dir)
     entry = registry.champion(store, task)
     cache = tmp_path / "cache"
@@ -228,7 +194,7 @@ def test_a_champion_whose_build_folder_is_gone_comes_from_the_registry(store, ta
 
 
 def test_a_champion_gone_from_both_places_is_named(local_store, task, tmp_path):
-    a = _promote(local_store, task, tmp_path, "model-a")
+    a = promote_candidate(local_store, task, tmp_path, "model-a")
     entry = registry.champion(local_store, task)
     shutil.rmtree(a.model_dir)
     shutil.rmtree(local_store.artifact_root)
@@ -237,7 +203,7 @@ def test_a_champion_gone_from_both_places_is_named(local_store, task, tmp_path):
 
 
 def test_two_partitions_promoting_at_once_are_both_registered(store, task, tmp_path):
-    candidates = [_candidate(store, task, tmp_path, p) for p in ("model-a", "model-b")]
+    candidates = [candidate_entry(store, task, tmp_path, p) for p in ("model-a", "model-b")]
     with ThreadPoolExecutor(max_workers=2) as pool:
         done = list(pool.map(lambda c: registry.promote(store, c, BASE_MODEL), candidates))
     versions = _versions(store, task)
@@ -251,14 +217,14 @@ def test_a_failed_alias_move_removes_the_new_version_and_keeps_the_champion(loca
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
-    _promote(local_store, task, tmp_path, "model-a")
+    promote_candidate(local_store, task, tmp_path, "model-a")
 
     def refuse(self, name, alias, version):
         raise MlflowException("permission denied on alias")
 
     monkeypatch.setattr(MlflowClient, "set_registered_model_alias", refuse)
     with pytest.raises(registry.RegistryError, match=r"version 2 was removed, the champion is unchanged \(version 1\)"):
-        _promote(local_store, task, tmp_path, "model-b")
+        promote_candidate(local_store, task, tmp_path, "model-b")
     monkeypatch.undo()
     assert set(_versions(local_store, task)) == {1}
     assert registry.champion(local_store, task).partition == "model-a"
@@ -273,8 +239,8 @@ def test_the_server_going_away_between_register_and_alias_leaves_the_champion(ml
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")  # fail fast while the server is down
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
     store = tracking.Store(mlflow_server.uri)
-    _promote(store, task, tmp_path, "model-a")
-    candidate = _candidate(store, task, tmp_path, "model-b")
+    promote_candidate(store, task, tmp_path, "model-a")
+    candidate = candidate_entry(store, task, tmp_path, "model-b")
     real_move = MlflowClient.set_registered_model_alias
 
     def server_dies_first(self, name, alias, version):

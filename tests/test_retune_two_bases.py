@@ -5,7 +5,7 @@ which serves after the decision, the champion base model's age and the re-tune's
 
 The base models are real tiny folders through the real ``base_model`` asset (the second one
 with its tokenizer fixes as data); the score, adapter and tuned-model assets upstream of the
-gate are the test doubles of tests/test_promotion.py (its ``_assets``). The champion's re-scored card is a
+gate are the test doubles of tests/doubles.py (``promotion_assets``). The champion's re-scored card is a
 double too (re-scoring runs promptfoo; tests/test_promotion.py covers the asset's statuses),
 but its entry is the one the first partition's real promotion wrote to the registry."""
 
@@ -23,12 +23,12 @@ from pipelines.orchestration.automation import base_model_registry_sensor
 from pipelines.gate import registry
 from pipelines.gate.decision import ChampionInput
 from pipelines.orchestration.resources import PromptfooResource, TunegateResource
-from tests.test_base_model_registry import GEMMA_FIXES, tiny_gemma_dir  # noqa: F401  (a session fixture)
-from tests.test_gate import card
-from tests.test_promotion import LOSS, TASK, WIN, _assets, _metadata
+from tests.cards import LOSS, WIN, card
+from tests.doubles import TASK, metadata_of, promotion_assets
+from tests.tiny_model import GEMMA_FIXES
 
 OLD, NEW = "tiny-llama", "tiny-gemma"
-# WIN: tuned 85 % vs the best prompt 30 %; LOSS: tuned 30 % vs 65 % (tests/test_promotion.py)
+# WIN: tuned 85 % vs the best prompt 30 %; LOSS: tuned 30 % vs 65 % (tests/cards.py)
 
 
 def _entry(name: str, folder: Path, released: str, **extra) -> dict:
@@ -36,7 +36,7 @@ def _entry(name: str, folder: Path, released: str, **extra) -> dict:
 
 
 @pytest.fixture
-def world(tmp_path, tiny_model_dir, tiny_gemma_dir, local_store):  # noqa: F811
+def world(tmp_path, tiny_model_dir, tiny_gemma_dir, local_store):
     """A registry with the old base model only, a settings file, an instance, and the home's
     own MLflow store (``local_store``: the champion lives there)."""
     registry_file = tmp_path / "base_models.yaml"
@@ -62,15 +62,15 @@ def _tick(world) -> list[dg.RunRequest]:
 
 def _run_gate(world, partition: str, model_dir: Path, outcome, champion_double: ChampionInput | None = None):
     """The partition's promotion stage: real base_model, gate and promotion (and the real
-    champion_scores unless a double is given); tests/test_promotion.py's doubles upstream."""
+    champion_scores unless a double is given); the doubles of tests/doubles.py upstream."""
     tuned_dir = shutil.copytree(model_dir, world["tmp"] / f"tuned-{partition}")
-    doubles = _assets(model_dir, tuned_dir, outcome, champion=champion_double)
+    doubles = promotion_assets(model_dir, tuned_dir, outcome, champion=champion_double)
     assets = [a for a in doubles if a.key != dg.AssetKey("base_model")] + [base_model]
     return dg.materialize(assets, instance=world["instance"], partition_key=partition,
                           resources={"tunegate": world["tunegate"], "promptfoo": PromptfooResource()})  # fmt: skip
 
 
-def _add_new_base(world, tiny_gemma_dir):  # noqa: F811
+def _add_new_base(world, tiny_gemma_dir):
     """What a user does: append the new entry to base_models.yaml."""
     doc = yaml.safe_load(world["registry"].read_text())
     doc["base_models"].append(_entry(NEW, tiny_gemma_dir, "2025-08-14", tokenizer=GEMMA_FIXES,
@@ -85,7 +85,7 @@ def _rescored(world, outcomes: list[bool]) -> ChampionInput:
     return ChampionInput("scored", entry, card("champion", outcomes))
 
 
-def test_a_new_base_model_is_tuned_and_beats_the_old_champion(world, tiny_model_dir, tiny_gemma_dir):  # noqa: F811
+def test_a_new_base_model_is_tuned_and_beats_the_old_champion(world, tiny_model_dir, tiny_gemma_dir):
     (first,) = _tick(world)
     assert first.partition_key == OLD and _tick(world) == []  # known now: no second request
     assert _run_gate(world, OLD, tiny_model_dir, WIN).success
@@ -110,13 +110,13 @@ def test_a_new_base_model_is_tuned_and_beats_the_old_champion(world, tiny_model_
     assert f"- Champion's base model {OLD}: released 2024-11-01, " in report and "days (" in report
     assert f"- Candidate's base model {NEW}: released 2025-08-14" in report
     assert "600 s of training on 540,000 tokens" in report and "min of wall time for the run so far" in report
-    assert _metadata(result, "gate_decision")["serving_after"].startswith(f"the fine-tune on **{NEW}**")
+    assert metadata_of(result, "gate_decision")["serving_after"].startswith(f"the fine-tune on **{NEW}**")
     assert registry.champion(world["tunegate"].tracking_store(), TASK).partition == NEW
-    checked = _metadata(result, "base_model")
+    checked = metadata_of(result, "base_model")
     assert checked["needs_bos"] is True and checked["eos_token"] == "<end_of_turn>"
 
 
-def test_without_a_champion_the_old_base_scores_stand_beside_the_new(world, tiny_model_dir, tiny_gemma_dir):  # noqa: F811
+def test_without_a_champion_the_old_base_scores_stand_beside_the_new(world, tiny_model_dir, tiny_gemma_dir):
     _tick(world)
     old = _run_gate(world, OLD, tiny_model_dir, LOSS)
     assert old.output_for_node("gate_decision").decision.promote is False  # the old base's gate said no
@@ -156,7 +156,7 @@ def test_only_missing_wheels_are_installed():
 def test_an_old_base_scored_on_an_older_held_out_set_is_flagged():
     from pipelines.config.gate import CostSettings
     from pipelines.gate import bases, cost
-    from tests.test_gate import TRAINING, decide, paired
+    from tests.cards import TRAINING, decide, paired
 
     baseline, tuned = paired(*LOSS)
     decision = decide(baseline, tuned)

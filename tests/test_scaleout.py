@@ -24,9 +24,16 @@ from pipelines.orchestration.automation import base_model_registry_sensor
 from pipelines.config.base import ConfigError
 from pipelines.config.training import KubernetesSettings, TrainingSettings
 from pipelines.config.settings import load_settings
-from pipelines.orchestration.resources import AxolotlResource, TunegateResource, apply_pool_limit, persistent_instance
+from pipelines.orchestration.resources import apply_pool_limit, persistent_instance
 from tests import pg_server
-from tests.test_training import FIXTURES, PARTITION, _baseline_double, train_set_double, validation_set_double
+from tests.doubles import (
+    FIXTURES,
+    PARTITION,
+    baseline_double,
+    train_set_double,
+    training_resources,
+    validation_set_double,
+)
 
 POOL = "accelerator"
 
@@ -46,15 +53,6 @@ def _settings(tmp_path: Path, training_cfg: dict) -> Path:
     return path
 
 
-def _resources(tmp_path, tiny_registry, settings: Path) -> dict:
-    return {
-        "tunegate": TunegateResource(home=str(tmp_path / "home"), base_models_file=str(tiny_registry),
-                                     settings_file=str(settings)),
-        "axolotl": AxolotlResource(),
-        "pipes_subprocess_client": dg.PipesSubprocessClient(),
-    }
-
-
 # --------------------------------------------------------------------------- 1. PostgreSQL
 def test_instance_on_postgres_runs_a_partition_and_the_sensor(tmp_path, monkeypatch, pg_url, tiny_registry):
     """DAGSTER_PG_URL -> dagster.yaml with dagster-postgres storage -> a real server holds the
@@ -63,7 +61,7 @@ def test_instance_on_postgres_runs_a_partition_and_the_sensor(tmp_path, monkeypa
     monkeypatch.setenv("DAGSTER_PG_URL", pg_url)
     settings = _settings(tmp_path, {"pool_limit": 2})
     monkeypatch.setenv("TUNEGATE_SETTINGS", str(settings))
-    resources = _resources(tmp_path, tiny_registry, settings)
+    resources = training_resources(tmp_path / "home", tiny_registry, settings)
 
     with persistent_instance(load_settings(settings).training) as instance:
         dagster_yaml = (tmp_path / "dagster_home" / "dagster.yaml").read_text()
@@ -162,8 +160,8 @@ def test_training_waits_for_a_pool_slot_while_data_and_evaluation_run(tmp_path, 
     held = storage.claim_concurrency_slot(POOL, "first-base-model-run", "qlora_adapter")
     assert held.is_claimed
 
-    resources = _resources(tmp_path, tiny_registry, settings)
-    assets = [train_set_double, validation_set_double, _baseline_double(target=0.5, pass_rate=0.8),
+    resources = training_resources(tmp_path / "home", tiny_registry, settings)
+    assets = [train_set_double, validation_set_double, baseline_double(target=0.5, pass_rate=0.8),
               models.base_model, training.axolotl_config, training.qlora_adapter]
     outcome: dict = {}
     worker = threading.Thread(target=lambda: outcome.setdefault("result", dg.materialize(
@@ -289,13 +287,13 @@ def _k8s_stage(tmp_path, tiny_model_dir, monkeypatch, k8s: dict):
     monkeypatch.setattr(PipesK8sClient, "_load_k8s_config", lambda self: None)
     instance = dg.DagsterInstance.ephemeral()
     instance.add_dynamic_partitions("base_model", [PARTITION])
-    return instance, _resources(tmp_path, registry, settings), api
+    return instance, training_resources(tmp_path / "home", registry, settings), api
 
 
 def test_training_pod_is_built_by_pipes_k8s_client_and_valid(tmp_path, tiny_model_dir, monkeypatch):
     instance, resources, api = _k8s_stage(tmp_path, tiny_model_dir, monkeypatch, K8S)
     result = dg.materialize(
-        [train_set_double, validation_set_double, _baseline_double(target=0.9, pass_rate=0.1),
+        [train_set_double, validation_set_double, baseline_double(target=0.9, pass_rate=0.1),
          models.base_model, training.axolotl_config, training.qlora_adapter],
         instance=instance, resources=resources, partition_key=PARTITION, raise_on_error=False,
     )

@@ -25,7 +25,7 @@ from pipelines.evaluation.task import TaskSpec, load_task, normalise_label
 from pipelines.gate import decision
 from pipelines.gate.decision import ChampionInput
 from pipelines.models.loading import ModelSpec
-from tests.test_gate import general_ok
+from tests.cards import general_ok
 
 REPO = Path(__file__).resolve().parent.parent
 BIN = REPO / "evals" / "node_modules" / ".bin"
@@ -74,7 +74,7 @@ def write_jsonl(path: Path, rows: list[dict]) -> Path:
         ({"type": "text", "metric": "bleu", "threshold": 1.5}, {}, r"output\.threshold: bleu scores lie in \[0, 1\]"),
         ({"type": "text", "metric": "levenshtein", "threshold": 2.5}, {}, r"output\.threshold: levenshtein's threshold is a maximum edit distance"),
         ({"type": "text", "metric": "meteor", "threshold": 0.5}, {}, r"output\.metric: Input should be 'rouge-n', 'bleu', 'gleu' or 'levenshtein'"),
-        ({"type": "text", "metric": "bleu"}, {}, r"output\.threshold: Field required"),
+        ({"type": "text", "metric": "bleu"}, {}, r"output\.threshold: required key missing"),
         ({"type": "xml"}, {}, r"output: Input tag 'xml' .* expected tags: 'json', 'label', 'text'"),
         ({"type": "json", "schema": {"properties": {"a": {}}}}, {}, r"match_fields: output\.type json needs at least one field"),
     ],
@@ -296,15 +296,8 @@ def _materialise_ladder(tmp_path: Path, tiny_model_dir: Path, tiny_registry: Pat
 
     from assets.evaluation import build_prompt_ladder
     from pipelines.config.evaluation import RungSettings
-    from pipelines.orchestration.partitions import base_model_partitions
     from pipelines.orchestration.resources import PromptfooResource, TunegateResource
-
-    def double(name: str, value: dict) -> dg.AssetsDefinition:
-        @dg.asset(name=name, partitions_def=base_model_partitions, group_name="test_doubles")
-        def _asset() -> dict:
-            return value
-
-        return _asset
+    from tests.doubles import double
 
     train_path = write_jsonl(tmp_path / "train.jsonl", train)
     eval_path = write_jsonl(tmp_path / "eval.jsonl", eval_rows)

@@ -4,7 +4,6 @@ skips, failures, and the converted SmolLM2 stopping at ``<|im_end|>``."""
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import json
 import os
@@ -19,17 +18,20 @@ import pytest
 import yaml
 
 from assets import models, training
-from pipelines.gate.ladder import Ladder
 from pipelines.training import launch, run_plan, train_metrics
-from pipelines.orchestration.partitions import base_model_partitions
 from pipelines.common.jsonl import read_jsonl
-from pipelines.orchestration.resources import AxolotlResource, TunegateResource
-from tests.test_gate import card
-
-FIXTURES = Path(__file__).parent / "fixtures"
-TRAIN = FIXTURES / "chat_train.jsonl"
-VALIDATION = FIXTURES / "chat_eval.jsonl"  # stands in for the validation slice of train
-PARTITION = "tiny-llama"
+from pipelines.orchestration.resources import AxolotlResource
+from tests.doubles import (
+    PARTITION,
+    TINY_OVERRIDES,
+    TRAIN,
+    VALIDATION,
+    baseline_double,
+    fixture_fingerprint,
+    train_set_double,
+    training_resources,
+    validation_set_double,
+)
 
 
 def _load_patch_module():
@@ -163,58 +165,12 @@ def test_patched_qlora_learns_after_an_eval_on_the_tiny_model(avx512bf16_cpu, ti
 
 
 # --------------------------------------------------------------------------- Dagster
-def _fingerprint() -> str:
-    digest = hashlib.sha256()
-    for path in (TRAIN, VALIDATION):
-        digest.update(path.read_bytes())
-    return digest.hexdigest()
-
-
-def _split(path: Path) -> dict:
-    return {"path": str(path), "rows": len(path.read_text().splitlines()), "fingerprint": _fingerprint(), "labels": {}}
-
-
-# Test doubles for assets other stages own: the data stage's train split and validation
-# slice (our fixture files) and the evaluation stage's prompt-only baseline scores.
-@dg.asset(name="train_set")
-def train_set_double() -> dict:
-    return _split(TRAIN)
-
-
-@dg.asset(name="validation_set")
-def validation_set_double() -> dict:
-    return _split(VALIDATION)
-
-
-def _baseline_double(target: float | None, pass_rate: float):
-    skip = (f"no fine-tune needed: the baseline passes {pass_rate:.0%} >= target {target:.0%}"
-            if target is not None and pass_rate >= target else None)
-    rung = card("zero_shot", [i < round(12 * pass_rate) for i in range(12)], target=target)
-
-    @dg.asset(name="baseline_scores", partitions_def=base_model_partitions)
-    def baseline_scores_double() -> Ladder:
-        return Ladder("zero_shot", {"zero_shot": rung}, skip)
-
-    return baseline_scores_double
-
-
-TINY_OVERRIDES = {  # the tiny learner, one epoch of 12 steps: at lr 0.01 its eval loss falls far past the guard's 1 %
-    "learning_rate": 0.01, "micro_batch_size": 4, "warmup_ratio": 0.0,
-}
-
-
 def _stage(tmp_path, registry, overrides: dict):
     settings = tmp_path / "tunegate.yaml"
     settings.write_text(yaml.safe_dump({"training": {"overrides": overrides, "min_eval_loss_drop": 0.01}}))
     instance = dg.DagsterInstance.ephemeral()
     instance.add_dynamic_partitions("base_model", [PARTITION])
-    resources = {
-        "tunegate": TunegateResource(home=str(tmp_path / "home"), base_models_file=str(registry),
-                                     settings_file=str(settings)),
-        "axolotl": AxolotlResource(),
-        "pipes_subprocess_client": dg.PipesSubprocessClient(),
-    }
-    return instance, resources, tmp_path
+    return instance, training_resources(tmp_path / "home", registry, settings), tmp_path
 
 
 @pytest.fixture
@@ -240,7 +196,7 @@ def _materialization(result, key: str):
 
 @pytest.mark.slow
 def test_end_to_end_qlora_run_through_pipes_then_cache_hit(stage):
-    result = _materialize(stage, _baseline_double(target=0.9, pass_rate=0.1))
+    result = _materialize(stage, baseline_double(target=0.9, pass_rate=0.1))
     assert result.success
     adapter = result.output_for_node("qlora_adapter")
     meta = _materialization(result, "qlora_adapter").metadata
@@ -249,7 +205,7 @@ def test_end_to_end_qlora_run_through_pipes_then_cache_hit(stage):
     assert adapter["load_in_4bit"] is True and adapter["bnb_4bit_quant_type"] == "nf4"
     assert adapter["bnb_4bit_compute_dtype"] == "float32" and adapter["cache_hit"] is False
     assert adapter["eval_loss_last"] < adapter["eval_loss_first"]
-    assert adapter["data_fingerprint"] == _fingerprint()
+    assert adapter["data_fingerprint"] == fixture_fingerprint()
     config = result.output_for_node("axolotl_config")
     assert adapter["config_hash"] == config["config_hash"]
     assert Path(config["path"]).is_file() and yaml.safe_load(Path(config["path"]).read_text()) == config["config"]
@@ -273,7 +229,7 @@ def test_end_to_end_qlora_run_through_pipes_then_cache_hit(stage):
     tags = run.data.tags
     assert tags["tunegate.kind"] == "training" and tags["tunegate.partition"] == PARTITION
     assert tags["tunegate.run_key"] == adapter["run_key"] and tags["tunegate.config_hash"] == adapter["config_hash"]
-    assert tags["tunegate.data_fingerprint"] == _fingerprint()
+    assert tags["tunegate.data_fingerprint"] == fixture_fingerprint()
     assert run.data.metrics["eval_loss"] == pytest.approx(adapter["eval_loss_last"], rel=1e-4)
     assert run.data.params["learning_rate"] == str(TINY_OVERRIDES["learning_rate"])
     assert set(meta["versions"].value) >= {"axolotl", "transformers", "peft", "bitsandbytes", "torch"}
@@ -296,7 +252,7 @@ def test_end_to_end_qlora_run_through_pipes_then_cache_hit(stage):
     assert lora_b and any(p.abs().sum() > 0 for p in lora_b)  # trained (lora_B starts at zero)
 
     # same data, config and base weights: reused, not retrained
-    again = _materialize(stage, _baseline_double(target=0.9, pass_rate=0.1))
+    again = _materialize(stage, baseline_double(target=0.9, pass_rate=0.1))
     assert again.success
     assert again.output_for_node("qlora_adapter")["cache_hit"] is True
     assert _materialization(again, "qlora_adapter").metadata["cache_hit"].value is True
@@ -340,7 +296,7 @@ def test_a_killed_run_resumes_and_the_guard_judges_its_last_eval(tmp_path, learn
     killed = threading.Event()
     killer = threading.Thread(target=_kill_after_checkpoint, args=(home, pid_file, KILL_AFTER, killed), daemon=True)
     killer.start()
-    first = _materialize(stage, _baseline_double(target=0.9, pass_rate=0.1),
+    first = _materialize(stage, baseline_double(target=0.9, pass_rate=0.1),
                          axolotl=AxolotlResource(executable=str(script)), raise_on_error=False)
     killer.join(timeout=5)
     assert killed.is_set() and not first.success, "the run must be killed mid-way (it finished first)"
@@ -348,7 +304,7 @@ def test_a_killed_run_resumes_and_the_guard_judges_its_last_eval(tmp_path, learn
     before = [(r["kind"], r["step"]) for r in read_jsonl(run_dir / run_plan.METRICS_FILE)]
     assert ("eval", 12) in before and ("eval", 24) not in before and ("summary", 24) not in before
 
-    second = _materialize(stage, _baseline_double(target=0.9, pass_rate=0.1))
+    second = _materialize(stage, baseline_double(target=0.9, pass_rate=0.1))
     assert second.success
     resumed = yaml.safe_load((run_dir / run_plan.RESUME_CONFIG_FILE).read_text())
     resumed_from = int(Path(resumed["resume_from_checkpoint"]).name.split("-")[1])
@@ -374,7 +330,7 @@ def test_a_killed_run_resumes_and_the_guard_judges_its_last_eval(tmp_path, learn
 
 @pytest.mark.slow
 def test_baseline_at_target_skips_training(stage):
-    result = _materialize(stage, _baseline_double(target=0.5, pass_rate=0.8))
+    result = _materialize(stage, baseline_double(target=0.5, pass_rate=0.8))
     assert result.success
     assert _materialization(result, "qlora_adapter") is None
     observations = [e for e in result.all_events if e.event_type_value == "ASSET_OBSERVATION"]
@@ -398,7 +354,7 @@ def test_axolotl_failure_fails_the_asset_with_its_last_lines(stage):
     fake = tmp_path / "failing-axolotl"
     fake.write_text("#!/bin/sh\nfor i in $(seq 1 80); do echo \"line $i\"; done\necho 'ValueError: boom' >&2\nexit 3\n")
     fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
-    result = _materialize(stage, _baseline_double(target=0.9, pass_rate=0.1),
+    result = _materialize(stage, baseline_double(target=0.9, pass_rate=0.1),
                           axolotl=AxolotlResource(executable=str(fake)), raise_on_error=False)
     assert not result.success
     failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE"

@@ -10,7 +10,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -20,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from pipelines.config.paths import REPO_ROOT
+from tests.mlflow_store import free_port
 
 def _chromium() -> str | None:
     return shutil.which("chromium") or shutil.which("chromium-browser")
@@ -75,12 +75,6 @@ query ($path: [String!]!) { assetNodeOrError(assetKey: {path: $path}) {
 """
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def _graphql(base: str, query: str, variables: dict | None = None) -> dict:
     body = json.dumps({"query": query, "variables": variables or {}}).encode()
     request = urllib.request.Request(f"{base}/graphql", body, {"Content-Type": "application/json"})
@@ -125,7 +119,7 @@ def webserver(tmp_path, tiny_registry):
         "TUNEGATE_HOME": str(tmp_path / "out"),
         "TUNEGATE_BASE_MODELS": str(tiny_registry),
     }
-    port = _free_port()
+    port = free_port()
     log = tmp_path / "webserver.log"
     with log.open("w") as log_handle:
         proc = subprocess.Popen(
@@ -221,12 +215,12 @@ def test_mlflow_ui_shows_the_registered_model_and_its_champion_alias(mlflow_serv
 
     from pipelines.common import tracking
     from pipelines.gate import registry
-    from tests.test_registry import _promote
+    from tests.cards import promote_candidate
 
     task = f"triage-ui-{uuid.uuid4().hex[:6]}"
     store = tracking.Store(mlflow_server.uri)
-    _promote(store, task, tmp_path, "model-a")
-    _promote(store, task, tmp_path, "model-b")
+    promote_candidate(store, task, tmp_path, "model-a")
+    promote_candidate(store, task, tmp_path, "model-b")
     registry.set_champion(store, task, 1)  # a rollback: the alias, not the newest version, is the champion
 
     ARTIFACTS.mkdir(exist_ok=True)

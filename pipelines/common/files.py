@@ -1,5 +1,6 @@
-"""Writing files and folders so that a crash never leaves half of one behind, and reading
-the end of a log for an error message. One helper per job, used by every stage.
+"""Writing files and folders so that a crash never leaves half of one behind, splitting
+process output into lines, and reading the end of a log for an error message. One helper
+per job, used by every stage.
 
 Why atomic: later stages fingerprint, train on, score or serve what earlier ones wrote; a
 torn file would be read as if it were whole. Everything goes to a temp name in the same
@@ -10,28 +11,41 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import secrets
 import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 
-def atomic_write_text(path: Path, text: str) -> Path:
-    """Write ``text`` to ``path`` via a fsynced temp file and ``os.replace``."""
+@contextlib.contextmanager
+def atomic_writer(path: Path, *, binary: bool = False) -> Iterator[IO[Any]]:
+    """Yield a handle on a new temp file beside ``path`` (UTF-8 text, or bytes with
+    ``binary``); when the block ends it is flushed, fsynced and renamed over ``path``. On
+    any error the temp file is removed and ``path`` is left as it was. The handle's
+    ``name`` is the temp file's path (to check what was written before it counts)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    # "x": created exclusively, with the permissions a plain open gives (umask), not mkstemp's 0600
+    handle = open(tmp, "xb") if binary else open(tmp, "x", encoding="utf-8")
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
+        with handle:
+            yield handle
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
-    return path
+
+
+def atomic_write_text(path: Path, text: str) -> Path:
+    """Write ``text`` to ``path`` atomically (``atomic_writer``)."""
+    with atomic_writer(path) as handle:
+        handle.write(text)
+    return Path(path)
 
 
 def atomic_write_json(path: Path, data: Any) -> Path:
@@ -55,6 +69,17 @@ def atomic_dir(out_dir: Path) -> Iterator[Path]:
         raise
 
 
+def split_output(text: str, *, redraws: bool = True) -> list[str]:
+    """The non-blank segments of terminal output: lines end with ``\\n``, and a progress bar
+    (tqdm) redraws its line after each ``\\r``. ``redraws`` False keeps only each line's
+    last drawing, what the terminal ends up showing."""
+    segments = []
+    for line in text.split("\n"):
+        drawings = line.split("\r")
+        segments.extend(s for s in (drawings if redraws else drawings[-1:]) if s.strip())
+    return segments
+
+
 def tail(path: Path, lines: int = 40, chars: int | None = 4000) -> str:
     """The last lines of a log (progress-bar redraws collapsed), for error messages;
     ``chars`` None keeps every character of those lines."""
@@ -62,6 +87,5 @@ def tail(path: Path, lines: int = 40, chars: int | None = 4000) -> str:
         text = Path(path).read_text(encoding="utf-8", errors="replace")
     except FileNotFoundError:
         return "(no output captured)"
-    segments = [s for line in text.split("\n") for s in [line.split("\r")[-1]] if s.strip()]
-    out = "\n".join(segments[-lines:])
+    out = "\n".join(split_output(text, redraws=False)[-lines:])
     return out if chars is None else out[-chars:]

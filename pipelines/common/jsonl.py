@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+from pipelines.common.files import atomic_writer
 from pipelines.config.base import ConfigError
 
 
@@ -30,14 +30,11 @@ def read_jsonl(path: Path, *, line_key: str | None = None) -> Iterator[dict[str,
 
 
 def write_jsonl(path: Path, rows: Iterable[dict[str, Any]]) -> int:
-    """Write atomically (temp file + rename) so a crashed run never leaves half a file
+    """Write atomically (``atomic_writer``) so a crashed run never leaves half a file
     that a later stage would fingerprint and train on. Returns the row count."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
     count = 0
-    with open(tmp, "w", encoding="utf-8") as handle:
+    with atomic_writer(path) as handle:
         for row in rows:
             handle.write(json.dumps(row, ensure_ascii=False) + "\n")
             count += 1
-    os.replace(tmp, path)
     return count

@@ -116,7 +116,7 @@ def load_base_models(path: Path) -> list[BaseModelSpec]:
         try:
             specs.append(BaseModelSpec.model_validate(entry))
         except ValidationError as exc:
-            raise explain(path, f"base model {label!r}", exc) from exc
+            raise explain(path, f"base model {label!r}", exc, BaseModelSpec) from exc
     require_unique(path, "base model", [s.name for s in specs])
     require_unique(path, "base model slug", [s.slug for s in specs])
     return specs

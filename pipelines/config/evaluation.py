@@ -9,7 +9,7 @@ from pydantic import (
     field_validator,
 )
 
-from pipelines.config.base import NAME_RE, Strict
+from pipelines.config.base import Strict, snake_case_name
 
 
 class RungSettings(Strict):
@@ -22,9 +22,7 @@ class RungSettings(Strict):
     @field_validator("name")
     @classmethod
     def _snake_name(cls, name: str) -> str:
-        if not NAME_RE.match(name):
-            raise ValueError(f"rung name {name!r} must be snake_case (it becomes an asset key)")
-        return name
+        return snake_case_name(name, "rung")
 
 
 DEFAULT_LADDER = (

@@ -53,4 +53,4 @@ def load_settings(path: Path) -> Settings:
     try:
         return Settings.model_validate(doc or {})
     except ValidationError as exc:
-        raise explain(path, "settings", exc) from exc
+        raise explain(path, "settings", exc, Settings) from exc

@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import (
-    BaseModel,
     Field,
     PrivateAttr,
     ValidationError,
@@ -16,12 +15,13 @@ from pydantic import (
 )
 
 from pipelines.config.base import (
-    NAME_RE,
     ConfigError,
     Strict,
     allowed,
     entries,
     require_unique,
+    snake_case_name,
+    validation_problems,
 )
 from pipelines.config.paths import REPO_ROOT
 
@@ -123,9 +123,7 @@ class SourceSpec(Strict):
     @field_validator("name")
     @classmethod
     def _snake_name(cls, name: str) -> str:
-        if not NAME_RE.match(name):
-            raise ValueError(f"source name {name!r} must be snake_case (it becomes an asset key)")
-        return name
+        return snake_case_name(name, "source")
 
     @model_validator(mode="after")
     def _location(self) -> SourceSpec:
@@ -140,7 +138,7 @@ class SourceSpec(Strict):
         try:
             model.model_validate(self.read)
         except ValidationError as exc:
-            problems = "; ".join(_source_problem({**e, "loc": ("read", *e["loc"])}, model) for e in exc.errors())
+            problems = "; ".join(validation_problems(exc, prefix=("read",)))
             raise ValueError(f"{problems} (kind `{self.kind}` allows read: {allowed(model)})") from None
         return self
 
@@ -175,21 +173,6 @@ class SourceSpec(Strict):
         return str(self.function) if self.kind == "python" else str(self.resolved_path())
 
 
-def _source_problem(err: dict[str, Any], model: type[BaseModel]) -> str:
-    """One pydantic error as ``key: problem (got ...; allowed ...)``, in a data engineer's words."""
-    loc = ".".join(str(p) for p in err["loc"])
-    msg = err["msg"].removeprefix("Value error, ")
-    if err["type"] == "extra_forbidden":
-        parent = FieldMap if err["loc"][:1] == ("fields",) else model
-        return f"{loc}: unknown key" + ("" if err["loc"][:1] == ("read",) else f"; allowed keys: {allowed(parent)}")
-    if err["type"] == "missing":
-        return f"{loc}: required key missing"
-    got = err.get("input")
-    if err["type"] != "value_error" and isinstance(got, (str, int, float, bool)):
-        msg += f" (got {got!r})"
-    return f"{loc}: {msg}" if loc else msg
-
-
 def load_sources(path: Path) -> list[SourceSpec]:
     """Parse and validate ``sources.yaml``; names must be unique. An error is a short message
     (file, source, key, what is allowed) with no chained pydantic traceback: it is read at
@@ -200,7 +183,7 @@ def load_sources(path: Path) -> list[SourceSpec]:
         try:
             spec = SourceSpec.model_validate(entry)
         except ValidationError as exc:
-            problems = [_source_problem(e, SourceSpec) for e in exc.errors()]
+            problems = validation_problems(exc, SourceSpec)
             also = "".join(f"\n  also: {p}" for p in problems[1:])
             raise ConfigError(
                 f"{path}: source {label!r}: {problems[0]}{also}\n"

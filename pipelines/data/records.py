@@ -35,12 +35,13 @@ def words(text: str) -> list[str]:
     return _WORD.findall(unicodedata.normalize("NFKC", text).casefold())
 
 
-def turn(record: dict[str, Any], role: str) -> str:
-    """Content of the first turn with ``role`` (empty string when absent, e.g. no system)."""
-    for message in record["messages"]:
-        if message["role"] == role:
-            return message["content"]
-    return ""
+def turn(record: dict[str, Any], role: str, default: str | None = "") -> str | None:
+    """Content of the first turn with ``role`` of a ``{"messages": [...]}`` record;
+    ``default`` when there is none (e.g. no system turn; None to tell "no such turn" apart)."""
+    for message in record.get("messages") or ():
+        if message.get("role") == role:
+            return message.get("content")
+    return default
 
 
 def prompt_parts(record: dict[str, Any]) -> tuple[str, str]:

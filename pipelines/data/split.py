@@ -19,13 +19,13 @@ No Dagster here."""
 
 from __future__ import annotations
 
-import hashlib
 import math
 from collections import Counter, defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pipelines.common.hashing import sha256_files, sha256_text
 from pipelines.data.dedup import PromptIndex
 from pipelines.data.minhash import MinHasher, similar_pairs
 from pipelines.data.records import paused_gc, prompt_key, prompt_parts
@@ -35,8 +35,7 @@ MAX_VALIDATION_SHARE = 0.25  # the floor never takes more than this share of the
 
 
 def _score(key: str, salt: str) -> float:
-    digest = hashlib.sha256(f"{salt}\0{key}".encode()).digest()
-    return int.from_bytes(digest[:8], "big") / 2**64
+    return int(sha256_text(f"{salt}\0{key}")[:16], 16) / 2**64
 
 
 def split_score(record: dict[str, Any], salt: str) -> float:
@@ -160,14 +159,7 @@ def split(
 def data_fingerprint(*files: Path) -> str:
     """sha256 over the files' names and bytes (``Layout.split_files``: train, validation,
     eval): what later stages key their caches on."""
-    digest = hashlib.sha256()
-    for path in files:
-        digest.update(path.name.encode() + b"\0")
-        with open(path, "rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(block)
-        digest.update(b"\0")
-    return digest.hexdigest()
+    return sha256_files(files)
 
 
 # --------------------------------------------------------------------------- checks on a written split

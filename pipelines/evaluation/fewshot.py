@@ -19,12 +19,13 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
-from pipelines.evaluation.task import label_of, turn
+from pipelines.data.records import turn
+from pipelines.evaluation.task import label_of
 
 
 def usable(records: list[dict]) -> list[dict]:
     """Records that can serve as an example: a user turn and an assistant answer."""
-    return [r for r in records if turn(r, "user") is not None and turn(r, "assistant") is not None]
+    return [r for r in records if turn(r, "user", None) is not None and turn(r, "assistant", None) is not None]
 
 
 def select_static(train: list[dict], k: int) -> list[dict]:

@@ -10,7 +10,8 @@ from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
 from pipelines.evaluation import fewshot
-from pipelines.evaluation.task import TaskSpec, turn
+from pipelines.data.records import turn
+from pipelines.evaluation.task import TaskSpec
 
 RecipeKind = Literal["zero_shot", "static_few_shot", "retrieved_few_shot", "as_trained"]
 NEEDS_TRAIN = ("static_few_shot", "retrieved_few_shot")

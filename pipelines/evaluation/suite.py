@@ -21,6 +21,7 @@ from typing import Any, Literal
 
 from pipelines.common.hashing import sha256_json
 from pipelines.config.base import ConfigError
+from pipelines.data.records import turn
 from pipelines.evaluation.task import (
     NORMALISE_LABEL_JS,
     TaskSpec,
@@ -28,7 +29,6 @@ from pipelines.evaluation.task import (
     gold_answer,
     normalise_label,
     task_fingerprint,
-    turn,
     where,
 )
 from pipelines.common.jsonl import read_jsonl
@@ -132,7 +132,7 @@ def task_suite(task: TaskSpec, eval_path: Path, train_path: Path | None = None, 
         if record.get("id") is None or case_id in seen:
             raise ConfigError(f"{where(eval_path, record)}: missing or duplicate id")
         seen.add(case_id)
-        user = turn(record, "user")
+        user = turn(record, "user", None)
         if user is None:
             raise ConfigError(f"{where(eval_path, record)}: no user turn")
         cases.append({"id": case_id, "user": user, "gold": gold_answer(record, eval_path, task), "record": record})

@@ -1,5 +1,6 @@
 """The task spec (``evals/task.yaml``): the strong system prompt, the answer's contract and
-the pass rule. Also the small record helpers every other evaluation module reads turns with.
+the pass rule. Also the small record helpers (``where``, ``gold_answer``, ``label_of``); turns are
+read with ``pipelines.data.records.turn``.
 
 Three output types, each with one explicit per-case pass rule (what the gate's paired test
 counts):
@@ -20,28 +21,25 @@ import unicodedata
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, model_validator
 
 from pipelines.common.hashing import sha256_json
-from pipelines.config.base import ConfigError, read_yaml
+from pipelines.config.base import ConfigError, Strict, read_yaml, validation_problems
+from pipelines.data.records import turn
 
 # promptfoo built-ins that score a free-text answer against a reference offline (no model,
 # no network). meteor is left out: it needs WordNet data that is not installed.
 TEXT_METRICS = ("rouge-n", "bleu", "gleu", "levenshtein")
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class JsonOutput(_Strict):
+class JsonOutput(Strict):
     """A JSON object; the schema is checked by promptfoo's ``is-json``."""
 
     type: Literal["json"] = "json"
     schema_: dict[str, Any] = Field(alias="schema")
 
 
-class LabelOutput(_Strict):
+class LabelOutput(Strict):
     """One class name, nothing else. ``labels`` omitted: the train split's answers."""
 
     type: Literal["label"]
@@ -54,7 +52,7 @@ class LabelOutput(_Strict):
         return self
 
 
-class TextOutput(_Strict):
+class TextOutput(Strict):
     """Free text scored against the gold with an offline similarity metric."""
 
     type: Literal["text"]
@@ -81,7 +79,7 @@ def _default_json(value: Any) -> Any:
 OutputSpec = Annotated[Union[JsonOutput, LabelOutput, TextOutput], Field(discriminator="type")]
 
 
-class TaskSpec(_Strict):
+class TaskSpec(Strict):
     """``evals/task.yaml``: the task's prompt, output contract and scoring rules."""
 
     name: str
@@ -131,25 +129,8 @@ def load_task(path: Path) -> TaskSpec:
     try:
         return TaskSpec.model_validate(doc or {})
     except ValidationError as exc:
-        problems = "; ".join(_problem(err) for err in exc.errors())
+        problems = "; ".join(validation_problems(exc, TaskSpec))
         raise ConfigError(f"{path}: task spec: {problems}") from exc
-
-
-def _problem(err: dict) -> str:
-    """One validation error as ``key: problem``, the key as written in the yaml (pydantic puts
-    the output type's tag into the path: ``output.label.labels`` is ``output.labels``)."""
-    loc = [str(p) for p in err["loc"]]
-    if loc[:1] == ["output"] and len(loc) > 1 and loc[1] in ("json", "label", "text"):
-        del loc[1]
-    msg = err["msg"].removeprefix("Value error, ")
-    key = ".".join(loc)
-    named = _NAMED.match(msg)  # our validators' messages start with the full key
-    if named and (not key or named.group(1).startswith(key)):
-        return msg
-    return f"{key or '(task)'}: {msg}"
-
-
-_NAMED = re.compile(r"^([a-z_]+(?:\.[a-z_]+)*)[: ]")
 
 
 def task_fingerprint(task: TaskSpec) -> str:
@@ -197,7 +178,7 @@ def derive_labels(train: list[dict], path: Path) -> list[str]:
     split (first spelling of each normalised label), sorted."""
     seen: dict[str, str] = {}
     for record in train:
-        answer = turn(record, "assistant")
+        answer = turn(record, "assistant", None)
         if answer is not None and normalise_label(answer):
             seen.setdefault(normalise_label(answer), answer.strip())
     if len(seen) < 2:
@@ -211,14 +192,6 @@ def derive_labels(train: list[dict], path: Path) -> list[str]:
 
 
 # --------------------------------------------------------------------------- records
-def turn(record: dict, role: str) -> str | None:
-    """The first ``role`` turn's text of a ``{"messages": [...]}`` record."""
-    for message in record.get("messages") or []:
-        if message.get("role") == role:
-            return message.get("content")
-    return None
-
-
 def where(path: Path, record: dict) -> str:
     return f"{path}: line {record.get('_line')} (id {record.get('id')!r})"
 
@@ -226,7 +199,7 @@ def where(path: Path, record: dict) -> str:
 def gold_answer(record: dict, path: Path, task: TaskSpec) -> Any:
     """The record's assistant turn as the gold answer: parsed JSON with every match field
     (json), or the text itself (label, text)."""
-    answer = turn(record, "assistant")
+    answer = turn(record, "assistant", None)
     if answer is None:
         raise ConfigError(f"{where(path, record)}: no assistant turn to score against")
     if task.output.type != "json":

@@ -78,12 +78,6 @@ def _json_fields(scoring: dict, cases: list[CaseResult]) -> dict[str, Any]:
     }
 
 
-def predicted_label(output: str | None, labels: list[str]) -> str:
-    """The label an answer names after normalisation, or NOT_A_LABEL."""
-    by_key = {normalise_label(label): label for label in labels}
-    return by_key.get(normalise_label(output or ""), NOT_A_LABEL)
-
-
 def _labels(scoring: dict, cases: list[CaseResult]) -> dict[str, Any]:
     labels = scoring["labels"]
     by_key = {normalise_label(label): label for label in labels}

@@ -8,11 +8,10 @@ cards are cached under it (nothing unchanged is scored twice)."""
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 from typing import Any
 
-from pipelines.common.hashing import sha256_json
+from pipelines.common.hashing import sha256_folder, sha256_json
 
 # files a model folder may hold that do not change its answers
 _IGNORED = {"README.md", ".gitattributes"}
@@ -22,17 +21,13 @@ def folder_digest(model_dir: Path) -> str:
     """sha256 over every file of a model folder (names and contents, sorted), except
     tunegate's own markers: weights, config, generation config and tokenizer alike."""
     model_dir = Path(model_dir)
-    files = sorted(p for p in model_dir.rglob("*") if p.is_file() and p.name not in _IGNORED
-                   and not p.name.startswith("tunegate-"))  # fmt: skip
-    if not any(p.suffix in (".safetensors", ".bin") for p in files):
+    if not any(p.suffix in (".safetensors", ".bin") and _counts(p) for p in model_dir.rglob("*") if p.is_file()):
         raise FileNotFoundError(f"{model_dir}: no *.safetensors or *.bin weights: not a model folder")
-    digest = hashlib.sha256()
-    for path in files:
-        digest.update(str(path.relative_to(model_dir)).encode() + b"\0")
-        with path.open("rb") as handle:
-            for chunk in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(chunk)
-    return digest.hexdigest()
+    return sha256_folder(model_dir, _counts)
+
+
+def _counts(path: Path) -> bool:
+    return path.name not in _IGNORED and not path.name.startswith("tunegate-")
 
 
 def identity(model_dir: Path, chat_template: str, load: dict[str, Any] | None = None) -> dict[str, Any]:

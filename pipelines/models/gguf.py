@@ -4,10 +4,12 @@ special tokens its metadata declares."""
 
 from __future__ import annotations
 
-import hashlib
 import importlib.metadata
+import shutil
 from pathlib import Path
 
+from pipelines.common.files import atomic_write_text, atomic_writer
+from pipelines.common.hashing import sha256_file
 from pipelines.config.base_models import (
     BaseModelSpec,
 )
@@ -66,24 +68,17 @@ def assemble_gguf(spec: BaseModelSpec, out_file: Path) -> Path:
     if out_file.is_file() and stamp.is_file() and stamp.read_text().strip() == spec.gguf_sha256:
         return out_file
     chunks = [locate_wheel_file(reference) for reference in spec.gguf_chunks]
-    out_file.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_file.with_name(f".{out_file.name}.partial")
-    digest = hashlib.sha256()
-    try:
-        with tmp.open("wb") as out:
-            for chunk in chunks:
-                with chunk.open("rb") as handle:
-                    for block in iter(lambda: handle.read(1 << 20), b""):
-                        digest.update(block)
-                        out.write(block)
-        if digest.hexdigest() != spec.gguf_sha256:
+    with atomic_writer(out_file, binary=True) as out:
+        for chunk in chunks:
+            with chunk.open("rb") as handle:
+                shutil.copyfileobj(handle, out, 1 << 20)
+        out.flush()
+        got = sha256_file(out.name)
+        if got != spec.gguf_sha256:
             raise ValueError(
                 f"base model {spec.name!r}: the {len(chunks)} chunks {spec.gguf_chunks} concatenate to sha256 "
-                f"{digest.hexdigest()}, but gguf_sha256 says {spec.gguf_sha256}: wrong order, a missing "
+                f"{got}, but gguf_sha256 says {spec.gguf_sha256}: wrong order, a missing "
                 "part or another release of the wheels"
             )
-        tmp.replace(out_file)
-    finally:
-        tmp.unlink(missing_ok=True)
-    stamp.write_text(spec.gguf_sha256 + "\n")
+    atomic_write_text(stamp, spec.gguf_sha256 + "\n")
     return out_file

@@ -7,13 +7,13 @@ registry entry's tokenizer fixes are applied and every materialisation runs the 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from pipelines.common.files import atomic_dir
+from pipelines.common.hashing import sha256_folder
 from pipelines.config.base_models import (
     GGUF_WHEEL_PREFIX,
     GGUF_WHEELS_PREFIX,
@@ -159,16 +159,8 @@ def materialize(spec: BaseModelSpec, cache_dir: Path) -> Path:
 
 def weights_sha256(model_dir: Path) -> str:
     """Content hash of the weight files: the training cache keys on it."""
-    digest = hashlib.sha256()
-    files = sorted(model_dir.glob("*.safetensors")) or sorted(model_dir.glob("*.bin"))
-    if not files:
-        raise FileNotFoundError(f"{model_dir}: no *.safetensors or *.bin weights")
-    for path in files:
-        digest.update(path.name.encode())
-        with path.open("rb") as handle:
-            for chunk in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(chunk)
-    return digest.hexdigest()
+    suffix = ".safetensors" if any(Path(model_dir).glob("*.safetensors")) else ".bin"
+    return sha256_folder(model_dir, lambda p: p.suffix == suffix, recursive=False, what="*.safetensors or *.bin weights")
 
 
 def tokenizer_problems(spec: BaseModelSpec, model_dir: Path) -> tuple[object, bool, list[str]]:

@@ -27,7 +27,7 @@ from pathlib import Path
 from dagster_pipes import open_dagster_pipes
 
 from pipelines.training import launch, run_plan, train_metrics
-from pipelines.common.files import tail
+from pipelines.common.files import split_output, tail
 
 TAIL_LINES = 50
 
@@ -50,26 +50,21 @@ class _NewRecords:
         return [json.loads(line) for line in complete.splitlines() if line.strip()]
 
 
-class _Segments:
-    """Split a byte stream into terminal segments (``\\n`` lines and tqdm ``\\r`` redraws)."""
+class _Lines:
+    """The complete lines of streamed output as they arrive (``files.split_output``), each
+    as its last progress-bar drawing: tqdm's ``\\r`` redraws stay in train.log, not the run log."""
 
     def __init__(self) -> None:
         self._buffer = ""
 
-    def feed(self, text: str) -> list[tuple[str, str]]:
-        self._buffer += text
-        out: list[tuple[str, str]] = []
-        start = 0
-        for index, char in enumerate(self._buffer):
-            if char in "\r\n":
-                out.append((self._buffer[start:index], char))
-                start = index + 1
-        self._buffer = self._buffer[start:]
-        return out
+    def feed(self, text: str) -> list[str]:
+        complete, _, rest = (self._buffer + text).rpartition("\n")
+        self._buffer = rest.rpartition("\r")[2]  # only the last drawing can still be shown
+        return split_output(complete, redraws=False)
 
-    def flush(self) -> list[tuple[str, str]]:
+    def flush(self) -> list[str]:
         rest, self._buffer = self._buffer, ""
-        return [(rest, "\n")] if rest else []
+        return split_output(rest, redraws=False)
 
 
 def _describe(record: dict) -> str:
@@ -117,7 +112,7 @@ def run(pipes) -> int:
             timer = threading.Timer(timeout_s, lambda: forward(signal.SIGTERM, None))
             timer.start()
 
-        segments = _Segments()
+        lines = _Lines()
         assert process.stdout is not None
         fd = process.stdout.fileno()
         while True:
@@ -127,12 +122,11 @@ def run(pipes) -> int:
             text = chunk.decode("utf-8", errors="replace")
             log_file.write(text)
             log_file.flush()
-            for segment, end in segments.feed(text):
-                if end == "\n":  # tqdm redraws (\r) stay in train.log, not the run log
-                    sys.stdout.write(segment + "\n")
+            for line in lines.feed(text):
+                sys.stdout.write(line + "\n")
             _report(pipes, new_records())
-        for segment, _ in segments.flush():
-            sys.stdout.write(segment + "\n")
+        for line in lines.flush():
+            sys.stdout.write(line + "\n")
         sys.stdout.flush()
         returncode = process.wait()
         if timer is not None:

@@ -8,6 +8,7 @@ import copy
 import difflib
 from typing import Any
 
+from pipelines.config.base import validation_problems
 from pipelines.training.run_plan import AxolotlConfigError
 
 
@@ -28,15 +29,6 @@ def _unknown_keys(data: dict[str, Any], known: set[str], where: str) -> list[str
             hint = f" (did you mean `{close[0]}`?)" if close else ""
             problems.append(f"`{where}{key}`: not an Axolotl 0.19 config key{hint}")
     return problems
-
-
-def _format_pydantic(exc) -> list[str]:
-    out = []
-    for err in exc.errors():
-        loc = ".".join(str(p) for p in err.get("loc", ()))
-        msg = err.get("msg", "")
-        out.append(f"`{loc}`: {msg}" if loc else msg)
-    return out
 
 
 def validate_config(cfg: dict[str, Any], capabilities: tuple[dict, dict] | None = None) -> None:
@@ -83,6 +75,6 @@ def validate_config(cfg: dict[str, Any], capabilities: tuple[dict, dict] | None 
             env_capabilities=env_capabilities,
         )
     except ValidationError as exc:
-        raise AxolotlConfigError("invalid Axolotl config: " + "; ".join(_format_pydantic(exc))) from exc
+        raise AxolotlConfigError("invalid Axolotl config: " + "; ".join(validation_problems(exc, quote="`"))) from exc
     except ValueError as exc:
         raise AxolotlConfigError(f"invalid Axolotl config: {exc}") from exc

@@ -31,7 +31,3 @@ def completed_run(run_dir: Path) -> dict[str, Any] | None:
 def mark_done(run_dir: Path, record: dict[str, Any]) -> Path:
     """Written last, only after success and the learning guard: its presence = cache hit."""
     return atomic_write_json(run_dir / DONE_MARKER, record)
-
-
-def dir_size(path: Path) -> int:
-    return sum(p.stat().st_size for p in Path(path).rglob("*") if p.is_file())

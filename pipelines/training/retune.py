@@ -10,11 +10,11 @@ because its effect on the fingerprint is unknown until the data is rebuilt.
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
+from pipelines.common.hashing import sha256_text
 from pipelines.config.base_models import BaseModelSpec
 from pipelines.config.paths import Layout
 from pipelines.config.settings import Settings
@@ -51,8 +51,7 @@ def removed_partitions(registry: list[str], known: set[str] | list[str]) -> list
 
 
 def inputs_key(inputs: Inputs) -> str:
-    joined = f"{inputs.config_hash}\n{inputs.data_fingerprint or 'no-data'}"
-    return hashlib.sha256(joined.encode()).hexdigest()[:16]
+    return sha256_text(f"{inputs.config_hash}\n{inputs.data_fingerprint or 'no-data'}")[:16]
 
 
 def run_key(partition: str, inputs: Inputs) -> str:

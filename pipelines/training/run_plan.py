@@ -12,8 +12,6 @@ of train (``pipelines.data.split``); the held-out eval split is never an input h
 from __future__ import annotations
 
 import copy
-import hashlib
-import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -21,6 +19,7 @@ from typing import Any
 import yaml
 
 from pipelines.common.files import atomic_write_text
+from pipelines.common.hashing import sha256_folder, sha256_json, sha256_text
 from pipelines.common.jsonl import read_jsonl
 from pipelines.config.base_models import BaseModelSpec
 from pipelines.config.paths import REPO_ROOT, Layout
@@ -156,34 +155,25 @@ def training_config(
 
 def config_hash(cfg: dict[str, Any]) -> str:
     """Content hash of a config, independent of key order."""
-    canonical = json.dumps(cfg, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(canonical.encode()).hexdigest()
+    return sha256_json(cfg)
 
 
 def tokenizer_hash(model_dir: Path) -> str:
     """Hash of the tokenizer files: Axolotl's prepared-dataset cache keys on the tokenizer's
     *name*, so a changed tokenizer at the same path would reuse stale token ids."""
-    digest = hashlib.sha256()
-    names = sorted(
-        p.name
-        for p in Path(model_dir).iterdir()
-        if p.is_file() and (p.name.startswith(("tokenizer", "special_tokens", "vocab", "merges", "added_tokens"))
-                            or p.name == "chat_template.jinja")
-    )
-    if not names:
-        raise FileNotFoundError(f"{model_dir}: no tokenizer files")
-    for name in names:
-        digest.update(name.encode())
-        digest.update((Path(model_dir) / name).read_bytes())
-    return digest.hexdigest()
+    return sha256_folder(model_dir, _is_tokenizer_file, recursive=False, what="tokenizer files")
+
+
+def _is_tokenizer_file(path: Path) -> bool:
+    prefixes = ("tokenizer", "special_tokens", "vocab", "merges", "added_tokens")
+    return path.name.startswith(prefixes) or path.name == "chat_template.jinja"
 
 
 def run_key(data_fingerprint: str, cfg_hash: str, base_model_sha256: str, tok_hash: str) -> str:
     """Same data + same config + same base weights + same tokenizer = same run (and a cache
     hit). The tokenizer counts on its own: a registry tokenizer fix (Gemma's ``model: bpe``)
     changes what the model is trained on while the weights stay byte-identical."""
-    joined = "\n".join([data_fingerprint, cfg_hash, base_model_sha256, tok_hash])
-    return hashlib.sha256(joined.encode()).hexdigest()[:16]
+    return sha256_text("\n".join([data_fingerprint, cfg_hash, base_model_sha256, tok_hash]))[:16]
 
 
 def prepared_dataset_dir(layout: Layout, tok_hash: str, data_fingerprint: str) -> Path:

@@ -15,14 +15,6 @@ from pipelines.training.run_plan import LOG_FILE, METRICS_FILE, METRICS_PLUGIN
 AVX512_WARNING = "gemv_4bit: an autograd kernel was not registered"
 
 
-def split_output(text: str) -> Iterator[str]:
-    """Segments of terminal output: tqdm redraws with ``\\r``, everything else with ``\\n``."""
-    for line in text.split("\n"):
-        for segment in line.split("\r"):
-            if segment.strip():
-                yield segment
-
-
 def record_kind(logs: dict[str, Any]) -> str:
     """What a Trainer log event is. Axolotl's per-step records also carry a running
     ``train_runtime``; only the final summary has ``train_loss`` and no ``loss``."""

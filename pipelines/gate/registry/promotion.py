@@ -6,10 +6,11 @@ the local SQLite store (one writer at a time); a server serialises them itself."
 from __future__ import annotations
 
 import contextlib
-import fcntl
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
+
+from filelock import FileLock
 
 from pipelines.common import tracking
 from pipelines.gate.registry.entries import (
@@ -31,8 +32,7 @@ def _serialised(store: tracking.Store) -> Iterator[None]:
         return
     lock_path = store.artifact_root.parent / "registry.lock"
     lock_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(lock_path, "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    with FileLock(lock_path):  # flock where there is one, a Windows lock on Windows
         yield
 
 
