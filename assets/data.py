@@ -358,8 +358,8 @@ def train_eval_split(context: dg.AssetExecutionContext, tunegate: TunegateResour
         path = getattr(layout, attr)
         yield dg.MaterializeResult(
             asset_key=name,
-            value={"path": str(path), "rows": len(rows[side]), "fingerprint": fingerprint,
-                   "labels": {k: v[side] for k, v in labels.items() if v[side]}},
+            value=split.SplitFile(path=str(path), rows=len(rows[side]), fingerprint=fingerprint,
+                                  labels={k: v[side] for k, v in labels.items() if v[side]}),
             metadata={"rows": len(rows[side]), "jsonl_path": dg.MetadataValue.path(str(path)), **shared},
         )
 
@@ -403,10 +403,10 @@ def eval_set_disjoint_sides(tunegate: TunegateResource) -> dg.AssetCheckResult:
                 additional_ins={"validation_set": dg.AssetIn("validation_set"), "eval_set": dg.AssetIn("eval_set")},
                 description="train, validation and eval carry one fingerprint, and the files on disk still hash to "
                             "it: training and scoring key their caches on it.")
-def train_set_fingerprint(tunegate: TunegateResource, train_set: dict, validation_set: dict,
-                          eval_set: dict) -> dg.AssetCheckResult:  # fmt: skip
-    recorded = {"train": train_set["fingerprint"], "validation": validation_set["fingerprint"],
-                "eval": eval_set["fingerprint"]}
+def train_set_fingerprint(tunegate: TunegateResource, train_set: split.SplitFile, validation_set: split.SplitFile,
+                          eval_set: split.SplitFile) -> dg.AssetCheckResult:  # fmt: skip
+    recorded = {"train": train_set.fingerprint, "validation": validation_set.fingerprint,
+                "eval": eval_set.fingerprint}
     on_disk = split.data_fingerprint(*tunegate.layout.split_files)
     stale = {side: fp[:12] for side, fp in recorded.items() if fp != on_disk}
     return dg.AssetCheckResult(

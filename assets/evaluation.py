@@ -32,6 +32,9 @@ from pipelines.evaluation.task import load_task
 from pipelines.gate.decision import IncomparableCards
 from pipelines.gate.ladder import Ladder
 from pipelines.models import artefacts
+from pipelines.data.split import SplitFile
+from pipelines.models.materialize import BaseModelInfo
+from pipelines.models.merge import BaseAsTrained, TunedModel
 from pipelines.models.loading import ModelSpec
 from pipelines.orchestration.partitions import base_model_partitions
 from pipelines.orchestration.resources import PromptfooResource, TunegateResource
@@ -54,11 +57,11 @@ def experiment(tunegate: TunegateResource) -> str:
     return tracking.experiment_name(task_spec(tunegate).name)
 
 
-def task_suite(tunegate: TunegateResource, eval_set: dict, train_path: Path | None = None) -> suites.Suite:
+def task_suite(tunegate: TunegateResource, eval_set: SplitFile, train_path: Path | None = None) -> suites.Suite:
     """The held-out cases with the task's checks; a label task without ``output.labels``
     takes its label set from the train split (default: the one written with this eval split)."""
     try:
-        return suites.task_suite(task_spec(tunegate), Path(eval_set["path"]), train_path or tunegate.layout.train_file,
+        return suites.task_suite(task_spec(tunegate), Path(eval_set.path), train_path or tunegate.layout.train_file,
                                  tunegate.settings().eval.max_cases)  # fmt: skip
     except ConfigError as exc:
         raise dg.Failure(description=str(exc)) from exc
@@ -85,11 +88,11 @@ def general_suite(tunegate: TunegateResource) -> suites.Suite:
         raise dg.Failure(description=str(exc)) from exc
 
 
-def base_artefact(tunegate: TunegateResource, partition_key: str, base_model: dict) -> tuple[ModelSpec, dict]:
+def base_artefact(tunegate: TunegateResource, partition_key: str, base_model: BaseModelInfo) -> tuple[ModelSpec, dict]:
     """The fp32 base model with the chat template the registry says training uses."""
     template = tunegate.base_model(partition_key).chat_template
-    model = ModelSpec(base_dir=base_model["path"], chat_template=template)
-    return model, artefacts.identity(Path(base_model["path"]), template, {"dtype": "float32"})
+    model = ModelSpec(base_dir=base_model.path, chat_template=template)
+    return model, artefacts.identity(Path(base_model.path), template, {"dtype": "float32"})
 
 
 def run_scoring(context, tunegate: TunegateResource, promptfoo: PromptfooResource, run_name: str,
@@ -147,18 +150,18 @@ def build_prompt_ladder(ladder: tuple[RungSettings, ...]) -> dg.AssetsDefinition
 
     @dg.multi_asset(name="prompt_ladder", outs=outs, partitions_def=base_model_partitions, internal_asset_deps=deps)
     def prompt_ladder(context: dg.AssetExecutionContext, tunegate: TunegateResource, promptfoo: PromptfooResource,
-                      train_set: dict, eval_set: dict, base_model: dict):  # fmt: skip
+                      train_set: SplitFile, eval_set: SplitFile, base_model: BaseModelInfo):  # fmt: skip
         configured = tunegate.settings().eval.ladder
         if tuple(configured) != tuple(ladder):
             raise dg.Failure(description=(
                 f"eval.ladder in {tunegate.settings_path()} is {[r.name for r in configured]}, but this code location "
                 f"was loaded with {[r.name for r in ladder]}: reload the code location (its assets come from the ladder)"))
         task = task_spec(tunegate)
-        suite = task_suite(tunegate, eval_set, Path(train_set["path"]))
-        check_answer_budget(context, suite, Path(base_model["path"]))
+        suite = task_suite(tunegate, eval_set, Path(train_set.path))
+        check_answer_budget(context, suite, Path(base_model.path))
         model, artefact = base_artefact(tunegate, context.partition_key, base_model)
         contenders = [Contender(r.name, artefact, recipes.for_task(r.recipe, task, r.k)) for r in ladder]
-        train = list(read_jsonl(Path(train_set["path"])))
+        train = list(read_jsonl(Path(train_set.path)))
         cards = run_scoring(context, tunegate, promptfoo, "ladder", suite, contenders, model, train=train)
         for rung in ladder:
             card = cards[rung.name]
@@ -178,9 +181,9 @@ def build_prompt_ladder(ladder: tuple[RungSettings, ...]) -> dg.AssetsDefinition
 prompt_ladder = build_prompt_ladder(DEFAULT_LADDER)  # the schema's default ladder; the code location passes its own
 
 
-def _tuned_contender(tuned_model: dict) -> tuple[ModelSpec, Contender]:
-    model = ModelSpec(base_dir=tuned_model["path"], chat_template=tuned_model["chat_template"])
-    return model, Contender("tuned", tuned_model["artefact"], recipes.Recipe("as_trained"))
+def _tuned_contender(tuned_model: TunedModel) -> tuple[ModelSpec, Contender]:
+    model = ModelSpec(base_dir=tuned_model.path, chat_template=tuned_model.chat_template)
+    return model, Contender("tuned", tuned_model.artefact, recipes.Recipe("as_trained"))
 
 
 @dg.asset(
@@ -189,11 +192,11 @@ def _tuned_contender(tuned_model: dict) -> tuple[ModelSpec, Contender]:
                  "against (what ships), prompted exactly as in training, scored by promptfoo with the same checks."),
 )  # fmt: skip
 def tuned_scores(context: dg.AssetExecutionContext, tunegate: TunegateResource, promptfoo: PromptfooResource,
-                 eval_set: dict, tuned_model: dict) -> dg.MaterializeResult:  # fmt: skip
-    if tuned_model.get("data_fingerprint") != eval_set["fingerprint"]:
+                 eval_set: SplitFile, tuned_model: TunedModel) -> dg.MaterializeResult:  # fmt: skip
+    if tuned_model.data_fingerprint != eval_set.fingerprint:
         raise dg.Failure(
-            description=(f"the tuned model was trained on dataset version {tuned_model.get('data_fingerprint')!r}, the "
-                         f"held-out set is version {eval_set['fingerprint']!r}: its eval split may overlap that "
+            description=(f"the tuned model was trained on dataset version {tuned_model.data_fingerprint!r}, the "
+                         f"held-out set is version {eval_set.fingerprint!r}: its eval split may overlap that "
                          "training data; rematerialise qlora_adapter")  # fmt: skip
         )
     model, contender = _tuned_contender(tuned_model)
@@ -215,7 +218,7 @@ def _general(context, tunegate, promptfoo, name: str, model: ModelSpec, artefact
                  "model, the model that serves without tuning: the reference for forgetting."),
 )  # fmt: skip
 def baseline_general_scores(context: dg.AssetExecutionContext, tunegate: TunegateResource,
-                            promptfoo: PromptfooResource, base_model: dict) -> dg.MaterializeResult:  # fmt: skip
+                            promptfoo: PromptfooResource, base_model: BaseModelInfo) -> dg.MaterializeResult:  # fmt: skip
     model, artefact = base_artefact(tunegate, context.partition_key, base_model)
     return _general(context, tunegate, promptfoo, "base", model, artefact)
 
@@ -227,9 +230,9 @@ def baseline_general_scores(context: dg.AssetExecutionContext, tunegate: Tunegat
                  "(cached) for a plain LoRA."),
 )  # fmt: skip
 def base_as_trained_general_scores(context: dg.AssetExecutionContext, tunegate: TunegateResource,
-                                   promptfoo: PromptfooResource, base_as_trained: dict) -> dg.MaterializeResult:  # fmt: skip
-    model = ModelSpec(base_dir=base_as_trained["path"], chat_template=base_as_trained["chat_template"])
-    return _general(context, tunegate, promptfoo, "base_as_trained", model, base_as_trained["artefact"])
+                                   promptfoo: PromptfooResource, base_as_trained: BaseAsTrained) -> dg.MaterializeResult:  # fmt: skip
+    model = ModelSpec(base_dir=base_as_trained.path, chat_template=base_as_trained.chat_template)
+    return _general(context, tunegate, promptfoo, "base_as_trained", model, base_as_trained.artefact)
 
 
 @dg.asset(
@@ -237,7 +240,7 @@ def base_as_trained_general_scores(context: dg.AssetExecutionContext, tunegate: 
     description="General skills of the tuned model that would ship: the gate refuses one that forgot them.",
 )
 def tuned_general_scores(context: dg.AssetExecutionContext, tunegate: TunegateResource,
-                         promptfoo: PromptfooResource, tuned_model: dict) -> dg.MaterializeResult:  # fmt: skip
+                         promptfoo: PromptfooResource, tuned_model: TunedModel) -> dg.MaterializeResult:  # fmt: skip
     model, contender = _tuned_contender(tuned_model)
     return _general(context, tunegate, promptfoo, "tuned", model, contender.artefact)
 

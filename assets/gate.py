@@ -31,6 +31,10 @@ from pipelines.gate.decision import ChampionInput, IncomparableCards, decide
 from pipelines.gate.ladder import Ladder
 from pipelines.gate.report import DecisionRecord, decision_record
 from pipelines.models import artefacts
+from pipelines.data.split import SplitFile
+from pipelines.models.materialize import BaseModelInfo
+from pipelines.models.merge import BaseAsTrained, TunedModel
+from pipelines.training.adapter import AdapterRecord
 from pipelines.models.loading import ModelSpec
 from pipelines.orchestration.automation import latest_materialization
 from pipelines.orchestration.partitions import base_model_partitions
@@ -39,7 +43,7 @@ from pipelines.orchestration.resources import PromptfooResource, TunegateResourc
 GROUP = "promotion"
 
 
-def _champion(context, tunegate, promptfoo, eval_set: dict, tuned_model: dict) -> ChampionInput:
+def _champion(context, tunegate, promptfoo, eval_set: SplitFile, tuned_model: TunedModel) -> ChampionInput:
     task = task_spec(tunegate).name
     store = tunegate.tracking_store()
     try:
@@ -48,7 +52,7 @@ def _champion(context, tunegate, promptfoo, eval_set: dict, tuned_model: dict) -
         raise dg.Failure(description=str(exc)) from exc
     if entry is None:
         return ChampionInput("none")
-    if entry.artefact["id"] == tuned_model["artefact"]["id"]:
+    if entry.artefact["id"] == tuned_model.artefact["id"]:
         return ChampionInput("same", entry)
     try:
         model_dir = registry.champion_model_dir(store, entry, tunegate.layout.champion_cache_dir)
@@ -67,7 +71,7 @@ def _champion(context, tunegate, promptfoo, eval_set: dict, tuned_model: dict) -
                  "off. Its status: none, same (the candidate is the champion), missing (files gone) or scored."),
 )  # fmt: skip
 def champion_scores(context: dg.AssetExecutionContext, tunegate: TunegateResource, promptfoo: PromptfooResource,
-                    eval_set: dict, tuned_model: dict) -> dg.MaterializeResult:  # fmt: skip
+                    eval_set: SplitFile, tuned_model: TunedModel) -> dg.MaterializeResult:  # fmt: skip
     champion = _champion(context, tunegate, promptfoo, eval_set, tuned_model)
     context.log.info(f"champion: {champion.status} {champion.why}")
     return dg.MaterializeResult(value=champion, metadata=to_dagster(champion.metadata()))
@@ -79,7 +83,7 @@ def _released(tunegate: TunegateResource, name: str | None) -> str | None:
     return spec.released.isoformat() if spec and spec.released else None
 
 
-def _base_model_context(context, tunegate: TunegateResource, base_model: dict,
+def _base_model_context(context, tunegate: TunegateResource, base_model: BaseModelInfo,
                         champion: ChampionInput) -> bases.BaseModelContext:  # fmt: skip
     """Every other base model's latest gate decision, read from the instance, so a "no" on the
     old base still shows beside the new one what switching buys."""
@@ -96,7 +100,7 @@ def _base_model_context(context, tunegate: TunegateResource, base_model: dict,
     stats = context.instance.get_run_stats(context.run.run_id)
     started = getattr(stats, "start_time", None)
     return bases.BaseModelContext(
-        candidate=context.partition_key, candidate_released=base_model.get("released"), others=others,
+        candidate=context.partition_key, candidate_released=base_model.released, others=others,
         champion_released=_released(tunegate, champion.entry.partition if champion.entry else None),
         run_seconds=(time.time() - started) if started else None,
     )  # fmt: skip
@@ -119,29 +123,30 @@ def gate_decision(
     base_as_trained_general_scores: ScoreCard,
     tuned_general_scores: ScoreCard,
     champion_scores: ChampionInput,
-    base_as_trained: dict,
-    qlora_adapter: dict,
-    base_model: dict,
+    base_as_trained: BaseAsTrained,
+    qlora_adapter: AdapterRecord,
+    base_model: BaseModelInfo,
 ) -> dg.MaterializeResult:
     settings = tunegate.settings()
     rungs = baseline_scores.rungs
     general = {
         "reference": baseline_general_scores,
-        "base_as_trained": base_as_trained_general_scores if base_as_trained["quantised"] else None,
+        "base_as_trained": base_as_trained_general_scores if base_as_trained.quantised else None,
         "candidate": tuned_general_scores,
     }
     try:
         decision = decide(rungs, tuned_scores, general, champion_scores, settings.gate)
     except IncomparableCards as exc:
         raise dg.Failure(description=f"the gate cannot compare these score cards: {exc}") from exc
-    costs = cost.cost_report(rungs, decision.baseline_rung, tuned_scores, qlora_adapter, settings.cost)
+    training = cost.TrainingTime(qlora_adapter.train_runtime_s, qlora_adapter.tokens_per_second)
+    costs = cost.cost_report(rungs, decision.baseline_rung, tuned_scores, training, settings.cost)
     ctx = _base_model_context(context, tunegate, base_model, champion_scores)
     bases_md = bases.base_models_md(decision, tuned_scores, rungs[decision.baseline_rung], ctx, costs)
     record = decision_record(decision, rungs, tuned_scores, general, costs, bases_md=bases_md, base_models=ctx)
     record = replace(record, mlflow_run_id=tracking.log_decision(
         tunegate.tracking_store(), experiment(tunegate), context.partition_key, record,
-        tracking.tags(data_fingerprint=qlora_adapter.get("data_fingerprint"), run_key=qlora_adapter.get("run_key"),
-                      training_run=qlora_adapter.get("mlflow_run_id"))))  # fmt: skip
+        tracking.tags(data_fingerprint=qlora_adapter.data_fingerprint, run_key=qlora_adapter.run_key,
+                      training_run=qlora_adapter.mlflow_run_id)))  # fmt: skip
     context.log.info(f"Gate decision for {context.partition_key}:\n{record.report_md}")
     return dg.MaterializeResult(value=record, metadata=to_dagster(record.metadata()))
 
@@ -154,16 +159,16 @@ def gate_decision(
                  "the folder still hashes to what the gate scored."),
 )  # fmt: skip
 def promoted_model(context: dg.AssetExecutionContext, tunegate: TunegateResource, gate_decision: DecisionRecord,
-                   tuned_model: dict, qlora_adapter: dict, base_model: dict):  # fmt: skip
+                   tuned_model: TunedModel, qlora_adapter: AdapterRecord, base_model: BaseModelInfo):  # fmt: skip
     if not gate_decision.decision.promote:
         context.log.info(f"Nothing promoted for {context.partition_key}: {gate_decision.decision.reason}")
         return
     scored = gate_decision.candidate
-    if scored["id"] != tuned_model["artefact"]["id"]:
+    if scored["id"] != tuned_model.artefact["id"]:
         raise dg.Failure(description=(f"refusing to promote: the gate scored artefact {scored['id'][:16]}, but "
-                                      f"tuned_model is now {tuned_model['artefact']['id'][:16]}; re-run the gate"))  # fmt: skip
+                                      f"tuned_model is now {tuned_model.artefact['id'][:16]}; re-run the gate"))  # fmt: skip
     try:
-        artefacts.verify(scored, Path(tuned_model["path"]))
+        artefacts.verify(scored, Path(tuned_model.path))
     except (FileNotFoundError, ValueError) as exc:
         raise dg.Failure(description=f"refusing to promote: {exc}") from exc
     task = task_spec(tunegate).name

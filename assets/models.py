@@ -12,6 +12,8 @@ from pathlib import Path
 import dagster as dg
 
 from pipelines.config.project import Project
+from pipelines.models.materialize import BaseModelInfo
+from pipelines.training.adapter import AdapterRecord
 
 from pipelines.common import hashing
 from pipelines.models import artefacts, materialize, merge, tokenizer_fixes
@@ -42,7 +44,7 @@ def base_model(context: dg.AssetExecutionContext, tunegate: TunegateResource) ->
     except (tokenizer_fixes.TokenizerCheckError, FileNotFoundError, ValueError) as exc:
         raise dg.Failure(description=str(exc)) from exc
     return dg.MaterializeResult(
-        value=info.to_dict(),
+        value=info,
         metadata={
             "path": dg.MetadataValue.path(info.path),
             "source": info.source,
@@ -72,26 +74,26 @@ def base_model(context: dg.AssetExecutionContext, tunegate: TunegateResource) ->
     ),
 )
 def base_model_tokenizer_check(context: dg.AssetCheckExecutionContext, tunegate: TunegateResource,
-                               base_model: dict) -> dg.AssetCheckResult:  # fmt: skip
+                               base_model: BaseModelInfo) -> dg.AssetCheckResult:  # fmt: skip
     spec = tunegate.base_model(context.partition_key)
-    _, _, problems = materialize.tokenizer_problems(spec, Path(base_model["path"]))
+    _, _, problems = materialize.tokenizer_problems(spec, Path(base_model.path))
     return dg.AssetCheckResult(
         passed=not problems,
         description=tokenizer_fixes.check_failure_message(spec, problems) if problems else None,
         metadata={"problems": len(problems),
-                  "checked": dg.MetadataValue.md("\n".join(f"- {p}" for p in problems or base_model["tokenizer_check"]))},
+                  "checked": dg.MetadataValue.md("\n".join(f"- {p}" for p in problems or base_model.tokenizer_check))},
     )
 
 
 GROUP = "models"
 
 
-def _metadata(value: dict, built: merge.BuiltModel | None) -> dict:
+def _metadata(value: merge.BaseAsTrained | merge.TunedModel, built: merge.BuiltModel | None) -> dict:
     meta = {
-        "path": dg.MetadataValue.path(value["path"]),
-        "artefact_id": value["artefact"]["id"],
-        "folder_sha256": value["artefact"]["folder_sha256"],
-        "chat_template": value["chat_template"],
+        "path": dg.MetadataValue.path(value.path),
+        "artefact_id": value.artefact["id"],
+        "folder_sha256": value.artefact["folder_sha256"],
+        "chat_template": value.chat_template,
         "built_now": built is not None,
     }
     if built is not None:
@@ -106,24 +108,24 @@ def _metadata(value: dict, built: merge.BuiltModel | None) -> dict:
                  "exactly as in training (the recorded BitsAndBytesConfig) and dequantised to fp32, so the cost of "
                  "quantisation can be measured alone; for a plain LoRA the fp32 base itself."),
 )  # fmt: skip
-def base_as_trained(context: dg.AssetExecutionContext, tunegate: TunegateResource, base_model: dict,
+def base_as_trained(context: dg.AssetExecutionContext, tunegate: TunegateResource, base_model: BaseModelInfo,
                     axolotl_config: dict) -> dg.MaterializeResult:  # fmt: skip
     quant = adapter.quantization_config(axolotl_config["config"])
     template = axolotl_config["config"].get("chat_template") or tunegate.base_model(context.partition_key).chat_template
     built = None
     if quant.get("load_in_4bit"):
         slug = tunegate.base_model(context.partition_key).slug
-        key = hashing.sha256_json({"base": base_model["weights_sha256"], "quant": quant})[:16]
+        key = hashing.sha256_json({"base": base_model.weights_sha256, "quant": quant})[:16]
         path = tunegate.layout.home / "models" / slug / "base-as-trained" / key
         if not path.is_dir():
             context.log.info(f"dequantising the 4-bit base into {path}")
-            built = merge.dequantize_base(Path(base_model["path"]), quant, path)
+            built = merge.dequantize_base(Path(base_model.path), quant, path)
         load = {"dtype": "float32", "dequantised_from": quant}
     else:
-        path, load = Path(base_model["path"]), {"dtype": "float32"}
-    value = {"path": str(path), "quantised": bool(quant.get("load_in_4bit")), "bnb_config": quant,
-             "chat_template": template, "artefact": artefacts.identity(path, template, load)}  # fmt: skip
-    return dg.MaterializeResult(value=value, metadata={**_metadata(value, built), "quantised": value["quantised"]})
+        path, load = Path(base_model.path), {"dtype": "float32"}
+    value = merge.BaseAsTrained(path=str(path), quantised=bool(quant.get("load_in_4bit")), bnb_config=quant,
+                                chat_template=template, artefact=artefacts.identity(path, template, load))  # fmt: skip
+    return dg.MaterializeResult(value=value, metadata={**_metadata(value, built), "quantised": value.quantised})
 
 
 @dg.asset(
@@ -132,25 +134,25 @@ def base_as_trained(context: dg.AssetExecutionContext, tunegate: TunegateResourc
                  "the training chat template in its tokenizer. Evaluation scores this folder; promotion ships it "
                  "after checking its content hash is the one that was scored."),
 )  # fmt: skip
-def tuned_model(context: dg.AssetExecutionContext, tunegate: TunegateResource, qlora_adapter: dict,
-                base_as_trained: dict) -> dg.MaterializeResult:  # fmt: skip
+def tuned_model(context: dg.AssetExecutionContext, tunegate: TunegateResource, qlora_adapter: AdapterRecord,
+                base_as_trained: merge.BaseAsTrained) -> dg.MaterializeResult:  # fmt: skip
     slug = tunegate.base_model(context.partition_key).slug
-    path = tunegate.layout.home / "models" / slug / "tuned" / qlora_adapter["run_key"]
-    template = base_as_trained["chat_template"]
+    path = tunegate.layout.home / "models" / slug / "tuned" / qlora_adapter.run_key
+    template = base_as_trained.chat_template
     built = None
     if not path.is_dir():
-        context.log.info(f"merging {qlora_adapter['adapter_dir']} into {base_as_trained['path']} -> {path}")
-        built = merge.merge_adapter(Path(base_as_trained["path"]), Path(qlora_adapter["adapter_dir"]), path, template)
-    value = {
-        "path": str(path),
-        "chat_template": template,
-        "artefact": artefacts.identity(path, template, {"dtype": "float32"}),
-        "adapter_dir": qlora_adapter["adapter_dir"],
-        "run_key": qlora_adapter["run_key"],
-        "data_fingerprint": qlora_adapter.get("data_fingerprint"),
-        "base_as_trained": base_as_trained["artefact"]["id"],
-    }
-    return dg.MaterializeResult(value=value, metadata={**_metadata(value, built), "run_key": value["run_key"]})
+        context.log.info(f"merging {qlora_adapter.adapter_dir} into {base_as_trained.path} -> {path}")
+        built = merge.merge_adapter(Path(base_as_trained.path), Path(qlora_adapter.adapter_dir), path, template)
+    value = merge.TunedModel(
+        path=str(path),
+        chat_template=template,
+        artefact=artefacts.identity(path, template, {"dtype": "float32"}),
+        adapter_dir=qlora_adapter.adapter_dir,
+        run_key=qlora_adapter.run_key,
+        data_fingerprint=qlora_adapter.data_fingerprint,
+        base_as_trained=base_as_trained.artefact["id"],
+    )
+    return dg.MaterializeResult(value=value, metadata={**_metadata(value, built), "run_key": value.run_key})
 
 
 

@@ -5,16 +5,20 @@ in a subprocess through Dagster Pipes (``pipelines/orchestration/axolotl_launche
 streams into the run's logs and its metrics land in the adapter's metadata."""
 
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import dagster as dg
 
 from assets.evaluation import experiment
+from assets.metadata import to_dagster
 from pipelines.common import tracking
 from pipelines.common.files import tail
 from pipelines.config.paths import REPO_ROOT
 from pipelines.config.project import Project
 from pipelines.config.training import TrainingSettings
+from pipelines.data.split import SplitFile
+from pipelines.models.materialize import BaseModelInfo
 from pipelines.gate.ladder import Ladder
 from pipelines.orchestration.partitions import base_model_partitions
 from pipelines.orchestration.resources import AxolotlResource, TunegateResource
@@ -81,18 +85,18 @@ def _md_code(text: str, lang: str = "") -> dg.MetadataValue:
 def axolotl_config(
     context: dg.AssetExecutionContext,
     tunegate: TunegateResource,
-    base_model: dict,
-    train_set: dict,
-    validation_set: dict,
+    base_model: BaseModelInfo,
+    train_set: SplitFile,
+    validation_set: SplitFile,
 ) -> dg.MaterializeResult:
-    if train_set["fingerprint"] != validation_set["fingerprint"]:
+    if train_set.fingerprint != validation_set.fingerprint:
         raise dg.Failure(
             "train_set and validation_set come from different dataset versions "
-            f"({train_set['fingerprint'][:12]} vs {validation_set['fingerprint'][:12]}): rematerialise both"
+            f"({train_set.fingerprint[:12]} vs {validation_set.fingerprint[:12]}): rematerialise both"
         )
     spec = tunegate.base_model(context.partition_key)
     settings = tunegate.settings().training
-    train_path, validation_path = Path(train_set["path"]), Path(validation_set["path"])
+    train_path, validation_path = Path(train_set.path), Path(validation_set.path)
     run_plan.assert_disjoint(train_path, validation_path)
     store, experiment_name = tunegate.tracking_store(), experiment(tunegate)
     store.experiment_id(experiment_name)  # created here, so a local store puts its artifacts under home
@@ -100,11 +104,11 @@ def axolotl_config(
         tunegate.layout,
         spec,
         settings,
-        base_model_dir=Path(base_model["path"]),
-        base_model_sha256=base_model["weights_sha256"],
+        base_model_dir=Path(base_model.path),
+        base_model_sha256=base_model.weights_sha256,
         train_path=train_path,
         validation_path=validation_path,
-        data_fingerprint=train_set["fingerprint"],
+        data_fingerprint=train_set.fingerprint,
         cuda=_on_cuda(settings),
         tracking_keys=tracking.axolotl_keys(store, experiment_name, f"train @ {context.partition_key}"),
     )
@@ -155,80 +159,13 @@ def _training_run(tunegate: TunegateResource, plan: run_plan.RunPlan) -> str | N
                              run_key=plan.run_key)  # fmt: skip
 
 
-def _adapter_record(plan: run_plan.RunPlan, metrics: train_metrics.TrainMetrics, mlflow_run_id: str | None) -> dict:
-    """The ``qlora_adapter`` value: everything evaluation needs to load the tuned model
-    exactly as it was trained (same 4-bit base + adapter, same chat template)."""
-    quant = adapter.quantization_config(plan.config)
-    adapter_dir = str(plan.output_dir)
-    return {
-        "adapter_dir": adapter_dir,
-        "base_model_dir": str(plan.base_model_dir),
-        "load_in_4bit": bool(quant.get("load_in_4bit")),
-        "bnb_4bit_quant_type": quant.get("bnb_4bit_quant_type"),
-        "bnb_4bit_compute_dtype": quant.get("bnb_4bit_compute_dtype"),
-        "bnb_config": quant,
-        "chat_template": plan.config.get("chat_template"),
-        "eot_tokens": plan.config.get("eot_tokens"),
-        # Records carry their own system turn (the source's system_prompt fills a missing
-        # one); prompt the tuned model with that same system turn.
-        "system_prompt_policy": "from_record",
-        "data_fingerprint": plan.data_fingerprint,
-        "config_hash": plan.config_hash,
-        "base_model_sha256": plan.base_model_sha256,
-        "run_key": plan.run_key,
-        "run_dir": str(plan.run_dir),
-        "mlflow_run_id": mlflow_run_id,
-        "eval_loss_first": metrics.eval_loss_first,
-        "eval_loss_last": metrics.eval_loss_last,
-        "train_loss_last": metrics.train_loss_last,
-        "trainable_params": metrics.trainable_params,
-        "train_runtime_s": metrics.train_runtime_s,
-        "tokens_per_second": metrics.tokens_per_second,
-        "versions": adapter.versions(),
-        "how_to_load": adapter.how_to_load(adapter_dir, str(plan.base_model_dir), quant),
-        "cache_hit": False,
-    }
-
-
-def _float(value) -> dg.MetadataValue:
-    return dg.MetadataValue.float(float(value)) if value is not None else dg.MetadataValue.null()
-
-
-def _adapter_metadata(record: dict, metrics: train_metrics.TrainMetrics) -> dict:
-    first, last = record["eval_loss_first"], record["eval_loss_last"]
-    return {
-        "adapter_dir": dg.MetadataValue.path(record["adapter_dir"]),
-        "adapter_size_mb": dg.MetadataValue.float(
-            round(sum(p.stat().st_size for p in Path(record["adapter_dir"]).glob("adapter_model.*")) / 2**20, 2)
-        ),
-        "trainable_params": dg.MetadataValue.int(int(record["trainable_params"] or 0)),
-        "train_loss_last": _float(record["train_loss_last"]),
-        "eval_loss_first": _float(first),
-        "eval_loss_last": _float(last),
-        "eval_loss_drop": dg.MetadataValue.float(round((first - last) / first, 4) if first else 0.0),
-        "loss_curve": dg.MetadataValue.md(train_metrics.loss_table_md(metrics)),
-        "train_runtime_s": _float(record["train_runtime_s"]),
-        "tokens_per_second": _float(record["tokens_per_second"]),
-        "config_hash": record["config_hash"],
-        "data_fingerprint": record["data_fingerprint"],
-        "base_model_sha256": record["base_model_sha256"],
-        "quantization": dg.MetadataValue.json(record["bnb_config"]),
-        "cache_hit": record["cache_hit"],
-        "versions": dg.MetadataValue.json(record["versions"]),
-        "how_to_load": _md_code(record["how_to_load"], "python"),
-        "train_log": dg.MetadataValue.path(str(Path(record["run_dir"]) / run_plan.LOG_FILE)),
-        "metrics_file": dg.MetadataValue.path(str(Path(record["run_dir"]) / run_plan.METRICS_FILE)),
-        "mlflow_run_id": record.get("mlflow_run_id") or "",
-    }
-
-
 def _qlora_adapter(
     context: dg.AssetExecutionContext,
     tunegate: TunegateResource,
     axolotl: AxolotlResource,
     pipes_subprocess_client: dg.PipesSubprocessClient,
     axolotl_config: dict,
-    base_model: dict,
+    base_model: BaseModelInfo,
     baseline_scores: Ladder,
 ):
     reason = baseline_scores.skip_training  # a prompt-only rung already meets the target
@@ -248,8 +185,8 @@ def _qlora_adapter(
     if done is not None:
         context.log.info(f"Cache hit: {plan.run_dir} already holds a trained, checked adapter")
         metrics = train_metrics.read_metrics(plan.run_dir)
-        record = {**done, "cache_hit": True}
-        yield dg.Output(record, metadata=_adapter_metadata(record, metrics))
+        record = replace(done, cache_hit=True)
+        yield dg.Output(record, metadata=to_dagster(record.metadata(metrics)))
         return
 
     if not plan.config_path.is_file():  # the run dir was cleaned since axolotl_config ran
@@ -305,9 +242,9 @@ def _qlora_adapter(
                 "metrics_file": dg.MetadataValue.path(str(plan.metrics_path)),
             },
         ) from exc
-    record = _adapter_record(plan, metrics, _training_run(tunegate, plan))
+    record = adapter.adapter_record(plan, metrics, _training_run(tunegate, plan))
     done_marker.mark_done(plan.run_dir, record)
-    yield dg.Output(record, metadata={**reported, **_adapter_metadata(record, metrics)})
+    yield dg.Output(record, metadata={**reported, **to_dagster(record.metadata(metrics))})
 
 
 def build_qlora_adapter(pool: str) -> dg.AssetsDefinition:

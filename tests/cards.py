@@ -18,13 +18,15 @@ from pipelines.gate.decision import ChampionInput
 from pipelines.gate.registry import RegistryEntry
 from pipelines.gate.report import DecisionRecord, Scores
 from pipelines.models import artefacts
+from pipelines.models.materialize import BaseModelInfo
+from pipelines.training.adapter import AdapterRecord
 
 SETTINGS = GateSettings()  # the shipped defaults: margin 0.05, alpha 0.05, general drop 0.05
 FP = "task-suite-fp-01"  # 16 characters: error messages show the first 16 of a fingerprint
 OTHER_FP = "task-suite-fp-02"
 GFP = "general-suite-01"
 NO_CHAMPION = ChampionInput("none")
-TRAINING = {"train_runtime_s": 1800.0, "tokens_per_second": 1000.0}
+TRAINING = cost.TrainingTime(train_runtime_s=1800.0, tokens_per_second=1000.0)
 
 
 def card(contender: str, outcomes: list[bool], suite: str = "task", fingerprint: str | None = FP,
@@ -120,8 +122,27 @@ def cost_of(baseline: ScoreCard, tuned: ScoreCard, prices: CostSettings = PRICES
     return cost.cost_report({baseline.contender: baseline}, baseline.contender, tuned, TRAINING, prices)
 
 
+def base_model_info(name: str = "tiny-llama", path: str | Path = "/models/tiny", **fields) -> BaseModelInfo:
+    """What the ``base_model`` asset returns, for a model folder that need not exist."""
+    values = {"source": str(path), "weights_sha256": "w", "size_bytes": 0, "parameters": 0, "eos_token": "<|im_end|>",
+              "pad_token": "<|im_end|>", **fields}  # fmt: skip
+    return BaseModelInfo(name=name, path=str(path), **values)
+
+
+def adapter_record(adapter_dir: str = "/runs/adapter", run_key: str = "run-1", **fields) -> AdapterRecord:
+    """What ``qlora_adapter`` returns, for an adapter that need not exist."""
+    values = {"base_model_dir": "/models/tiny", "load_in_4bit": True, "bnb_4bit_quant_type": "nf4",
+              "bnb_4bit_compute_dtype": "float32", "bnb_config": {"load_in_4bit": True}, "chat_template": "tokenizer_default",
+              "eot_tokens": ["<|im_end|>"], "system_prompt_policy": "from_record", "data_fingerprint": "data-fp",
+              "config_hash": "cfg-hash", "base_model_sha256": "w", "run_dir": "/runs", "mlflow_run_id": None,
+              "eval_loss_first": 2.0, "eval_loss_last": 1.0, "train_loss_last": 1.0, "trainable_params": 1000,
+              "train_runtime_s": 600.0, "tokens_per_second": 900.0, "versions": {}, "how_to_load": "", **fields}  # fmt: skip
+    return AdapterRecord(adapter_dir=adapter_dir, run_key=run_key, **values)
+
+
 # --------------------------------------------------------------------------- a win in the registry
-BASE_MODEL = {"name": "tiny", "path": "/models/tiny", "source": "pkg:tiny", "weights_sha256": "w" * 64}
+BASE_MODEL = BaseModelInfo(name="tiny", path="/models/tiny", source="pkg:tiny", weights_sha256="w" * 64, size_bytes=0,
+                           parameters=0, eos_token="<|im_end|>", pad_token="<|im_end|>")  # fmt: skip
 
 
 def model_folder(path: Path, content: bytes) -> Path:
@@ -143,12 +164,12 @@ def logged_win(store: tracking.Store, task: str, partition: str, model_dir: Path
 
 
 def candidate_entry(store, task, tmp_path, partition: str) -> RegistryEntry:
+
     """The registry entry of ``partition``'s win: its folders under ``tmp_path``, its logged decision."""
     model_dir = model_folder(tmp_path / "models" / partition, partition.encode() * 100)
     adapter_dir = model_folder(tmp_path / "adapters" / partition, b"adapter-" + partition.encode())
     record = logged_win(store, task, partition, model_dir)
-    adapter = {"adapter_dir": str(adapter_dir), "run_key": f"run-{partition}", "data_fingerprint": "data-fp",
-               "config_hash": "cfg", "mlflow_run_id": None}  # fmt: skip
+    adapter = adapter_record(str(adapter_dir), f"run-{partition}", config_hash="cfg")
     return registry.entry(task, partition, record.candidate, BASE_MODEL, adapter, record)
 
 

@@ -11,10 +11,12 @@ from pathlib import Path
 import dagster as dg
 
 from pipelines.data import split
+from pipelines.data.split import SplitFile
 from pipelines.gate.ladder import Ladder
+from pipelines.models.merge import BaseAsTrained, TunedModel
 from pipelines.models import artefacts
 from pipelines.orchestration.partitions import base_model_partitions
-from tests.cards import FP, WIN, card, general_ok, paired
+from tests.cards import FP, WIN, adapter_record, base_model_info, card, general_ok, paired
 
 PARTITION = "tiny-llama"
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -60,21 +62,21 @@ def fixture_fingerprint() -> str:
     return split.data_fingerprint(TRAIN, VALIDATION)
 
 
-def split_value(path: Path) -> dict:
-    """What the data stage's train_set / validation_set assets return, for a fixture file."""
-    rows = len(path.read_text().splitlines())
-    return {"path": str(path), "rows": rows, "fingerprint": fixture_fingerprint(), "labels": {}}
+def split_value(path: Path, fingerprint: str | None = None) -> SplitFile:
+    """What the data stage's train_set / validation_set / eval_set assets return, for a fixture file."""
+    rows = len(Path(path).read_text().splitlines())
+    return SplitFile(path=str(path), rows=rows, fingerprint=fingerprint or fixture_fingerprint(), labels={})
 
 
 # The data stage's train split and validation slice (our fixture files) and the evaluation
 # stage's prompt-only baseline scores, for the training stage's tests.
 @dg.asset(name="train_set")
-def train_set_double() -> dict:
+def train_set_double() -> SplitFile:
     return split_value(TRAIN)
 
 
 @dg.asset(name="validation_set")
-def validation_set_double() -> dict:
+def validation_set_double() -> SplitFile:
     return split_value(VALIDATION)
 
 
@@ -113,16 +115,15 @@ def promotion_assets(tiny_model_dir, tuned_dir, outcome=WIN, *, tuned_fingerprin
         double("baseline_general_scores", general["reference"]),
         double("base_as_trained_general_scores", general["base_as_trained"]),
         double("tuned_general_scores", general["candidate"]),
-        double("eval_set", {"path": str(EVAL), "fingerprint": "data-fp", "rows": 6}),
-        double("base_model", {"name": PARTITION, "path": str(tiny_model_dir), "source": str(tiny_model_dir),
-                              "weights_sha256": "w"}),  # fmt: skip
-        double("base_as_trained", {"path": "/models/base-as-trained", "quantised": True, "chat_template": TEMPLATE,
-                                   "artefact": {"id": "base-as-trained-id"}}),  # fmt: skip
-        double("qlora_adapter", {"adapter_dir": "/runs/adapter", "run_key": "run-1", "data_fingerprint": "data-fp",
-                                 "config_hash": "cfg-hash", "train_runtime_s": 600.0, "tokens_per_second": 900.0}),  # fmt: skip
-        double("tuned_model", {"path": str(tuned_dir), "chat_template": tuned_model_template, "run_key": "run-1",
-                               "artefact": artefacts.identity(tuned_dir, tuned_model_template, {"dtype": "float32"}),
-                               "adapter_dir": "/runs/adapter", "data_fingerprint": "data-fp"}),  # fmt: skip
+        double("eval_set", split_value(EVAL, "data-fp")),
+        double("base_model", base_model_info(path=tiny_model_dir)),
+        double("base_as_trained", BaseAsTrained(path="/models/base-as-trained", quantised=True, bnb_config={},
+                                                chat_template=TEMPLATE, artefact={"id": "base-as-trained-id"})),
+        double("qlora_adapter", adapter_record()),
+        double("tuned_model", TunedModel(path=str(tuned_dir), chat_template=tuned_model_template, run_key="run-1",
+                                         artefact=artefacts.identity(tuned_dir, tuned_model_template, {"dtype": "float32"}),
+                                         adapter_dir="/runs/adapter", data_fingerprint="data-fp",
+                                         base_as_trained="base-as-trained-id")),  # fmt: skip
     ]
     real = [gate_decision, promoted_model]
     if champion is None:

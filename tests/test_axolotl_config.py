@@ -18,6 +18,7 @@ from pipelines.training import adapter, axolotl_schema, done_marker, guard, laun
 from pipelines.config.base_models import BaseModelSpec
 from pipelines.config.paths import Layout
 from pipelines.config.training import TrainingSettings
+from tests.cards import adapter_record
 
 FIXTURES = Path(__file__).parent / "fixtures"
 TRAIN = FIXTURES / "chat_train.jsonl"
@@ -321,12 +322,15 @@ def test_cache_hit_only_for_a_marked_complete_adapter(tmp_path):
     (adapter / "adapter_config.json").write_text("{}")
     (adapter / "adapter_model.safetensors").write_bytes(b"x")
     assert done_marker.completed_run(run_dir) is None  # trained, but not marked: guard not passed
-    done_marker.mark_done(run_dir, {"adapter_dir": str(adapter), "eval_loss_last": 0.1})
+    done_marker.mark_done(run_dir, adapter_record(str(adapter), eval_loss_last=0.1))
     assert done_marker.completed_run(run_dir) is None  # no metrics to show for it
     (run_dir / run_plan.METRICS_FILE).write_text("")
-    assert done_marker.completed_run(run_dir)["eval_loss_last"] == 0.1
+    assert done_marker.completed_run(run_dir).eval_loss_last == 0.1
     (adapter / "adapter_model.safetensors").unlink()
     assert done_marker.completed_run(run_dir) is None  # marker without weights is not a hit
+    (adapter / "adapter_model.safetensors").write_bytes(b"x")
+    (run_dir / done_marker.DONE_MARKER).write_text('{"adapter_dir": "x"}')  # an older or damaged marker
+    assert done_marker.completed_run(run_dir) is None  # does not parse: retrain, never crash
 
 
 # --------------------------------------------------------------------------- metrics

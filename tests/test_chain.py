@@ -121,7 +121,7 @@ def test_a_real_yes_then_a_worse_challenger_loses_to_the_champion(tmp_path, lear
         record = result.asset_value("gate_decision")
         assert record.decision.promote is True, record.decision.reason
         assert all(c.passed for c in record.decision.checks), record.decision.checks
-        n = result.asset_value("eval_set")["rows"]
+        n = result.asset_value("eval_set").rows
         assert record.decision.versus_baseline.n == n >= 10
         tuned = result.asset_value("tuned_scores")
         assert tuned.pass_rate >= 0.9, tuned.pass_rate
@@ -143,7 +143,7 @@ def test_a_real_yes_then_a_worse_challenger_loses_to_the_champion(tmp_path, lear
         record = result.asset_value("gate_decision")
         assert record.decision.promote is False
         assert record.decision.champion.status == "scored"
-        n2 = result.asset_value("eval_set")["rows"]
+        n2 = result.asset_value("eval_set").rows
         assert n2 > n  # the refreshed data set's held-out cases, not run 1's
         champion_card = result.asset_value("champion_scores").card
         assert champion_card.suite_fingerprint == result.asset_value("tuned_scores").suite_fingerprint

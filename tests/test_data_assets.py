@@ -93,15 +93,15 @@ def test_materialize_data_assets(workspace):
     assert {(a["dropped_id"], a["kept_id"]) for a in audit} == {("alpha-61", "alpha-1"), ("beta-41", "alpha-6")}
 
     train, validation, held = out("train_set"), out("validation_set"), out("eval_set")
-    assert train["rows"] + validation["rows"] + held["rows"] == 100 and held["rows"] >= 10
-    assert validation["rows"] == 16  # the floor: 10 % of ~90 train rows is less
-    assert train["fingerprint"] == validation["fingerprint"] == held["fingerprint"]
+    assert train.rows + validation.rows + held.rows == 100 and held.rows >= 10
+    assert validation.rows == 16  # the floor: 10 % of ~90 train rows is less
+    assert train.fingerprint == validation.fingerprint == held.fingerprint
     for side in (train, validation, held):
-        assert sum(side["labels"].values()) == side["rows"] == len(list(read_jsonl(side["path"])))
-    ids = [{r["id"] for r in read_jsonl(side["path"])} for side in (train, validation, held)]
+        assert sum(side.labels.values()) == side.rows == len(list(read_jsonl(side.path)))
+    ids = [{r["id"] for r in read_jsonl(side.path)} for side in (train, validation, held)]
     assert not ids[0] & ids[1] and not ids[0] & ids[2] and not ids[1] & ids[2]
-    assert Path(validation["path"]) == resource.layout.validation_file
-    example = next(read_jsonl(held["path"]))
+    assert Path(validation.path) == resource.layout.validation_file
+    example = next(read_jsonl(held.path))
     assert set(example) == {"id", "source", "messages", "label"}
     assert [m["role"] for m in example["messages"]] == ["system", "user", "assistant"]
     assert example["messages"][0]["content"] == SYSTEM
@@ -121,7 +121,7 @@ def test_materialize_data_assets(workspace):
     assert "contamination_moved" in meta["eval_set"]["keys"].value
 
     again = materialize(specs, resource)  # same data, same split, same fingerprint
-    assert again.asset_value(dg.AssetKey("train_set"))["fingerprint"] == train["fingerprint"]
+    assert again.asset_value(dg.AssetKey("train_set")).fingerprint == train.fingerprint
 
 
 def test_missing_data_file_fails_naming_the_source(workspace, tmp_path):
@@ -189,17 +189,17 @@ def test_training_config_never_sees_the_held_out_split(workspace, tiny_registry)
                             partition_key="tiny-llama")
     assert result.success
     held, validation, train = (result.asset_value(k) for k in ("eval_set", "validation_set", "train_set"))
-    held_rows = list(read_jsonl(held["path"]))
+    held_rows = list(read_jsonl(held.path))
     held_ids, held_prompts = {r["id"] for r in held_rows}, {r["messages"][1]["content"] for r in held_rows}
     assert held_ids and len(held_prompts) == len(held_rows)
 
     config = result.asset_value("axolotl_config")
     text = Path(config["path"]).read_text()
-    assert held["path"] not in text and Path(held["path"]).name not in text
+    assert held.path not in text and Path(held.path).name not in text
     assert not [i for i in held_ids if i in text] and not [p for p in held_prompts if p in text]
     cfg = yaml.safe_load(text)
-    assert [d["path"] for d in cfg["datasets"]] == [train["path"]]
-    assert [d["path"] for d in cfg["test_datasets"]] == [validation["path"]]
+    assert [d["path"] for d in cfg["datasets"]] == [train.path]
+    assert [d["path"] for d in cfg["test_datasets"]] == [validation.path]
     for entry in cfg["datasets"] + cfg["test_datasets"]:
         rows = list(read_jsonl(entry["path"]))
         assert rows and not {r["id"] for r in rows} & held_ids, entry["path"]

@@ -35,6 +35,8 @@ from pipelines.evaluation.task import TaskSpec, load_task
 from pipelines.data.records import turn
 from pipelines.models.loading import ModelSpec
 from pipelines.common.jsonl import read_jsonl
+from tests.doubles import split_value
+from tests.cards import base_model_info
 
 FIXTURES = Path(__file__).parent / "fixtures" / "promptfoo"
 TRAIN = FIXTURES / "tickets_train.jsonl"
@@ -662,9 +664,9 @@ def test_prompt_ladder_runs_promptfoo_once_on_the_tiny_model(tiny_model_dir, tin
     eval_path = _write_jsonl(tmp_path / "eval.jsonl", rows)
 
     doubles = [
-        double("train_set", {"path": str(TRAIN), "fingerprint": "f"}),
-        double("eval_set", {"path": str(eval_path), "fingerprint": "f"}),
-        double("base_model", {"name": PARTITION, "path": str(tiny_model_dir)}),
+        double("train_set", split_value(TRAIN, "f")),
+        double("eval_set", split_value(eval_path, "f")),
+        double("base_model", base_model_info(path=tiny_model_dir)),
     ]
     settings = tmp_path / "tunegate.yaml"
     settings.write_text(yaml.safe_dump({"eval": {"batch_size": 3}}))

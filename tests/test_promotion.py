@@ -27,6 +27,8 @@ from pipelines.orchestration.partitions import base_model_partitions
 from pipelines.orchestration.resources import PromptfooResource, TunegateResource
 from tests.cards import FP, LOSS, OTHER_FP, card, champion_entry, logged_win
 from tests.doubles import PARTITION, TASK, TEMPLATE, double, metadata_of, promotion_assets
+from tests.cards import adapter_record, base_model_info
+from pipelines.training.adapter import AdapterRecord
 
 
 @pytest.fixture
@@ -123,8 +125,8 @@ def test_a_champion_whose_files_are_gone_is_named_and_defends_nothing(instance, 
     store = tunegate.tracking_store()
     gone = shutil.copytree(tiny_model_dir, tmp_path / "deleted-model")
     record = logged_win(store, TASK, "old-model", gone)
-    old = registry.promote(store, registry.entry(TASK, "old-model", record.candidate, {"name": "old-model"}, {},
-                                                 record), {"name": "old-model"})  # fmt: skip
+    old = registry.promote(store, registry.entry(TASK, "old-model", record.candidate, base_model_info("old-model"),
+                                                 adapter_record(), record), base_model_info("old-model"))  # fmt: skip
     shutil.rmtree(gone)
     shutil.rmtree(urlparse(old.source).path)
     result = _materialize(promotion_assets(tiny_model_dir, tuned_dir), instance, tunegate)
@@ -219,7 +221,7 @@ def test_training_is_skipped_when_the_baseline_meets_the_target(tmp_path, tunega
     assert skip
 
     @dg.asset(name="tuned_model", partitions_def=base_model_partitions, group_name="test_doubles")
-    def downstream_double(qlora_adapter: dict) -> dict:
+    def downstream_double(qlora_adapter: AdapterRecord) -> AdapterRecord:
         """Test double for the model built from the adapter."""
         return qlora_adapter
 
@@ -227,7 +229,7 @@ def test_training_is_skipped_when_the_baseline_meets_the_target(tmp_path, tunega
         [
             double("baseline_scores", Ladder("static_few_shot", rungs, skip)),
             double("axolotl_config", {"plan": {}}),
-            double("base_model", {"name": PARTITION}),
+            double("base_model", base_model_info()),
             qlora_adapter,
             downstream_double,
         ],

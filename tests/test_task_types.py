@@ -26,6 +26,8 @@ from pipelines.gate import decision
 from pipelines.gate.decision import ChampionInput
 from pipelines.models.loading import ModelSpec
 from tests.cards import general_ok
+from tests.doubles import split_value
+from tests.cards import base_model_info
 
 REPO = Path(__file__).resolve().parent.parent
 BIN = REPO / "evals" / "node_modules" / ".bin"
@@ -309,9 +311,9 @@ def _materialise_ladder(tmp_path: Path, tiny_model_dir: Path, tiny_registry: Pat
                                                  "ladder": [r.model_dump() for r in ladder]}}))  # fmt: skip
     tunegate = TunegateResource(home=str(tmp_path / "home"), base_models_file=str(tiny_registry),
                                 settings_file=str(settings))  # fmt: skip
-    doubles = [double("train_set", {"path": str(train_path), "fingerprint": "f"}),
-               double("eval_set", {"path": str(eval_path), "fingerprint": "f"}),
-               double("base_model", {"name": PARTITION, "path": str(tiny_model_dir)})]  # fmt: skip
+    doubles = [double("train_set", split_value(train_path, "f")),
+               double("eval_set", split_value(eval_path, "f")),
+               double("base_model", base_model_info(path=tiny_model_dir))]  # fmt: skip
     with dg.instance_for_test() as instance:
         instance.add_dynamic_partitions("base_model", [PARTITION])
         result = dg.materialize([*doubles, build_prompt_ladder(ladder)], instance=instance, partition_key=PARTITION,
@@ -380,14 +382,14 @@ def test_an_answer_budget_too_small_for_the_gold_is_named(tmp_path):
 
 def test_the_gate_report_shows_each_contenders_task_figures(tmp_path):
     from pipelines.config.gate import CostSettings
-    from pipelines.gate.cost import cost_report
+    from pipelines.gate.cost import TrainingTime, cost_report
     from pipelines.gate.report import decision_md
 
     eval_ = write_jsonl(tmp_path / "eval.jsonl", [record(f"e{i}", f"q{i}", INTENTS[i % 4]) for i in range(40)])
     suite = suites.task_suite(label_task(INTENTS), eval_)
     rung, tuned = _card("zero_shot", suite, [i < 10 for i in range(40)]), _card("tuned", suite, [i < 30 for i in range(40)])
     verdict = decision.decide({"zero_shot": rung}, tuned, general_ok(), ChampionInput("none"), GateSettings())
-    costs = cost_report({"zero_shot": rung}, "zero_shot", tuned, {"train_runtime_s": 60.0, "tokens_per_second": 100.0},
+    costs = cost_report({"zero_shot": rung}, "zero_shot", tuned, TrainingTime(60.0, 100.0),
                         CostSettings())  # fmt: skip
     report = decision_md(verdict, {"zero_shot": rung}, tuned, general_ok(), costs)
     assert "Pass rule per case (what the paired tests count): the answer, normalised" in report

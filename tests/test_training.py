@@ -202,14 +202,14 @@ def test_end_to_end_qlora_run_through_pipes_then_cache_hit(stage):
     meta = _materialization(result, "qlora_adapter").metadata
 
     # the contract evaluation relies on
-    assert adapter["load_in_4bit"] is True and adapter["bnb_4bit_quant_type"] == "nf4"
-    assert adapter["bnb_4bit_compute_dtype"] == "float32" and adapter["cache_hit"] is False
-    assert adapter["eval_loss_last"] < adapter["eval_loss_first"]
-    assert adapter["data_fingerprint"] == fixture_fingerprint()
+    assert adapter.load_in_4bit is True and adapter.bnb_4bit_quant_type == "nf4"
+    assert adapter.bnb_4bit_compute_dtype == "float32" and adapter.cache_hit is False
+    assert adapter.eval_loss_last < adapter.eval_loss_first
+    assert adapter.data_fingerprint == fixture_fingerprint()
     config = result.output_for_node("axolotl_config")
-    assert adapter["config_hash"] == config["config_hash"]
+    assert adapter.config_hash == config["config_hash"]
     assert Path(config["path"]).is_file() and yaml.safe_load(Path(config["path"]).read_text()) == config["config"]
-    assert config["run_dir"] == adapter["run_dir"]
+    assert config["run_dir"] == adapter.run_dir
 
     # metadata from the metrics the plugin recorded inside the Trainer
     assert meta["trainable_params"].value > 0 and meta["train_runtime_s"].value > 0
@@ -223,17 +223,17 @@ def test_end_to_end_qlora_run_through_pipes_then_cache_hit(stage):
     assert config["config"]["mlflow_experiment_name"] == "tunegate-support_ticket_triage"
     store = stage[1]["tunegate"].tracking_store()
     assert config["config"]["mlflow_tracking_uri"] == store.uri
-    run = store.client().get_run(adapter["mlflow_run_id"])
-    assert meta["mlflow_run_id"].value == adapter["mlflow_run_id"]
+    run = store.client().get_run(adapter.mlflow_run_id)
+    assert meta["mlflow_run_id"].value == adapter.mlflow_run_id
     assert run.info.run_name == f"train @ {PARTITION}" and run.info.status == "FINISHED"
     tags = run.data.tags
     assert tags["tunegate.kind"] == "training" and tags["tunegate.partition"] == PARTITION
-    assert tags["tunegate.run_key"] == adapter["run_key"] and tags["tunegate.config_hash"] == adapter["config_hash"]
+    assert tags["tunegate.run_key"] == adapter.run_key and tags["tunegate.config_hash"] == adapter.config_hash
     assert tags["tunegate.data_fingerprint"] == fixture_fingerprint()
-    assert run.data.metrics["eval_loss"] == pytest.approx(adapter["eval_loss_last"], rel=1e-4)
+    assert run.data.metrics["eval_loss"] == pytest.approx(adapter.eval_loss_last, rel=1e-4)
     assert run.data.params["learning_rate"] == str(TINY_OVERRIDES["learning_rate"])
     assert set(meta["versions"].value) >= {"axolotl", "transformers", "peft", "bitsandbytes", "torch"}
-    log = (Path(adapter["run_dir"]) / run_plan.LOG_FILE).read_text()
+    log = (Path(adapter.run_dir) / run_plan.LOG_FILE).read_text()
     assert "trainable params" in log and train_metrics.AVX512_WARNING not in log
     assert "LlamaForCausalLM computes logits only at labelled positions" in log  # the plugin ran
     assert "the backward pass stops at the lowest adapted layer" in log
@@ -245,16 +245,16 @@ def test_end_to_end_qlora_run_through_pipes_then_cache_hit(stage):
 
     quant = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
                                bnb_4bit_compute_dtype=torch.float32)
-    base = AutoModelForCausalLM.from_pretrained(adapter["base_model_dir"], quantization_config=quant,
+    base = AutoModelForCausalLM.from_pretrained(adapter.base_model_dir, quantization_config=quant,
                                                 device_map="cpu")
-    model = PeftModel.from_pretrained(base, adapter["adapter_dir"])
+    model = PeftModel.from_pretrained(base, adapter.adapter_dir)
     lora_b = [p for n, p in model.named_parameters() if "lora_B" in n]
     assert lora_b and any(p.abs().sum() > 0 for p in lora_b)  # trained (lora_B starts at zero)
 
     # same data, config and base weights: reused, not retrained
     again = _materialize(stage, baseline_double(target=0.9, pass_rate=0.1))
     assert again.success
-    assert again.output_for_node("qlora_adapter")["cache_hit"] is True
+    assert again.output_for_node("qlora_adapter").cache_hit is True
     assert _materialization(again, "qlora_adapter").metadata["cache_hit"].value is True
 
 
@@ -318,8 +318,8 @@ def test_a_killed_run_resumes_and_the_guard_judges_its_last_eval(tmp_path, learn
     last_eval = [r for r in records if r["kind"] == "eval"][-1]
     assert last_eval["step"] == metrics.final_step == 24
     adapter = second.output_for_node("qlora_adapter")
-    assert adapter["eval_loss_last"] == last_eval["eval_loss"]
-    assert adapter["eval_loss_first"] == next(r["eval_loss"] for r in records if r["kind"] == "eval" and r["step"] == 0)
+    assert adapter.eval_loss_last == last_eval["eval_loss"]
+    assert adapter.eval_loss_first == next(r["eval_loss"] for r in records if r["kind"] == "eval" and r["step"] == 0)
     assert _materialization(second, "qlora_adapter").metadata["launches"].value == 2
 
     newest = launch.newest_checkpoint(run_dir / run_plan.OUTPUT_SUBDIR)

@@ -49,6 +49,16 @@ def validation_salt(salt: str) -> str:
     return f"{salt}\0validation"
 
 
+@dataclass(frozen=True)
+class SplitFile:
+    """One side of the written split: ``train_set``'s, ``validation_set``'s or ``eval_set``'s value."""
+
+    path: str
+    rows: int
+    fingerprint: str  # of train, validation and eval together (``data_fingerprint``)
+    labels: dict[str, int]  # rows per label on this side
+
+
 @dataclass
 class SplitResult:
     train: list[dict[str, Any]]  # what Axolotl trains on: the train side minus validation

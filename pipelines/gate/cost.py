@@ -50,10 +50,18 @@ def per_call(card: ScoreCard, prices: CostSettings) -> float:
             + card.mean_output_tokens * prices.output_per_1m_tokens) / 1e6  # fmt: skip
 
 
-def cost_report(rungs: dict[str, ScoreCard], baseline_rung: str, tuned: ScoreCard, training: dict, prices: CostSettings) -> CostReport:
-    """``training``: the adapter record (``train_runtime_s``, ``tokens_per_second``)."""
-    seconds = float(training.get("train_runtime_s") or 0.0)
-    tokens = seconds * float(training.get("tokens_per_second") or 0.0)
+@dataclass(frozen=True)
+class TrainingTime:
+    """What the training run took (from the adapter record): priced as the re-tune's cost."""
+
+    train_runtime_s: float | None
+    tokens_per_second: float | None
+
+
+def cost_report(rungs: dict[str, ScoreCard], baseline_rung: str, tuned: ScoreCard, training: TrainingTime,
+                prices: CostSettings) -> CostReport:  # fmt: skip
+    seconds = float(training.train_runtime_s or 0.0)
+    tokens = seconds * float(training.tokens_per_second or 0.0)
     training_cost = seconds / 3600 * prices.training_per_hour
     training_per_month = training_cost * (1 + prices.retunes_per_quarter) / 3
     rows = []

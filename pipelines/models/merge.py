@@ -37,6 +37,32 @@ class BuiltModel:
         return asdict(self)
 
 
+@dataclass(frozen=True)
+class BaseAsTrained:
+    """``base_as_trained``'s value: the base's weights as training saw them (dequantised NF4 for
+    QLoRA, the fp32 base for a plain LoRA), scored for the cost of quantisation alone."""
+
+    path: str
+    quantised: bool
+    bnb_config: dict[str, Any]
+    chat_template: str
+    artefact: dict[str, Any]  # pipelines.models.artefacts.identity(...)
+
+
+@dataclass(frozen=True)
+class TunedModel:
+    """``tuned_model``'s value: the adapter merged into ``base_as_trained``, the folder that is
+    scored and, on a win, shipped."""
+
+    path: str
+    chat_template: str
+    artefact: dict[str, Any]  # pipelines.models.artefacts.identity(...)
+    adapter_dir: str
+    run_key: str
+    data_fingerprint: str | None
+    base_as_trained: str  # the artefact id it was merged into
+
+
 def _save(model, tokenizer, out_dir: Path, note: str) -> BuiltModel:
     with atomic_dir(out_dir) as tmp:
         model.save_pretrained(tmp)

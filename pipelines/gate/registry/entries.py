@@ -11,6 +11,8 @@ from pipelines.common import tracking
 from pipelines.common.metadata import Markdown, Metadata, PathValue
 from pipelines.common.typed_records import from_fields
 from pipelines.gate.report import DecisionRecord, Scores
+from pipelines.models.materialize import BaseModelInfo
+from pipelines.training.adapter import AdapterRecord
 
 CHAMPION = "champion"
 
@@ -87,7 +89,8 @@ class RegistryEntry:
         }
 
 
-def entry(task: str, partition: str, artefact: dict, base_model: dict, adapter: dict, record: DecisionRecord) -> RegistryEntry:
+def entry(task: str, partition: str, artefact: dict, base_model: BaseModelInfo, adapter: AdapterRecord,
+          record: DecisionRecord) -> RegistryEntry:  # fmt: skip
     """Everything needed to serve, reproduce or re-score the promoted model, and why it won."""
     return RegistryEntry(
         task=task,
@@ -95,12 +98,12 @@ def entry(task: str, partition: str, artefact: dict, base_model: dict, adapter: 
         promoted_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         artefact=artefact,
         model_dir=artefact["path"],
-        base_model={k: base_model.get(k) for k in ("name", "path", "source", "weights_sha256", "released")},
-        adapter_dir=adapter.get("adapter_dir"),
-        run_key=adapter.get("run_key"),
-        data_fingerprint=adapter.get("data_fingerprint"),
-        config_hash=adapter.get("config_hash"),
-        training_run_id=adapter.get("mlflow_run_id"),
+        base_model={k: getattr(base_model, k) for k in ("name", "path", "source", "weights_sha256", "released")},
+        adapter_dir=adapter.adapter_dir,
+        run_key=adapter.run_key,
+        data_fingerprint=adapter.data_fingerprint,
+        config_hash=adapter.config_hash,
+        training_run_id=adapter.mlflow_run_id,
         decision_run_id=record.mlflow_run_id,
         suite_fingerprint=record.suite_fingerprint,
         scores=record.scores,

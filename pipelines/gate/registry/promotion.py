@@ -22,6 +22,7 @@ from pipelines.gate.registry.entries import (
     version_tags,
 )
 from pipelines.gate.registry.reading import alias_target, code, read_entry, registered
+from pipelines.models.materialize import BaseModelInfo
 
 
 @contextlib.contextmanager
@@ -55,7 +56,7 @@ def _version_of(client, task: str, artefact_id: str):
     return min(found, key=lambda v: int(v.version)) if found else None
 
 
-def _log_files(client, new: RegistryEntry, base_model: dict) -> str:
+def _log_files(client, new: RegistryEntry, base_model: BaseModelInfo) -> str:
     """Upload the judged artefact to the decision run; the version's source URI."""
     run_id = new.decision_run_id
     if not run_id:
@@ -64,12 +65,12 @@ def _log_files(client, new: RegistryEntry, base_model: dict) -> str:
     adapter_dir = new.adapter_dir
     if adapter_dir and Path(adapter_dir).is_dir():
         client.log_artifacts(run_id, adapter_dir, f"{FILES}/adapter")
-    client.log_dict(run_id, base_model, f"{FILES}/base_model.json")
+    client.log_dict(run_id, base_model.to_dict(), f"{FILES}/base_model.json")
     client.log_dict(run_id, new.to_dict(), f"{FILES}/{ENTRY_FILE}")
     return f"{client.get_run(run_id).info.artifact_uri}/{FILES}/model"
 
 
-def promote(store: tracking.Store, new: RegistryEntry, base_model: dict) -> RegistryEntry:
+def promote(store: tracking.Store, new: RegistryEntry, base_model: BaseModelInfo) -> RegistryEntry:
     """Register ``new`` (an ``entry``) as a version of its task's model and move the
     ``champion`` alias to it: both, or the champion as it was. Returns the entry with its
     version number."""
