@@ -1,6 +1,7 @@
 # tunegate: two commands on a fresh machine.
 #   make demo   set up, then run the whole chain on the embedded defaults
-#   make test   set up, then run the test suite
+#   make test   set up, then lint, then run the test suite
+#   make lint   ruff: the format check and the linter
 #   make demo-retune  a second base model (Gemma 3 270M) lands: sensor -> re-tune -> gate vs the champion
 #   make data   only the data assets (sources -> dedup -> split), for adding a dataset source
 #   make ui / make mlflow-ui   the Dagster UI on :3000 / the MLflow UI on :5000
@@ -15,7 +16,7 @@ NPM_STAMP := evals/node_modules/.tunegate-installed
 export DAGSTER_HOME := $(CURDIR)/.dagster
 export PYTHONUNBUFFERED := 1
 
-.PHONY: setup python-deps node-deps system-deps instance demo demo-retune data test test-fast ui mlflow-ui bench demo-data general-suite clean
+.PHONY: setup python-deps node-deps system-deps instance demo demo-retune data lint format test test-fast ui mlflow-ui bench demo-data general-suite clean
 
 setup: python-deps node-deps system-deps
 
@@ -64,10 +65,19 @@ demo-retune: setup instance
 data: python-deps instance
 	$(PY) -m pipelines.orchestration.data
 
-test: setup
+# ruff (pinned in pyproject's dev extra): the format check and the linter, on the whole tree
+lint: python-deps
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/ruff check .
+
+format: python-deps
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+test: setup lint
 	$(PY) -m pytest
 
-test-fast: setup
+test-fast: setup lint
 	$(PY) -m pytest -m "not slow and not ui"
 
 ui: setup instance

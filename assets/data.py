@@ -27,8 +27,13 @@ KEY_PREFIX = "raw_pairs"
 SOURCES_GROUP = "sources"
 
 
-_KINDS = {"jsonl": {"python", "json"}, "csv": {"pandas", "csv"}, "parquet": {"pandas", "parquet"},
-          "hf_disk": {"huggingface"}, "python": {"python"}}
+_KINDS = {
+    "jsonl": {"python", "json"},
+    "csv": {"pandas", "csv"},
+    "parquet": {"pandas", "parquet"},
+    "hf_disk": {"huggingface"},
+    "python": {"python"},
+}
 
 
 def quarantine_preview(rows: list[dict], limit: int = 10) -> str:
@@ -75,8 +80,11 @@ def build_source_asset(spec: SourceSpec) -> dg.AssetsDefinition:
             f"{len(result.quarantined)} quarantined {dict(result.reasons)}"
         )
         value = {
-            "source": spec.name, "path": str(path), "quarantine_path": str(quarantine_path),
-            "rows_in": result.rows_in, "rows_kept": len(result.records),
+            "source": spec.name,
+            "path": str(path),
+            "quarantine_path": str(quarantine_path),
+            "rows_in": result.rows_in,
+            "rows_kept": len(result.records),
             "rows_quarantined": len(result.quarantined),
         }
         return dg.MaterializeResult(
@@ -112,19 +120,28 @@ def build_source_checks(spec: SourceSpec) -> list[dg.AssetChecksDefinition]:
     before any downstream asset reads the source, and names the file and the fix."""
     key = dg.AssetKey([KEY_PREFIX, spec.name])
 
-    @dg.asset_check(asset=key, name="not_empty", blocking=True,
-                    description="The source yielded rows (allow_empty: true turns an empty source into a warning).")
+    @dg.asset_check(
+        asset=key,
+        name="not_empty",
+        blocking=True,
+        description="The source yielded rows (allow_empty: true turns an empty source into a warning).",
+    )
     def not_empty(tunegate: TunegateResource) -> dg.AssetCheckResult:
         result = _ingested(spec, tunegate.layout)
         try:
             warning = quality.check_not_empty(result, spec)
         except rejects.SourceError as exc:
-            return dg.AssetCheckResult(passed=False, description=f"{exc} (sources file: {tunegate.sources_path()})",
-                                       metadata={"rows_in": 0})
+            return dg.AssetCheckResult(
+                passed=False, description=f"{exc} (sources file: {tunegate.sources_path()})", metadata={"rows_in": 0}
+            )
         return dg.AssetCheckResult(passed=True, description=warning, metadata={"rows_in": result.rows_in})
 
-    @dg.asset_check(asset=key, name="reject_rate", blocking=True,
-                    description="At most tunegate.yaml validation.max_reject_rate of the rows are quarantined.")
+    @dg.asset_check(
+        asset=key,
+        name="reject_rate",
+        blocking=True,
+        description="At most tunegate.yaml validation.max_reject_rate of the rows are quarantined.",
+    )
     def reject_rate(tunegate: TunegateResource) -> dg.AssetCheckResult:
         layout, limit = tunegate.layout, tunegate.settings().validation.max_reject_rate
         result = _ingested(spec, layout)
@@ -161,8 +178,10 @@ def _quarantined_per_reason(sources: list[str], quarantined: list[dict]) -> str:
     """Source x reason counts of the quarantine: where the rejected rows came from and why."""
     counts = Counter((q["source"], q["reason"]) for q in quarantined)
     reasons = [r for r in rejects.REASONS if any(counts[s, r] for s in sources)]
-    return markdown_table(["source", *reasons, "total"],
-                          ([s, *(counts[s, r] for r in reasons), sum(counts[s, r] for r in reasons)] for s in sources))
+    return markdown_table(
+        ["source", *reasons, "total"],
+        ([s, *(counts[s, r] for r in reasons), sum(counts[s, r] for r in reasons)] for s in sources),
+    )
 
 
 def _build_labeled_pairs(specs: list[SourceSpec]) -> dg.AssetsDefinition:
@@ -193,8 +212,13 @@ def _build_labeled_pairs(specs: list[SourceSpec]) -> dg.AssetsDefinition:
             ([q["source"], q["row"], q["reason"], q["detail"]] for q in quarantined[:20]),
         )
         return dg.MaterializeResult(
-            value={"path": str(layout.labeled_file), "rows": rows, "per_source": per_source,
-                   "quarantine_path": str(layout.quarantine_file), "rows_quarantined": len(quarantined)},
+            value={
+                "path": str(layout.labeled_file),
+                "rows": rows,
+                "per_source": per_source,
+                "quarantine_path": str(layout.quarantine_file),
+                "rows_quarantined": len(quarantined),
+            },
             metadata={
                 "rows": rows,
                 **{f"rows_{name}": count for name, count in per_source.items()},
@@ -235,31 +259,53 @@ def deduped_pairs(
         f"{result.near_duplicates} near duplicates, {len(result.conflicts)} conflicts"
     )
     by_id = {r["id"]: r for r in records}
-    examples = lambda rows: markdown_table(  # noqa: E731
-        ["kind", "sim", "kept", "dropped", "kept answer", "dropped answer"],
-        ([a["kind"], a["similarity"], turn(by_id[a["kept_id"]], "user"), turn(by_id[a["dropped_id"]], "user"),
-          a["kept_answer"], a["dropped_answer"]] for a in rows[: settings.conflict_examples]),
-        max_cell=60,
-    )
+
+    def examples(rows: list[dict]) -> str:
+        return markdown_table(
+            ["kind", "sim", "kept", "dropped", "kept answer", "dropped answer"],
+            (
+                [
+                    a["kind"],
+                    a["similarity"],
+                    turn(by_id[a["kept_id"]], "user"),
+                    turn(by_id[a["dropped_id"]], "user"),
+                    a["kept_answer"],
+                    a["dropped_answer"],
+                ]
+                for a in rows[: settings.conflict_examples]
+            ),
+            max_cell=60,
+        )
+
     near = [a for a in result.audit if a["kind"] == "near"]
     exact_conflicts, near_conflicts = result.conflicts_of("exact"), result.conflicts_of("near")
-    counts = markdown_table(["rows", "count", "of which conflicting answers"], [
-        ["in", len(records), ""],
-        ["dropped: exact duplicates", result.exact_duplicates, exact_conflicts],
-        ["dropped: near duplicates", result.near_duplicates, near_conflicts],
-        ["out (kept)", len(result.kept), ""],
-    ])
+    counts = markdown_table(
+        ["rows", "count", "of which conflicting answers"],
+        [
+            ["in", len(records), ""],
+            ["dropped: exact duplicates", result.exact_duplicates, exact_conflicts],
+            ["dropped: near duplicates", result.near_duplicates, near_conflicts],
+            ["out (kept)", len(result.kept), ""],
+        ],
+    )
     per_source = result.per_source(records)
     per_source_table = markdown_table(
         ["source", "rows in", "exact dropped", "near dropped", "of which conflicts", "rows out"],
         ([s, v["rows_in"], v["exact"], v["near"], v["conflicts"], v["rows_out"]] for s, v in per_source.items()),
     )
     return dg.MaterializeResult(
-        value={"path": str(layout.deduped_file), "rows_in": len(records), "rows_out": len(result.kept),
-               "exact_duplicates": result.exact_duplicates, "near_duplicates": result.near_duplicates,
-               "conflicts": len(result.conflicts), "exact_conflicts": exact_conflicts,
-               "near_conflicts": near_conflicts, "per_source": per_source,
-               "audit_path": str(layout.dedup_audit_file)},
+        value={
+            "path": str(layout.deduped_file),
+            "rows_in": len(records),
+            "rows_out": len(result.kept),
+            "exact_duplicates": result.exact_duplicates,
+            "near_duplicates": result.near_duplicates,
+            "conflicts": len(result.conflicts),
+            "exact_conflicts": exact_conflicts,
+            "near_conflicts": near_conflicts,
+            "per_source": per_source,
+            "audit_path": str(layout.dedup_audit_file),
+        },
         metadata={
             "rows_in": len(records),
             "rows_out": len(result.kept),
@@ -280,15 +326,19 @@ def deduped_pairs(
     )
 
 
-SPLIT_KEYS = markdown_table(["key", "meaning"], [
-    ["rows", "rows in this side's file (train + validation + eval = deduped_pairs rows_out)"],
-    ["fingerprint", "hash of train, validation and eval files together: training runs are keyed by it"],
-    ["contamination_pairs", "eval rows still near-duplicating a train row: must be 0"],
-    ["contamination_moved", "eval rows moved to train because they near-duplicated a train row"],
-    ["contamination_threshold", "MinHash Jaccard at or above which an eval row counts as contaminated"],
-    ["eval_topups", "rows put in eval by the min_eval / per-label floors, not by the hash alone"],
-    ["labels", "rows per label on each side"],
-], max_cell=120)
+SPLIT_KEYS = markdown_table(
+    ["key", "meaning"],
+    [
+        ["rows", "rows in this side's file (train + validation + eval = deduped_pairs rows_out)"],
+        ["fingerprint", "hash of train, validation and eval files together: training runs are keyed by it"],
+        ["contamination_pairs", "eval rows still near-duplicating a train row: must be 0"],
+        ["contamination_moved", "eval rows moved to train because they near-duplicated a train row"],
+        ["contamination_threshold", "MinHash Jaccard at or above which an eval row counts as contaminated"],
+        ["eval_topups", "rows put in eval by the min_eval / per-label floors, not by the hash alone"],
+        ["labels", "rows per label on each side"],
+    ],
+    max_cell=120,
+)
 
 
 SPLIT_SIDES = (  # asset, side in SplitResult.labels(), Layout file
@@ -300,15 +350,27 @@ SPLIT_SIDES = (  # asset, side in SplitResult.labels(), Layout file
 
 @dg.multi_asset(
     outs={
-        "train_set": dg.AssetOut(kinds={"python", "json"}, description=(
-            "Training examples (train.jsonl), in Axolotl's chat_template `messages` format: the "
-            "train side of the split minus the validation slice.")),
-        "validation_set": dg.AssetOut(kinds={"python", "json"}, description=(
-            "Validation slice (validation.jsonl), carved out of the train side by its own salted "
-            "hash: what Axolotl evaluates on and the \"did it learn\" guard judges. Never trained on.")),
-        "eval_set": dg.AssetOut(kinds={"python", "json"}, description=(
-            "Held-out examples (eval.jsonl), made before any training; never a near duplicate "
-            "of a train or validation example, and never read by training.")),
+        "train_set": dg.AssetOut(
+            kinds={"python", "json"},
+            description=(
+                "Training examples (train.jsonl), in Axolotl's chat_template `messages` format: the "
+                "train side of the split minus the validation slice."
+            ),
+        ),
+        "validation_set": dg.AssetOut(
+            kinds={"python", "json"},
+            description=(
+                "Validation slice (validation.jsonl), carved out of the train side by its own salted "
+                'hash: what Axolotl evaluates on and the "did it learn" guard judges. Never trained on.'
+            ),
+        ),
+        "eval_set": dg.AssetOut(
+            kinds={"python", "json"},
+            description=(
+                "Held-out examples (eval.jsonl), made before any training; never a near duplicate "
+                "of a train or validation example, and never read by training."
+            ),
+        ),
     },
     group_name=DATASET_GROUP,
     description="Held-out split by a salted hash of the normalised prompt (stable as data grows), "
@@ -339,12 +401,18 @@ def train_eval_split(context: dg.AssetExecutionContext, tunegate: TunegateResour
         write_jsonl(getattr(layout, attr), rows[side])
     fingerprint = split.data_fingerprint(*layout.split_files)
     labels = result.labels()
-    table = markdown_table(["label", "train", "validation", "eval", "eval share"], (
-        [k, v["train"], v["validation"], v["eval"], f"{v['eval'] / max(1, sum(v.values())):.0%}"]
-        for k, v in labels.items()))
-    context.log.info(f"train {len(result.train)}, validation {len(result.validation)}, eval {len(result.eval)}, "
-                     f"fingerprint {fingerprint[:12]}; {result.contamination_moved} contaminated eval rows "
-                     "moved to train")
+    table = markdown_table(
+        ["label", "train", "validation", "eval", "eval share"],
+        (
+            [k, v["train"], v["validation"], v["eval"], f"{v['eval'] / max(1, sum(v.values())):.0%}"]
+            for k, v in labels.items()
+        ),
+    )
+    context.log.info(
+        f"train {len(result.train)}, validation {len(result.validation)}, eval {len(result.eval)}, "
+        f"fingerprint {fingerprint[:12]}; {result.contamination_moved} contaminated eval rows "
+        "moved to train"
+    )
     shared = {
         "fingerprint": fingerprint,
         "contamination_pairs": result.contamination_pairs,
@@ -358,8 +426,12 @@ def train_eval_split(context: dg.AssetExecutionContext, tunegate: TunegateResour
         path = getattr(layout, attr)
         yield dg.MaterializeResult(
             asset_key=name,
-            value=split.SplitFile(path=str(path), rows=len(rows[side]), fingerprint=fingerprint,
-                                  labels={k: v[side] for k, v in labels.items() if v[side]}),
+            value=split.SplitFile(
+                path=str(path),
+                rows=len(rows[side]),
+                fingerprint=fingerprint,
+                labels={k: v[side] for k, v in labels.items() if v[side]},
+            ),
             metadata={"rows": len(rows[side]), "jsonl_path": dg.MetadataValue.path(str(path)), **shared},
         )
 
@@ -368,51 +440,73 @@ def _sides(layout) -> dict[str, list[dict]]:
     return {side: list(read_jsonl(getattr(layout, attr))) for _, side, attr in SPLIT_SIDES}
 
 
-@dg.asset_check(asset="eval_set", name="no_contamination", blocking=True,
-                description="No held-out row near-duplicates a train or validation row (MinHash Jaccard >= "
-                            "tunegate.yaml split.contamination_threshold), judged on the files as written.")
+@dg.asset_check(
+    asset="eval_set",
+    name="no_contamination",
+    blocking=True,
+    description="No held-out row near-duplicates a train or validation row (MinHash Jaccard >= "
+    "tunegate.yaml split.contamination_threshold), judged on the files as written.",
+)
 def eval_set_no_contamination(tunegate: TunegateResource) -> dg.AssetCheckResult:
     settings = tunegate.settings()
     sides = _sides(tunegate.layout)
     hasher = minhash.MinHasher(num_perm=settings.dedup.num_perm, shingle_size=settings.dedup.shingle_size)
-    pairs = split.contamination_pairs(sides["train"] + sides["validation"], sides["eval"],
-                                      settings.split.contamination_threshold, hasher)
+    pairs = split.contamination_pairs(
+        sides["train"] + sides["validation"], sides["eval"], settings.split.contamination_threshold, hasher
+    )
     return dg.AssetCheckResult(
         passed=not pairs,
-        description=(f"{len(pairs)} held-out rows near-duplicate rows training sees: re-run the split" if pairs
-                     else None),
-        metadata={"contamination_pairs": len(pairs),
-                  "contamination_threshold": dg.MetadataValue.float(settings.split.contamination_threshold),
-                  "pairs": dg.MetadataValue.md(markdown_table(["trained id", "held-out id"], pairs[:20]))},
+        description=(
+            f"{len(pairs)} held-out rows near-duplicate rows training sees: re-run the split" if pairs else None
+        ),
+        metadata={
+            "contamination_pairs": len(pairs),
+            "contamination_threshold": dg.MetadataValue.float(settings.split.contamination_threshold),
+            "pairs": dg.MetadataValue.md(markdown_table(["trained id", "held-out id"], pairs[:20])),
+        },
     )
 
 
-@dg.asset_check(asset="eval_set", name="disjoint_sides", blocking=True,
-                description="No prompt (normalised system + user turn) is on two sides of train / validation / eval.")
+@dg.asset_check(
+    asset="eval_set",
+    name="disjoint_sides",
+    blocking=True,
+    description="No prompt (normalised system + user turn) is on two sides of train / validation / eval.",
+)
 def eval_set_disjoint_sides(tunegate: TunegateResource) -> dg.AssetCheckResult:
     clashes = split.shared_prompts(_sides(tunegate.layout))
     return dg.AssetCheckResult(
         passed=not clashes,
         description=f"{len(clashes)} prompts are on two sides of the split" if clashes else None,
-        metadata={"shared_prompts": len(clashes),
-                  "examples": dg.MetadataValue.md(markdown_table(["rows"], [[c] for c in clashes[:20]]))},
+        metadata={
+            "shared_prompts": len(clashes),
+            "examples": dg.MetadataValue.md(markdown_table(["rows"], [[c] for c in clashes[:20]])),
+        },
     )
 
 
-@dg.asset_check(asset="train_set", name="fingerprint", blocking=True,
-                additional_ins={"validation_set": dg.AssetIn("validation_set"), "eval_set": dg.AssetIn("eval_set")},
-                description="train, validation and eval carry one fingerprint, and the files on disk still hash to "
-                            "it: training and scoring key their caches on it.")
-def train_set_fingerprint(tunegate: TunegateResource, train_set: split.SplitFile, validation_set: split.SplitFile,
-                          eval_set: split.SplitFile) -> dg.AssetCheckResult:  # fmt: skip
-    recorded = {"train": train_set.fingerprint, "validation": validation_set.fingerprint,
-                "eval": eval_set.fingerprint}
+@dg.asset_check(
+    asset="train_set",
+    name="fingerprint",
+    blocking=True,
+    additional_ins={"validation_set": dg.AssetIn("validation_set"), "eval_set": dg.AssetIn("eval_set")},
+    description="train, validation and eval carry one fingerprint, and the files on disk still hash to "
+    "it: training and scoring key their caches on it.",
+)
+def train_set_fingerprint(
+    tunegate: TunegateResource, train_set: split.SplitFile, validation_set: split.SplitFile, eval_set: split.SplitFile
+) -> dg.AssetCheckResult:
+    recorded = {"train": train_set.fingerprint, "validation": validation_set.fingerprint, "eval": eval_set.fingerprint}
     on_disk = split.data_fingerprint(*tunegate.layout.split_files)
     stale = {side: fp[:12] for side, fp in recorded.items() if fp != on_disk}
     return dg.AssetCheckResult(
         passed=not stale,
-        description=(f"the split files hash to {on_disk[:12]}, but {stale} was recorded: a file changed after the "
-                     "split; rematerialise train_set / validation_set / eval_set" if stale else None),
+        description=(
+            f"the split files hash to {on_disk[:12]}, but {stale} was recorded: a file changed after the "
+            "split; rematerialise train_set / validation_set / eval_set"
+            if stale
+            else None
+        ),
         metadata={"fingerprint": on_disk},
     )
 

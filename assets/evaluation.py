@@ -24,6 +24,7 @@ from pipelines.config.base import ConfigError
 from pipelines.config.evaluation import DEFAULT_LADDER, RungSettings
 from pipelines.config.paths import REPO_ROOT
 from pipelines.config.project import Project
+from pipelines.data.split import SplitFile
 from pipelines.evaluation import recipes
 from pipelines.evaluation import suite as suites
 from pipelines.evaluation.runner import PromptfooError
@@ -32,10 +33,9 @@ from pipelines.evaluation.task import load_task
 from pipelines.gate.decision import IncomparableCards
 from pipelines.gate.ladder import Ladder
 from pipelines.models import artefacts
-from pipelines.data.split import SplitFile
+from pipelines.models.loading import ModelSpec
 from pipelines.models.materialize import BaseModelInfo
 from pipelines.models.merge import BaseAsTrained, TunedModel
-from pipelines.models.loading import ModelSpec
 from pipelines.orchestration.partitions import base_model_partitions
 from pipelines.orchestration.resources import PromptfooResource, TunegateResource
 
@@ -61,8 +61,12 @@ def task_suite(tunegate: TunegateResource, eval_set: SplitFile, train_path: Path
     """The held-out cases with the task's checks; a label task without ``output.labels``
     takes its label set from the train split (default: the one written with this eval split)."""
     try:
-        return suites.task_suite(task_spec(tunegate), Path(eval_set.path), train_path or tunegate.layout.train_file,
-                                 tunegate.settings().eval.max_cases)  # fmt: skip
+        return suites.task_suite(
+            task_spec(tunegate),
+            Path(eval_set.path),
+            train_path or tunegate.layout.train_file,
+            tunegate.settings().eval.max_cases,
+        )
     except ConfigError as exc:
         raise dg.Failure(description=str(exc)) from exc
 
@@ -73,7 +77,9 @@ def check_answer_budget(context, suite: suites.Suite, model_dir: Path) -> None:
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    problem = suites.answer_budget_problem(suite, lambda text: len(tokenizer(text, add_special_tokens=False)["input_ids"]))
+    problem = suites.answer_budget_problem(
+        suite, lambda text: len(tokenizer(text, add_special_tokens=False)["input_ids"])
+    )
     if problem and (suite.scoring or {}).get("type") == "text":
         context.log.warning(problem)
     elif problem:
@@ -95,29 +101,56 @@ def base_artefact(tunegate: TunegateResource, partition_key: str, base_model: Ba
     return model, artefacts.identity(Path(base_model.path), template, {"dtype": "float32"})
 
 
-def run_scoring(context, tunegate: TunegateResource, promptfoo: PromptfooResource, run_name: str,
-                suite: suites.Suite, contenders: list[Contender], model: ModelSpec, train=None) -> dict[str, ScoreCard]:  # fmt: skip
+def run_scoring(
+    context,
+    tunegate: TunegateResource,
+    promptfoo: PromptfooResource,
+    run_name: str,
+    suite: suites.Suite,
+    contenders: list[Contender],
+    model: ModelSpec,
+    train=None,
+) -> dict[str, ScoreCard]:
     """Score contenders of one model in one promptfoo run (cached cards reused); each card is
     logged as an MLflow run (its id lands in the card as ``mlflow_run_id``)."""
     settings = tunegate.settings().eval
     slug = tunegate.base_model(context.partition_key).slug
     run_dir = tunegate.layout.eval_dir(slug, run_name)
     try:
-        cards = score(run_dir, suite, contenders, model, promptfoo.runner(settings.timeout_s),
-                      tunegate.layout.home / "evals" / "cards", train=train, batch_size=settings.batch_size,
-                      max_concurrency=settings.max_concurrency, log=context.log.info)  # fmt: skip
+        cards = score(
+            run_dir,
+            suite,
+            contenders,
+            model,
+            promptfoo.runner(settings.timeout_s),
+            tunegate.layout.home / "evals" / "cards",
+            train=train,
+            batch_size=settings.batch_size,
+            max_concurrency=settings.max_concurrency,
+            log=context.log.info,
+        )
     except PromptfooError as exc:
-        raise dg.Failure(description=f"promptfoo scoring of {run_name} failed: {exc}",
-                         metadata={"run_dir": dg.MetadataValue.path(str(run_dir))}) from exc  # fmt: skip
-    run_ids = tracking.log_scores(tunegate.tracking_store(), experiment(tunegate), run_name, context.partition_key,
-                                  cards, tracking.tags(suite=suite.name))  # fmt: skip
+        raise dg.Failure(
+            description=f"promptfoo scoring of {run_name} failed: {exc}",
+            metadata={"run_dir": dg.MetadataValue.path(str(run_dir))},
+        ) from exc
+    run_ids = tracking.log_scores(
+        tunegate.tracking_store(),
+        experiment(tunegate),
+        run_name,
+        context.partition_key,
+        cards,
+        tracking.tags(suite=suite.name),
+    )
     return {name: replace(card, mlflow_run_id=run_ids[name]) for name, card in cards.items()}
 
 
 def log_card(context, name: str, card: ScoreCard) -> None:
-    context.log.info(f"{name}: {card.passed}/{card.n} passed ({card.pass_rate:.1%}, "
-                     f"95% CI {card.ci_low:.1%}-{card.ci_high:.1%}), "
-                     f"{card.mean_prompt_tokens:.0f} prompt tokens/call")  # fmt: skip
+    context.log.info(
+        f"{name}: {card.passed}/{card.n} passed ({card.pass_rate:.1%}, "
+        f"95% CI {card.ci_low:.1%}-{card.ci_high:.1%}), "
+        f"{card.mean_prompt_tokens:.0f} prompt tokens/call"
+    )
 
 
 GROUP = "evaluation"
@@ -136,26 +169,41 @@ def build_prompt_ladder(ladder: tuple[RungSettings, ...]) -> dg.AssetsDefinition
     inputs = {dg.AssetKey("train_set"), dg.AssetKey("eval_set"), dg.AssetKey("base_model")}
     outs = {
         f"rung_{rung.name}": dg.AssetOut(
-            key=rung_keys[rung.name], group_name=GROUP, kinds=KINDS,
+            key=rung_keys[rung.name],
+            group_name=GROUP,
+            kinds=KINDS,
             description=f"Prompt-only rung {rung.name!r} ({rung.recipe}, k={rung.k}) on the base model, scored by "
-                        "promptfoo on the held-out cases; examples from the TRAIN split only.")
+            "promptfoo on the held-out cases; examples from the TRAIN split only.",
+        )
         for rung in ladder
     }
     outs["baseline_scores"] = dg.AssetOut(
-        key="baseline_scores", group_name=GROUP, kinds=KINDS,
+        key="baseline_scores",
+        group_name=GROUP,
+        kinds=KINDS,
         description="The baseline to beat: the strongest rung of the prompt ladder (ties go to the cheaper prompt). "
-                    "If any rung meets the task's target_pass_rate, training is skipped.")
+        "If any rung meets the task's target_pass_rate, training is skipped.",
+    )
     deps = {name: inputs for name in outs}
     deps["baseline_scores"] = set(rung_keys.values())
 
     @dg.multi_asset(name="prompt_ladder", outs=outs, partitions_def=base_model_partitions, internal_asset_deps=deps)
-    def prompt_ladder(context: dg.AssetExecutionContext, tunegate: TunegateResource, promptfoo: PromptfooResource,
-                      train_set: SplitFile, eval_set: SplitFile, base_model: BaseModelInfo):  # fmt: skip
+    def prompt_ladder(
+        context: dg.AssetExecutionContext,
+        tunegate: TunegateResource,
+        promptfoo: PromptfooResource,
+        train_set: SplitFile,
+        eval_set: SplitFile,
+        base_model: BaseModelInfo,
+    ):
         configured = tunegate.settings().eval.ladder
         if tuple(configured) != tuple(ladder):
-            raise dg.Failure(description=(
-                f"eval.ladder in {tunegate.settings_path()} is {[r.name for r in configured]}, but this code location "
-                f"was loaded with {[r.name for r in ladder]}: reload the code location (its assets come from the ladder)"))
+            raise dg.Failure(
+                description=(
+                    f"eval.ladder in {tunegate.settings_path()} is {[r.name for r in configured]}, but this code location "
+                    f"was loaded with {[r.name for r in ladder]}: reload the code location (its assets come from the ladder)"
+                )
+            )
         task = task_spec(tunegate)
         suite = task_suite(tunegate, eval_set, Path(train_set.path))
         check_answer_budget(context, suite, Path(base_model.path))
@@ -187,65 +235,103 @@ def _tuned_contender(tuned_model: TunedModel) -> tuple[ModelSpec, Contender]:
 
 
 @dg.asset(
-    partitions_def=base_model_partitions, group_name=GROUP, kinds=KINDS,
-    description=("The tuned model on the same held-out cases: the adapter merged into the weights it was trained "
-                 "against (what ships), prompted exactly as in training, scored by promptfoo with the same checks."),
-)  # fmt: skip
-def tuned_scores(context: dg.AssetExecutionContext, tunegate: TunegateResource, promptfoo: PromptfooResource,
-                 eval_set: SplitFile, tuned_model: TunedModel) -> dg.MaterializeResult:  # fmt: skip
+    partitions_def=base_model_partitions,
+    group_name=GROUP,
+    kinds=KINDS,
+    description=(
+        "The tuned model on the same held-out cases: the adapter merged into the weights it was trained "
+        "against (what ships), prompted exactly as in training, scored by promptfoo with the same checks."
+    ),
+)
+def tuned_scores(
+    context: dg.AssetExecutionContext,
+    tunegate: TunegateResource,
+    promptfoo: PromptfooResource,
+    eval_set: SplitFile,
+    tuned_model: TunedModel,
+) -> dg.MaterializeResult:
     if tuned_model.data_fingerprint != eval_set.fingerprint:
         raise dg.Failure(
-            description=(f"the tuned model was trained on dataset version {tuned_model.data_fingerprint!r}, the "
-                         f"held-out set is version {eval_set.fingerprint!r}: its eval split may overlap that "
-                         "training data; rematerialise qlora_adapter")  # fmt: skip
+            description=(
+                f"the tuned model was trained on dataset version {tuned_model.data_fingerprint!r}, the "
+                f"held-out set is version {eval_set.fingerprint!r}: its eval split may overlap that "
+                "training data; rematerialise qlora_adapter"
+            )
         )
     model, contender = _tuned_contender(tuned_model)
-    card = run_scoring(context, tunegate, promptfoo, "tuned", task_suite(tunegate, eval_set), [contender], model)["tuned"]
+    card = run_scoring(context, tunegate, promptfoo, "tuned", task_suite(tunegate, eval_set), [contender], model)[
+        "tuned"
+    ]
     log_card(context, "tuned", card)
     return dg.MaterializeResult(value=card, metadata=to_dagster(card.metadata()))
 
 
 def _general(context, tunegate, promptfoo, name: str, model: ModelSpec, artefact: dict) -> dg.MaterializeResult:
-    card = run_scoring(context, tunegate, promptfoo, f"{name}-general", general_suite(tunegate),
-                       [Contender(name, artefact)], model)[name]  # fmt: skip
+    card = run_scoring(
+        context, tunegate, promptfoo, f"{name}-general", general_suite(tunegate), [Contender(name, artefact)], model
+    )[name]
     log_card(context, f"{name} general skills", card)
     return dg.MaterializeResult(value=card, metadata=to_dagster(card.metadata()))
 
 
 @dg.asset(
-    partitions_def=base_model_partitions, group_name=GROUP, kinds=KINDS,
-    description=("General skills (evals/general.jsonl: instruction following, arithmetic, facts) of the fp32 base "
-                 "model, the model that serves without tuning: the reference for forgetting."),
-)  # fmt: skip
-def baseline_general_scores(context: dg.AssetExecutionContext, tunegate: TunegateResource,
-                            promptfoo: PromptfooResource, base_model: BaseModelInfo) -> dg.MaterializeResult:  # fmt: skip
+    partitions_def=base_model_partitions,
+    group_name=GROUP,
+    kinds=KINDS,
+    description=(
+        "General skills (evals/general.jsonl: instruction following, arithmetic, facts) of the fp32 base "
+        "model, the model that serves without tuning: the reference for forgetting."
+    ),
+)
+def baseline_general_scores(
+    context: dg.AssetExecutionContext,
+    tunegate: TunegateResource,
+    promptfoo: PromptfooResource,
+    base_model: BaseModelInfo,
+) -> dg.MaterializeResult:
     model, artefact = base_artefact(tunegate, context.partition_key, base_model)
     return _general(context, tunegate, promptfoo, "base", model, artefact)
 
 
 @dg.asset(
-    partitions_def=base_model_partitions, group_name=GROUP, kinds=KINDS,
-    description=("General skills of the base model as training saw it (4-bit NF4, dequantised), without the adapter: "
-                 "separates the cost of quantisation from the adapter's own effect. Same card as the fp32 base "
-                 "(cached) for a plain LoRA."),
-)  # fmt: skip
-def base_as_trained_general_scores(context: dg.AssetExecutionContext, tunegate: TunegateResource,
-                                   promptfoo: PromptfooResource, base_as_trained: BaseAsTrained) -> dg.MaterializeResult:  # fmt: skip
+    partitions_def=base_model_partitions,
+    group_name=GROUP,
+    kinds=KINDS,
+    description=(
+        "General skills of the base model as training saw it (4-bit NF4, dequantised), without the adapter: "
+        "separates the cost of quantisation from the adapter's own effect. Same card as the fp32 base "
+        "(cached) for a plain LoRA."
+    ),
+)
+def base_as_trained_general_scores(
+    context: dg.AssetExecutionContext,
+    tunegate: TunegateResource,
+    promptfoo: PromptfooResource,
+    base_as_trained: BaseAsTrained,
+) -> dg.MaterializeResult:
     model = ModelSpec(base_dir=base_as_trained.path, chat_template=base_as_trained.chat_template)
     return _general(context, tunegate, promptfoo, "base_as_trained", model, base_as_trained.artefact)
 
 
 @dg.asset(
-    partitions_def=base_model_partitions, group_name=GROUP, kinds=KINDS,
+    partitions_def=base_model_partitions,
+    group_name=GROUP,
+    kinds=KINDS,
     description="General skills of the tuned model that would ship: the gate refuses one that forgot them.",
 )
-def tuned_general_scores(context: dg.AssetExecutionContext, tunegate: TunegateResource,
-                         promptfoo: PromptfooResource, tuned_model: TunedModel) -> dg.MaterializeResult:  # fmt: skip
+def tuned_general_scores(
+    context: dg.AssetExecutionContext, tunegate: TunegateResource, promptfoo: PromptfooResource, tuned_model: TunedModel
+) -> dg.MaterializeResult:
     model, contender = _tuned_contender(tuned_model)
     return _general(context, tunegate, promptfoo, "tuned", model, contender.artefact)
 
 
 def build_assets(project: Project) -> list[dg.AssetsDefinition]:
     """The evaluation stage of the code location: the configured prompt ladder and the scores."""
-    return [build_prompt_ladder(project.settings.eval.ladder), tuned_scores, baseline_general_scores,
-            base_as_trained_general_scores, tuned_general_scores]  # fmt: skip
+    return [
+        build_prompt_ladder(project.settings.eval.ladder),
+        tuned_scores,
+        baseline_general_scores,
+        base_as_trained_general_scores,
+        tuned_general_scores,
+    ]

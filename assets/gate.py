@@ -13,8 +13,6 @@ from pathlib import Path
 
 import dagster as dg
 
-from pipelines.config.project import Project
-
 from assets.evaluation import (
     experiment,
     run_scoring,
@@ -24,6 +22,8 @@ from assets.evaluation import (
 from assets.metadata import to_dagster
 from pipelines.common import tracking
 from pipelines.common.metadata import PathValue
+from pipelines.config.project import Project
+from pipelines.data.split import SplitFile
 from pipelines.evaluation import recipes
 from pipelines.evaluation.scorecard import Contender, ScoreCard
 from pipelines.gate import bases, cost, registry
@@ -31,14 +31,13 @@ from pipelines.gate.decision import ChampionInput, IncomparableCards, decide
 from pipelines.gate.ladder import Ladder
 from pipelines.gate.report import DecisionRecord, decision_record
 from pipelines.models import artefacts
-from pipelines.data.split import SplitFile
+from pipelines.models.loading import ModelSpec
 from pipelines.models.materialize import BaseModelInfo
 from pipelines.models.merge import BaseAsTrained, TunedModel
-from pipelines.training.adapter import AdapterRecord
-from pipelines.models.loading import ModelSpec
 from pipelines.orchestration.automation import latest_materialization
 from pipelines.orchestration.partitions import base_model_partitions
 from pipelines.orchestration.resources import PromptfooResource, TunegateResource
+from pipelines.training.adapter import AdapterRecord
 
 GROUP = "promotion"
 
@@ -60,18 +59,29 @@ def _champion(context, tunegate, promptfoo, eval_set: SplitFile, tuned_model: Tu
         return ChampionInput("missing", entry, why=f"{entry.partition} at {entry.model_dir}: {exc}")
     model = ModelSpec(base_dir=str(model_dir), chat_template=entry.artefact["chat_template"])
     contender = Contender("champion", entry.artefact, recipes.Recipe("as_trained"))
-    card = run_scoring(context, tunegate, promptfoo, "champion", task_suite(tunegate, eval_set), [contender], model)["champion"]
+    card = run_scoring(context, tunegate, promptfoo, "champion", task_suite(tunegate, eval_set), [contender], model)[
+        "champion"
+    ]
     return ChampionInput("scored", entry, card)
 
 
 @dg.asset(
-    partitions_def=base_model_partitions, group_name=GROUP, kinds={"promptfoo", "python"},
-    description=("The task's current champion (the MLflow alias `champion`, any base model), re-scored on TODAY's "
-                 "held-out cases, loaded exactly as it ships, so a data refresh never switches the champion check "
-                 "off. Its status: none, same (the candidate is the champion), missing (files gone) or scored."),
-)  # fmt: skip
-def champion_scores(context: dg.AssetExecutionContext, tunegate: TunegateResource, promptfoo: PromptfooResource,
-                    eval_set: SplitFile, tuned_model: TunedModel) -> dg.MaterializeResult:  # fmt: skip
+    partitions_def=base_model_partitions,
+    group_name=GROUP,
+    kinds={"promptfoo", "python"},
+    description=(
+        "The task's current champion (the MLflow alias `champion`, any base model), re-scored on TODAY's "
+        "held-out cases, loaded exactly as it ships, so a data refresh never switches the champion check "
+        "off. Its status: none, same (the candidate is the champion), missing (files gone) or scored."
+    ),
+)
+def champion_scores(
+    context: dg.AssetExecutionContext,
+    tunegate: TunegateResource,
+    promptfoo: PromptfooResource,
+    eval_set: SplitFile,
+    tuned_model: TunedModel,
+) -> dg.MaterializeResult:
     champion = _champion(context, tunegate, promptfoo, eval_set, tuned_model)
     context.log.info(f"champion: {champion.status} {champion.why}")
     return dg.MaterializeResult(value=champion, metadata=to_dagster(champion.metadata()))
@@ -83,8 +93,9 @@ def _released(tunegate: TunegateResource, name: str | None) -> str | None:
     return spec.released.isoformat() if spec and spec.released else None
 
 
-def _base_model_context(context, tunegate: TunegateResource, base_model: BaseModelInfo,
-                        champion: ChampionInput) -> bases.BaseModelContext:  # fmt: skip
+def _base_model_context(
+    context, tunegate: TunegateResource, base_model: BaseModelInfo, champion: ChampionInput
+) -> bases.BaseModelContext:
     """Every other base model's latest gate decision, read from the instance, so a "no" on the
     old base still shows beside the new one what switching buys."""
     others = []
@@ -94,26 +105,40 @@ def _base_model_context(context, tunegate: TunegateResource, base_model: BaseMod
         meta, _ = latest_materialization(context.instance, "gate_decision", partition)
         if meta is None:
             continue
-        others.append(bases.OtherBase(partition, meta.get("tuned_pass_rate"), meta.get("baseline_pass_rate"),
-                                      meta.get("baseline_rung"), bool(meta.get("promote")),
-                                      meta.get("suite_fingerprint"), _released(tunegate, partition)))  # fmt: skip
+        others.append(
+            bases.OtherBase(
+                partition,
+                meta.get("tuned_pass_rate"),
+                meta.get("baseline_pass_rate"),
+                meta.get("baseline_rung"),
+                bool(meta.get("promote")),
+                meta.get("suite_fingerprint"),
+                _released(tunegate, partition),
+            )
+        )
     stats = context.instance.get_run_stats(context.run.run_id)
     started = getattr(stats, "start_time", None)
     return bases.BaseModelContext(
-        candidate=context.partition_key, candidate_released=base_model.released, others=others,
+        candidate=context.partition_key,
+        candidate_released=base_model.released,
+        others=others,
         champion_released=_released(tunegate, champion.entry.partition if champion.entry else None),
         run_seconds=(time.time() - started) if started else None,
-    )  # fmt: skip
+    )
 
 
 @dg.asset(
-    partitions_def=base_model_partitions, group_name=GROUP, kinds={"python", "markdown"},
-    description=("The gate's verdict, yes or no: the tuned model vs the strongest prompt-only rung (margin, one-sided "
-                 "exact McNemar on paired cases), vs the re-scored champion (same rule), general-skills drop "
-                 "(upper 95 % bound, decomposed into quantisation and adapter), the cost table, and every base "
-                 "model side by side (which serves after, the champion base's age, this re-tune's cost). "
-                 "Thresholds from tunegate.yaml `gate:`, prices from `cost:`."),
-)  # fmt: skip
+    partitions_def=base_model_partitions,
+    group_name=GROUP,
+    kinds={"python", "markdown"},
+    description=(
+        "The gate's verdict, yes or no: the tuned model vs the strongest prompt-only rung (margin, one-sided "
+        "exact McNemar on paired cases), vs the re-scored champion (same rule), general-skills drop "
+        "(upper 95 % bound, decomposed into quantisation and adapter), the cost table, and every base "
+        "model side by side (which serves after, the champion base's age, this re-tune's cost). "
+        "Thresholds from tunegate.yaml `gate:`, prices from `cost:`."
+    ),
+)
 def gate_decision(
     context: dg.AssetExecutionContext,
     tunegate: TunegateResource,
@@ -143,30 +168,55 @@ def gate_decision(
     ctx = _base_model_context(context, tunegate, base_model, champion_scores)
     bases_md = bases.base_models_md(decision, tuned_scores, rungs[decision.baseline_rung], ctx, costs)
     record = decision_record(decision, rungs, tuned_scores, general, costs, bases_md=bases_md, base_models=ctx)
-    record = replace(record, mlflow_run_id=tracking.log_decision(
-        tunegate.tracking_store(), experiment(tunegate), context.partition_key, record,
-        tracking.tags(data_fingerprint=qlora_adapter.data_fingerprint, run_key=qlora_adapter.run_key,
-                      training_run=qlora_adapter.mlflow_run_id)))  # fmt: skip
+    record = replace(
+        record,
+        mlflow_run_id=tracking.log_decision(
+            tunegate.tracking_store(),
+            experiment(tunegate),
+            context.partition_key,
+            record,
+            tracking.tags(
+                data_fingerprint=qlora_adapter.data_fingerprint,
+                run_key=qlora_adapter.run_key,
+                training_run=qlora_adapter.mlflow_run_id,
+            ),
+        ),
+    )
     context.log.info(f"Gate decision for {context.partition_key}:\n{record.report_md}")
     return dg.MaterializeResult(value=record, metadata=to_dagster(record.metadata()))
 
 
 @dg.asset(
-    partitions_def=base_model_partitions, group_name=GROUP, kinds={"python", "mlflow"}, output_required=False,
-    description=("A promoted fine-tune: the scored artefact (merged model, adapter, base reference) registered as a "
-                 "version of the task's MLflow model, tagged with base model, data and eval fingerprints and scores, "
-                 "and the alias `champion` moved to it (both or neither). Materialises only on a win, and only if "
-                 "the folder still hashes to what the gate scored."),
-)  # fmt: skip
-def promoted_model(context: dg.AssetExecutionContext, tunegate: TunegateResource, gate_decision: DecisionRecord,
-                   tuned_model: TunedModel, qlora_adapter: AdapterRecord, base_model: BaseModelInfo):  # fmt: skip
+    partitions_def=base_model_partitions,
+    group_name=GROUP,
+    kinds={"python", "mlflow"},
+    output_required=False,
+    description=(
+        "A promoted fine-tune: the scored artefact (merged model, adapter, base reference) registered as a "
+        "version of the task's MLflow model, tagged with base model, data and eval fingerprints and scores, "
+        "and the alias `champion` moved to it (both or neither). Materialises only on a win, and only if "
+        "the folder still hashes to what the gate scored."
+    ),
+)
+def promoted_model(
+    context: dg.AssetExecutionContext,
+    tunegate: TunegateResource,
+    gate_decision: DecisionRecord,
+    tuned_model: TunedModel,
+    qlora_adapter: AdapterRecord,
+    base_model: BaseModelInfo,
+):
     if not gate_decision.decision.promote:
         context.log.info(f"Nothing promoted for {context.partition_key}: {gate_decision.decision.reason}")
         return
     scored = gate_decision.candidate
     if scored["id"] != tuned_model.artefact["id"]:
-        raise dg.Failure(description=(f"refusing to promote: the gate scored artefact {scored['id'][:16]}, but "
-                                      f"tuned_model is now {tuned_model.artefact['id'][:16]}; re-run the gate"))  # fmt: skip
+        raise dg.Failure(
+            description=(
+                f"refusing to promote: the gate scored artefact {scored['id'][:16]}, but "
+                f"tuned_model is now {tuned_model.artefact['id'][:16]}; re-run the gate"
+            )
+        )
     try:
         artefacts.verify(scored, Path(tuned_model.path))
     except (FileNotFoundError, ValueError) as exc:

@@ -11,17 +11,16 @@ from pathlib import Path
 
 import dagster as dg
 
-from pipelines.config.project import Project
-from pipelines.models.materialize import BaseModelInfo
-from pipelines.training.adapter import AdapterRecord
-
 from pipelines.common import hashing
+from pipelines.config.project import Project
 from pipelines.models import artefacts, materialize, merge, tokenizer_fixes
+from pipelines.models.materialize import BaseModelInfo
 from pipelines.orchestration.partitions import base_model_partitions
 from pipelines.orchestration.resources import TunegateResource
 from pipelines.training import (
     adapter,
 )
+from pipelines.training.adapter import AdapterRecord
 
 
 @dg.asset(
@@ -73,15 +72,18 @@ def base_model(context: dg.AssetExecutionContext, tunegate: TunegateResource) ->
         "words are single tokens (pipelines/models/tokenizer_fixes.py). A failure names the registry fix."
     ),
 )
-def base_model_tokenizer_check(context: dg.AssetCheckExecutionContext, tunegate: TunegateResource,
-                               base_model: BaseModelInfo) -> dg.AssetCheckResult:  # fmt: skip
+def base_model_tokenizer_check(
+    context: dg.AssetCheckExecutionContext, tunegate: TunegateResource, base_model: BaseModelInfo
+) -> dg.AssetCheckResult:
     spec = tunegate.base_model(context.partition_key)
     _, _, problems = materialize.tokenizer_problems(spec, Path(base_model.path))
     return dg.AssetCheckResult(
         passed=not problems,
         description=tokenizer_fixes.check_failure_message(spec, problems) if problems else None,
-        metadata={"problems": len(problems),
-                  "checked": dg.MetadataValue.md("\n".join(f"- {p}" for p in problems or base_model.tokenizer_check))},
+        metadata={
+            "problems": len(problems),
+            "checked": dg.MetadataValue.md("\n".join(f"- {p}" for p in problems or base_model.tokenizer_check)),
+        },
     )
 
 
@@ -97,19 +99,29 @@ def _metadata(value: merge.BaseAsTrained | merge.TunedModel, built: merge.BuiltM
         "built_now": built is not None,
     }
     if built is not None:
-        meta.update({"parameters": dg.MetadataValue.int(built.parameters),
-                     "size_mb": dg.MetadataValue.float(round(built.size_bytes / 2**20, 1)), "note": built.note})  # fmt: skip
+        meta.update(
+            {
+                "parameters": dg.MetadataValue.int(built.parameters),
+                "size_mb": dg.MetadataValue.float(round(built.size_bytes / 2**20, 1)),
+                "note": built.note,
+            }
+        )
     return meta
 
 
 @dg.asset(
-    partitions_def=base_model_partitions, group_name=GROUP, kinds={"pytorch", "safetensors"},
-    description=("The base model's weights as the adapter was trained against them: for QLoRA the base quantised "
-                 "exactly as in training (the recorded BitsAndBytesConfig) and dequantised to fp32, so the cost of "
-                 "quantisation can be measured alone; for a plain LoRA the fp32 base itself."),
-)  # fmt: skip
-def base_as_trained(context: dg.AssetExecutionContext, tunegate: TunegateResource, base_model: BaseModelInfo,
-                    axolotl_config: dict) -> dg.MaterializeResult:  # fmt: skip
+    partitions_def=base_model_partitions,
+    group_name=GROUP,
+    kinds={"pytorch", "safetensors"},
+    description=(
+        "The base model's weights as the adapter was trained against them: for QLoRA the base quantised "
+        "exactly as in training (the recorded BitsAndBytesConfig) and dequantised to fp32, so the cost of "
+        "quantisation can be measured alone; for a plain LoRA the fp32 base itself."
+    ),
+)
+def base_as_trained(
+    context: dg.AssetExecutionContext, tunegate: TunegateResource, base_model: BaseModelInfo, axolotl_config: dict
+) -> dg.MaterializeResult:
     quant = adapter.quantization_config(axolotl_config["config"])
     template = axolotl_config["config"].get("chat_template") or tunegate.base_model(context.partition_key).chat_template
     built = None
@@ -123,19 +135,32 @@ def base_as_trained(context: dg.AssetExecutionContext, tunegate: TunegateResourc
         load = {"dtype": "float32", "dequantised_from": quant}
     else:
         path, load = Path(base_model.path), {"dtype": "float32"}
-    value = merge.BaseAsTrained(path=str(path), quantised=bool(quant.get("load_in_4bit")), bnb_config=quant,
-                                chat_template=template, artefact=artefacts.identity(path, template, load))  # fmt: skip
+    value = merge.BaseAsTrained(
+        path=str(path),
+        quantised=bool(quant.get("load_in_4bit")),
+        bnb_config=quant,
+        chat_template=template,
+        artefact=artefacts.identity(path, template, load),
+    )
     return dg.MaterializeResult(value=value, metadata={**_metadata(value, built), "quantised": value.quantised})
 
 
 @dg.asset(
-    partitions_def=base_model_partitions, group_name=GROUP, kinds={"pytorch", "safetensors"},
-    description=("The candidate: the adapter merged into the weights it was trained against (base_as_trained), with "
-                 "the training chat template in its tokenizer. Evaluation scores this folder; promotion ships it "
-                 "after checking its content hash is the one that was scored."),
-)  # fmt: skip
-def tuned_model(context: dg.AssetExecutionContext, tunegate: TunegateResource, qlora_adapter: AdapterRecord,
-                base_as_trained: merge.BaseAsTrained) -> dg.MaterializeResult:  # fmt: skip
+    partitions_def=base_model_partitions,
+    group_name=GROUP,
+    kinds={"pytorch", "safetensors"},
+    description=(
+        "The candidate: the adapter merged into the weights it was trained against (base_as_trained), with "
+        "the training chat template in its tokenizer. Evaluation scores this folder; promotion ships it "
+        "after checking its content hash is the one that was scored."
+    ),
+)
+def tuned_model(
+    context: dg.AssetExecutionContext,
+    tunegate: TunegateResource,
+    qlora_adapter: AdapterRecord,
+    base_as_trained: merge.BaseAsTrained,
+) -> dg.MaterializeResult:
     slug = tunegate.base_model(context.partition_key).slug
     path = tunegate.layout.home / "models" / slug / "tuned" / qlora_adapter.run_key
     template = base_as_trained.chat_template
@@ -153,8 +178,6 @@ def tuned_model(context: dg.AssetExecutionContext, tunegate: TunegateResource, q
         base_as_trained=base_as_trained.artefact["id"],
     )
     return dg.MaterializeResult(value=value, metadata={**_metadata(value, built), "run_key": value.run_key})
-
-
 
 
 def build_assets(project: Project) -> list[dg.AssetsDefinition | dg.AssetChecksDefinition]:

@@ -18,8 +18,8 @@ from pipelines.config.paths import REPO_ROOT
 from pipelines.config.project import Project
 from pipelines.config.training import TrainingSettings
 from pipelines.data.split import SplitFile
-from pipelines.models.materialize import BaseModelInfo
 from pipelines.gate.ladder import Ladder
+from pipelines.models.materialize import BaseModelInfo
 from pipelines.orchestration.partitions import base_model_partitions
 from pipelines.orchestration.resources import AxolotlResource, TunegateResource
 from pipelines.training import (
@@ -48,10 +48,15 @@ def _on_cuda(settings: TrainingSettings) -> bool | None:
 
 
 def _pod_launch(settings: TrainingSettings, plan: run_plan.RunPlan) -> k8s_pod.PodLaunch:
-    paths = [str(plan.run_dir), str(plan.base_model_dir), plan.config["dataset_prepared_path"],
-             *[entry["path"] for key in ("datasets", "test_datasets") for entry in plan.config[key]]]
-    return k8s_pod.pod_launch(settings.kubernetes, processes=settings.processes,
-                              launcher_module=LAUNCHER_MODULE, paths=paths)
+    paths = [
+        str(plan.run_dir),
+        str(plan.base_model_dir),
+        plan.config["dataset_prepared_path"],
+        *[entry["path"] for key in ("datasets", "test_datasets") for entry in plan.config[key]],
+    ]
+    return k8s_pod.pod_launch(
+        settings.kubernetes, processes=settings.processes, launcher_module=LAUNCHER_MODULE, paths=paths
+    )
 
 
 def _check_pod(pod: k8s_pod.PodLaunch) -> None:
@@ -60,8 +65,14 @@ def _check_pod(pod: k8s_pod.PodLaunch) -> None:
     from dagster_k8s.pipes import build_pod_body
 
     try:
-        build_pod_body(pod_name="tunegate-check", image=pod.image, command=pod.command, env_vars=pod.env,
-                       base_pod_meta=pod.base_pod_meta, base_pod_spec=pod.base_pod_spec)
+        build_pod_body(
+            pod_name="tunegate-check",
+            image=pod.image,
+            command=pod.command,
+            env_vars=pod.env,
+            base_pod_meta=pod.base_pod_meta,
+            base_pod_spec=pod.base_pod_spec,
+        )
     except Exception as exc:  # dagster-k8s raises invariant violations and model errors
         raise k8s_pod.PodSpecError(f"training.kubernetes: the pod spec is invalid: {exc}") from exc
 
@@ -146,17 +157,23 @@ def axolotl_config(
 
 def _training_tags(partition: str, plan: run_plan.RunPlan) -> dict[str, str]:
     """Tags of the training run (set by Axolotl's MLflow integration from ``MLFLOW_TAGS``)."""
-    return tracking.tags(kind="training", partition=partition, data_fingerprint=plan.data_fingerprint,
-                         config_hash=plan.config_hash, run_key=plan.run_key,
-                         base_model_sha256=plan.base_model_sha256)  # fmt: skip
+    return tracking.tags(
+        kind="training",
+        partition=partition,
+        data_fingerprint=plan.data_fingerprint,
+        config_hash=plan.config_hash,
+        run_key=plan.run_key,
+        base_model_sha256=plan.base_model_sha256,
+    )
 
 
 def _training_run(tunegate: TunegateResource, plan: run_plan.RunPlan) -> str | None:
     """The MLflow run Axolotl logged this training to (None when tracking was off)."""
     if not plan.config.get("use_mlflow"):
         return None
-    return tracking.find_run(tunegate.tracking_store(), plan.config["mlflow_experiment_name"], kind="training",
-                             run_key=plan.run_key)  # fmt: skip
+    return tracking.find_run(
+        tunegate.tracking_store(), plan.config["mlflow_experiment_name"], kind="training", run_key=plan.run_key
+    )
 
 
 def _qlora_adapter(
@@ -198,8 +215,13 @@ def _qlora_adapter(
     on_k8s = settings.backend == "kubernetes"
     timeout_s = axolotl.timeout_s or settings.timeout_s
     extras = {
-        "command": launch.launch_command(launch_path, settings.kubernetes.axolotl if on_k8s else axolotl.executable,
-                                     launcher=plan.launcher, processes=plan.processes, cuda=plan.cuda),
+        "command": launch.launch_command(
+            launch_path,
+            settings.kubernetes.axolotl if on_k8s else axolotl.executable,
+            launcher=plan.launcher,
+            processes=plan.processes,
+            cuda=plan.cuda,
+        ),
         "run_dir": str(plan.run_dir),
         "cpu_qlora_patch": plan.needs_cpu_qlora_patch,
         "extra_env": {**axolotl.extra_env, **tracking.tags_env(_training_tags(context.partition_key, plan))},
@@ -208,12 +230,17 @@ def _qlora_adapter(
     try:
         if on_k8s:  # the same launcher and extras, in a pod; Pipes messages come back in its logs
             invocation = axolotl.k8s_client().run(
-                context=context, extras=extras, pod_wait_timeout=timeout_s + 600,
+                context=context,
+                extras=extras,
+                pod_wait_timeout=timeout_s + 600,
                 **_pod_launch(settings, plan).run_kwargs(),
             )
         else:
             invocation = pipes_subprocess_client.run(
-                context=context, command=[sys.executable, "-m", LAUNCHER_MODULE], cwd=str(REPO_ROOT), extras=extras,
+                context=context,
+                command=[sys.executable, "-m", LAUNCHER_MODULE],
+                cwd=str(REPO_ROOT),
+                extras=extras,
             )
     except Exception as exc:  # the Pipes client's error type is not public API; any launch failure gets the tail
         raise dg.Failure(
@@ -231,8 +258,9 @@ def _qlora_adapter(
         metrics = train_metrics.read_metrics(plan.run_dir)
         guard.check_learned(metrics, settings.min_eval_loss_drop)
     except (OSError, ValueError) as exc:
-        raise dg.Failure(description=str(exc), metadata={
-            "train_log": dg.MetadataValue.path(str(plan.log_path))}) from exc
+        raise dg.Failure(
+            description=str(exc), metadata={"train_log": dg.MetadataValue.path(str(plan.log_path))}
+        ) from exc
     except guard.NotLearnedError as exc:
         raise dg.Failure(
             description=str(exc),
@@ -267,7 +295,9 @@ def build_qlora_adapter(pool: str) -> dg.AssetsDefinition:
     )(_qlora_adapter)
 
 
-qlora_adapter = build_qlora_adapter(TrainingSettings().pool)  # the schema's default pool; the code location passes its own
+qlora_adapter = build_qlora_adapter(
+    TrainingSettings().pool
+)  # the schema's default pool; the code location passes its own
 
 
 def build_assets(project: Project) -> list[dg.AssetsDefinition]:

@@ -30,11 +30,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from pipelines.data import quality, validate
-from pipelines.data import split
-from pipelines.data import minhash
-from pipelines.data import dedup  # noqa: E402
 from pipelines.config.sources import SourceSpec  # noqa: E402
+from pipelines.data import (
+    dedup,  # noqa: E402
+    minhash,
+    quality,
+    split,
+    validate,
+)
 from pipelines.data.records import normalize, turn, words  # noqa: E402
 
 SYSTEM = "Classify the support ticket."
@@ -73,8 +76,17 @@ def generate(path: Path, n: int, seed: int) -> None:
             originals.append(tokens)
             label = LABELS[i % 5]
             answer = json.dumps({"category": label, "priority": "low"})
-            out.write(json.dumps({"messages": [{"role": "user", "content": " ".join(tokens)},
-                                               {"role": "assistant", "content": answer}]}) + "\n")
+            out.write(
+                json.dumps(
+                    {
+                        "messages": [
+                            {"role": "user", "content": " ".join(tokens)},
+                            {"role": "assistant", "content": answer},
+                        ]
+                    }
+                )
+                + "\n"
+            )
         origins = rng.sample(range(n_orig), n_exact + n_near)  # each original duplicated at most once
         for k, origin in enumerate(origins):
             tokens = originals[origin]
@@ -83,8 +95,10 @@ def generate(path: Path, n: int, seed: int) -> None:
             else:
                 text = " ".join(_edit(tokens, rng, vocab))
             answer = json.dumps({"category": LABELS[origin % 5], "priority": "low"})
-            out.write(json.dumps({"messages": [{"role": "user", "content": text},
-                                               {"role": "assistant", "content": answer}]}) + "\n")
+            out.write(
+                json.dumps({"messages": [{"role": "user", "content": text}, {"role": "assistant", "content": answer}]})
+                + "\n"
+            )
             truth.append([n_orig + k + 1, origin + 1, "exact" if k < n_exact else "near"])
         for _ in range(n_bad):
             out.write('{"messages": [{"role": "user", "content": "truncated\n')
@@ -93,8 +107,8 @@ def generate(path: Path, n: int, seed: int) -> None:
 
 def _jaccard(a: str, b: str, k: int = 3) -> float:
     ta, tb = words(a), words(b)
-    sa = {tuple(ta[i:i + k]) for i in range(len(ta) - k + 1)}
-    sb = {tuple(tb[i:i + k]) for i in range(len(tb) - k + 1)}
+    sa = {tuple(ta[i : i + k]) for i in range(len(ta) - k + 1)}
+    sb = {tuple(tb[i : i + k]) for i in range(len(tb) - k + 1)}
     return len(sa & sb) / max(1, len(sa | sb))
 
 
@@ -106,7 +120,7 @@ def reference(texts: list[str], threshold: float, num_perm: int) -> tuple[float,
     shingles = []
     for text in texts:
         tokens = words(text) or [normalize(text)]
-        grams = [" ".join(tokens[i:i + 3]) for i in range(max(1, len(tokens) - 2))]
+        grams = [" ".join(tokens[i : i + 3]) for i in range(max(1, len(tokens) - 2))]
         shingles.append([g.encode() for g in grams])
     hashes = MinHash.bulk(shingles, num_perm=num_perm)
     lsh = MinHashLSH(threshold=threshold, num_perm=num_perm)
@@ -135,17 +149,26 @@ def main() -> None:
     workdir = Path(tempfile.mkdtemp(prefix="tunegate-bench-"))
     data = workdir / "pairs.jsonl"
     start = time.perf_counter()
-    subprocess.run([sys.executable, __file__, "--generate", str(data), "--n", str(args.n), "--seed", str(args.seed)],
-                   check=True)
+    subprocess.run(
+        [sys.executable, __file__, "--generate", str(data), "--n", str(args.n), "--seed", str(args.seed)], check=True
+    )
     print(f"generated {args.n:,} pairs in {time.perf_counter() - start:.1f}s ({data.stat().st_size / 1e6:.0f} MB)")
 
-    spec = SourceSpec(name="bench", kind="jsonl", path=str(data), fields={"messages": "messages"},
-                      label="category", system_prompt=SYSTEM)
+    spec = SourceSpec(
+        name="bench",
+        kind="jsonl",
+        path=str(data),
+        fields={"messages": "messages"},
+        label="category",
+        system_prompt=SYSTEM,
+    )
     hasher = minhash.MinHasher(num_perm=args.num_perm)
     t0 = time.perf_counter()
     minhash.compile_kernels()
-    print(f"numba kernels compiled or loaded from cache in {time.perf_counter() - t0:.1f}s (once per "
-          "install / per process: not part of a run's time)")
+    print(
+        f"numba kernels compiled or loaded from cache in {time.perf_counter() - t0:.1f}s (once per "
+        "install / per process: not part of a run's time)"
+    )
     timings = {}
     t0 = time.perf_counter()
     loaded = validate.ingest(spec, max_chars=4000)
@@ -172,18 +195,24 @@ def main() -> None:
     near_truth = [(d, o) for d, o, k in truth if k == "near"]
     near_j = sorted(_jaccard(texts[f"bench-{o}"], texts[f"bench-{d}"]) for d, o in near_truth[:2000])
 
-    print(f"rows in {loaded.rows_in:,}: kept {len(loaded.records):,}, quarantined {len(loaded.quarantined):,}; "
-          f"deduped {len(deduped.kept):,} (exact {deduped.exact_duplicates:,}, near {deduped.near_duplicates:,}); "
-          f"train {len(result.train):,} / eval {len(result.eval):,}, contamination moved "
-          f"{result.contamination_moved}, left {result.contamination_pairs}")
+    print(
+        f"rows in {loaded.rows_in:,}: kept {len(loaded.records):,}, quarantined {len(loaded.quarantined):,}; "
+        f"deduped {len(deduped.kept):,} (exact {deduped.exact_duplicates:,}, near {deduped.near_duplicates:,}); "
+        f"train {len(result.train):,} / eval {len(result.eval):,}, contamination moved "
+        f"{result.contamination_moved}, left {result.contamination_pairs}"
+    )
     for stage, seconds in timings.items():
         print(f"  {stage:<14} {seconds:7.1f}s")
-    print(f"end to end: {total:.1f}s = {args.n / total:,.0f} pairs/s (goal >= 20,000); peak RSS {peak_gb:.2f} GB "
-          "(goal <= 4)")
-    print(f"recall on planted duplicates: exact {by_kind['exact'][0] / by_kind['exact'][1]:.4f}, "
-          f"near {by_kind['near'][0] / by_kind['near'][1]:.4f} (goal >= 0.95); rows dropped that were not "
-          f"planted: {false_drops}; planted near-dup true Jaccard min {near_j[0]:.3f} median "
-          f"{near_j[len(near_j) // 2]:.3f}")
+    print(
+        f"end to end: {total:.1f}s = {args.n / total:,.0f} pairs/s (goal >= 20,000); peak RSS {peak_gb:.2f} GB "
+        "(goal <= 4)"
+    )
+    print(
+        f"recall on planted duplicates: exact {by_kind['exact'][0] / by_kind['exact'][1]:.4f}, "
+        f"near {by_kind['near'][0] / by_kind['near'][1]:.4f} (goal >= 0.95); rows dropped that were not "
+        f"planted: {false_drops}; planted near-dup true Jaccard min {near_j[0]:.3f} median "
+        f"{near_j[len(near_j) // 2]:.3f}"
+    )
 
     # Reference on the same rows (a subsample: datasketch is pure Python per row).
     # the first originals plus planted near-duplicate pairs, so both sides have work to find
@@ -191,14 +220,18 @@ def main() -> None:
     wanted |= {f"bench-{i}" for pair in near_truth[: args.reference_n // 4] for i in pair}
     sample = [normalize(turn(r, "user")) for r in loaded.records if r["id"] in wanted]
     t0 = time.perf_counter()
-    ours, _ = minhash.similar_pairs(sample, [SYSTEM] * len(sample), args.threshold, minhash.MinHasher(num_perm=args.num_perm))
+    ours, _ = minhash.similar_pairs(
+        sample, [SYSTEM] * len(sample), args.threshold, minhash.MinHasher(num_perm=args.num_perm)
+    )
     ours_s = time.perf_counter() - t0
     ref_s, ref_pairs = reference(sample, args.threshold, args.num_perm)
     ours_pairs = set(map(tuple, ours.tolist()))
-    print(f"near-dup stage on the first {len(sample):,} rows: ours {ours_s:.2f}s ({len(sample) / ours_s:,.0f} rows/s, "
-          f"{len(ours_pairs)} pairs), datasketch MinHashLSH {ref_s:.2f}s ({len(sample) / ref_s:,.0f} rows/s, "
-          f"{len(ref_pairs)} pairs); agreement {len(ours_pairs & ref_pairs)} common; "
-          f"speed ratio ours/datasketch = {ref_s / ours_s:.1f}x")
+    print(
+        f"near-dup stage on the first {len(sample):,} rows: ours {ours_s:.2f}s ({len(sample) / ours_s:,.0f} rows/s, "
+        f"{len(ours_pairs)} pairs), datasketch MinHashLSH {ref_s:.2f}s ({len(sample) / ref_s:,.0f} rows/s, "
+        f"{len(ref_pairs)} pairs); agreement {len(ours_pairs & ref_pairs)} common; "
+        f"speed ratio ours/datasketch = {ref_s / ours_s:.1f}x"
+    )
     data.unlink()
 
 

@@ -28,18 +28,16 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from pipelines.models import decoding, loading
-from pipelines.models import materialize
-from pipelines.config.paths import REPO_ROOT, Layout, default_home
 from pipelines.config.base_models import load_base_models
+from pipelines.config.paths import REPO_ROOT, Layout, default_base_models_file, default_home, default_settings_file  # noqa: E402
 from pipelines.config.settings import load_settings  # noqa: E402
-from pipelines.config.paths import default_base_models_file, default_settings_file  # noqa: E402
+from pipelines.data.records import turn  # noqa: E402
 from pipelines.evaluation import recipes  # noqa: E402
 from pipelines.evaluation.runner import PromptfooRunner, write_run  # noqa: E402
 from pipelines.evaluation.scorecard import ScoreCard, parse_results  # noqa: E402
 from pipelines.evaluation.suite import Suite, task_suite  # noqa: E402
-from pipelines.data.records import turn  # noqa: E402
 from pipelines.evaluation.task import TaskSpec, gold_answer, load_task  # noqa: E402
+from pipelines.models import decoding, loading, materialize
 
 
 def _usable(task: TaskSpec, lines: list[str]) -> list[dict]:
@@ -60,6 +58,7 @@ def _usable(task: TaskSpec, lines: list[str]) -> list[dict]:
 def _records(task: TaskSpec, n: int, layout: Layout) -> tuple[list[dict], list[dict]]:
     """n cases to answer and a train pool for few-shot: the materialised splits when they
     exist, else the demo tickets. Throughput only: scores are not the point here."""
+
     def read(path: Path) -> list[dict]:
         return _usable(task, path.read_text(encoding="utf-8", errors="replace").splitlines())
 
@@ -97,9 +96,16 @@ def _direct(model: loading.ModelSpec, conversations: list[list[dict]], max_new_t
     return time.perf_counter() - started
 
 
-def _through_promptfoo(run_dir: Path, suite: Suite, contender: str, conversations: list[list[dict]],
-                       model: loading.ModelSpec, runner: PromptfooRunner, batch_size: int,
-                       max_concurrency: int) -> tuple[float, ScoreCard]:  # fmt: skip
+def _through_promptfoo(
+    run_dir: Path,
+    suite: Suite,
+    contender: str,
+    conversations: list[list[dict]],
+    model: loading.ModelSpec,
+    runner: PromptfooRunner,
+    batch_size: int,
+    max_concurrency: int,
+) -> tuple[float, ScoreCard]:
     """Write the run, run promptfoo, parse the card: the whole scoring of one contender."""
     started = time.perf_counter()
     config_path = write_run(
@@ -143,8 +149,16 @@ def main() -> None:
         for contender, model, recipe in (baseline, second):
             conversations, _ = recipes.build(recipe, suite.records, train)
             direct = _direct(model, conversations, suite.max_new_tokens, batch_size)
-            through, card = _through_promptfoo(tmp / contender, suite, contender, conversations, model, runner,
-                                               batch_size, settings.eval.max_concurrency)  # fmt: skip
+            through, card = _through_promptfoo(
+                tmp / contender,
+                suite,
+                contender,
+                conversations,
+                model,
+                runner,
+                batch_size,
+                settings.eval.max_concurrency,
+            )
             totals["direct"] += direct
             totals["promptfoo"] += through
             print(

@@ -26,8 +26,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.prefix_cache import generation_parser, load_default_model  # noqa: E402
 from bench.train_overhead import DEFAULT_MODEL  # noqa: E402
-from pipelines.models import attention_patch, decoding, loading, prefix_cache
 from pipelines.config.paths import REPO_ROOT  # noqa: E402
+from pipelines.models import attention_patch, decoding, loading, prefix_cache
 
 
 def library_answers(loaded, conversations, max_new_tokens: int, batch_size: int) -> list[tuple[str, int]]:
@@ -44,8 +44,14 @@ def library_answers(loaded, conversations, max_new_tokens: int, batch_size: int)
             batch = order[start : start + batch_size]
             inputs = prefix_cache.batch_inputs([prompts[i] for i in batch], 0, tokenizer.pad_token_id)
             inputs.pop("position_ids")  # generate derives the same ones from the mask
-            out = loaded.model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False, num_beams=1,
-                                        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)  # fmt: skip
+            out = loaded.model.generate(
+                **inputs,
+                max_new_tokens=max_new_tokens,
+                do_sample=False,
+                num_beams=1,
+                eos_token_id=tokenizer.eos_token_id,
+                pad_token_id=tokenizer.pad_token_id,
+            )
             width = inputs["input_ids"].shape[1]
             for row, index in enumerate(batch):
                 ids = out[row, width:].tolist()
@@ -63,8 +69,11 @@ def main() -> None:
     loaded = load_default_model(args.threads)
     items = [json.loads(line) for line in (REPO_ROOT / "evals" / "general.jsonl").read_text().splitlines()][: args.n]
     conversations = [[{"role": "user", "content": item["prompt"]}] for item in items]
-    print(f"{DEFAULT_MODEL}: {len(conversations)} general-skills prompts, batch {args.batch_size}, "
-          f"max_new_tokens {args.max_new_tokens}, torch threads {torch.get_num_threads()}", flush=True)  # fmt: skip
+    print(
+        f"{DEFAULT_MODEL}: {len(conversations)} general-skills prompts, batch {args.batch_size}, "
+        f"max_new_tokens {args.max_new_tokens}, torch threads {torch.get_num_threads()}",
+        flush=True,
+    )
     decoding.generate(loaded, conversations[:2], 2, 2)  # warm-up: first-call allocations
 
     wall, cpu = time.perf_counter(), time.process_time()
@@ -78,9 +87,11 @@ def main() -> None:
     mean = sum(g.output_tokens for g in shipped) / len(shipped)
     full = sum(g.output_tokens >= args.max_new_tokens for g in shipped)
     print(f"answers: mean {mean:.1f} tokens, {full} of {len(shipped)} ran to the budget")
-    print(f"model.generate {ref_wall:6.1f}s (cpu {ref_cpu:6.1f}s)   rows leave at eos {our_wall:6.1f}s "
-          f"(cpu {our_cpu:6.1f}s)   speed-up {ref_wall / our_wall:4.2f}x (cpu {ref_cpu / our_cpu:4.2f}x)   "
-          f"identical {same}/{len(shipped)}")  # fmt: skip
+    print(
+        f"model.generate {ref_wall:6.1f}s (cpu {ref_cpu:6.1f}s)   rows leave at eos {our_wall:6.1f}s "
+        f"(cpu {our_cpu:6.1f}s)   speed-up {ref_wall / our_wall:4.2f}x (cpu {ref_cpu / our_cpu:4.2f}x)   "
+        f"identical {same}/{len(shipped)}"
+    )
     for g, r in zip(shipped, reference):
         if (g.text, g.output_tokens) != r:
             print(f"  differs: {g.text!r} vs {r[0]!r}")

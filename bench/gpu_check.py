@@ -29,14 +29,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from train_overhead import DEFAULT_MODEL, converted_model_dir, default_data, registry_spec  # noqa: E402
 
 from pipelines.common.files import tail
-from pipelines.training import axolotl_schema, launch, run_plan, train_metrics
-from pipelines.config.paths import Layout, REPO_ROOT, default_home
+from pipelines.config.paths import REPO_ROOT, Layout, default_home
 from pipelines.config.training import TrainingSettings
+from pipelines.training import axolotl_schema, launch, run_plan, train_metrics
 
 
 def _gpu_memory_mib() -> list[int]:
-    out = subprocess.run(["nvidia-smi", "--query-gpu=memory.used", "--format=csv,noheader,nounits"],
-                         capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        ["nvidia-smi", "--query-gpu=memory.used", "--format=csv,noheader,nounits"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     return [int(line) for line in out.split() if line.strip()]
 
 
@@ -59,7 +63,8 @@ class PeakMemory(threading.Thread):
 def plan_check(steps: int, processes: int) -> run_plan.RunPlan:
     """The run ``qlora_adapter`` would launch on a CUDA machine, for ``steps`` steps, no evals."""
     settings = TrainingSettings(
-        launcher="torchrun" if processes > 1 else "python", processes=processes,
+        launcher="torchrun" if processes > 1 else "python",
+        processes=processes,
         overrides={"max_steps": steps, "eval_strategy": "no", "save_strategy": "no", "saves_per_epoch": None},
     )
     model_dir = converted_model_dir(DEFAULT_MODEL)
@@ -69,8 +74,17 @@ def plan_check(steps: int, processes: int) -> run_plan.RunPlan:
     if not validation.is_file():
         validation = REPO_ROOT / "tests" / "fixtures" / "chat_eval.jsonl"
     work = Path(tempfile.mkdtemp(prefix="tunegate-gpu-check-"))
-    plan = run_plan.plan_run(Layout(work), spec, settings, base_model_dir=model_dir, base_model_sha256="gpu-check",
-                       train_path=train, validation_path=validation, data_fingerprint="gpu-check", cuda=True)
+    plan = run_plan.plan_run(
+        Layout(work),
+        spec,
+        settings,
+        base_model_dir=model_dir,
+        base_model_sha256="gpu-check",
+        train_path=train,
+        validation_path=validation,
+        data_fingerprint="gpu-check",
+        cuda=True,
+    )
     axolotl_schema.validate_config(plan.config)
     run_plan.write_config(plan)
     return plan
@@ -84,21 +98,28 @@ def main() -> int:
     parser.add_argument("--processes", type=int, default=0, help="default: every visible GPU")
     args = parser.parse_args()
     if not torch.cuda.is_available():
-        print(f"gpu_check: torch {torch.__version__} sees no CUDA device (a CPU build, or no driver); "
-              "install a CUDA build of the pinned torch in .venv", file=sys.stderr)
+        print(
+            f"gpu_check: torch {torch.__version__} sees no CUDA device (a CPU build, or no driver); "
+            "install a CUDA build of the pinned torch in .venv",
+            file=sys.stderr,
+        )
         return 2
     processes = args.processes or torch.cuda.device_count()
     plan = plan_check(args.steps, processes)
     command = launch.launch_command(plan.config_path, launcher=plan.launcher, processes=plan.processes, cuda=True)
-    print(f"gpu_check: {DEFAULT_MODEL}, {args.steps} steps, {processes} process(es) on "
-          f"{torch.cuda.get_device_name(0)}; {' '.join(command)}", flush=True)
+    print(
+        f"gpu_check: {DEFAULT_MODEL}, {args.steps} steps, {processes} process(es) on "
+        f"{torch.cuda.get_device_name(0)}; {' '.join(command)}",
+        flush=True,
+    )
     log_path = plan.run_dir / run_plan.LOG_FILE
     monitor = PeakMemory()
     monitor.start()
     started = time.perf_counter()
     with log_path.open("w") as log:
-        code = subprocess.call(command, env=launch.launch_env(os.environ, cpu_qlora_patch=False), stdout=log,
-                               stderr=subprocess.STDOUT)
+        code = subprocess.call(
+            command, env=launch.launch_env(os.environ, cpu_qlora_patch=False), stdout=log, stderr=subprocess.STDOUT
+        )
     wall = time.perf_counter() - started
     monitor.stop()
     if code != 0:
@@ -106,15 +127,21 @@ def main() -> int:
         print(tail(log_path, 40, chars=None), file=sys.stderr)
         return code
     metrics = train_metrics.read_metrics(plan.run_dir)
-    allocated = max((r["memory/max_allocated (GiB)"] for r in metrics.train if "memory/max_allocated (GiB)" in r),
-                    default=float("nan"))
+    allocated = max(
+        (r["memory/max_allocated (GiB)"] for r in metrics.train if "memory/max_allocated (GiB)" in r),
+        default=float("nan"),
+    )
     tokens = metrics.tokens_per_second or float("nan")
     attention = "flash attention" if plan.config.get("flash_attention") else "torch SDPA (no flash_attn)"
-    print("| model | GPUs | steps | seq | micro x accum | attention | tokens/s | peak allocated | peak nvidia-smi | wall |")
+    print(
+        "| model | GPUs | steps | seq | micro x accum | attention | tokens/s | peak allocated | peak nvidia-smi | wall |"
+    )
     print("|---|---:|---:|---:|---|---|---:|---:|---:|---:|")
-    print(f"| {DEFAULT_MODEL} | {processes} | {metrics.final_step} | {plan.config['sequence_len']} | "
-          f"{plan.config['micro_batch_size']} x {plan.config['gradient_accumulation_steps']} | {attention} | "
-          f"{tokens:,.0f} | {allocated:.2f} GiB | {monitor.peak_mib:,} MiB | {wall:.0f} s |")
+    print(
+        f"| {DEFAULT_MODEL} | {processes} | {metrics.final_step} | {plan.config['sequence_len']} | "
+        f"{plan.config['micro_batch_size']} x {plan.config['gradient_accumulation_steps']} | {attention} | "
+        f"{tokens:,.0f} | {allocated:.2f} GiB | {monitor.peak_mib:,} MiB | {wall:.0f} s |"
+    )
     return 0
 
 

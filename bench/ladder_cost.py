@@ -21,19 +21,17 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from pipelines.models import materialize
-from pipelines.models import artefacts
-from pipelines.config.paths import REPO_ROOT, Layout, default_home
+from pipelines.common.jsonl import read_jsonl  # noqa: E402
 from pipelines.config.base_models import load_base_models
+from pipelines.config.paths import REPO_ROOT, Layout, default_base_models_file, default_home, default_settings_file  # noqa: E402
 from pipelines.config.settings import load_settings  # noqa: E402
-from pipelines.config.paths import default_base_models_file, default_settings_file  # noqa: E402
 from pipelines.evaluation import recipes  # noqa: E402
 from pipelines.evaluation.runner import PromptfooRunner  # noqa: E402
 from pipelines.evaluation.scorecard import Contender, score  # noqa: E402
 from pipelines.evaluation.suite import task_suite  # noqa: E402
 from pipelines.evaluation.task import load_task  # noqa: E402
+from pipelines.models import artefacts, materialize
 from pipelines.models.loading import ModelSpec  # noqa: E402
-from pipelines.common.jsonl import read_jsonl  # noqa: E402
 
 
 def main() -> None:
@@ -59,12 +57,22 @@ def main() -> None:
         tmp = Path(tmp_name)
         for name, contenders in (("old baseline (static few-shot only)", static), ("ladder (all rungs)", ladder)):
             started = time.perf_counter()
-            cards = score(tmp / name.split()[0], suite, contenders, model, runner, tmp / f"cards-{len(contenders)}",
-                          train=train, batch_size=settings.eval.batch_size,
-                          max_concurrency=settings.eval.max_concurrency, log=lambda _: None)  # fmt: skip
+            cards = score(
+                tmp / name.split()[0],
+                suite,
+                contenders,
+                model,
+                runner,
+                tmp / f"cards-{len(contenders)}",
+                train=train,
+                batch_size=settings.eval.batch_size,
+                max_concurrency=settings.eval.max_concurrency,
+                log=lambda _: None,
+            )
             seconds[name] = time.perf_counter() - started
-            rates = ", ".join(f"{c}: {card.passed}/{card.n}, {card.mean_latency_ms:.0f} ms/call"
-                              for c, card in cards.items())  # fmt: skip
+            rates = ", ".join(
+                f"{c}: {card.passed}/{card.n}, {card.mean_latency_ms:.0f} ms/call" for c, card in cards.items()
+            )
             print(f"{name}: {seconds[name]:.1f} s  ({rates})", flush=True)
     old, new = seconds.values()
     print(f"\n{len(suite.cases)} held-out cases, batch {settings.eval.batch_size}")

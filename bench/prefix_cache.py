@@ -29,8 +29,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.train_overhead import DEFAULT_MODEL, converted_model_dir  # noqa: E402
-from pipelines.models import decoding, loading, prefix_cache
 from pipelines.config.paths import REPO_ROOT  # noqa: E402
+from pipelines.models import decoding, loading, prefix_cache
 
 SHOTS = 3
 
@@ -123,23 +123,31 @@ def main() -> None:
     prompts = loading.prompt_ids(loaded.tokenizer, conversations)
     shared = prefix_cache.shared_prefix_length(prompts)
     mean = sum(map(len, prompts)) / len(prompts)
-    print(f"{DEFAULT_MODEL}: {len(prompts)} baseline prompts, {mean:.0f} tokens on average, "
-          f"{shared} shared; max_new_tokens {args.max_new_tokens}; torch threads "
-          f"{torch.get_num_threads()}", flush=True)
+    print(
+        f"{DEFAULT_MODEL}: {len(prompts)} baseline prompts, {mean:.0f} tokens on average, "
+        f"{shared} shared; max_new_tokens {args.max_new_tokens}; torch threads "
+        f"{torch.get_num_threads()}",
+        flush=True,
+    )
     decoding.generate_uncached(loaded, conversations[:2], 2, 2)  # warm-up: first-call allocations
     for batch_size in args.batch_sizes:
         plain_s, plain_cpu, plain = _timed(
-            decoding.generate_uncached, loaded, conversations, args.max_new_tokens, batch_size)
-        cached_s, cached_cpu, cached = _timed(
-            decoding.generate, loaded, conversations, args.max_new_tokens, batch_size)
+            decoding.generate_uncached, loaded, conversations, args.max_new_tokens, batch_size
+        )
+        cached_s, cached_cpu, cached = _timed(decoding.generate, loaded, conversations, args.max_new_tokens, batch_size)
         same = [(p.text, p.output_tokens) == (c.text, c.output_tokens) for p, c in zip(plain, cached)]
-        print(f"batch {batch_size:>3}: plain {plain_s:6.1f}s (cpu {plain_cpu:6.1f}s)  "
-              f"cached {cached_s:6.1f}s (cpu {cached_cpu:6.1f}s)  "
-              f"speed-up {plain_s / cached_s:4.2f}x (cpu {plain_cpu / cached_cpu:4.2f}x)  "
-              f"identical {sum(same)}/{len(same)} ({100.0 * sum(same) / len(same):.0f} %)", flush=True)
+        print(
+            f"batch {batch_size:>3}: plain {plain_s:6.1f}s (cpu {plain_cpu:6.1f}s)  "
+            f"cached {cached_s:6.1f}s (cpu {cached_cpu:6.1f}s)  "
+            f"speed-up {plain_s / cached_s:4.2f}x (cpu {plain_cpu / cached_cpu:4.2f}x)  "
+            f"identical {sum(same)}/{len(same)} ({100.0 * sum(same) / len(same):.0f} %)",
+            flush=True,
+        )
         for index in (i for i, ok in enumerate(same) if not ok):
-            print(f"  case {index}: plain {plain[index].text!r}, cached {cached[index].text!r}; "
-                  f"{_explain(loaded, prompts[index], shared, args.max_new_tokens)}")
+            print(
+                f"  case {index}: plain {plain[index].text!r}, cached {cached[index].text!r}; "
+                f"{_explain(loaded, prompts[index], shared, args.max_new_tokens)}"
+            )
     for note in loaded.notes:
         print(f"note: {note}")
 

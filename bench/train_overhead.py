@@ -30,12 +30,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from pipelines.training import adapter, axolotl_schema, launch, run_plan, train_metrics
-from pipelines.models import materialize
-from pipelines.config.base_models import BaseModelSpec, load_base_models
-from pipelines.config.paths import Layout, REPO_ROOT, default_base_models_file, default_home
-from pipelines.config.training import TrainingSettings
 from pipelines.common.jsonl import read_jsonl  # noqa: E402
+from pipelines.config.base_models import BaseModelSpec, load_base_models
+from pipelines.config.paths import REPO_ROOT, Layout, default_base_models_file, default_home
+from pipelines.config.training import TrainingSettings
+from pipelines.models import materialize
+from pipelines.training import adapter, axolotl_schema, launch, run_plan, train_metrics
 
 WARMUP_STEPS = 2
 DEFAULT_MODEL = "smollm2-135m-instruct"
@@ -67,8 +67,9 @@ def shipped_quantization(cfg: dict):
     from transformers import BitsAndBytesConfig
 
     kwargs = adapter.quantization_config(cfg)
-    return BitsAndBytesConfig(**{k: getattr(torch, v) if k.endswith(("_dtype", "_storage")) else v
-                                 for k, v in kwargs.items()})
+    return BitsAndBytesConfig(
+        **{k: getattr(torch, v) if k.endswith(("_dtype", "_storage")) else v for k, v in kwargs.items()}
+    )
 
 
 def default_data() -> Path:
@@ -104,11 +105,23 @@ def run_ours(name: str, model_dir: Path, train: Path, eval_: Path, steps: int, w
     """Our launch, as the asset does it (minus Dagster): generated YAML, clean env, patch,
     ``axolotl train --launcher python``. Evals and checkpoints off: throughput only."""
     spec = registry_spec(name).model_copy(update={"source": str(model_dir)})
-    overrides = {"max_steps": steps, "eval_strategy": "no", "saves_per_epoch": None,
-                 "save_strategy": "no", "num_epochs": 1}
+    overrides = {
+        "max_steps": steps,
+        "eval_strategy": "no",
+        "saves_per_epoch": None,
+        "save_strategy": "no",
+        "num_epochs": 1,
+    }
     plan = run_plan.plan_run(
-        Layout(work), spec, TrainingSettings(overrides=overrides), base_model_dir=model_dir,
-        base_model_sha256="bench", train_path=train, validation_path=eval_, data_fingerprint="bench", cuda=False,
+        Layout(work),
+        spec,
+        TrainingSettings(overrides=overrides),
+        base_model_dir=model_dir,
+        base_model_sha256="bench",
+        train_path=train,
+        validation_path=eval_,
+        data_fingerprint="bench",
+        cuda=False,
     )
     axolotl_schema.validate_config(plan.config)
     run_plan.write_config(plan)
@@ -139,21 +152,44 @@ def run_direct(model_dir: Path, train_rows: list[dict], steps: int, work: Path, 
     patch.loader.exec_module(module)  # same AVX512-BF16 workaround as our launch
 
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    model = AutoModelForCausalLM.from_pretrained(model_dir, quantization_config=shipped_quantization(cfg),
-                                                 dtype=torch.float32, device_map="cpu")
+    model = AutoModelForCausalLM.from_pretrained(
+        model_dir, quantization_config=shipped_quantization(cfg), dtype=torch.float32, device_map="cpu"
+    )
     # prompt/completion: loss on the assistant turn (+ its <|im_end|>) only, like roles_to_train
     data = Dataset.from_list([{"prompt": r["messages"][:-1], "completion": r["messages"][-1:]} for r in train_rows])
     args = SFTConfig(
-        output_dir=str(work / "direct"), max_steps=steps, per_device_train_batch_size=cfg["micro_batch_size"],
-        gradient_accumulation_steps=cfg["gradient_accumulation_steps"], learning_rate=cfg["learning_rate"],
-        lr_scheduler_type=cfg["lr_scheduler"], warmup_steps=cfg.get("warmup_ratio", 0.0), optim=cfg["optimizer"],
-        weight_decay=cfg.get("weight_decay", 0.0), max_grad_norm=cfg.get("max_grad_norm", 1.0), logging_steps=1,
-        max_length=cfg["sequence_len"], pad_to_multiple_of=cfg.get("pad_to_multiple_of") or 64, packing=False,
-        bf16=False, fp16=False, use_cpu=True, report_to="none", save_strategy="no", eval_strategy="no", dataloader_pin_memory=False, seed=42, dataset_num_proc=1,
+        output_dir=str(work / "direct"),
+        max_steps=steps,
+        per_device_train_batch_size=cfg["micro_batch_size"],
+        gradient_accumulation_steps=cfg["gradient_accumulation_steps"],
+        learning_rate=cfg["learning_rate"],
+        lr_scheduler_type=cfg["lr_scheduler"],
+        warmup_steps=cfg.get("warmup_ratio", 0.0),
+        optim=cfg["optimizer"],
+        weight_decay=cfg.get("weight_decay", 0.0),
+        max_grad_norm=cfg.get("max_grad_norm", 1.0),
+        logging_steps=1,
+        max_length=cfg["sequence_len"],
+        pad_to_multiple_of=cfg.get("pad_to_multiple_of") or 64,
+        packing=False,
+        bf16=False,
+        fp16=False,
+        use_cpu=True,
+        report_to="none",
+        save_strategy="no",
+        eval_strategy="no",
+        dataloader_pin_memory=False,
+        seed=42,
+        dataset_num_proc=1,
     )
-    lora = LoraConfig(r=cfg["lora_r"], lora_alpha=cfg["lora_alpha"], lora_dropout=cfg["lora_dropout"],
-                      target_modules=cfg["lora_target_modules"],
-                      layers_to_transform=cfg.get("peft_layers_to_transform"), task_type="CAUSAL_LM")
+    lora = LoraConfig(
+        r=cfg["lora_r"],
+        lora_alpha=cfg["lora_alpha"],
+        lora_dropout=cfg["lora_dropout"],
+        target_modules=cfg["lora_target_modules"],
+        layers_to_transform=cfg.get("peft_layers_to_transform"),
+        task_type="CAUSAL_LM",
+    )
     points: list[tuple[int, float]] = []
 
     class Clock(TrainerCallback):
@@ -163,8 +199,9 @@ def run_direct(model_dir: Path, train_rows: list[dict], steps: int, work: Path, 
         def on_step_end(self, _args, state, *a, **k):
             points.append((state.global_step, time.perf_counter() - self.t0))
 
-    trainer = SFTTrainer(model=model, args=args, train_dataset=data, processing_class=tokenizer, peft_config=lora,
-                         callbacks=[Clock()])
+    trainer = SFTTrainer(
+        model=model, args=args, train_dataset=data, processing_class=tokenizer, peft_config=lora, callbacks=[Clock()]
+    )
     trainer.train()
     trainer.save_model(str(work / "direct" / "adapter"))
     wall = time.perf_counter() - started
@@ -192,8 +229,10 @@ def main() -> None:
         ours = run_ours(args.model, model_dir, subset, eval_, args.steps, work / "ours")
         direct = run_direct(model_dir, rows, args.steps, work, ours["config"])
 
-    print(f"model {model_dir.name}, {len(rows)} examples from {train.name}, {args.steps} steps of {BATCH} "
-          f"examples, {tokens:.0f} real tokens/example, steady state after {WARMUP_STEPS} warm-up steps")
+    print(
+        f"model {model_dir.name}, {len(rows)} examples from {train.name}, {args.steps} steps of {BATCH} "
+        f"examples, {tokens:.0f} real tokens/example, steady state after {WARMUP_STEPS} warm-up steps"
+    )
     print(f"{'':22}{'ours (axolotl)':>16}{'direct (trl)':>16}")
     for label, key, scale in (("examples/s", "steps_per_s", BATCH), ("real tokens/s", "steps_per_s", BATCH * tokens)):
         print(f"{label:22}{ours[key] * scale:16.1f}{direct[key] * scale:16.1f}")
@@ -201,9 +240,13 @@ def main() -> None:
     fixed = {name: r["wall_s"] - r["steps"] / r["steps_per_s"] for name, r in (("ours", ours), ("direct", direct))}
     print(f"{'fixed cost s':22}{fixed['ours']:16.1f}{fixed['direct']:16.1f}   (wall - steps at steady rate)")
     ratio = ours["steps_per_s"] / direct["steps_per_s"]
-    print(f"steady-state throughput ratio ours/direct: {ratio:.2f} (goal >= 0.90: {'met' if ratio >= 0.9 else 'NOT met'})")
-    print(f"launch overhead of ours over direct: {fixed['ours'] - fixed['direct']:.1f} s (process start, imports, "
-          "config validation, dataset tokenisation, eval before the first step, adapter save)")
+    print(
+        f"steady-state throughput ratio ours/direct: {ratio:.2f} (goal >= 0.90: {'met' if ratio >= 0.9 else 'NOT met'})"
+    )
+    print(
+        f"launch overhead of ours over direct: {fixed['ours'] - fixed['direct']:.1f} s (process start, imports, "
+        "config validation, dataset tokenisation, eval before the first step, adapter save)"
+    )
 
 
 if __name__ == "__main__":

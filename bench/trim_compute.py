@@ -27,9 +27,14 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.train_overhead import (  # noqa: E402
-    DEFAULT_MODEL, converted_model_dir, default_data, shipped_config, shipped_quantization)
-from pipelines.training.plugins import trim_compute
+    DEFAULT_MODEL,
+    converted_model_dir,
+    default_data,
+    shipped_config,
+    shipped_quantization,
+)
 from pipelines.common.jsonl import read_jsonl  # noqa: E402
+from pipelines.training.plugins import trim_compute
 
 
 def batches(model_dir: Path, train: Path, count: int, micro_batch: int) -> list[dict]:
@@ -44,16 +49,20 @@ def batches(model_dir: Path, train: Path, count: int, micro_batch: int) -> list[
         encoded = []
         for row in rows[lo : lo + micro_batch]:
             full = tok.apply_chat_template(row["messages"], tokenize=True, return_dict=True)["input_ids"]
-            prompt = tok.apply_chat_template(row["messages"][:-1], tokenize=True, return_dict=True,
-                                             add_generation_prompt=True)["input_ids"]
-            encoded.append((full, [-100] * len(prompt) + full[len(prompt):]))
+            prompt = tok.apply_chat_template(
+                row["messages"][:-1], tokenize=True, return_dict=True, add_generation_prompt=True
+            )["input_ids"]
+            encoded.append((full, [-100] * len(prompt) + full[len(prompt) :]))
         width = -(-max(len(f) for f, _ in encoded) // 8) * 8  # pad_to_multiple_of: 8, as configured
         ids = torch.full((len(encoded), width), tok.pad_token_id)
         labels = torch.full((len(encoded), width), -100)
         mask = torch.zeros((len(encoded), width), dtype=torch.long)
         for i, (full, lab) in enumerate(encoded):
             ids[i, : len(full)], labels[i, : len(lab)], mask[i, : len(full)] = (
-                torch.tensor(full), torch.tensor(lab), 1)
+                torch.tensor(full),
+                torch.tensor(lab),
+                1,
+            )
         out.append({"input_ids": ids, "attention_mask": mask, "labels": labels})
     return out
 
@@ -73,15 +82,23 @@ def main() -> None:
     micro_batch = cfg["micro_batch_size"]
     model_dir = converted_model_dir(args.model)
     data = batches(model_dir, args.data or default_data(), args.batches + 1, micro_batch)
-    base = AutoModelForCausalLM.from_pretrained(model_dir, quantization_config=shipped_quantization(cfg),
-                                                dtype=torch.float32, device_map="cpu")
+    base = AutoModelForCausalLM.from_pretrained(
+        model_dir, quantization_config=shipped_quantization(cfg), dtype=torch.float32, device_map="cpu"
+    )
     plain_forward = base.forward
     trim_compute.keep_logits_at_labels(base)
     label_forward = base.forward
-    model = get_peft_model(base, LoraConfig(
-        r=cfg["lora_r"], lora_alpha=cfg["lora_alpha"], lora_dropout=cfg["lora_dropout"],
-        target_modules=cfg["lora_target_modules"], layers_to_transform=cfg.get("peft_layers_to_transform"),
-        task_type="CAUSAL_LM"))
+    model = get_peft_model(
+        base,
+        LoraConfig(
+            r=cfg["lora_r"],
+            lora_alpha=cfg["lora_alpha"],
+            lora_dropout=cfg["lora_dropout"],
+            target_modules=cfg["lora_target_modules"],
+            layers_to_transform=cfg.get("peft_layers_to_transform"),
+            task_type="CAUSAL_LM",
+        ),
+    )
     lora = [p for p in model.parameters() if p.requires_grad]
 
     variants = {  # name: (forward, backward runs to the bottom)
@@ -115,9 +132,11 @@ def main() -> None:
     tokens = statistics.fmean(int(b["attention_mask"].sum()) for b in data) / micro_batch
     labelled = statistics.fmean(int((b["labels"] != -100).sum()) for b in data) / micro_batch
     layers = cfg.get("peft_layers_to_transform")
-    print(f"model {model_dir.name}, LoRA on {'layers ' + str(min(layers)) + '-' + str(max(layers)) if layers else 'every layer'}; "
-          f"{args.batches} micro-batches of {micro_batch}, {tokens:.0f} tokens/example, {labelled:.1f} labelled; "
-          "forward + backward")
+    print(
+        f"model {model_dir.name}, LoRA on {'layers ' + str(min(layers)) + '-' + str(max(layers)) if layers else 'every layer'}; "
+        f"{args.batches} micro-batches of {micro_batch}, {tokens:.0f} tokens/example, {labelled:.1f} labelled; "
+        "forward + backward"
+    )
     reference = statistics.median(times["Axolotl default"])
     for name, values in times.items():
         median = statistics.median(values)

@@ -70,9 +70,7 @@ class _Run:
 
     def answer(self, case_id: str) -> decoding.Generation:
         if case_id not in self.answers:
-            [self.answers[case_id]] = decoding.generate(
-                self.model(), [self.cases[case_id]], self.max_new_tokens, 1
-            )
+            [self.answers[case_id]] = decoding.generate(self.model(), [self.cases[case_id]], self.max_new_tokens, 1)
         return self.answers[case_id]
 
 

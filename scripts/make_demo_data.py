@@ -108,16 +108,28 @@ CUES = {
 }
 OPENERS = ["Hi,", "Hello support,", "Hey team,", "Good morning,", "Hello,", ""]
 DETAILS = [
-    "I already tried restarting.", "My customer number is {customer}.", "I'm on the {plan} plan.",
-    "I've been a customer for {years} years.", "This happened on {day}.", "", "", "",
+    "I already tried restarting.",
+    "My customer number is {customer}.",
+    "I'm on the {plan} plan.",
+    "I've been a customer for {years} years.",
+    "This happened on {day}.",
+    "",
+    "",
+    "",
 ]
 CLOSERS = ["Thanks.", "Thank you!", "Regards, {name}.", "Cheers, {name}.", "", ""]
 SLOTS = {
     "plan": ["Basic", "Pro", "Team", "Enterprise", "Family", "Starter"],
     "app": ["iOS", "Android", "desktop", "web", "Mac"],
     "feature": ["settings", "reports", "dashboard", "calendar", "inbox", "checkout", "profile"],
-    "action": ["export a report", "save my changes", "upload a photo", "connect my bank",
-               "print a label", "share a folder"],
+    "action": [
+        "export a report",
+        "save my changes",
+        "upload a photo",
+        "connect my bank",
+        "print a label",
+        "share a folder",
+    ],
     "device": ["iPhone", "Android phone", "laptop", "tablet", "Chromebook", "work PC"],
     "item": ["headphones", "jacket", "blender", "phone case", "desk lamp", "backpack", "kettle"],
     "city": ["Leeds", "Porto", "Lyon", "Graz", "Utrecht", "Malmo"],
@@ -133,9 +145,13 @@ SYSTEM_PROMPT = (
 def _fill(template: str, rng: random.Random) -> str:
     values = {key: rng.choice(options) for key, options in SLOTS.items()}
     values.update(
-        invoice=f"INV-{rng.randint(10000, 99999)}", order=f"#{rng.randint(100000, 999999)}",
-        amount=f"${rng.randint(5, 400)}.{rng.randint(0, 99):02d}", code=f"E{rng.randint(100, 999)}",
-        days=rng.randint(3, 30), customer=f"C{rng.randint(1000, 99999)}", years=rng.randint(2, 12),
+        invoice=f"INV-{rng.randint(10000, 99999)}",
+        order=f"#{rng.randint(100000, 999999)}",
+        amount=f"${rng.randint(5, 400)}.{rng.randint(0, 99):02d}",
+        code=f"E{rng.randint(100, 999)}",
+        days=rng.randint(3, 30),
+        customer=f"C{rng.randint(1000, 99999)}",
+        years=rng.randint(2, 12),
         email=f"{rng.choice(SLOTS['name']).lower()}{rng.randint(1, 999)}@example.com",
     )
     return template.format(**values)
@@ -144,8 +160,13 @@ def _fill(template: str, rng: random.Random) -> str:
 def ticket(rng: random.Random) -> tuple[str, str, str]:
     """(text, category, priority); the issue sentence carries the category, the cue the priority."""
     category, priority = rng.choice(CATEGORIES), rng.choices(PRIORITIES, weights=(2, 4, 3, 2))[0]
-    parts = [rng.choice(OPENERS), _fill(rng.choice(ISSUES[category]), rng),
-             _fill(rng.choice(DETAILS), rng), rng.choice(CUES[priority]), _fill(rng.choice(CLOSERS), rng)]
+    parts = [
+        rng.choice(OPENERS),
+        _fill(rng.choice(ISSUES[category]), rng),
+        _fill(rng.choice(DETAILS), rng),
+        rng.choice(CUES[priority]),
+        _fill(rng.choice(CLOSERS), rng),
+    ]
     if rng.random() < 0.3:  # cue first sometimes, so position is not the signal
         parts[1], parts[3] = parts[3], parts[1]
     return " ".join(p for p in parts if p), category, priority
@@ -180,8 +201,10 @@ def build(rng: random.Random) -> tuple[list[dict], list[dict]]:
     for rows, exact, near, conflicts in ((jsonl, 18, 20, 4), (partner, 8, 12, 3)):
         copies = [(r, {**r, "text": exact_variant(r["text"], rng)}) for r in rng.sample(rows, exact)]
         copies += [(r, {**r, "text": near_edit(r["text"], rng)}) for r in rng.sample(rows, near)]
-        copies += [(r, {**r, "priority": rng.choice([p for p in PRIORITIES if p != r["priority"]])})
-                   for r in rng.sample(rows, conflicts)]  # same ticket, different priority: label noise
+        copies += [
+            (r, {**r, "priority": rng.choice([p for p in PRIORITIES if p != r["priority"]])})
+            for r in rng.sample(rows, conflicts)
+        ]  # same ticket, different priority: label noise
         for original, copy in copies:
             after = next(i for i, row in enumerate(rows) if row is original)
             rows.insert(rng.randint(after + 1, len(rows)), copy)
@@ -192,27 +215,50 @@ def build(rng: random.Random) -> tuple[list[dict], list[dict]]:
 def write_jsonl(rows: list[dict], rng: random.Random) -> bytes:
     lines = []
     for i, r in enumerate(rows):
-        messages = [{"role": "user", "content": r["text"]},
-                    {"role": "assistant", "content": answer(r["category"], r["priority"])}]
+        messages = [
+            {"role": "user", "content": r["text"]},
+            {"role": "assistant", "content": answer(r["category"], r["priority"])},
+        ]
         if i % 10 == 0:  # some rows carry the system turn themselves: same prompt, same format
             messages.insert(0, {"role": "system", "content": SYSTEM_PROMPT})
-        lines.append(json.dumps({"ticket_id": f"T-{10000 + i}", "channel": rng.choice(["email", "chat", "web"]),
-                                 "messages": messages}).encode())
-    good = lambda text, ans: json.dumps({"ticket_id": "T-bad", "messages": [  # noqa: E731
-        {"role": "user", "content": text}, {"role": "assistant", "content": ans}]}).encode()
+        lines.append(
+            json.dumps(
+                {"ticket_id": f"T-{10000 + i}", "channel": rng.choice(["email", "chat", "web"]), "messages": messages}
+            ).encode()
+        )
+
+    def good(text: str, ans: str) -> bytes:
+        messages = [{"role": "user", "content": text}, {"role": "assistant", "content": ans}]
+        return json.dumps({"ticket_id": "T-bad", "messages": messages}).encode()
+
     malformed = [
         b'{"ticket_id": "T-bad", "messages": [{"role": "user", "content": "My order #1 is',  # invalid JSON
         good("Mon colis est arriv\u00e9 ab\u00eem\u00e9", answer("shipping", "high")).replace(
-            "\\u00e9".encode(), b"\xe9"),  # latin-1 bytes: invalid UTF-8
+            b"\\u00e9", b"\xe9"
+        ),  # latin-1 bytes: invalid UTF-8
         good("   ", answer("billing", "low")),  # empty content
-        json.dumps({"ticket_id": "T-bad", "messages": [  # wrong role order
-            {"role": "assistant", "content": answer("account", "low")},
-            {"role": "user", "content": "I can't log in to my account."}]}).encode(),
+        json.dumps(
+            {
+                "ticket_id": "T-bad",
+                "messages": [  # wrong role order
+                    {"role": "assistant", "content": answer("account", "low")},
+                    {"role": "user", "content": "I can't log in to my account."},
+                ],
+            }
+        ).encode(),
         json.dumps({"ticket_id": "T-bad", "text": "Refund please", "answer": "refund"}).encode(),  # no messages
-        good("Please help. " + "My dashboard shows an error again and again. " * 100,
-             answer("technical", "high")),  # over the length limit
-        json.dumps({"ticket_id": "T-bad", "messages": [  # non-string content
-            {"role": "user", "content": 404}, {"role": "assistant", "content": answer("technical", "low")}]}).encode(),
+        good(
+            "Please help. " + "My dashboard shows an error again and again. " * 100, answer("technical", "high")
+        ),  # over the length limit
+        json.dumps(
+            {
+                "ticket_id": "T-bad",
+                "messages": [  # non-string content
+                    {"role": "user", "content": 404},
+                    {"role": "assistant", "content": answer("technical", "low")},
+                ],
+            }
+        ).encode(),
         good("The app is slow on my laptop.", "technical, medium"),  # answer has no category key
     ]
     for offset, line in zip((17, 60, 111, 150, 203, 250, 299, 350), malformed):
@@ -221,8 +267,10 @@ def write_jsonl(rows: list[dict], rng: random.Random) -> bytes:
 
 
 def write_csv(rows: list[dict]) -> str:
-    table = [{"case_id": f"P-{5000 + i}", "text": r["text"], "answer": answer(r["category"], r["priority"])}
-             for i, r in enumerate(rows)]
+    table = [
+        {"case_id": f"P-{5000 + i}", "text": r["text"], "answer": answer(r["category"], r["priority"])}
+        for i, r in enumerate(rows)
+    ]
     table.insert(31, {"case_id": "P-bad1", "text": "", "answer": answer("billing", "medium")})  # empty
     table.insert(77, {"case_id": "P-bad2", "text": "Where is my parcel?", "answer": ""})  # empty answer
     table.insert(120, {"case_id": "P-bad3", "text": "Too long. " * 450, "answer": answer("refund", "low")})
@@ -248,22 +296,54 @@ INTENT_TOPICS = {  # topic -> ways a customer names it
     "pin": ["my PIN", "the card PIN", "my PIN code"],
 }
 INTENT_ACTIONS = {  # action -> templates with {thing}
-    "status": ["What is the status of {thing}?", "Any update on {thing}? I have been waiting {days} days.",
-               "Where is {thing} at right now?", "Can you check how {thing} is progressing?"],
-    "fee": ["Why was I charged a fee of {amount} for {thing}?", "What does {thing} cost per month?",
-            "There is a {amount} charge on {thing} I don't understand.", "Are there any fees for {thing}?"],
-    "cancel": ["Please cancel {thing}.", "I want to close {thing} today.", "How do I stop {thing} for good?",
-               "Cancel {thing}, I no longer need it."],
-    "limit": ["Can you raise the limit on {thing}?", "What is the daily limit for {thing}?",
-              "I hit the limit on {thing} at {amount}.", "Please lower the limit of {thing} to {amount}."],
-    "open": ["I'd like to open {thing}.", "How do I apply for {thing}?", "Can I set up {thing} online?",
-             "Start an application for {thing} please."],
-    "problem": ["Something is wrong with {thing}, it keeps failing.", "{thing} is not working since {day}.",
-                "I get an error with {thing} every time.", "{thing} stopped working this morning."],
-    "change": ["I need to change the details on {thing}.", "Please update the name on {thing}.",
-               "Can I switch {thing} to a different address?", "How do I edit {thing}?"],
-    "fraud": ["I think someone used {thing} without my permission.", "There is a payment on {thing} I did not make.",
-              "Please block {thing}, it may be compromised.", "I see suspicious activity on {thing}."],
+    "status": [
+        "What is the status of {thing}?",
+        "Any update on {thing}? I have been waiting {days} days.",
+        "Where is {thing} at right now?",
+        "Can you check how {thing} is progressing?",
+    ],
+    "fee": [
+        "Why was I charged a fee of {amount} for {thing}?",
+        "What does {thing} cost per month?",
+        "There is a {amount} charge on {thing} I don't understand.",
+        "Are there any fees for {thing}?",
+    ],
+    "cancel": [
+        "Please cancel {thing}.",
+        "I want to close {thing} today.",
+        "How do I stop {thing} for good?",
+        "Cancel {thing}, I no longer need it.",
+    ],
+    "limit": [
+        "Can you raise the limit on {thing}?",
+        "What is the daily limit for {thing}?",
+        "I hit the limit on {thing} at {amount}.",
+        "Please lower the limit of {thing} to {amount}.",
+    ],
+    "open": [
+        "I'd like to open {thing}.",
+        "How do I apply for {thing}?",
+        "Can I set up {thing} online?",
+        "Start an application for {thing} please.",
+    ],
+    "problem": [
+        "Something is wrong with {thing}, it keeps failing.",
+        "{thing} is not working since {day}.",
+        "I get an error with {thing} every time.",
+        "{thing} stopped working this morning.",
+    ],
+    "change": [
+        "I need to change the details on {thing}.",
+        "Please update the name on {thing}.",
+        "Can I switch {thing} to a different address?",
+        "How do I edit {thing}?",
+    ],
+    "fraud": [
+        "I think someone used {thing} without my permission.",
+        "There is a payment on {thing} I did not make.",
+        "Please block {thing}, it may be compromised.",
+        "I see suspicious activity on {thing}.",
+    ],
 }
 INTENT_OPENERS = ["Hi,", "Hello,", "Good morning,", "Hey,", "", "", ""]
 INTENT_CLOSERS = ["Thanks.", "Thank you!", "Cheers, {name}.", "Regards, {name}.", "", "", ""]
@@ -272,8 +352,9 @@ INTENT_SYSTEM = "Name the customer's intent. Reply with only the intent, e.g. ca
 
 def intent_labels(n_labels: int) -> list[str]:
     """The first ``n_labels`` ``<topic>_<action>`` intents, spread over topics and actions."""
-    combos = sorted(((t, a) for t in range(len(INTENT_TOPICS)) for a in range(len(INTENT_ACTIONS))),
-                    key=lambda ta: (max(ta), ta))  # 3x3 topics x actions first, then 4x4, ...
+    combos = sorted(
+        ((t, a) for t in range(len(INTENT_TOPICS)) for a in range(len(INTENT_ACTIONS))), key=lambda ta: (max(ta), ta)
+    )  # 3x3 topics x actions first, then 4x4, ...
     if not 2 <= n_labels <= len(combos):
         raise SystemExit(f"--labels must be 2..{len(combos)}")
     topics, actions = list(INTENT_TOPICS), list(INTENT_ACTIONS)
@@ -283,10 +364,17 @@ def intent_labels(n_labels: int) -> list[str]:
 def intent_row(label: str, rng: random.Random) -> dict:
     topic, action = label.split("_", 1)
     body = rng.choice(INTENT_ACTIONS[action]).format(
-        thing=rng.choice(INTENT_TOPICS[topic]), days=rng.randint(2, 30), day=rng.choice(SLOTS["day"]),
-        amount=f"${rng.randint(5, 900)}.{rng.randint(0, 99):02d}")
-    parts = [rng.choice(INTENT_OPENERS), body[0].upper() + body[1:], _fill(rng.choice(DETAILS), rng),
-             rng.choice(INTENT_CLOSERS).format(name=rng.choice(SLOTS["name"]))]
+        thing=rng.choice(INTENT_TOPICS[topic]),
+        days=rng.randint(2, 30),
+        day=rng.choice(SLOTS["day"]),
+        amount=f"${rng.randint(5, 900)}.{rng.randint(0, 99):02d}",
+    )
+    parts = [
+        rng.choice(INTENT_OPENERS),
+        body[0].upper() + body[1:],
+        _fill(rng.choice(DETAILS), rng),
+        rng.choice(INTENT_CLOSERS).format(name=rng.choice(SLOTS["name"])),
+    ]
     return {"text": " ".join(p for p in parts if p), "intent": label}
 
 
@@ -303,8 +391,10 @@ def intent_task(labels: list[str], name: str) -> dict:
     listing = "\n".join(f"- {label}" for label in labels)
     return {
         "name": name,
-        "system_prompt": (f"You route customer messages at a bank. Choose exactly one intent:\n{listing}\n"
-                          "Reply with only the intent name, exactly as written above: no other text."),
+        "system_prompt": (
+            f"You route customer messages at a bank. Choose exactly one intent:\n{listing}\n"
+            "Reply with only the intent name, exactly as written above: no other text."
+        ),
         "output": {"type": "label"},  # the closed set: every answer of the train split
         "max_new_tokens": 12,
         "target_pass_rate": 0.9,
@@ -312,18 +402,29 @@ def intent_task(labels: list[str], name: str) -> dict:
 
 
 def intent_sources(csv_name: str, source: str) -> dict:
-    return {"sources": [{"name": source, "kind": "csv", "path": csv_name,
-                         "description": "Customer messages labelled with one intent (text,intent).",
-                         "fields": {"user": "text", "assistant": "intent"}, "label": "intent",
-                         "system_prompt": INTENT_SYSTEM}]}
+    return {
+        "sources": [
+            {
+                "name": source,
+                "kind": "csv",
+                "path": csv_name,
+                "description": "Customer messages labelled with one intent (text,intent).",
+                "fields": {"user": "text", "assistant": "intent"},
+                "label": "intent",
+                "system_prompt": INTENT_SYSTEM,
+            }
+        ]
+    }
 
 
 class _BlockDumper(yaml.SafeDumper):
     """safe_dump, with multi-line strings (the strong prompt) as readable ``|`` blocks."""
 
 
-_BlockDumper.add_representer(str, lambda dumper, text: dumper.represent_scalar(
-    "tag:yaml.org,2002:str", text, style="|" if "\n" in text else None))
+_BlockDumper.add_representer(
+    str,
+    lambda dumper, text: dumper.represent_scalar("tag:yaml.org,2002:str", text, style="|" if "\n" in text else None),
+)
 
 
 def write_intent_task(out: Path, n_rows: int, n_labels: int, seed: int, name: str) -> None:
@@ -332,10 +433,12 @@ def write_intent_task(out: Path, n_rows: int, n_labels: int, seed: int, name: st
     out.mkdir(parents=True, exist_ok=True)
     (out / "intents.csv").write_text(intents_csv(n_rows, labels, random.Random(seed)), encoding="utf-8")
     folder = out.resolve().relative_to(REPO) if out.resolve().is_relative_to(REPO) else out
-    header = (f"# Generated by scripts/make_demo_data.py: {name}, a plain-label intent task ({n_rows} rows,\n"
-              f"# {n_labels} intents). NOT the default demo; run it with its three files:\n"
-              f"#   TUNEGATE_SOURCES={folder}/sources.yaml TUNEGATE_SETTINGS={folder}/tunegate.yaml \\\n"
-              f"#   TUNEGATE_HOME=.tunegate-{name} make data   (or make demo)\n")
+    header = (
+        f"# Generated by scripts/make_demo_data.py: {name}, a plain-label intent task ({n_rows} rows,\n"
+        f"# {n_labels} intents). NOT the default demo; run it with its three files:\n"
+        f"#   TUNEGATE_SOURCES={folder}/sources.yaml TUNEGATE_SETTINGS={folder}/tunegate.yaml \\\n"
+        f"#   TUNEGATE_HOME=.tunegate-{name} make data   (or make demo)\n"
+    )
     dump = lambda doc: header + yaml.dump(doc, Dumper=_BlockDumper, sort_keys=False, allow_unicode=True)  # noqa: E731
     (out / "sources.yaml").write_text(dump(intent_sources("intents.csv", name)))
     (out / "task.yaml").write_text(dump(intent_task(labels, name)))

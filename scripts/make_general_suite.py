@@ -39,8 +39,18 @@ SEED = 135
 OUT = Path(__file__).resolve().parent.parent / "evals" / "general.jsonl"
 SKILLS = ("instruction", "arithmetic", "facts")
 ALLOWED_ASSERTS = (
-    "contains", "icontains", "not-contains", "not-icontains", "equals", "regex", "not-regex",
-    "starts-with", "is-json", "contains-any", "icontains-any", "javascript",
+    "contains",
+    "icontains",
+    "not-contains",
+    "not-icontains",
+    "equals",
+    "regex",
+    "not-regex",
+    "starts-with",
+    "is-json",
+    "contains-any",
+    "icontains-any",
+    "javascript",
 )
 
 
@@ -82,8 +92,10 @@ def words_re(*alternatives: str) -> str:
     return r"\b(?:" + "|".join(ci(a) for a in alternatives) + r")\b"
 
 
-_ONES = ("zero one two three four five six seven eight nine ten eleven twelve thirteen "
-         "fourteen fifteen sixteen seventeen eighteen nineteen").split()
+_ONES = (
+    "zero one two three four five six seven eight nine ten eleven twelve thirteen "
+    "fourteen fifteen sixteen seventeen eighteen nineteen"
+).split()
 _TENS = "_ _ twenty thirty forty fifty sixty seventy eighty ninety".split()
 
 
@@ -136,14 +148,12 @@ UPPERCASE = js("output === output.toUpperCase() && /[A-Z]/.test(output)")
 ECHO_MAY_PASS = {"include-word", "max-words", "no-comma"}
 
 
-def item(skill: str, kind: str, index: int, prompt: str, asserts: list[dict],
-         good: list[str], bad: list[str]) -> Case:
+def item(skill: str, kind: str, index: int, prompt: str, asserts: list[dict], good: list[str], bad: list[str]) -> Case:
     prefix = {"instruction": "ifeval", "arithmetic": "arith", "facts": "fact"}[skill]
     if kind not in ECHO_MAY_PASS:
         bad = [*bad, prompt]
     return Case(
-        item={"id": f"{prefix}-{kind}-{index:03d}", "skill": skill, "kind": kind,
-              "prompt": prompt, "assert": asserts},
+        item={"id": f"{prefix}-{kind}-{index:03d}", "skill": skill, "kind": kind, "prompt": prompt, "assert": asserts},
         good=tuple(good),
         bad=tuple(bad),
     )
@@ -172,31 +182,83 @@ EASY_QA = [
 ]
 
 REPEAT_SENTENCES = [
-    "The green frog sat on a log.", "Birds sing in the morning.", "My red kite flies high.",
-    "The old clock ticks loudly.", "Snow fell on the quiet town.", "A small boat crossed the lake.",
-    "The children played in the park.", "Bright stars filled the sky.", "The cat chased a yellow ball.",
-    "We walked along the sandy beach.", "The baker made fresh bread.", "A tall tree stood by the river.",
-    "The wind blew through the hills.", "Grandma knitted a warm scarf.", "The dog slept by the fire.",
-    "Rain tapped on the window.", "The moon rose over the hills.", "She painted the door blue.",
-    "A bee landed on the flower.", "The train left at noon.", "He planted tomatoes in spring.",
-    "The soup was too hot to eat.", "Two ducks swam in the pond.", "The library opens at nine.",
-    "My brother plays the drums.", "The leaves turned orange in autumn.", "A fox ran across the field.",
-    "The kettle began to whistle.", "We had pancakes for breakfast.", "The river flows to the sea.",
-    "An owl hooted in the dark.", "The bus was full of people.", "Her garden is full of roses.",
-    "The lamp lit up the room.", "Fresh snow covered the road.", "The horse jumped over the fence.",
-    "I left my hat on the chair.", "The waves crashed on the rocks.", "A rainbow appeared after the storm.",
-    "The teacher wrote on the board.", "Our team won the final game.", "The bread smells very good.",
-    "A mouse hid under the table.", "The bell rang three times.", "Sunflowers grow very tall.",
-    "The ship sailed into the harbour.", "My sister reads every night.", "The ice melted in the sun.",
+    "The green frog sat on a log.",
+    "Birds sing in the morning.",
+    "My red kite flies high.",
+    "The old clock ticks loudly.",
+    "Snow fell on the quiet town.",
+    "A small boat crossed the lake.",
+    "The children played in the park.",
+    "Bright stars filled the sky.",
+    "The cat chased a yellow ball.",
+    "We walked along the sandy beach.",
+    "The baker made fresh bread.",
+    "A tall tree stood by the river.",
+    "The wind blew through the hills.",
+    "Grandma knitted a warm scarf.",
+    "The dog slept by the fire.",
+    "Rain tapped on the window.",
+    "The moon rose over the hills.",
+    "She painted the door blue.",
+    "A bee landed on the flower.",
+    "The train left at noon.",
+    "He planted tomatoes in spring.",
+    "The soup was too hot to eat.",
+    "Two ducks swam in the pond.",
+    "The library opens at nine.",
+    "My brother plays the drums.",
+    "The leaves turned orange in autumn.",
+    "A fox ran across the field.",
+    "The kettle began to whistle.",
+    "We had pancakes for breakfast.",
+    "The river flows to the sea.",
+    "An owl hooted in the dark.",
+    "The bus was full of people.",
+    "Her garden is full of roses.",
+    "The lamp lit up the room.",
+    "Fresh snow covered the road.",
+    "The horse jumped over the fence.",
+    "I left my hat on the chair.",
+    "The waves crashed on the rocks.",
+    "A rainbow appeared after the storm.",
+    "The teacher wrote on the board.",
+    "Our team won the final game.",
+    "The bread smells very good.",
+    "A mouse hid under the table.",
+    "The bell rang three times.",
+    "Sunflowers grow very tall.",
+    "The ship sailed into the harbour.",
+    "My sister reads every night.",
+    "The ice melted in the sun.",
 ]
 
 JSON_OBJECTS = [
-    {"color": "blue"}, {"fruit": "apple"}, {"city": "Rome"}, {"animal": "cat"}, {"size": "small"},
-    {"day": "Monday"}, {"ok": True}, {"count": 3}, {"planet": "Mars"}, {"season": "winter"},
-    {"shape": "circle"}, {"drink": "tea"}, {"pet": "dog"}, {"tree": "oak"}, {"sport": "tennis"},
-    {"number": 42}, {"done": False}, {"name": "Ana", "age": 7}, {"x": 1, "y": 2},
-    {"first": "a", "last": "z"}, {"bird": "owl"}, {"metal": "gold"}, {"flower": "rose"},
-    {"instrument": "piano"}, {"month": "May"}, {"width": 10, "height": 20},
+    {"color": "blue"},
+    {"fruit": "apple"},
+    {"city": "Rome"},
+    {"animal": "cat"},
+    {"size": "small"},
+    {"day": "Monday"},
+    {"ok": True},
+    {"count": 3},
+    {"planet": "Mars"},
+    {"season": "winter"},
+    {"shape": "circle"},
+    {"drink": "tea"},
+    {"pet": "dog"},
+    {"tree": "oak"},
+    {"sport": "tennis"},
+    {"number": 42},
+    {"done": False},
+    {"name": "Ana", "age": 7},
+    {"x": 1, "y": 2},
+    {"first": "a", "last": "z"},
+    {"bird": "owl"},
+    {"metal": "gold"},
+    {"flower": "rose"},
+    {"instrument": "piano"},
+    {"month": "May"},
+    {"width": 10, "height": 20},
 ]
 
 INCLUDE_WORD = [
@@ -253,148 +315,281 @@ def _qa(i: int) -> tuple[str, list[str], str]:
 def instruction_cases() -> list[Case]:
     cases: list[Case] = []
     add = lambda kind, i, prompt, asserts, good, bad: cases.append(  # noqa: E731
-        item("instruction", kind, i, prompt, asserts, good, bad))
+        item("instruction", kind, i, prompt, asserts, good, bad)
+    )
 
     # repeat a sentence exactly, and nothing else
-    forms = ["Repeat this sentence exactly, and say nothing else: {s}",
-             "Repeat exactly, word for word, with nothing else: {s}",
-             "Copy this sentence exactly and write nothing else: {s}"]
+    forms = [
+        "Repeat this sentence exactly, and say nothing else: {s}",
+        "Repeat exactly, word for word, with nothing else: {s}",
+        "Copy this sentence exactly and write nothing else: {s}",
+    ]
     for i, s in enumerate(REPEAT_SENTENCES):
         core, n = s.rstrip("."), len(s.split())
-        add("repeat", i + 1, forms[i % 3].format(s=s),
+        add(
+            "repeat",
+            i + 1,
+            forms[i % 3].format(s=s),
             [{"type": "contains", "value": core}, js(f"{WORDS} <= {n + 2}")],
-            [s, f"\"{s}\"", core],
-            [s.lower(), s.replace(s.split()[1], "big", 1),
-             f"Sure! Here is the sentence you asked me to repeat: {s}", ""])
+            [s, f'"{s}"', core],
+            [
+                s.lower(),
+                s.replace(s.split()[1], "big", 1),
+                f"Sure! Here is the sentence you asked me to repeat: {s}",
+                "",
+            ],
+        )
 
     # copy a JSON object, and nothing else (keys far from the training data's)
-    forms = ["Reply with only this JSON object and nothing else: {o}",
-             "Output exactly this JSON object, with no other text: {o}"]
+    forms = [
+        "Reply with only this JSON object and nothing else: {o}",
+        "Output exactly this JSON object, with no other text: {o}",
+    ]
     for i, obj in enumerate(JSON_OBJECTS):
         text = json.dumps(obj)
-        schema = {"type": "object", "required": list(obj), "additionalProperties": False,
-                  "properties": {k: {"const": v} for k, v in obj.items()}}
+        schema = {
+            "type": "object",
+            "required": list(obj),
+            "additionalProperties": False,
+            "properties": {k: {"const": v} for k, v in obj.items()},
+        }
         key = next(iter(obj))
         changed = {**obj, key: "other" if isinstance(obj[key], str) else 99}
-        add("json", i + 1, forms[i % 2].format(o=text), [{"type": "is-json", "value": schema}],
+        add(
+            "json",
+            i + 1,
+            forms[i % 2].format(o=text),
+            [{"type": "is-json", "value": schema}],
             [text, json.dumps(obj, indent=2), json.dumps(obj, separators=(",", ":"))],
-            [json.dumps(changed), json.dumps({**obj, "extra": 1}), f"```json\n{text}\n```",
-             f"Here is the JSON object: {text}", str(obj), ""])
+            [
+                json.dumps(changed),
+                json.dumps({**obj, "extra": 1}),
+                f"```json\n{text}\n```",
+                f"Here is the JSON object: {text}",
+                str(obj),
+                "",
+            ],
+        )
 
     # a required word
-    forms = ["Write one short sentence about {t} that includes the word \"{w}\".",
-             "In one short sentence about {t}, use the word \"{w}\".",
-             "Write a short sentence about {t}. It must contain the word \"{w}\"."]
+    forms = [
+        'Write one short sentence about {t} that includes the word "{w}".',
+        'In one short sentence about {t}, use the word "{w}".',
+        'Write a short sentence about {t}. It must contain the word "{w}".',
+    ]
     for i, (topic, word, good, bad) in enumerate(INCLUDE_WORD):
-        add("include-word", i + 1, forms[i % 3].format(t=topic, w=word), [regex(words_re(word))],
-            [good, good.upper()], [bad, ""])
+        add(
+            "include-word",
+            i + 1,
+            forms[i % 3].format(t=topic, w=word),
+            [regex(words_re(word))],
+            [good, good.upper()],
+            [bad, ""],
+        )
 
     # a forbidden word (and its plural); the answer must still say something
-    forms = ["Describe {t} in one short sentence without using the word \"{w}\".",
-             "In one short sentence, describe {t}. Do not use the word \"{w}\".",
-             "Write one short sentence about {t}, but never use the word \"{w}\"."]
+    forms = [
+        'Describe {t} in one short sentence without using the word "{w}".',
+        'In one short sentence, describe {t}. Do not use the word "{w}".',
+        'Write one short sentence about {t}, but never use the word "{w}".',
+    ]
     for i, (topic, word, good, bad) in enumerate(FORBIDDEN_WORD):
-        add("forbidden-word", i + 1, forms[i % 3].format(t=topic, w=word),
+        add(
+            "forbidden-word",
+            i + 1,
+            forms[i % 3].format(t=topic, w=word),
             [not_regex(words_re(word, word + "s")), HAS_LETTER],
-            [good], [bad, bad.lower(), bad.upper(), ""])
+            [good],
+            [bad, bad.lower(), bad.upper(), ""],
+        )
 
     # a bullet list of exactly 2 items
-    bullets = [("fruits", "Apple", "Banana", "Cherry"), ("colours", "Red", "Blue", "Green"),
-               ("animals", "Dog", "Cat", "Horse"), ("vegetables", "Carrot", "Potato", "Onion"),
-               ("countries", "France", "Japan", "Brazil"), ("planets", "Mars", "Venus", "Jupiter"),
-               ("sports", "Tennis", "Football", "Golf"), ("musical instruments", "Piano", "Guitar", "Violin"),
-               ("birds", "Robin", "Eagle", "Owl"), ("drinks", "Water", "Tea", "Juice")]
-    forms = ["Name two {t} as a bullet list with exactly 2 items, one per line, each starting with \"- \".",
-             "List exactly 2 {t} as bullet points (\"- \" at the start of each line).",
-             "Give a bullet list of 2 {t}. Use \"- \" for each bullet."]
+    bullets = [
+        ("fruits", "Apple", "Banana", "Cherry"),
+        ("colours", "Red", "Blue", "Green"),
+        ("animals", "Dog", "Cat", "Horse"),
+        ("vegetables", "Carrot", "Potato", "Onion"),
+        ("countries", "France", "Japan", "Brazil"),
+        ("planets", "Mars", "Venus", "Jupiter"),
+        ("sports", "Tennis", "Football", "Golf"),
+        ("musical instruments", "Piano", "Guitar", "Violin"),
+        ("birds", "Robin", "Eagle", "Owl"),
+        ("drinks", "Water", "Tea", "Juice"),
+    ]
+    forms = [
+        'Name two {t} as a bullet list with exactly 2 items, one per line, each starting with "- ".',
+        'List exactly 2 {t} as bullet points ("- " at the start of each line).',
+        'Give a bullet list of 2 {t}. Use "- " for each bullet.',
+    ]
     bullet_count = "output.split('\\n').filter(l => /^\\s*[-*\u2022]\\s+\\S/.test(l)).length === 2"
     for i, (t, a, b, c) in enumerate(bullets):
-        add("bullets", i + 1, forms[i % 3].format(t=t), [js(bullet_count)],
+        add(
+            "bullets",
+            i + 1,
+            forms[i % 3].format(t=t),
+            [js(bullet_count)],
             [f"- {a}\n- {b}", f"Here are two {t}:\n- {a}\n- {b}", f"* {a}\n* {b}"],
-            [f"{a}, {b}", f"- {a}\n- {b}\n- {c}", f"- {a}", f"1. {a}\n2. {b}"])
+            [f"{a}, {b}", f"- {a}\n- {b}\n- {c}", f"- {a}", f"1. {a}\n2. {b}"],
+        )
 
     # yes/no questions answered with only yes or no
-    yes_no = [("Is ice cold?", True), ("Is fire cold?", False), ("Do fish live in water?", True),
-              ("Can a dog fly?", False), ("Is seven an odd number?", True), ("Is snow hot?", False),
-              ("Do birds have feathers?", True), ("Does a triangle have four sides?", False)]
-    forms = ["{q} Answer with only yes or no.", "Answer only \"yes\" or \"no\": {q}",
-             "{q} Reply with just one word: yes or no."]
+    yes_no = [
+        ("Is ice cold?", True),
+        ("Is fire cold?", False),
+        ("Do fish live in water?", True),
+        ("Can a dog fly?", False),
+        ("Is seven an odd number?", True),
+        ("Is snow hot?", False),
+        ("Do birds have feathers?", True),
+        ("Does a triangle have four sides?", False),
+    ]
+    forms = [
+        "{q} Answer with only yes or no.",
+        'Answer only "yes" or "no": {q}',
+        "{q} Reply with just one word: yes or no.",
+    ]
     for i, (q, truth) in enumerate(yes_no):
         right, other = ("yes", "no") if truth else ("no", "yes")
-        add("yes-no", i + 1, forms[i % 3].format(q=q), [regex(rf"^\W*{ci(right)}\W*$")],
+        add(
+            "yes-no",
+            i + 1,
+            forms[i % 3].format(q=q),
+            [regex(rf"^\W*{ci(right)}\W*$")],
             [right, right.capitalize() + ".", right.upper() + "!"],
-            [other.capitalize() + ".", f"{right.capitalize()}, of course.", "Maybe.", ""])
+            [other.capitalize() + ".", f"{right.capitalize()}, of course.", "Maybe.", ""],
+        )
 
     # all lowercase, with the right answer
-    forms = ["{q} Write your whole answer in lowercase letters only.",
-             "{q} Answer using only lowercase letters, no capitals at all."]
+    forms = [
+        "{q} Write your whole answer in lowercase letters only.",
+        "{q} Answer using only lowercase letters, no capitals at all.",
+    ]
     for i in range(4):
         q, answers, wrong = _qa(i)
         a = answers[0]
-        add("lowercase", i + 1, forms[i % 2].format(q=q), [LOWERCASE, regex(words_re(*answers))],
-            [a, f"{a}.", f"the answer is {a}."], [a.capitalize(), f"The answer is {a}.", wrong])
+        add(
+            "lowercase",
+            i + 1,
+            forms[i % 2].format(q=q),
+            [LOWERCASE, regex(words_re(*answers))],
+            [a, f"{a}.", f"the answer is {a}."],
+            [a.capitalize(), f"The answer is {a}.", wrong],
+        )
 
     # all capitals, with the right answer
     forms = ["{q} Write your whole answer in capital letters only.", "{q} Answer in all uppercase letters."]
     for i in range(4):
         q, answers, wrong = _qa(i + 4)
         a = answers[0]
-        add("uppercase", i + 1, forms[i % 2].format(q=q), [UPPERCASE, regex(words_re(*answers))],
+        add(
+            "uppercase",
+            i + 1,
+            forms[i % 2].format(q=q),
+            [UPPERCASE, regex(words_re(*answers))],
             [a.upper(), f"{a.upper()}.", f"THE ANSWER IS {a.upper()}."],
-            [a, a.capitalize(), f"The answer is {a.upper()}.", wrong.upper()])
+            [a, a.capitalize(), f"The answer is {a.upper()}.", wrong.upper()],
+        )
 
     # exactly one word, with the right answer
     forms = ["{q} Answer with exactly one word.", "Answer with a single word only. {q}"]
     for i in range(4):
         q, answers, wrong = _qa(i + 8)
         a = answers[0]
-        add("one-word", i + 1, forms[i % 2].format(q=q), [js(f"{WORDS} === 1"), regex(words_re(*answers))],
-            [a.capitalize(), f"{a}.", f"{a.capitalize()}!"], [f"The {a}.", f"It is {a}.", wrong.capitalize(), ""])
+        add(
+            "one-word",
+            i + 1,
+            forms[i % 2].format(q=q),
+            [js(f"{WORDS} === 1"), regex(words_re(*answers))],
+            [a.capitalize(), f"{a}.", f"{a.capitalize()}!"],
+            [f"The {a}.", f"It is {a}.", wrong.capitalize(), ""],
+        )
 
     # at most N words, open-ended
-    topics = [("What is a chair used for?", 5, "For sitting on.",
-               "A chair is a piece of furniture that people use when they want to sit down."),
-              ("Describe the moon.", 6, "Round, bright and grey.",
-               "The moon is a large rocky body that orbits the Earth and reflects light."),
-              ("What is rain?", 8, "Water falling from clouds.",
-               "Rain is water that falls from the clouds in the sky when drops become heavy."),
-              ("What is a library?", 10, "A place with books.",
-               "A library is a building where many books are kept so that people can borrow them.")]
+    topics = [
+        (
+            "What is a chair used for?",
+            5,
+            "For sitting on.",
+            "A chair is a piece of furniture that people use when they want to sit down.",
+        ),
+        (
+            "Describe the moon.",
+            6,
+            "Round, bright and grey.",
+            "The moon is a large rocky body that orbits the Earth and reflects light.",
+        ),
+        (
+            "What is rain?",
+            8,
+            "Water falling from clouds.",
+            "Rain is water that falls from the clouds in the sky when drops become heavy.",
+        ),
+        (
+            "What is a library?",
+            10,
+            "A place with books.",
+            "A library is a building where many books are kept so that people can borrow them.",
+        ),
+    ]
     forms = ["{q} Answer in at most {n} words.", "In {n} words or fewer: {q}"]
     for i, (q, n, short, long) in enumerate(topics):
-        add("max-words", i + 1, forms[i % 2].format(q=q, n=n), [js(f"{WORDS} >= 1 && {WORDS} <= {n}")],
-            [short, " ".join(["word"] * n)], [long, " ".join(["word"] * (n + 1)), ""])
+        add(
+            "max-words",
+            i + 1,
+            forms[i % 2].format(q=q, n=n),
+            [js(f"{WORDS} >= 1 && {WORDS} <= {n}")],
+            [short, " ".join(["word"] * n)],
+            [long, " ".join(["word"] * (n + 1)), ""],
+        )
 
     # start with a given word, then answer correctly
-    forms = ["Start your answer with the word \"{w}\". {q}", "{q} Begin your reply with the word \"{w}\"."]
+    forms = ['Start your answer with the word "{w}". {q}', '{q} Begin your reply with the word "{w}".']
     for i, w in enumerate(["Yes", "Sure", "Hello", "Okay"]):
         q, answers, wrong = _qa(i + 1)
         a = answers[0]
-        add("starts-with", i + 1, forms[i % 2].format(w=w, q=q),
+        add(
+            "starts-with",
+            i + 1,
+            forms[i % 2].format(w=w, q=q),
             [regex(r"^\W*" + ci(w) + r"\b"), regex(words_re(*answers))],
             [f"{w}, {a}.", f"{w}! The answer is {a}.", f"**{w}**: {a}", f"{w.lower()}, {a}"],
-            [f"{a.capitalize()}. {w}.", f"The answer is {a}.", f"{w}, {wrong}.", f"{w}s {a}."])
+            [f"{a.capitalize()}. {w}.", f"The answer is {a}.", f"{w}, {wrong}.", f"{w}s {a}."],
+        )
 
     # end with a given word (the instruction comes first, so an echo does not end with it)
-    ends = [("Name a planet.", "done", "Mars. done", "Mars"),
-            ("Name a colour.", "thanks", "Red, thanks", "Red"),
-            ("Name a fruit.", "please", "An apple, please.", "An apple."),
-            ("Name an animal.", "end", "A horse. The end", "A horse.")]
-    forms = ["End your answer with the word \"{w}\". {q}", "The last word of your reply must be \"{w}\". {q}"]
+    ends = [
+        ("Name a planet.", "done", "Mars. done", "Mars"),
+        ("Name a colour.", "thanks", "Red, thanks", "Red"),
+        ("Name a fruit.", "please", "An apple, please.", "An apple."),
+        ("Name an animal.", "end", "A horse. The end", "A horse."),
+    ]
+    forms = ['End your answer with the word "{w}". {q}', 'The last word of your reply must be "{w}". {q}']
     for i, (q, w, good, bad) in enumerate(ends):
-        add("ends-with", i + 1, forms[i % 2].format(q=q, w=w), [regex(r"\b" + ci(w) + r"\W*$")],
-            [good, w], [bad, f"{w} is the word", ""])
+        add(
+            "ends-with",
+            i + 1,
+            forms[i % 2].format(q=q, w=w),
+            [regex(r"\b" + ci(w) + r"\W*$")],
+            [good, w],
+            [bad, f"{w} is the word", ""],
+        )
 
     # the whole answer wrapped in double quotes, with the right answer
-    forms = ["{q} Wrap your entire answer in double quotes.",
-             "Put your whole answer inside double quotation marks. {q}"]
+    forms = [
+        "{q} Wrap your entire answer in double quotes.",
+        "Put your whole answer inside double quotation marks. {q}",
+    ]
     for i in range(4):
         q, answers, wrong = _qa(i + 10)
         a = answers[0]
-        add("quotes", i + 1, forms[i % 2].format(q=q),
+        add(
+            "quotes",
+            i + 1,
+            forms[i % 2].format(q=q),
             [regex('^\\s*["\u201c][\\s\\S]*["\u201d][.!]?\\s*$'), regex(words_re(*answers))],
-            [f"\"{a}\"", f"\"The answer is {a}.\"", f"\u201c{a.capitalize()}\u201d"],
-            [a, f"The answer is \"{a}\".", f"\"{wrong}\"", f"'{a}'"])
+            [f'"{a}"', f'"The answer is {a}."', f"\u201c{a.capitalize()}\u201d"],
+            [a, f'The answer is "{a}".', f'"{wrong}"', f"'{a}'"],
+        )
     return cases
 
 
@@ -444,54 +639,109 @@ def arithmetic_cases(rng: random.Random) -> list[Case]:
             prompt = forms[index % len(forms)].format(a=a, b=b) + " Answer with just the number."
             wrong = answer + rng.choice([-1, 1]) * rng.randint(1, 2)
             work = f"{a} / 2 = {{}}" if kind == "half" else f"{a} {SYMBOLS.get(kind)} {b} = {{}}"
-            good = [str(answer), f"{answer}.", f"The answer is {answer}.", number_word(answer).capitalize(),
-                    work.format(answer)]
+            good = [
+                str(answer),
+                f"{answer}.",
+                f"The answer is {answer}.",
+                number_word(answer).capitalize(),
+                work.format(answer),
+            ]
             if kind in ("div", "half"):
                 good.append(f"{answer}.0")
-            bad = [str(wrong), f"The answer is {wrong}.", f"{answer}0", f"-{answer}", f"{answer}.5",
-                   number_word(wrong), work.format(wrong)]
+            bad = [
+                str(wrong),
+                f"The answer is {wrong}.",
+                f"{answer}0",
+                f"-{answer}",
+                f"{answer}.5",
+                number_word(wrong),
+                work.format(wrong),
+            ]
             cases.append(item("arithmetic", kind, index, prompt, [regex(number_re(answer))], good, bad))
     return cases
 
 
 # --------------------------------------------------------------------------- facts
-CAPITALS = [("France", ["Paris"], "Lyon"), ("Japan", ["Tokyo"], "Osaka"), ("Germany", ["Berlin"], "Munich"),
-            ("Italy", ["Rome"], "Milan"), ("Spain", ["Madrid"], "Barcelona"),
-            ("the United Kingdom", ["London"], "Manchester"), ("Russia", ["Moscow"], "Kiev"),
-            ("China", ["Beijing", "Peking"], "Shanghai"), ("Egypt", ["Cairo"], "Alexandria"),
-            ("Greece", ["Athens"], "Sparta"), ("Portugal", ["Lisbon"], "Porto"),
-            ("Ireland", ["Dublin"], "Cork"), ("Norway", ["Oslo"], "Bergen"),
-            ("Austria", ["Vienna", "Wien"], "Salzburg"), ("Poland", ["Warsaw"], "Krakow"),
-            ("Thailand", ["Bangkok"], "Phuket"), ("South Korea", ["Seoul"], "Busan"),
-            ("India", ["New Delhi", "Delhi"], "Mumbai"), ("Hungary", ["Budapest"], "Vienna"),
-            ("Sweden", ["Stockholm"], "Oslo"), ("the Netherlands", ["Amsterdam"], "Rotterdam"),
-            ("Canada", ["Ottawa"], "Toronto"), ("Australia", ["Canberra"], "Sydney"),
-            ("Argentina", ["Buenos Aires"], "Cordoba")]
-OPPOSITES = [("hot", ["cold", "cool"], "warm"), ("big", ["small", "little", "tiny"], "large"),
-             ("up", ["down"], "top"), ("happy", ["sad", "unhappy"], "glad"),
-             ("fast", ["slow"], "quick"), ("open", ["closed", "close", "shut"], "wide"),
-             ("light", ["dark", "darkness", "heavy"], "bright"), ("old", ["young", "new"], "aged"),
-             ("left", ["right"], "center"), ("full", ["empty"], "whole"),
-             ("wet", ["dry"], "damp"), ("early", ["late"], "soon"),
-             ("tall", ["short"], "high"), ("hard", ["soft", "easy"], "firm")]
-PLURALS = [("mouse", ["mice"], "mouses"), ("child", ["children"], "childs"), ("foot", ["feet"], "foots"),
-           ("tooth", ["teeth"], "tooths"), ("man", ["men"], "mans"), ("woman", ["women"], "womans"),
-           ("goose", ["geese"], "gooses"), ("box", ["boxes"], "boxs"), ("baby", ["babies"], "babys"),
-           ("leaf", ["leaves"], "leafs")]
-LANGUAGES = [("Spain", ["Spanish", "Castilian"], "Portuguese"), ("France", ["French"], "German"),
-             ("Germany", ["German"], "Dutch"), ("Italy", ["Italian"], "Spanish"),
-             ("Japan", ["Japanese"], "Chinese"), ("China", ["Chinese", "Mandarin"], "Japanese"),
-             ("Russia", ["Russian"], "Polish"), ("Portugal", ["Portuguese"], "Spanish")]
-PEOPLE = [("Who wrote Romeo and Juliet?", ["Shakespeare"], "Charles Dickens"),
-          ("Who painted the Mona Lisa?", ["Leonardo", "da Vinci"], "Pablo Picasso"),
-          ("Who was the first person to walk on the Moon?", ["Armstrong"], "Buzz Aldrin"),
-          ("Who developed the theory of relativity?", ["Einstein"], "Isaac Newton"),
-          ("Who wrote the play Hamlet?", ["Shakespeare"], "Christopher Marlowe"),
-          ("Who discovered penicillin?", ["Fleming"], "Louis Pasteur")]
-CURRENCIES = [("Japan", ["yen"], "yuan"), ("the United States", ["dollar", "dollars", "USD"], "euro"),
-              ("the United Kingdom", ["pound", "pounds", "sterling", "GBP"], "euro"),
-              ("India", ["rupee", "rupees"], "dollar"), ("Mexico", ["peso", "pesos"], "dollar"),
-              ("Germany", ["euro", "euros"], "mark")]
+CAPITALS = [
+    ("France", ["Paris"], "Lyon"),
+    ("Japan", ["Tokyo"], "Osaka"),
+    ("Germany", ["Berlin"], "Munich"),
+    ("Italy", ["Rome"], "Milan"),
+    ("Spain", ["Madrid"], "Barcelona"),
+    ("the United Kingdom", ["London"], "Manchester"),
+    ("Russia", ["Moscow"], "Kiev"),
+    ("China", ["Beijing", "Peking"], "Shanghai"),
+    ("Egypt", ["Cairo"], "Alexandria"),
+    ("Greece", ["Athens"], "Sparta"),
+    ("Portugal", ["Lisbon"], "Porto"),
+    ("Ireland", ["Dublin"], "Cork"),
+    ("Norway", ["Oslo"], "Bergen"),
+    ("Austria", ["Vienna", "Wien"], "Salzburg"),
+    ("Poland", ["Warsaw"], "Krakow"),
+    ("Thailand", ["Bangkok"], "Phuket"),
+    ("South Korea", ["Seoul"], "Busan"),
+    ("India", ["New Delhi", "Delhi"], "Mumbai"),
+    ("Hungary", ["Budapest"], "Vienna"),
+    ("Sweden", ["Stockholm"], "Oslo"),
+    ("the Netherlands", ["Amsterdam"], "Rotterdam"),
+    ("Canada", ["Ottawa"], "Toronto"),
+    ("Australia", ["Canberra"], "Sydney"),
+    ("Argentina", ["Buenos Aires"], "Cordoba"),
+]
+OPPOSITES = [
+    ("hot", ["cold", "cool"], "warm"),
+    ("big", ["small", "little", "tiny"], "large"),
+    ("up", ["down"], "top"),
+    ("happy", ["sad", "unhappy"], "glad"),
+    ("fast", ["slow"], "quick"),
+    ("open", ["closed", "close", "shut"], "wide"),
+    ("light", ["dark", "darkness", "heavy"], "bright"),
+    ("old", ["young", "new"], "aged"),
+    ("left", ["right"], "center"),
+    ("full", ["empty"], "whole"),
+    ("wet", ["dry"], "damp"),
+    ("early", ["late"], "soon"),
+    ("tall", ["short"], "high"),
+    ("hard", ["soft", "easy"], "firm"),
+]
+PLURALS = [
+    ("mouse", ["mice"], "mouses"),
+    ("child", ["children"], "childs"),
+    ("foot", ["feet"], "foots"),
+    ("tooth", ["teeth"], "tooths"),
+    ("man", ["men"], "mans"),
+    ("woman", ["women"], "womans"),
+    ("goose", ["geese"], "gooses"),
+    ("box", ["boxes"], "boxs"),
+    ("baby", ["babies"], "babys"),
+    ("leaf", ["leaves"], "leafs"),
+]
+LANGUAGES = [
+    ("Spain", ["Spanish", "Castilian"], "Portuguese"),
+    ("France", ["French"], "German"),
+    ("Germany", ["German"], "Dutch"),
+    ("Italy", ["Italian"], "Spanish"),
+    ("Japan", ["Japanese"], "Chinese"),
+    ("China", ["Chinese", "Mandarin"], "Japanese"),
+    ("Russia", ["Russian"], "Polish"),
+    ("Portugal", ["Portuguese"], "Spanish"),
+]
+PEOPLE = [
+    ("Who wrote Romeo and Juliet?", ["Shakespeare"], "Charles Dickens"),
+    ("Who painted the Mona Lisa?", ["Leonardo", "da Vinci"], "Pablo Picasso"),
+    ("Who was the first person to walk on the Moon?", ["Armstrong"], "Buzz Aldrin"),
+    ("Who developed the theory of relativity?", ["Einstein"], "Isaac Newton"),
+    ("Who wrote the play Hamlet?", ["Shakespeare"], "Christopher Marlowe"),
+    ("Who discovered penicillin?", ["Fleming"], "Louis Pasteur"),
+]
+CURRENCIES = [
+    ("Japan", ["yen"], "yuan"),
+    ("the United States", ["dollar", "dollars", "USD"], "euro"),
+    ("the United Kingdom", ["pound", "pounds", "sterling", "GBP"], "euro"),
+    ("India", ["rupee", "rupees"], "dollar"),
+    ("Mexico", ["peso", "pesos"], "dollar"),
+    ("Germany", ["euro", "euros"], "mark"),
+]
 SCIENCE = [
     ("What is the name of Earth's natural satellite?", ["Moon"], "Mars"),
     ("What force pulls objects toward the ground?", ["gravity", "gravitation", "gravitational"], "magnetism"),
@@ -527,9 +777,9 @@ def facts_cases() -> list[Case]:
     for i, (country, answers, wrong) in enumerate(CAPITALS):
         add("capital", i + 1, forms[i % 3].format(c=country), answers, wrong)
     for i, (word, answers, wrong) in enumerate(OPPOSITES):
-        add("opposite", i + 1, f"What is the opposite of \"{word}\"?", answers, wrong)
+        add("opposite", i + 1, f'What is the opposite of "{word}"?', answers, wrong)
     for i, (word, answers, wrong) in enumerate(PLURALS):
-        add("plural", i + 1, f"What is the plural of \"{word}\"?", answers, wrong)
+        add("plural", i + 1, f'What is the plural of "{word}"?', answers, wrong)
     for i, (country, answers, wrong) in enumerate(LANGUAGES):
         add("language", i + 1, f"What language is mainly spoken in {country}?", answers, wrong)
     for i, (question, answers, wrong) in enumerate(PEOPLE):

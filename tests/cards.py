@@ -12,8 +12,8 @@ from pathlib import Path
 
 from pipelines.common import stats, tracking
 from pipelines.config.gate import CostSettings, GateSettings
-from pipelines.gate import cost, decision, registry, report
 from pipelines.evaluation.scorecard import CaseResult, ScoreCard
+from pipelines.gate import cost, decision, registry, report
 from pipelines.gate.decision import ChampionInput
 from pipelines.gate.registry import RegistryEntry
 from pipelines.gate.report import DecisionRecord, Scores
@@ -29,8 +29,14 @@ NO_CHAMPION = ChampionInput("none")
 TRAINING = cost.TrainingTime(train_runtime_s=1800.0, tokens_per_second=1000.0)
 
 
-def card(contender: str, outcomes: list[bool], suite: str = "task", fingerprint: str | None = FP,
-         prompt_tokens: float = 300.0, target: float | None = None) -> ScoreCard:  # fmt: skip
+def card(
+    contender: str,
+    outcomes: list[bool],
+    suite: str = "task",
+    fingerprint: str | None = FP,
+    prompt_tokens: float = 300.0,
+    target: float | None = None,
+) -> ScoreCard:
     """A score card with one case per outcome (ids c0, c1, ...)."""
     n = len(outcomes)
     passed = sum(outcomes)
@@ -70,12 +76,25 @@ def champion_entry(partition: str) -> RegistryEntry:
     (partition, base model); the rest are placeholders (no promotion time, no files)."""
     summary = card("champion", [True]).summary()
     return RegistryEntry(
-        task="task", partition=partition, promoted_at="", artefact={"id": f"artefact-on-{partition}"},
-        model_dir=f"/models/{partition}", base_model={"name": partition}, adapter_dir=None, run_key=None,
-        data_fingerprint=None, config_hash=None, training_run_id=None, decision_run_id=None, suite_fingerprint=FP,
-        scores=Scores(ladder={}, baseline=summary, tuned=summary, general={}), p_value=0.01, margin=0.1,
-        reason="an earlier win", version=1,
-    )  # fmt: skip
+        task="task",
+        partition=partition,
+        promoted_at="",
+        artefact={"id": f"artefact-on-{partition}"},
+        model_dir=f"/models/{partition}",
+        base_model={"name": partition},
+        adapter_dir=None,
+        run_key=None,
+        data_fingerprint=None,
+        config_hash=None,
+        training_run_id=None,
+        decision_run_id=None,
+        suite_fingerprint=FP,
+        scores=Scores(ladder={}, baseline=summary, tuned=summary, general={}),
+        p_value=0.01,
+        margin=0.1,
+        reason="an earlier win",
+        version=1,
+    )
 
 
 def outcomes(both: int, only_first: int, only_second: int, neither: int) -> tuple[list[bool], list[bool]]:
@@ -93,7 +112,9 @@ def paired(both: int, only_tuned: int, only_base: int, neither: int, **kw) -> tu
 def general(reference: list[bool], candidate: list[bool], base_as_trained: list[bool] | None = None) -> dict:
     return {
         "reference": card("base", reference, "general", GFP),
-        "base_as_trained": None if base_as_trained is None else card("base_as_trained", base_as_trained, "general", GFP),
+        "base_as_trained": None
+        if base_as_trained is None
+        else card("base_as_trained", base_as_trained, "general", GFP),
         "candidate": card("tuned", candidate, "general", GFP),
     }
 
@@ -114,8 +135,13 @@ WIN = (5, 12, 1, 2)  # the tune passes c0..c16 (85 %) vs the best prompt 30 %, M
 LOSS = (5, 1, 8, 6)  # the tune passes 30 % vs the best prompt 65 %
 
 
-PRICES = CostSettings(input_per_1m_tokens=0.10, output_per_1m_tokens=0.40, training_per_hour=2.0,
-                      calls_per_month=100_000, retunes_per_quarter=1.0)  # fmt: skip
+PRICES = CostSettings(
+    input_per_1m_tokens=0.10,
+    output_per_1m_tokens=0.40,
+    training_per_hour=2.0,
+    calls_per_month=100_000,
+    retunes_per_quarter=1.0,
+)
 
 
 def cost_of(baseline: ScoreCard, tuned: ScoreCard, prices: CostSettings = PRICES) -> cost.CostReport:
@@ -124,25 +150,58 @@ def cost_of(baseline: ScoreCard, tuned: ScoreCard, prices: CostSettings = PRICES
 
 def base_model_info(name: str = "tiny-llama", path: str | Path = "/models/tiny", **fields) -> BaseModelInfo:
     """What the ``base_model`` asset returns, for a model folder that need not exist."""
-    values = {"source": str(path), "weights_sha256": "w", "size_bytes": 0, "parameters": 0, "eos_token": "<|im_end|>",
-              "pad_token": "<|im_end|>", **fields}  # fmt: skip
+    values = {
+        "source": str(path),
+        "weights_sha256": "w",
+        "size_bytes": 0,
+        "parameters": 0,
+        "eos_token": "<|im_end|>",
+        "pad_token": "<|im_end|>",
+        **fields,
+    }
     return BaseModelInfo(name=name, path=str(path), **values)
 
 
 def adapter_record(adapter_dir: str = "/runs/adapter", run_key: str = "run-1", **fields) -> AdapterRecord:
     """What ``qlora_adapter`` returns, for an adapter that need not exist."""
-    values = {"base_model_dir": "/models/tiny", "load_in_4bit": True, "bnb_4bit_quant_type": "nf4",
-              "bnb_4bit_compute_dtype": "float32", "bnb_config": {"load_in_4bit": True}, "chat_template": "tokenizer_default",
-              "eot_tokens": ["<|im_end|>"], "system_prompt_policy": "from_record", "data_fingerprint": "data-fp",
-              "config_hash": "cfg-hash", "base_model_sha256": "w", "run_dir": "/runs", "mlflow_run_id": None,
-              "eval_loss_first": 2.0, "eval_loss_last": 1.0, "train_loss_last": 1.0, "trainable_params": 1000,
-              "train_runtime_s": 600.0, "tokens_per_second": 900.0, "versions": {}, "how_to_load": "", **fields}  # fmt: skip
+    values = {
+        "base_model_dir": "/models/tiny",
+        "load_in_4bit": True,
+        "bnb_4bit_quant_type": "nf4",
+        "bnb_4bit_compute_dtype": "float32",
+        "bnb_config": {"load_in_4bit": True},
+        "chat_template": "tokenizer_default",
+        "eot_tokens": ["<|im_end|>"],
+        "system_prompt_policy": "from_record",
+        "data_fingerprint": "data-fp",
+        "config_hash": "cfg-hash",
+        "base_model_sha256": "w",
+        "run_dir": "/runs",
+        "mlflow_run_id": None,
+        "eval_loss_first": 2.0,
+        "eval_loss_last": 1.0,
+        "train_loss_last": 1.0,
+        "trainable_params": 1000,
+        "train_runtime_s": 600.0,
+        "tokens_per_second": 900.0,
+        "versions": {},
+        "how_to_load": "",
+        **fields,
+    }
     return AdapterRecord(adapter_dir=adapter_dir, run_key=run_key, **values)
 
 
 # --------------------------------------------------------------------------- a win in the registry
-BASE_MODEL = BaseModelInfo(name="tiny", path="/models/tiny", source="pkg:tiny", weights_sha256="w" * 64, size_bytes=0,
-                           parameters=0, eos_token="<|im_end|>", pad_token="<|im_end|>")  # fmt: skip
+BASE_MODEL = BaseModelInfo(
+    name="tiny",
+    path="/models/tiny",
+    source="pkg:tiny",
+    weights_sha256="w" * 64,
+    size_bytes=0,
+    parameters=0,
+    eos_token="<|im_end|>",
+    pad_token="<|im_end|>",
+)
 
 
 def model_folder(path: Path, content: bytes) -> Path:
@@ -157,14 +216,18 @@ def logged_win(store: tracking.Store, task: str, partition: str, model_dir: Path
     """A real gate record for a win, logged to MLflow like gate_decision logs it."""
     baseline, tuned = paired(*WIN)
     tuned = replace(tuned, artefact=artefacts.identity(model_dir, "chatml", {"dtype": "float32"}))
-    record = report.decision_record(decide(baseline, tuned), {"static_few_shot": baseline}, tuned, general_ok(),
-                                    cost_of(baseline, tuned))  # fmt: skip
-    return replace(record, mlflow_run_id=tracking.log_decision(store, tracking.experiment_name(task), partition, record,
-                                                               tracking.tags(data_fingerprint="data-fp")))  # fmt: skip
+    record = report.decision_record(
+        decide(baseline, tuned), {"static_few_shot": baseline}, tuned, general_ok(), cost_of(baseline, tuned)
+    )
+    return replace(
+        record,
+        mlflow_run_id=tracking.log_decision(
+            store, tracking.experiment_name(task), partition, record, tracking.tags(data_fingerprint="data-fp")
+        ),
+    )
 
 
 def candidate_entry(store, task, tmp_path, partition: str) -> RegistryEntry:
-
     """The registry entry of ``partition``'s win: its folders under ``tmp_path``, its logged decision."""
     model_dir = model_folder(tmp_path / "models" / partition, partition.encode() * 100)
     adapter_dir = model_folder(tmp_path / "adapters" / partition, b"adapter-" + partition.encode())

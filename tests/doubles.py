@@ -13,8 +13,8 @@ import dagster as dg
 from pipelines.data import split
 from pipelines.data.split import SplitFile
 from pipelines.gate.ladder import Ladder
-from pipelines.models.merge import BaseAsTrained, TunedModel
 from pipelines.models import artefacts
+from pipelines.models.merge import BaseAsTrained, TunedModel
 from pipelines.orchestration.partitions import base_model_partitions
 from tests.cards import FP, WIN, adapter_record, base_model_info, card, general_ok, paired
 
@@ -82,8 +82,11 @@ def validation_set_double() -> SplitFile:
 
 def baseline_double(target: float | None, pass_rate: float):
     """The evaluation stage's prompt-only baseline scores, with this pass rate and target."""
-    skip = (f"no fine-tune needed: the baseline passes {pass_rate:.0%} >= target {target:.0%}"
-            if target is not None and pass_rate >= target else None)
+    skip = (
+        f"no fine-tune needed: the baseline passes {pass_rate:.0%} >= target {target:.0%}"
+        if target is not None and pass_rate >= target
+        else None
+    )
 
     rung = card("zero_shot", [i < round(12 * pass_rate) for i in range(12)], target=target)
 
@@ -95,13 +98,16 @@ def baseline_double(target: float | None, pass_rate: float):
 
 
 TINY_OVERRIDES = {  # the tiny learner, one epoch of 12 steps: at lr 0.01 its eval loss falls far past the guard's 1 %
-    "learning_rate": 0.01, "micro_batch_size": 4, "warmup_ratio": 0.0,
+    "learning_rate": 0.01,
+    "micro_batch_size": 4,
+    "warmup_ratio": 0.0,
 }
 
 
 # --------------------------------------------------------------------------- promotion
-def promotion_assets(tiny_model_dir, tuned_dir, outcome=WIN, *, tuned_fingerprint=FP, champion=None,
-                     tuned_model_template=TEMPLATE) -> list:  # fmt: skip
+def promotion_assets(
+    tiny_model_dir, tuned_dir, outcome=WIN, *, tuned_fingerprint=FP, champion=None, tuned_model_template=TEMPLATE
+) -> list:
     """Doubles for everything upstream of the promotion group, plus its three real assets."""
     from assets.gate import champion_scores, gate_decision, promoted_model
 
@@ -117,13 +123,29 @@ def promotion_assets(tiny_model_dir, tuned_dir, outcome=WIN, *, tuned_fingerprin
         double("tuned_general_scores", general["candidate"]),
         double("eval_set", split_value(EVAL, "data-fp")),
         double("base_model", base_model_info(path=tiny_model_dir)),
-        double("base_as_trained", BaseAsTrained(path="/models/base-as-trained", quantised=True, bnb_config={},
-                                                chat_template=TEMPLATE, artefact={"id": "base-as-trained-id"})),
+        double(
+            "base_as_trained",
+            BaseAsTrained(
+                path="/models/base-as-trained",
+                quantised=True,
+                bnb_config={},
+                chat_template=TEMPLATE,
+                artefact={"id": "base-as-trained-id"},
+            ),
+        ),
         double("qlora_adapter", adapter_record()),
-        double("tuned_model", TunedModel(path=str(tuned_dir), chat_template=tuned_model_template, run_key="run-1",
-                                         artefact=artefacts.identity(tuned_dir, tuned_model_template, {"dtype": "float32"}),
-                                         adapter_dir="/runs/adapter", data_fingerprint="data-fp",
-                                         base_as_trained="base-as-trained-id")),  # fmt: skip
+        double(
+            "tuned_model",
+            TunedModel(
+                path=str(tuned_dir),
+                chat_template=tuned_model_template,
+                run_key="run-1",
+                artefact=artefacts.identity(tuned_dir, tuned_model_template, {"dtype": "float32"}),
+                adapter_dir="/runs/adapter",
+                data_fingerprint="data-fp",
+                base_as_trained="base-as-trained-id",
+            ),
+        ),
     ]
     real = [gate_decision, promoted_model]
     if champion is None:

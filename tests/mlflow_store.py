@@ -64,9 +64,25 @@ class MlflowServer:
         env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
         with self.log.open("a") as log:
             self.proc = subprocess.Popen(
-                [str(MLFLOW), "server", "--backend-store-uri", self.backend, "--artifacts-destination",
-                 str(self.artifacts), "--host", "127.0.0.1", "--port", str(self.port), "--workers", "1"],
-                stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)  # fmt: skip
+                [
+                    str(MLFLOW),
+                    "server",
+                    "--backend-store-uri",
+                    self.backend,
+                    "--artifacts-destination",
+                    str(self.artifacts),
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    str(self.port),
+                    "--workers",
+                    "1",
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
+                start_new_session=True,
+            )
         deadline = time.monotonic() + STARTUP_TIMEOUT_S
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

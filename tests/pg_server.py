@@ -31,8 +31,10 @@ def server_binaries() -> Path | None:
 
 def why_unavailable() -> str | None:
     if server_binaries() is None:
-        return ("PostgreSQL server binaries (initdb, pg_ctl) not found: install Debian's `postgresql` "
-                "(`make system-deps` does as root)")
+        return (
+            "PostgreSQL server binaries (initdb, pg_ctl) not found: install Debian's `postgresql` "
+            "(`make system-deps` does as root)"
+        )
     if os.geteuid() == 0 and shutil.which("runuser") is None:
         return "running as root without `runuser`: initdb refuses to run as root"
     return None
@@ -53,8 +55,19 @@ def postgres_server() -> Iterator[str]:
     run = lambda *args: subprocess.run([*prefix, *args], check=True, capture_output=True, text=True)  # noqa: E731
     try:
         run(str(bindir / "initdb"), "-D", str(data), "-U", ROLE, "--auth=trust", "-E", "UTF8", "--no-sync")
-        run(str(bindir / "pg_ctl"), "-D", str(data), "-l", str(log), "-w", "-t", "60", "start",
-            "-o", f"-p {port} -k {workdir} -c listen_addresses=127.0.0.1 -c fsync=off")
+        run(
+            str(bindir / "pg_ctl"),
+            "-D",
+            str(data),
+            "-l",
+            str(log),
+            "-w",
+            "-t",
+            "60",
+            "start",
+            "-o",
+            f"-p {port} -k {workdir} -c listen_addresses=127.0.0.1 -c fsync=off",
+        )
         try:
             yield f"postgresql+psycopg2://{ROLE}@127.0.0.1:{port}/postgres"
         finally:

@@ -4,19 +4,19 @@ from __future__ import annotations
 
 import os
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import dagster as dg
 import pytest
 import yaml
 
-from pipelines.training import retune
-from pipelines.orchestration.automation import base_model_registry_sensor, tune_job, weekly_retune_schedule
-from pipelines.config.paths import Layout, default_settings_file
 from pipelines.config.base_models import load_base_models
+from pipelines.config.paths import Layout, default_settings_file
 from pipelines.config.settings import load_settings
+from pipelines.orchestration.automation import base_model_registry_sensor, tune_job, weekly_retune_schedule
 from pipelines.orchestration.resources import TunegateResource
+from pipelines.training import retune
 
 CFG = "c" * 64
 DATA = "d" * 64
@@ -51,7 +51,12 @@ def test_never_tuned():
 @pytest.mark.parametrize(
     ("current", "recorded", "src_mtime", "needle"),
     [
-        (retune.Inputs("n" * 64, DATA), retune.Recorded(CFG, DATA, 2000.0), None, "config hash changed: cccccccccccc -> nnnnnnnnnnnn"),
+        (
+            retune.Inputs("n" * 64, DATA),
+            retune.Recorded(CFG, DATA, 2000.0),
+            None,
+            "config hash changed: cccccccccccc -> nnnnnnnnnnnn",
+        ),
         (retune.Inputs(CFG, "n" * 64), retune.Recorded(CFG, DATA, 2000.0), None, "data fingerprint changed"),
         (retune.Inputs(CFG, None), retune.Recorded(CFG, DATA, 2000.0), None, "train/eval files are missing"),
         (retune.Inputs(CFG, DATA), retune.Recorded(CFG, DATA, 2000.0), 3000.0, "modified (1970-01-01T00:50:00+00:00)"),
@@ -80,10 +85,12 @@ def test_latest_source_mtime(tmp_path):
         os.utime(path, (1000 + i, 1000 + i))
     sources_file.write_text(
         yaml.safe_dump(
-            {"sources": [
-                {"name": "a", "kind": "jsonl", "path": str(data), "fields": {"messages": "messages"}},
-                {"name": "b", "kind": "hf_disk", "path": str(folder), "fields": {"messages": "messages"}},
-            ]}
+            {
+                "sources": [
+                    {"name": "a", "kind": "jsonl", "path": str(data), "fields": {"messages": "messages"}},
+                    {"name": "b", "kind": "hf_disk", "path": str(folder), "fields": {"messages": "messages"}},
+                ]
+            }
         )
     )
     os.utime(sources_file, (500, 500))
@@ -105,7 +112,9 @@ def env(tmp_path):
     settings = tmp_path / "tunegate.yaml"
     settings.write_text("{}\n")
     resource = TunegateResource(
-        home=str(tmp_path / "out"), base_models_file=str(registry), settings_file=str(settings),
+        home=str(tmp_path / "out"),
+        base_models_file=str(registry),
+        settings_file=str(settings),
         sources_file=str(tmp_path / "sources.yaml"),
     )
     with dg.instance_for_test() as instance:
@@ -113,9 +122,7 @@ def env(tmp_path):
 
 
 def _tick(instance, resource):
-    return base_model_registry_sensor(
-        dg.build_sensor_context(instance=instance, resources={"tunegate": resource})
-    )
+    return base_model_registry_sensor(dg.build_sensor_context(instance=instance, resources={"tunegate": resource}))
 
 
 def _apply(instance, result: dg.SensorResult) -> None:
@@ -166,7 +173,7 @@ def _schedule(instance, resource):
     context = dg.build_schedule_context(
         instance=instance,
         resources={"tunegate": resource},
-        scheduled_execution_time=datetime(2026, 11, 30, 3, 0, tzinfo=timezone.utc),
+        scheduled_execution_time=datetime(2026, 11, 30, 3, 0, tzinfo=UTC),
     )
     return weekly_retune_schedule(context)
 
@@ -176,7 +183,9 @@ def test_schedule_skips_when_nothing_changed_and_runs_when_config_changes(env, t
     source = tmp_path / "tickets.jsonl"
     source.write_text("{}\n")
     Path(resource.sources_file).write_text(
-        yaml.safe_dump({"sources": [{"name": "t", "kind": "jsonl", "path": str(source), "fields": {"messages": "messages"}}]})
+        yaml.safe_dump(
+            {"sources": [{"name": "t", "kind": "jsonl", "path": str(source), "fields": {"messages": "messages"}}]}
+        )
     )
     past = time.time() - 3600
     for path in (source, Path(resource.sources_file)):
@@ -229,9 +238,15 @@ def test_latest_source_mtime_sees_every_file_a_glob_source_matches(tmp_path):
         path.write_text("x")
         os.utime(path, (stamp, stamp))
     sources_file = tmp_path / "sources.yaml"
-    sources_file.write_text(yaml.safe_dump({"sources": [
-        {"name": "a", "kind": "jsonl", "path": "exports/*.jsonl", "fields": {"messages": "messages"}},
-    ]}))
+    sources_file.write_text(
+        yaml.safe_dump(
+            {
+                "sources": [
+                    {"name": "a", "kind": "jsonl", "path": "exports/*.jsonl", "fields": {"messages": "messages"}},
+                ]
+            }
+        )
+    )
     os.utime(sources_file, (500, 500))
     from pipelines.config.sources import load_sources
 

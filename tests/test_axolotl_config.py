@@ -14,10 +14,10 @@ import pytest
 import yaml
 
 from pipelines.common import files
-from pipelines.training import adapter, axolotl_schema, done_marker, guard, launch, run_plan, train_metrics
 from pipelines.config.base_models import BaseModelSpec
 from pipelines.config.paths import Layout
 from pipelines.config.training import TrainingSettings
+from pipelines.training import adapter, axolotl_schema, done_marker, guard, launch, run_plan, train_metrics
 from tests.cards import adapter_record
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -29,9 +29,19 @@ def _spec(name: str = "tiny-llama", **kw) -> BaseModelSpec:
     return BaseModelSpec(name=name, source="/nonexistent", **kw)
 
 
-def _plan(tmp_path: Path, model_dir: Path, spec: BaseModelSpec | None = None, *, home: Path | None = None,
-          overrides: dict | None = None, fingerprint: str = "f" * 64, sha: str = "a" * 64,
-          train: Path = TRAIN, validation: Path = VALIDATION, cuda: bool = False) -> run_plan.RunPlan:
+def _plan(
+    tmp_path: Path,
+    model_dir: Path,
+    spec: BaseModelSpec | None = None,
+    *,
+    home: Path | None = None,
+    overrides: dict | None = None,
+    fingerprint: str = "f" * 64,
+    sha: str = "a" * 64,
+    train: Path = TRAIN,
+    validation: Path = VALIDATION,
+    cuda: bool = False,
+) -> run_plan.RunPlan:
     return run_plan.plan_run(
         Layout(home or tmp_path / "home"),
         spec or _spec(),
@@ -91,8 +101,18 @@ def test_merge_order_template_cpu_registry_settings(tmp_path):
 def test_shipped_templates_have_the_cpu_keys_and_qlora_defaults():
     cfg = run_plan.training_config(_spec(), TrainingSettings(), cuda=False)
     assert cfg["adapter"] == "qlora" and cfg["load_in_4bit"] is True
-    for key in ("bf16", "fp16", "tf32", "flash_attention", "sample_packing", "dataloader_pin_memory",
-                "lora_mlp_kernel", "lora_qkv_kernel", "lora_o_kernel", "lora_embedding_kernel"):
+    for key in (
+        "bf16",
+        "fp16",
+        "tf32",
+        "flash_attention",
+        "sample_packing",
+        "dataloader_pin_memory",
+        "lora_mlp_kernel",
+        "lora_qkv_kernel",
+        "lora_o_kernel",
+        "lora_embedding_kernel",
+    ):
         assert cfg[key] is False, key
     assert cfg["val_set_size"] == 0 and cfg["test_datasets"], "eval must come from OUR validation slice"
     assert cfg["datasets"][0]["roles_to_train"] == ["assistant"]
@@ -115,7 +135,9 @@ def test_run_specific_keys_are_refused_in_overrides():
 
 def test_a_config_without_the_metrics_plugin_is_refused(tmp_path, model_dir):
     """Overrides replace lists whole: dropping the plugin would leave the guard blind."""
-    with pytest.raises(run_plan.AxolotlConfigError, match="must include pipelines.training.plugins.metrics_log.MetricsLogPlugin"):
+    with pytest.raises(
+        run_plan.AxolotlConfigError, match="must include pipelines.training.plugins.metrics_log.MetricsLogPlugin"
+    ):
         _plan(tmp_path, model_dir, overrides={"plugins": ["pipelines.training.plugins.trim_compute.TrimComputePlugin"]})
 
 
@@ -126,8 +148,13 @@ def test_odd_strings_survive_safe_dump(tmp_path, model_dir):
     train, validation = weird_dir / "train set.jsonl", weird_dir / "validation: set.jsonl"
     train.write_text(TRAIN.read_text())
     validation.write_text(VALIDATION.read_text())
-    plan = _plan(tmp_path, model_dir, overrides={"chat_template": "jinja", "chat_template_jinja": odd},
-                 train=train, validation=validation)
+    plan = _plan(
+        tmp_path,
+        model_dir,
+        overrides={"chat_template": "jinja", "chat_template_jinja": odd},
+        train=train,
+        validation=validation,
+    )
     path = run_plan.write_config(plan)
     loaded = yaml.safe_load(path.read_text())
     assert loaded == plan.config
@@ -207,9 +234,18 @@ def test_mlflow_tracking_is_axolotls_own_and_outside_the_config_hash(tmp_path, m
 
     keys = tracking.axolotl_keys(tracking.Store("http://127.0.0.1:5000"), "tunegate-triage", "train @ tiny-llama")
     plain = _plan(tmp_path, model_dir)
-    tracked = run_plan.plan_run(Layout(tmp_path / "home"), _spec(), TrainingSettings(), base_model_dir=model_dir,
-                          base_model_sha256="a" * 64, train_path=TRAIN, validation_path=VALIDATION,
-                          data_fingerprint="f" * 64, cuda=False, tracking_keys=keys)  # fmt: skip
+    tracked = run_plan.plan_run(
+        Layout(tmp_path / "home"),
+        _spec(),
+        TrainingSettings(),
+        base_model_dir=model_dir,
+        base_model_sha256="a" * 64,
+        train_path=TRAIN,
+        validation_path=VALIDATION,
+        data_fingerprint="f" * 64,
+        cuda=False,
+        tracking_keys=keys,
+    )
     assert tracked.config_hash == plain.config_hash and tracked.run_key == plain.run_key
     assert {k: tracked.config[k] for k in keys} == keys and "use_mlflow" not in plain.config
     axolotl_schema.validate_config(tracked.config)  # Axolotl's schema knows every key
@@ -223,7 +259,9 @@ def test_mlflow_tracking_is_axolotls_own_and_outside_the_config_hash(tmp_path, m
 def test_a_plugin_that_does_not_import_is_named(tmp_path, model_dir):
     cfg = _plan(tmp_path, model_dir).config
     cfg["plugins"] = [*cfg["plugins"], "pipelines.no_such_module.Plugin"]
-    with pytest.raises(run_plan.AxolotlConfigError, match=r"`plugins`: cannot import \['pipelines.no_such_module.Plugin'\]"):
+    with pytest.raises(
+        run_plan.AxolotlConfigError, match=r"`plugins`: cannot import \['pipelines.no_such_module.Plugin'\]"
+    ):
         axolotl_schema.validate_config(cfg)
 
 
@@ -245,14 +283,21 @@ def test_invalid_config_names_key_and_reason(tmp_path, model_dir, overrides, exp
 def test_unknown_dataset_key_is_named_with_its_position(tmp_path, model_dir):
     cfg = _plan(tmp_path, model_dir).config
     cfg["datasets"][0]["field_message"] = cfg["datasets"][0].pop("field_messages")
-    with pytest.raises(run_plan.AxolotlConfigError, match=r"`datasets\[0\]\.field_message`.*did you mean `field_messages`"):
+    with pytest.raises(
+        run_plan.AxolotlConfigError, match=r"`datasets\[0\]\.field_message`.*did you mean `field_messages`"
+    ):
         axolotl_schema.validate_config(cfg)
 
 
 # --------------------------------------------------------------------------- launch
 def test_launch_env_is_clean_and_offline():
-    base = {"PATH": "/usr/bin", "ACCELERATE_USE_CPU": "true", "ACCELERATE_USE_FSDP": "1", "PYTHONPATH": "/x",
-            "WANDB_MODE": "online"}
+    base = {
+        "PATH": "/usr/bin",
+        "ACCELERATE_USE_CPU": "true",
+        "ACCELERATE_USE_FSDP": "1",
+        "PYTHONPATH": "/x",
+        "WANDB_MODE": "online",
+    }
     env = launch.launch_env(base, cpu_qlora_patch=True, extra={"MY_FLAG": "1"})
     assert not [k for k in env if k.startswith("ACCELERATE_USE_")]
     for key, value in launch.SUBPROCESS_ENV.items():
@@ -267,7 +312,12 @@ def test_launch_env_is_clean_and_offline():
 
 def test_launch_command_uses_the_python_launcher(tmp_path):
     cmd = launch.launch_command(tmp_path / "axolotl.yaml")
-    assert Path(cmd[0]).name == "axolotl" and cmd[1:] == ["train", str(tmp_path / "axolotl.yaml"), "--launcher", "python"]
+    assert Path(cmd[0]).name == "axolotl" and cmd[1:] == [
+        "train",
+        str(tmp_path / "axolotl.yaml"),
+        "--launcher",
+        "python",
+    ]
 
 
 @pytest.mark.parametrize("patched", [True, False])
@@ -347,17 +397,23 @@ def _rec(kind: str, step: int, **values) -> dict:
 def _killed_and_resumed() -> list[dict]:
     """What MetricsLogPlugin appends for a 12-step run (evals at 0, 6, 12) killed after step
     8, then resumed from checkpoint-5: steps 6..8 and the eval at 6 are logged twice."""
-    first = [_rec("begin", 0, num_input_tokens_seen=0, trainable_params=100, all_params=1000),
-             _rec("eval", 0, eval_loss=4.0)]
-    first += [_rec("train", s, loss=4.0 - 0.1 * s, learning_rate=1e-3, num_input_tokens_seen=256 * s)
-              for s in range(1, 9)]
+    first = [
+        _rec("begin", 0, num_input_tokens_seen=0, trainable_params=100, all_params=1000),
+        _rec("eval", 0, eval_loss=4.0),
+    ]
+    first += [
+        _rec("train", s, loss=4.0 - 0.1 * s, learning_rate=1e-3, num_input_tokens_seen=256 * s) for s in range(1, 9)
+    ]
     first.insert(8, _rec("eval", 6, eval_loss=2.5))
     resumed = [_rec("begin", 5, num_input_tokens_seen=1280, trainable_params=100, all_params=1000)]
-    resumed += [_rec("train", s, loss=3.0 - 0.2 * s, learning_rate=1e-3, num_input_tokens_seen=256 * s)
-                for s in range(6, 13)]
+    resumed += [
+        _rec("train", s, loss=3.0 - 0.2 * s, learning_rate=1e-3, num_input_tokens_seen=256 * s) for s in range(6, 13)
+    ]
     resumed.insert(2, _rec("eval", 6, eval_loss=2.4))
-    resumed += [_rec("eval", 12, eval_loss=0.5),
-                _rec("summary", 12, train_runtime=10.0, train_loss=1.0, num_input_tokens_seen=3072)]
+    resumed += [
+        _rec("eval", 12, eval_loss=0.5),
+        _rec("summary", 12, train_runtime=10.0, train_loss=1.0, num_input_tokens_seen=3072),
+    ]
     return first + resumed
 
 
@@ -375,7 +431,9 @@ def test_metrics_keep_the_latest_record_per_step_across_a_resume():
 
 def test_read_metrics_from_the_run_dir(tmp_path):
     (tmp_path / run_plan.METRICS_FILE).write_text("".join(json.dumps(r) + "\n" for r in _killed_and_resumed()))
-    (tmp_path / run_plan.LOG_FILE).write_text("UserWarning: bitsandbytes::gemv_4bit: an autograd kernel was not registered\n")
+    (tmp_path / run_plan.LOG_FILE).write_text(
+        "UserWarning: bitsandbytes::gemv_4bit: an autograd kernel was not registered\n"
+    )
     metrics = train_metrics.read_metrics(tmp_path)
     assert metrics.eval_loss_last == 0.5 and metrics.avx512_warning
     (tmp_path / run_plan.LOG_FILE).write_text("all fine\n")
@@ -389,7 +447,7 @@ def test_read_metrics_errors_name_the_file_and_line(tmp_path):
     path.write_text(json.dumps(_rec("eval", 0, eval_loss=1.0)) + "\n" + '{"kind": "eval", "eval_loss": 1.0}\n')
     with pytest.raises(ValueError, match=r"metrics.jsonl: line 2: a metrics record needs a `kind` and an integer"):
         train_metrics.read_metrics(tmp_path)
-    path.write_text(json.dumps(_rec("eval", 0, eval_loss=1.0)) + "\n{\"kind\": \"tr\n")
+    path.write_text(json.dumps(_rec("eval", 0, eval_loss=1.0)) + '\n{"kind": "tr\n')
     with pytest.raises(ValueError, match=r"metrics.jsonl: line 2: not valid JSON"):
         train_metrics.read_metrics(tmp_path)
 
@@ -397,7 +455,13 @@ def test_read_metrics_errors_name_the_file_and_line(tmp_path):
 def test_metrics_record_keeps_numbers_and_classifies():
     logs = {"loss": 1.5, "learning_rate": 1e-3, "grad_norm": 2, "flag": True, "note": "x", "epoch": 0.5}
     assert train_metrics.metrics_record(logs, step=3, epoch=0.25) == {
-        "loss": 1.5, "learning_rate": 1e-3, "grad_norm": 2, "epoch": 0.25, "kind": "train", "step": 3}
+        "loss": 1.5,
+        "learning_rate": 1e-3,
+        "grad_norm": 2,
+        "epoch": 0.25,
+        "kind": "train",
+        "step": 3,
+    }
     assert train_metrics.record_kind({"eval_loss": 1.0, "epoch": 1}) == "eval"
     assert train_metrics.record_kind({"train_runtime": 8.4, "train_loss": 10.7}) == "summary"
     assert train_metrics.record_kind({"total_flos": 1.0}) == "other"
@@ -448,7 +512,12 @@ def test_guard_refuses_a_last_eval_before_the_last_step():
 
 
 def test_quantization_config_and_how_to_load():
-    cfg = {"adapter": "qlora", "load_in_4bit": True, "bf16": False, "bnb_config_kwargs": {"bnb_4bit_compute_dtype": "bfloat16"}}
+    cfg = {
+        "adapter": "qlora",
+        "load_in_4bit": True,
+        "bf16": False,
+        "bnb_config_kwargs": {"bnb_4bit_compute_dtype": "bfloat16"},
+    }
     quant = adapter.quantization_config(cfg)
     assert quant["bnb_4bit_quant_type"] == "nf4" and quant["bnb_4bit_compute_dtype"] == "bfloat16"
     assert adapter.quantization_config({"load_in_4bit": True})["bnb_4bit_compute_dtype"] == "float32"
@@ -464,9 +533,15 @@ def test_plain_lora_works_as_a_registry_override(tmp_path):
     cfg = run_plan.training_config(spec, TrainingSettings(), cuda=False)
     assert cfg["adapter"] == "lora" and cfg["load_in_4bit"] is False
     assert adapter.quantization_config(cfg) == {"load_in_4bit": False}
-    axolotl_schema.validate_config({**cfg, "base_model": str(tmp_path), "output_dir": str(tmp_path / "out"),
-                        "datasets": [{**cfg["datasets"][0], "path": str(tmp_path / "t.jsonl")}],
-                        "test_datasets": [{**cfg["test_datasets"][0], "path": str(tmp_path / "v.jsonl")}]})
+    axolotl_schema.validate_config(
+        {
+            **cfg,
+            "base_model": str(tmp_path),
+            "output_dir": str(tmp_path / "out"),
+            "datasets": [{**cfg["datasets"][0], "path": str(tmp_path / "t.jsonl")}],
+            "test_datasets": [{**cfg["test_datasets"][0], "path": str(tmp_path / "v.jsonl")}],
+        }
+    )
     half = BaseModelSpec(name="m", source=str(tmp_path), axolotl_overrides={"adapter": "lora"})
     with pytest.raises(run_plan.AxolotlConfigError, match="load_in_4bit: false"):
         axolotl_schema.validate_config(run_plan.training_config(half, TrainingSettings(), cuda=False))

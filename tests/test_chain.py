@@ -23,13 +23,17 @@ def _constant_answer_tickets(path, rows: int):
     from pipelines.config.paths import REPO_ROOT
 
     out = []
-    for line in (REPO_ROOT / "data" / "demo" / "tickets.jsonl").read_text(encoding="utf-8", errors="replace").splitlines():
+    for line in (
+        (REPO_ROOT / "data" / "demo" / "tickets.jsonl").read_text(encoding="utf-8", errors="replace").splitlines()
+    ):
         try:
             record = json.loads(line)
         except json.JSONDecodeError:
             continue
         turns = record.get("messages") or []
-        if [t.get("role") for t in turns][-2:] != ["user", "assistant"] or not all(isinstance(t.get("content"), str) for t in turns):
+        if [t.get("role") for t in turns][-2:] != ["user", "assistant"] or not all(
+            isinstance(t.get("content"), str) for t in turns
+        ):
             continue
         turns[-1]["content"] = json.dumps(A1)
         out.append(json.dumps(record))
@@ -51,45 +55,78 @@ def _tiny_chain_setup(tmp_path, home, registry, tickets: int, overrides: dict, m
     _constant_answer_tickets(data / "tickets.jsonl", tickets)
     shipped = {s.name: s for s in load_sources(REPO_ROOT / "sources.yaml")}
     sources = tmp_path / "sources.yaml"
-    sources.write_text(yaml.safe_dump({"sources": [
-        {**shipped["tickets_jsonl"].model_dump(exclude_none=True), "path": str(data / "tickets.jsonl")},
-    ]}))
+    sources.write_text(
+        yaml.safe_dump(
+            {
+                "sources": [
+                    {**shipped["tickets_jsonl"].model_dump(exclude_none=True), "path": str(data / "tickets.jsonl")},
+                ]
+            }
+        )
+    )
     general = tmp_path / "general.jsonl"
     general.write_bytes(b"".join((REPO_ROOT / "evals" / "general.jsonl").read_bytes().splitlines(True)[::12]))
     settings = tmp_path / "tunegate.yaml"
-    settings.write_text(yaml.safe_dump({
-        "split": {"eval_fraction": 0.2, "min_eval": 10, "min_validation": 6},
-        "training": {"overrides": {**TINY_OVERRIDES, **overrides}, "min_eval_loss_drop": min_eval_loss_drop},
-        "eval": {"general_file": str(general), "general_max_new_tokens": 8},
-        # The tiny models answer no general item either way; with 0 of 25 items discordant the
-        # one-sided 95 % bound on the drop is still 9.8 pts, so the default 5 pts could never pass.
-        "gate": {"max_general_regression": 0.10},
-    }))
-    return TunegateResource(home=str(home), sources_file=str(sources),
-                            base_models_file=str(registry), settings_file=str(settings))
+    settings.write_text(
+        yaml.safe_dump(
+            {
+                "split": {"eval_fraction": 0.2, "min_eval": 10, "min_validation": 6},
+                "training": {"overrides": {**TINY_OVERRIDES, **overrides}, "min_eval_loss_drop": min_eval_loss_drop},
+                "eval": {"general_file": str(general), "general_max_new_tokens": 8},
+                # The tiny models answer no general item either way; with 0 of 25 items discordant the
+                # one-sided 95 % bound on the drop is still 9.8 pts, so the default 5 pts could never pass.
+                "gate": {"max_general_regression": 0.10},
+            }
+        )
+    )
+    return TunegateResource(
+        home=str(home), sources_file=str(sources), base_models_file=str(registry), settings_file=str(settings)
+    )
 
 
 def _materialize_chain(tunegate, instance):
     from assets import evaluation, gate, models, training
-    from assets.data import build_dataset_assets
-    from assets.data import build_source_assets
+    from assets.data import build_dataset_assets, build_source_assets
     from pipelines.orchestration.resources import AxolotlResource, PromptfooResource
 
     specs = tunegate.sources()
     return dg.materialize(
-        [*build_source_assets(specs), *build_dataset_assets(specs),
-         *dg.load_assets_from_modules([training, models, evaluation, gate])],
+        [
+            *build_source_assets(specs),
+            *build_dataset_assets(specs),
+            *dg.load_assets_from_modules([training, models, evaluation, gate]),
+        ],
         instance=instance,
         partition_key=PARTITION,
-        resources={"tunegate": tunegate, "axolotl": AxolotlResource(), "promptfoo": PromptfooResource(),
-                   "pipes_subprocess_client": dg.PipesSubprocessClient()},
+        resources={
+            "tunegate": tunegate,
+            "axolotl": AxolotlResource(),
+            "promptfoo": PromptfooResource(),
+            "pipes_subprocess_client": dg.PipesSubprocessClient(),
+        },
     )
 
 
-CHAIN_ASSETS = ("train_set", "validation_set", "eval_set", "base_model", "axolotl_config", "ladder/zero_shot",
-                "ladder/static_few_shot", "ladder/retrieved_few_shot", "baseline_scores", "qlora_adapter",
-                "base_as_trained", "tuned_model", "tuned_scores", "baseline_general_scores",
-                "base_as_trained_general_scores", "tuned_general_scores", "champion_scores", "gate_decision")
+CHAIN_ASSETS = (
+    "train_set",
+    "validation_set",
+    "eval_set",
+    "base_model",
+    "axolotl_config",
+    "ladder/zero_shot",
+    "ladder/static_few_shot",
+    "ladder/retrieved_few_shot",
+    "baseline_scores",
+    "qlora_adapter",
+    "base_as_trained",
+    "tuned_model",
+    "tuned_scores",
+    "baseline_general_scores",
+    "base_as_trained_general_scores",
+    "tuned_general_scores",
+    "champion_scores",
+    "gate_decision",
+)
 
 
 def _checks(record) -> dict:
@@ -105,13 +142,13 @@ def test_a_real_yes_then_a_worse_challenger_loses_to_the_champion(tmp_path, lear
     nothing (learning rate 0; the guard's threshold set to 0 so that the gate, not the guard, must
     refuse it) loses to the champion re-scored on the new held-out set, and the champion stays.
     Both runs share one home and its own MLflow store (``local_store``), where the champion lives."""
+    from assets.evaluation import task_spec
     from pipelines.gate import registry
 
-    from assets.evaluation import task_spec
-
     home = tmp_path / "out"
-    first = _tiny_chain_setup(tmp_path / "run1", home, learner_registry, tickets=50,
-                              overrides={"learning_rate": 0.01, "num_epochs": 5})
+    first = _tiny_chain_setup(
+        tmp_path / "run1", home, learner_registry, tickets=50, overrides={"learning_rate": 0.01, "num_epochs": 5}
+    )
     with dg.instance_for_test() as instance:
         instance.add_dynamic_partitions("base_model", [PARTITION])
         result = _materialize_chain(first, instance)
@@ -134,8 +171,14 @@ def test_a_real_yes_then_a_worse_challenger_loses_to_the_champion(tmp_path, lear
         assert champion.artefact["id"] == tuned.artefact["id"] == record.candidate["id"]
 
         # Run 2: same instance and registry home, refreshed data, a challenger that learned nothing.
-        second = _tiny_chain_setup(tmp_path / "run2", home, learner_registry, tickets=65,
-                                   overrides={"learning_rate": 0.0, "num_epochs": 1}, min_eval_loss_drop=0.0)
+        second = _tiny_chain_setup(
+            tmp_path / "run2",
+            home,
+            learner_registry,
+            tickets=65,
+            overrides={"learning_rate": 0.0, "num_epochs": 1},
+            min_eval_loss_drop=0.0,
+        )
         result = _materialize_chain(second, instance)
         assert result.success
         materialized = {e.asset_key.to_user_string() for e in result.get_asset_materialization_events()}

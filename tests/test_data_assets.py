@@ -10,12 +10,11 @@ import pandas as pd
 import pytest
 import yaml
 
-from assets.data import build_dataset_assets
-from assets.data import build_source_assets
+from assets.data import build_dataset_assets, build_source_assets
+from pipelines.common.jsonl import read_jsonl
 from pipelines.config.base import ConfigError
 from pipelines.config.paths import REPO_ROOT, default_sources_file
 from pipelines.config.sources import load_sources
-from pipelines.common.jsonl import read_jsonl
 from pipelines.orchestration.resources import TunegateResource
 
 SYSTEM = "Classify the support ticket."
@@ -34,25 +33,31 @@ def answer(i: int) -> str:
 def workspace(tmp_path):
     data = tmp_path / "data"
     data.mkdir()
-    lines = [json.dumps({"messages": [{"role": "user", "content": ticket(i)},
-                                      {"role": "assistant", "content": answer(i)}]}) for i in range(60)]
+    lines = [
+        json.dumps({"messages": [{"role": "user", "content": ticket(i)}, {"role": "assistant", "content": answer(i)}]})
+        for i in range(60)
+    ]
     lines += [lines[0], "{not json"]  # an exact duplicate and a malformed row
     (data / "a.jsonl").write_text("\n".join(lines) + "\n")
-    frame = pd.DataFrame({"text": [ticket(i) for i in range(60, 100)] + [ticket(5), ""],
-                          "answer": [answer(i) for i in range(60, 100)] + [answer(6), answer(1)]})
+    frame = pd.DataFrame(
+        {
+            "text": [ticket(i) for i in range(60, 100)] + [ticket(5), ""],
+            "answer": [answer(i) for i in range(60, 100)] + [answer(6), answer(1)],
+        }
+    )
     frame.to_csv(data / "b.csv", index=False)
     sources = tmp_path / "sources.yaml"
     sources.write_text(f"""
 sources:
   - name: alpha
     kind: jsonl
-    path: {data / 'a.jsonl'}
+    path: {data / "a.jsonl"}
     fields: {{messages: messages}}
     label: category
     system_prompt: "{SYSTEM}"
   - name: beta
     kind: csv
-    path: {data / 'b.csv'}
+    path: {data / "b.csv"}
     fields: {{user: text, assistant: answer}}
     label: category
     system_prompt: "{SYSTEM}"
@@ -64,8 +69,12 @@ sources:
 
 
 def materialize(specs, resource, **kwargs):
-    return dg.materialize([*build_source_assets(specs), *build_dataset_assets(specs)],
-                          resources={"tunegate": resource}, instance=dg.DagsterInstance.ephemeral(), **kwargs)
+    return dg.materialize(
+        [*build_source_assets(specs), *build_dataset_assets(specs)],
+        resources={"tunegate": resource},
+        instance=dg.DagsterInstance.ephemeral(),
+        **kwargs,
+    )
 
 
 def test_materialize_data_assets(workspace):
@@ -74,7 +83,10 @@ def test_materialize_data_assets(workspace):
     assert result.success
     out = lambda *key: result.asset_value(dg.AssetKey(list(key)))  # noqa: E731
     assert {k: out("raw_pairs", "alpha")[k] for k in ("rows_in", "rows_kept", "rows_quarantined")} == {
-        "rows_in": 62, "rows_kept": 61, "rows_quarantined": 1}
+        "rows_in": 62,
+        "rows_kept": 61,
+        "rows_quarantined": 1,
+    }
     assert (out("raw_pairs", "beta")["rows_in"], out("raw_pairs", "beta")["rows_kept"]) == (42, 41)
     labeled = out("labeled_pairs")
     assert labeled["rows"] == 102 and labeled["per_source"] == {"alpha": 61, "beta": 41}
@@ -88,7 +100,8 @@ def test_materialize_data_assets(workspace):
     assert (deduped["exact_conflicts"], deduped["near_conflicts"]) == (1, 0)
     assert deduped["per_source"] == {
         "alpha": {"rows_in": 61, "exact": 1, "near": 0, "conflicts": 0, "rows_out": 60},
-        "beta": {"rows_in": 41, "exact": 1, "near": 0, "conflicts": 1, "rows_out": 40}}
+        "beta": {"rows_in": 41, "exact": 1, "near": 0, "conflicts": 1, "rows_out": 40},
+    }
     audit = list(read_jsonl(deduped["audit_path"]))
     assert {(a["dropped_id"], a["kept_id"]) for a in audit} == {("alpha-61", "alpha-1"), ("beta-41", "alpha-6")}
 
@@ -106,8 +119,10 @@ def test_materialize_data_assets(workspace):
     assert [m["role"] for m in example["messages"]] == ["system", "user", "assistant"]
     assert example["messages"][0]["content"] == SYSTEM
 
-    meta = {e.materialization.asset_key.to_user_string(): e.materialization.metadata
-            for e in result.get_asset_materialization_events()}
+    meta = {
+        e.materialization.asset_key.to_user_string(): e.materialization.metadata
+        for e in result.get_asset_materialization_events()
+    }
     assert meta["raw_pairs/alpha"]["rows_quarantined"].value == 1
     assert meta["deduped_pairs"]["near_duplicates"].value == 0
     assert meta["eval_set"]["contamination_pairs"].value == 0
@@ -132,15 +147,19 @@ def test_missing_data_file_fails_naming_the_source(workspace, tmp_path):
 
 
 def _check(result, asset: list[str], name: str):
-    (evaluation,) = [e for e in result.get_asset_check_evaluations()
-                     if e.asset_key == dg.AssetKey(asset) and e.check_name == name]
+    (evaluation,) = [
+        e for e in result.get_asset_check_evaluations() if e.asset_key == dg.AssetKey(asset) and e.check_name == name
+    ]
     return evaluation
 
 
 def test_garbage_source_fails_its_blocking_reject_rate_check(workspace, tmp_path):
     specs, resource = workspace
-    (tmp_path / "data" / "a.jsonl").write_text('{"messages": []}\n{bad\n' + json.dumps(
-        {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": answer(0)}]}) + "\n")
+    (tmp_path / "data" / "a.jsonl").write_text(
+        '{"messages": []}\n{bad\n'
+        + json.dumps({"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": answer(0)}]})
+        + "\n"
+    )
     result = materialize(specs, resource, raise_on_error=False)
     check = _check(result, ["raw_pairs", "alpha"], "reject_rate")
     assert not result.success and not check.passed
@@ -154,8 +173,10 @@ def test_garbage_source_fails_its_blocking_reject_rate_check(workspace, tmp_path
 
 def test_misconfigured_sources_fail_at_load(tmp_path):
     path = tmp_path / "sources.yaml"
-    path.write_text("sources:\n  - {name: a, kind: jsonl, path: x.jsonl, fields: {messages: m}}\n"
-                    "  - {name: a, kind: csv, path: y.csv, fields: {user: u, assistant: v}}\n")
+    path.write_text(
+        "sources:\n  - {name: a, kind: jsonl, path: x.jsonl, fields: {messages: m}}\n"
+        "  - {name: a, kind: csv, path: y.csv, fields: {user: u, assistant: v}}\n"
+    )
     with pytest.raises(ConfigError, match="duplicate source name 'a'"):
         load_sources(path)
     path.write_text("sources:\n  - {name: a, kind: xlsx, path: x, fields: {messages: m}}\n")
@@ -180,13 +201,20 @@ def test_training_config_never_sees_the_held_out_split(workspace, tiny_registry)
 
     specs, resource = workspace
     assert dg.AssetKey("eval_set") not in set(training.axolotl_config.keys_by_input_name.values())
-    resource = TunegateResource(home=resource.home, sources_file=resource.sources_file,
-                                settings_file=resource.settings_file, base_models_file=str(tiny_registry))
+    resource = TunegateResource(
+        home=resource.home,
+        sources_file=resource.sources_file,
+        settings_file=resource.settings_file,
+        base_models_file=str(tiny_registry),
+    )
     instance = dg.DagsterInstance.ephemeral()
     instance.add_dynamic_partitions("base_model", ["tiny-llama"])
-    result = dg.materialize([*build_source_assets(specs), *build_dataset_assets(specs), models.base_model,
-                             training.axolotl_config], resources={"tunegate": resource}, instance=instance,
-                            partition_key="tiny-llama")
+    result = dg.materialize(
+        [*build_source_assets(specs), *build_dataset_assets(specs), models.base_model, training.axolotl_config],
+        resources={"tunegate": resource},
+        instance=instance,
+        partition_key="tiny-llama",
+    )
     assert result.success
     held, validation, train = (result.asset_value(k) for k in ("eval_set", "validation_set", "train_set"))
     held_rows = list(read_jsonl(held.path))
@@ -232,8 +260,11 @@ def test_empty_source_fails_its_blocking_check_unless_allowed(workspace, tmp_pat
     failed = materialize(specs, resource, selection=beta, raise_on_error=False)
     check = _check(failed, ["raw_pairs", "beta"], "not_empty")
     assert not failed.success and not check.passed
-    assert re.search(r"source 'beta': no rows: .*b.csv has a header \['text', 'answer'\] but no data rows.*"
-                     r"allow_empty: true", check.description)
+    assert re.search(
+        r"source 'beta': no rows: .*b.csv has a header \['text', 'answer'\] but no data rows.*"
+        r"allow_empty: true",
+        check.description,
+    )
     allowed = [s.model_copy(update={"allow_empty": True}) if s.name == "beta" else s for s in specs]
     result = materialize(allowed, resource, selection=beta)
     assert result.success and result.asset_value(beta[0])["rows_in"] == 0
@@ -241,8 +272,9 @@ def test_empty_source_fails_its_blocking_check_unless_allowed(workspace, tmp_pat
     assert "allow_empty" in meta["empty_warning"].value
 
 
-def test_make_data_materialises_only_the_data_assets_on_the_persistent_instance(workspace, tmp_path,
-                                                                               monkeypatch, capsys):
+def test_make_data_materialises_only_the_data_assets_on_the_persistent_instance(
+    workspace, tmp_path, monkeypatch, capsys
+):
     """The data-only command: a persistent instance even without DAGSTER_HOME set by the user,
     and a misconfigured sources.yaml as one short message, exit 2."""
     from pipelines.orchestration import data
@@ -258,8 +290,15 @@ def test_make_data_materialises_only_the_data_assets_on_the_persistent_instance(
     assert resource.layout.train_file.is_file()
     with dg.DagsterInstance.from_config(str(tmp_path / "dagster_home")) as instance:
         keys = {k.to_user_string() for k in instance.get_asset_keys()}
-    assert keys == {"raw_pairs/alpha", "raw_pairs/beta", "labeled_pairs", "deduped_pairs",
-                    "train_set", "validation_set", "eval_set"}
+    assert keys == {
+        "raw_pairs/alpha",
+        "raw_pairs/beta",
+        "labeled_pairs",
+        "deduped_pairs",
+        "train_set",
+        "validation_set",
+        "eval_set",
+    }
 
     Path(resource.sources_file).write_text("sources:\n  - {name: a, kind: parqet, path: x, fields: {messages: m}}\n")
     assert data.main([]) == 2
@@ -282,13 +321,19 @@ def test_code_location_warns_when_dagster_home_is_unset():
 
     env = {k: v for k, v in os.environ.items() if k != "DAGSTER_HOME"}
     load = "from pipelines.orchestration.definitions import defs; defs()"
-    unset = subprocess.run([sys.executable, "-c", load], cwd=REPO_ROOT, env=env,
-                           capture_output=True, text=True, timeout=300)  # fmt: skip
+    unset = subprocess.run(
+        [sys.executable, "-c", load], cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300
+    )
     assert unset.returncode == 0, unset.stderr
     assert "DAGSTER_HOME is not set" in unset.stderr
-    set_ = subprocess.run([sys.executable, "-c", load], cwd=REPO_ROOT,
-                          env={**env, "DAGSTER_HOME": str(REPO_ROOT / ".dagster")}, capture_output=True,
-                          text=True, timeout=300)  # fmt: skip
+    set_ = subprocess.run(
+        [sys.executable, "-c", load],
+        cwd=REPO_ROOT,
+        env={**env, "DAGSTER_HOME": str(REPO_ROOT / ".dagster")},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert "DAGSTER_HOME is not set" not in set_.stderr
 
 
@@ -300,14 +345,21 @@ def test_importing_the_code_location_reads_no_configuration(tmp_path):
     import subprocess
     import sys
 
-    env = {**os.environ, "TUNEGATE_SETTINGS": str(tmp_path / "missing-settings.yaml"),
-           "TUNEGATE_SOURCES": str(tmp_path / "missing-sources.yaml"), "DAGSTER_HOME": str(tmp_path)}
-    code = ("import assets.data, assets.models, assets.training, assets.evaluation, assets.gate\n"
-            "import pipelines.orchestration.definitions as d\n"
-            "print('imported')\n"
-            "d.defs()\n")
-    run = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, env=env, capture_output=True, text=True,
-                         timeout=300)
+    env = {
+        **os.environ,
+        "TUNEGATE_SETTINGS": str(tmp_path / "missing-settings.yaml"),
+        "TUNEGATE_SOURCES": str(tmp_path / "missing-sources.yaml"),
+        "DAGSTER_HOME": str(tmp_path),
+    }
+    code = (
+        "import assets.data, assets.models, assets.training, assets.evaluation, assets.gate\n"
+        "import pipelines.orchestration.definitions as d\n"
+        "print('imported')\n"
+        "d.defs()\n"
+    )
+    run = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300
+    )
     assert "imported" in run.stdout, run.stderr
     assert run.returncode != 0 and "missing-sources.yaml: file not found" in run.stderr
 
@@ -316,11 +368,15 @@ def test_the_definitions_take_ladder_pool_and_cron_from_the_files_the_resource_n
     from pipelines.orchestration.definitions import build_definitions
 
     _, resource = workspace
-    Path(resource.settings_file).write_text(yaml.safe_dump({
-        "eval": {"ladder": [{"name": "only_zero_shot", "recipe": "zero_shot", "k": 0}]},
-        "training": {"pool": "my_pool"},
-        "schedule": {"cron": "0 4 * * 2"},
-    }))
+    Path(resource.settings_file).write_text(
+        yaml.safe_dump(
+            {
+                "eval": {"ladder": [{"name": "only_zero_shot", "recipe": "zero_shot", "k": 0}]},
+                "training": {"pool": "my_pool"},
+                "schedule": {"cron": "0 4 * * 2"},
+            }
+        )
+    )
     with dg.instance_for_test():
         defs = build_definitions(resource)
         keys = {k.to_user_string() for k in defs.resolve_asset_graph().get_all_asset_keys()}
@@ -329,5 +385,11 @@ def test_the_definitions_take_ladder_pool_and_cron_from_the_files_the_resource_n
         assert defs.resolve_assets_def("qlora_adapter").op.pool == "my_pool"
         assert defs.resolve_schedule_def("weekly_retune_schedule").cron_schedule == "0 4 * * 2"
         checks = {(k.asset_key.to_user_string(), k.name) for k in defs.resolve_asset_graph().asset_check_keys}
-    assert {("raw_pairs/alpha", "reject_rate"), ("raw_pairs/alpha", "not_empty"), ("eval_set", "no_contamination"),
-            ("eval_set", "disjoint_sides"), ("train_set", "fingerprint"), ("base_model", "tokenizer_check")} <= checks
+    assert {
+        ("raw_pairs/alpha", "reject_rate"),
+        ("raw_pairs/alpha", "not_empty"),
+        ("eval_set", "no_contamination"),
+        ("eval_set", "disjoint_sides"),
+        ("train_set", "fingerprint"),
+        ("base_model", "tokenizer_check"),
+    } <= checks

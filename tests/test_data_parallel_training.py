@@ -25,34 +25,53 @@ import pytest
 import yaml
 
 from assets import models, training
-from pipelines.training import run_plan, train_metrics
 from pipelines.common.jsonl import read_jsonl
+from pipelines.training import run_plan, train_metrics
 from tests.doubles import PARTITION, baseline_double, train_set_double, training_resources, validation_set_double
 
 SAME_BATCHES = {  # one process, accumulation 2 == two processes, accumulation 1: 8 examples a step
-    "learning_rate": 0.01, "micro_batch_size": 4, "warmup_ratio": 0.0, "num_epochs": 2,
-    "curriculum_sampling": True, "group_by_length": False,
+    "learning_rate": 0.01,
+    "micro_batch_size": 4,
+    "warmup_ratio": 0.0,
+    "num_epochs": 2,
+    "curriculum_sampling": True,
+    "group_by_length": False,
 }
-FINAL_EVAL_REL_TOL = 0.005   # measured 0.0008, 0.0004
-STEP_LOSS_ABS_TOL = 0.10     # measured 0.008, 0.027
-DROP_REL_TOL = 0.10          # measured 0.031, 0.017
+FINAL_EVAL_REL_TOL = 0.005  # measured 0.0008, 0.0004
+STEP_LOSS_ABS_TOL = 0.10  # measured 0.008, 0.027
+DROP_REL_TOL = 0.10  # measured 0.031, 0.017
 
 
 def _train(tmp_path: Path, tiny_registry: Path, name: str, training_cfg: dict, accumulation: int) -> dict:
     settings = tmp_path / f"{name}.yaml"
-    settings.write_text(yaml.safe_dump({"training": {
-        # the guard is not under test here (the random tiny model's drop, 1.7-3.1 % measured, is
-        # too close to 1 % to be sure of): 0 still refuses a run whose eval loss rose
-        **training_cfg, "min_eval_loss_drop": 0.0,
-        "overrides": {**SAME_BATCHES, "gradient_accumulation_steps": accumulation},
-    }}))
+    settings.write_text(
+        yaml.safe_dump(
+            {
+                "training": {
+                    # the guard is not under test here (the random tiny model's drop, 1.7-3.1 % measured, is
+                    # too close to 1 % to be sure of): 0 still refuses a run whose eval loss rose
+                    **training_cfg,
+                    "min_eval_loss_drop": 0.0,
+                    "overrides": {**SAME_BATCHES, "gradient_accumulation_steps": accumulation},
+                }
+            }
+        )
+    )
     instance = dg.DagsterInstance.ephemeral()
     instance.add_dynamic_partitions("base_model", [PARTITION])
     resources = training_resources(tmp_path / name, tiny_registry, settings)
     result = dg.materialize(
-        [train_set_double, validation_set_double, baseline_double(target=0.9, pass_rate=0.1),
-         models.base_model, training.axolotl_config, training.qlora_adapter],
-        instance=instance, resources=resources, partition_key=PARTITION,
+        [
+            train_set_double,
+            validation_set_double,
+            baseline_double(target=0.9, pass_rate=0.1),
+            models.base_model,
+            training.axolotl_config,
+            training.qlora_adapter,
+        ],
+        instance=instance,
+        resources=resources,
+        partition_key=PARTITION,
     )
     assert result.success
     return result.output_for_node("qlora_adapter")
@@ -88,6 +107,8 @@ def test_two_cpu_processes_train_like_one(tmp_path, tiny_registry):
     ddp_drop = ddp["eval_loss_first"] - ddp["eval_loss_last"]
     assert single_drop > 0.1 and ddp_drop > 0.1  # both learned
     assert abs(ddp_drop - single_drop) / single_drop <= DROP_REL_TOL
-    print(f"\nsingle: eval {single['eval_loss_first']:.4f} -> {single['eval_loss_last']:.4f}; "
-          f"ddp: eval {ddp['eval_loss_first']:.4f} -> {ddp['eval_loss_last']:.4f}; "
-          f"largest step gap {max(gaps.values()):.4f} at step {max(gaps, key=gaps.get)}")
+    print(
+        f"\nsingle: eval {single['eval_loss_first']:.4f} -> {single['eval_loss_last']:.4f}; "
+        f"ddp: eval {ddp['eval_loss_first']:.4f} -> {ddp['eval_loss_last']:.4f}; "
+        f"largest step gap {max(gaps.values()):.4f} at step {max(gaps, key=gaps.get)}"
+    )

@@ -7,17 +7,23 @@ import random
 import numpy as np
 import pytest
 
-from pipelines.data import minhash
-from pipelines.data import dedup
+from pipelines.data import dedup, minhash
 from pipelines.data.records import normalize, prompt_key, same_answer, words
 
 WORDS = [f"word{i}" for i in range(400)]
 
 
 def rec(rid, user, answer='{"category": "billing"}', system="Classify."):
-    return {"id": rid, "source": "s", "label": None, "messages": [
-        {"role": "system", "content": system}, {"role": "user", "content": user},
-        {"role": "assistant", "content": answer}]}
+    return {
+        "id": rid,
+        "source": "s",
+        "label": None,
+        "messages": [
+            {"role": "system", "content": system},
+            {"role": "user", "content": user},
+            {"role": "assistant", "content": answer},
+        ],
+    }
 
 
 def sentence(rng, n=30):
@@ -37,13 +43,19 @@ def test_normalize():
 
 
 def test_exact_duplicates_keep_first_and_are_audited():
-    rows = [rec("1", "My card was charged twice"), rec("2", "MY CARD  was charged twice "),
-            rec("3", "Something else entirely here"), rec("4", "my card was charged twice")]
+    rows = [
+        rec("1", "My card was charged twice"),
+        rec("2", "MY CARD  was charged twice "),
+        rec("3", "Something else entirely here"),
+        rec("4", "my card was charged twice"),
+    ]
     result = dedup.deduplicate(rows)
     assert [r["id"] for r in result.kept] == ["1", "3"]
     assert result.exact_duplicates == 2 and result.near_duplicates == 0
     assert [(a["dropped_id"], a["kept_id"], a["kind"], a["similarity"]) for a in result.audit] == [
-        ("2", "1", "exact", 1.0), ("4", "1", "exact", 1.0)]
+        ("2", "1", "exact", 1.0),
+        ("4", "1", "exact", 1.0),
+    ]
 
 
 def test_different_system_prompt_is_not_a_duplicate():
@@ -56,8 +68,11 @@ def test_near_duplicates_found_unrelated_kept():
     rng = random.Random(1)
     base = [sentence(rng) for _ in range(50)]
     rows = [rec(f"b{i}", t) for i, t in enumerate(base)]
-    rows += [rec("near-tail", base[3] + " thanks"), rec("near-punct", base[7].replace(" ", ", ", 1) + "!"),
-             rec("near-word", " ".join(base[9].split()[:-1] + ["changed"]))]
+    rows += [
+        rec("near-tail", base[3] + " thanks"),
+        rec("near-punct", base[7].replace(" ", ", ", 1) + "!"),
+        rec("near-word", " ".join(base[9].split()[:-1] + ["changed"])),
+    ]
     result = dedup.deduplicate(rows, threshold=0.85)
     dropped = {a["dropped_id"]: (a["kept_id"], a["kind"]) for a in result.audit}
     assert dropped == {"near-tail": ("b3", "near"), "near-punct": ("b7", "near"), "near-word": ("b9", "near")}
@@ -76,18 +91,20 @@ def test_keep_first_is_deterministic_and_order_based():
 
 def test_conflicts_are_duplicates_with_a_different_answer():
     text = sentence(random.Random(3))
-    rows = [rec("1", text, '{"category": "billing", "priority": "low"}'),
-            rec("2", text.upper(), '{"priority": "low",  "category": "billing"}'),  # same answer
-            rec("3", text, '{"category": "billing", "priority": "urgent"}'),  # exact conflict
-            rec("4", text + " asap", '{"category": "refund", "priority": "low"}')]  # near conflict
+    rows = [
+        rec("1", text, '{"category": "billing", "priority": "low"}'),
+        rec("2", text.upper(), '{"priority": "low",  "category": "billing"}'),  # same answer
+        rec("3", text, '{"category": "billing", "priority": "urgent"}'),  # exact conflict
+        rec("4", text + " asap", '{"category": "refund", "priority": "low"}'),
+    ]  # near conflict
     result = dedup.deduplicate(rows)
     assert [(c["dropped_id"], c["kind"]) for c in result.conflicts] == [("3", "exact"), ("4", "near")]
     assert result.conflicts[0]["kept_answer"] == '{"category": "billing", "priority": "low"}'
 
 
 def _jaccard(a, b, k=3):
-    sa = {tuple(a[i:i + k]) for i in range(len(a) - k + 1)}
-    sb = {tuple(b[i:i + k]) for i in range(len(b) - k + 1)}
+    sa = {tuple(a[i : i + k]) for i in range(len(a) - k + 1)}
+    sb = {tuple(b[i : i + k]) for i in range(len(b) - k + 1)}
     return len(sa & sb) / len(sa | sb)
 
 
@@ -134,8 +151,12 @@ def test_counts_add_up_conflicts_are_part_of_exact_and_near_per_source():
     """`exact 39, near 33, conflicts 7, rows 881 -> 809` read as 79 drops: conflicts are a part
     of the exact and near duplicates, and each source's drops add up on their own."""
     text = sentence(random.Random(6))
-    rows = [rec("1", text, '{"category": "billing"}'), rec("2", text, '{"category": "refund"}'),
-            rec("3", text + " asap", '{"category": "refund"}'), rec("4", "unrelated words here entirely")]
+    rows = [
+        rec("1", text, '{"category": "billing"}'),
+        rec("2", text, '{"category": "refund"}'),
+        rec("3", text + " asap", '{"category": "refund"}'),
+        rec("4", "unrelated words here entirely"),
+    ]
     rows[1]["source"] = rows[2]["source"] = "other"
     result = dedup.deduplicate(rows)
     assert (result.exact_duplicates, result.near_duplicates) == (1, 1)
@@ -143,5 +164,6 @@ def test_counts_add_up_conflicts_are_part_of_exact_and_near_per_source():
     assert len(rows) == len(result.kept) + result.exact_duplicates + result.near_duplicates
     assert result.per_source(rows) == {
         "s": {"rows_in": 2, "exact": 0, "near": 0, "conflicts": 0, "rows_out": 2},
-        "other": {"rows_in": 2, "exact": 1, "near": 1, "conflicts": 2, "rows_out": 0}}
+        "other": {"rows_in": 2, "exact": 1, "near": 1, "conflicts": 2, "rows_out": 0},
+    }
     assert {(a["dropped_source"], a["kept_source"]) for a in result.audit} == {("other", "s")}

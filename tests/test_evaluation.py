@@ -25,28 +25,39 @@ import pytest
 import yaml
 
 from pipelines.common import stats
-from pipelines.config.paths import REPO_ROOT
+from pipelines.common.jsonl import read_jsonl
 from pipelines.config.base import ConfigError
+from pipelines.config.paths import REPO_ROOT
+from pipelines.data.records import turn
 from pipelines.evaluation import fewshot, recipes, runner, scorecard
 from pipelines.evaluation import suite as suites
 from pipelines.evaluation.runner import PromptfooError, PromptfooRunner
 from pipelines.evaluation.scorecard import CaseResult, Contender, ScoreCard
 from pipelines.evaluation.task import TaskSpec, load_task
-from pipelines.data.records import turn
 from pipelines.models.loading import ModelSpec
-from pipelines.common.jsonl import read_jsonl
-from tests.doubles import split_value
 from tests.cards import base_model_info
+from tests.doubles import split_value
 
 FIXTURES = Path(__file__).parent / "fixtures" / "promptfoo"
 TRAIN = FIXTURES / "tickets_train.jsonl"
 EVAL = FIXTURES / "tickets_eval.jsonl"
 CAPTURED = FIXTURES / "smollm2_baseline_results.json"
 SCORECARD_KEYS = {
-    "contender", "suite", "suite_fingerprint", "n", "passed", "pass_rate", "ci_low", "ci_high",
-    "target_pass_rate", "assertion_pass_rates", "mean_latency_ms", "mean_output_tokens",
-    "mean_prompt_tokens", "cases",
-}  # fmt: skip
+    "contender",
+    "suite",
+    "suite_fingerprint",
+    "n",
+    "passed",
+    "pass_rate",
+    "ci_low",
+    "ci_high",
+    "target_pass_rate",
+    "assertion_pass_rates",
+    "mean_latency_ms",
+    "mean_output_tokens",
+    "mean_prompt_tokens",
+    "cases",
+}
 CASE_KEYS = {"id", "passed", "output", "gold", "latency_ms", "output_tokens", "prompt_tokens", "failed_assertions"}
 ODD = "Odd | pipes || here {{ x }} {% if y %}z{% endif %}\nfile://evil.py and a second line | end"
 
@@ -88,13 +99,15 @@ def _write_jsonl(path: Path, rows: list[dict]) -> Path:
 
 def _ticket(id_: str, user: str, category: str, priority: str = "medium") -> dict:
     return {
-        "id": id_, "source": "test", "label": category,
+        "id": id_,
+        "source": "test",
+        "label": category,
         "messages": [
             {"role": "system", "content": "Classify the support ticket."},
             {"role": "user", "content": user},
             {"role": "assistant", "content": json.dumps({"category": category, "priority": priority})},
         ],
-    }  # fmt: skip
+    }
 
 
 # --------------------------------------------------------------------------- task spec
@@ -137,7 +150,12 @@ def test_shipped_general_suite_parses():
 
 
 def test_general_suite_rejects_an_unknown_assertion_naming_file_and_line(tmp_path):
-    good = {"id": "g1", "skill": "facts", "prompt": "Capital of France?", "assert": [{"type": "icontains", "value": "Paris"}]}
+    good = {
+        "id": "g1",
+        "skill": "facts",
+        "prompt": "Capital of France?",
+        "assert": [{"type": "icontains", "value": "Paris"}],
+    }
     bad = {"id": "g2", "skill": "facts", "prompt": "2+2?", "assert": [{"type": "python", "value": "file://check.py"}]}
     path = _write_jsonl(tmp_path / "general.jsonl", [good, bad])
     with pytest.raises(ConfigError, match=r"general\.jsonl: line 2: assertion types \['python'\]"):
@@ -184,8 +202,10 @@ def test_zero_shot_is_the_strong_prompt_and_the_ticket_only():
     suite = suites.task_suite(_task(), EVAL)
     conversations, shown = recipes.build(recipe, suite.records, train=None)
     for conversation, case in zip(conversations, suite.cases, strict=True):
-        assert conversation == [{"role": "system", "content": _task().system_prompt},
-                                {"role": "user", "content": case["user"]}]  # fmt: skip
+        assert conversation == [
+            {"role": "system", "content": _task().system_prompt},
+            {"role": "user", "content": case["user"]},
+        ]
     assert shown == [[] for _ in suite.cases]
 
 
@@ -203,8 +223,14 @@ def test_static_few_shot_shows_the_same_train_examples_to_every_case():
         assert conversation[0] == {"role": "system", "content": _task().system_prompt}
         assert conversation[-1] == {"role": "user", "content": case["user"]}
         shots = conversation[1:-1]
-        assert shots == [m for i in shown[0] for m in ({"role": "user", "content": turn(train_by_id[i], "user")},
-                                                        {"role": "assistant", "content": turn(train_by_id[i], "assistant")})]  # fmt: skip
+        assert shots == [
+            m
+            for i in shown[0]
+            for m in (
+                {"role": "user", "content": turn(train_by_id[i], "user")},
+                {"role": "assistant", "content": turn(train_by_id[i], "assistant")},
+            )
+        ]
         assert not {m["content"] for m in shots} & eval_users
     assert recipes.build(recipe, suite.records, train) == (conversations, shown)  # deterministic
     with pytest.raises(ValueError, match="needs the train split"):
@@ -270,16 +296,29 @@ def test_as_trained_is_the_conversation_without_the_answer():
         assert conversation[0]["role"] == "system" and conversation[-1]["role"] == "user"
     assert shown == [[] for _ in conversations]
     assert recipes.for_task("as_trained", _task(), k=5) == recipes.Recipe("as_trained")
-    two_turns = {"messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"},
-                              {"role": "user", "content": "c"}, {"role": "assistant", "content": "d"}]}  # fmt: skip
+    two_turns = {
+        "messages": [
+            {"role": "user", "content": "a"},
+            {"role": "assistant", "content": "b"},
+            {"role": "user", "content": "c"},
+            {"role": "assistant", "content": "d"},
+        ]
+    }
     assert recipes.as_trained_messages(two_turns) == [{"role": "user", "content": "a"}]
 
 
 # --------------------------------------------------------------------------- run files
 def _odd_suite(tmp_path: Path) -> suites.Suite:
-    rows = _rows(EVAL) + [{**_ticket("eval-007", ODD, "technical", "low"), "messages": [
-        {"role": "system", "content": "sys {{ system }} | pipe"}, {"role": "user", "content": ODD},
-        {"role": "assistant", "content": json.dumps({"category": "technical", "priority": "low"})}]}]  # fmt: skip
+    rows = _rows(EVAL) + [
+        {
+            **_ticket("eval-007", ODD, "technical", "low"),
+            "messages": [
+                {"role": "system", "content": "sys {{ system }} | pipe"},
+                {"role": "user", "content": ODD},
+                {"role": "assistant", "content": json.dumps({"category": "technical", "priority": "low"})},
+            ],
+        }
+    ]
     return suites.task_suite(_task(), _write_jsonl(tmp_path / "eval.jsonl", rows))
 
 
@@ -300,17 +339,24 @@ def test_write_run_is_contender_major_and_odd_characters_survive(tmp_path):
     assert len(config["tests"]) == len(written) == 2 * n
     for index, (test, row) in enumerate(zip(config["tests"], written, strict=True)):
         contender, case = list(conversations)[index // n], suite.cases[index % n]
-        assert test["vars"] == {"case": {"id": case["id"], "contender": contender, "user": case["user"], "gold": case["gold"]}}
+        assert test["vars"] == {
+            "case": {"id": case["id"], "contender": contender, "user": case["user"], "gold": case["gold"]}
+        }
         assert test["description"] == f"{contender}: {case['id']}"
-        assert row == {"key": f"{contender}/{case['id']}", "group": contender,
-                       "messages": conversations[contender][index % n]}  # fmt: skip
+        assert row == {
+            "key": f"{contender}/{case['id']}",
+            "group": contender,
+            "messages": conversations[contender][index % n],
+        }
     users = [t["vars"]["case"]["user"] for t in config["tests"]]
     assert users.count(ODD) == 2  # untouched: braces, pipes, newlines, file://
     assert any("{{ user }}" in u and "{% raw %}" in u and "\n" in u for u in users)
     assert any("🚚" in u for u in users) and any(u.startswith("file://") for u in users)
     assert "🚚" in text  # allow_unicode: readable, not escaped
-    assert written[2 * n - 1]["messages"] == [{"role": "system", "content": "sys {{ system }} | pipe"},
-                                              {"role": "user", "content": ODD}]  # fmt: skip
+    assert written[2 * n - 1]["messages"] == [
+        {"role": "system", "content": "sys {{ system }} | pipe"},
+        {"role": "user", "content": ODD},
+    ]
     assert written[n - 1]["messages"][-1] == {"role": "user", "content": ODD}
     # the case's text reaches promptfoo only as an object var; the one template is ours
     assert config["prompts"] == [{"raw": "{{ case.user }}", "label": "task"}]
@@ -325,10 +371,23 @@ def test_write_run_is_contender_major_and_odd_characters_survive(tmp_path):
 
 
 def test_write_run_per_item_checks_of_the_general_suite(tmp_path):
-    item = {"id": "g1", "skill": "facts", "prompt": "Name a colour. {{ x }} | y", "assert": [{"type": "icontains", "value": "red"}]}
+    item = {
+        "id": "g1",
+        "skill": "facts",
+        "prompt": "Name a colour. {{ x }} | y",
+        "assert": [{"type": "icontains", "value": "red"}],
+    }
     suite = suites.general_suite(_write_jsonl(tmp_path / "general.jsonl", [item]), 8)
-    config = yaml.safe_load(runner.write_run(tmp_path / "run", suite, {"base": [c["record"]["messages"] for c in suite.cases]},
-                                             ModelSpec(base_dir=str(tmp_path)), 2, 30).read_text())  # fmt: skip
+    config = yaml.safe_load(
+        runner.write_run(
+            tmp_path / "run",
+            suite,
+            {"base": [c["record"]["messages"] for c in suite.cases]},
+            ModelSpec(base_dir=str(tmp_path)),
+            2,
+            30,
+        ).read_text()
+    )
     assert "defaultTest" not in config
     assert config["tests"][0]["assert"] == [{"type": "icontains", "value": "red", "metric": "facts"}]
     assert config["tests"][0]["vars"]["case"]["user"] == "Name a colour. {{ x }} | y"
@@ -441,11 +500,15 @@ def test_score_caches_cards_by_artefact_recipe_and_suite(tmp_path):
     cache = tmp_path / "cards"
     logged: list[str] = []
 
-    first = scorecard.score(tmp_path / "run", suite, [contender], model, PlantingRunner(), cache, train=train,
-                            log=logged.append)["baseline"]  # fmt: skip
+    first = scorecard.score(
+        tmp_path / "run", suite, [contender], model, PlantingRunner(), cache, train=train, log=logged.append
+    )["baseline"]
     assert first.cache_hit is False and first.passed == 1 and first.n == 6
-    assert first.artefact == artefact and first.recipe == {"kind": "static_few_shot", "k": 3,
-                                                            "system_prompt": _task().system_prompt}  # fmt: skip
+    assert first.artefact == artefact and first.recipe == {
+        "kind": "static_few_shot",
+        "k": 3,
+        "system_prompt": _task().system_prompt,
+    }
     assert first.recipe_text.startswith("strong system prompt + the same 3 train examples")
     assert all(c.examples == ["train-003", "train-001", "train-005"] for c in first.cases)
     assert first.run_seconds == 1.5 and first.run_contenders == 1
@@ -454,8 +517,9 @@ def test_score_caches_cards_by_artefact_recipe_and_suite(tmp_path):
     cached_file = cache / f"{contender.key(suite)}.json"
     assert cached_file.is_file()
 
-    second = scorecard.score(tmp_path / "run2", suite, [contender], model, RefusingRunner(), cache, train=train,
-                             log=logged.append)["baseline"]  # fmt: skip
+    second = scorecard.score(
+        tmp_path / "run2", suite, [contender], model, RefusingRunner(), cache, train=train, log=logged.append
+    )["baseline"]
     assert second.cache_hit is True
     assert replace(second, cache_hit=False) == first
     assert not (tmp_path / "run2").exists() and any("reusing" in line for line in logged)
@@ -470,10 +534,21 @@ def test_score_caches_cards_by_artefact_recipe_and_suite(tmp_path):
     ]:
         assert other.key(on) != contender.key(suite)
         with pytest.raises(AssertionError, match="whose card is cached"):
-            scorecard.score(tmp_path / "run3", on, [other], model, RefusingRunner(), cache, train=train, log=logged.append)
+            scorecard.score(
+                tmp_path / "run3", on, [other], model, RefusingRunner(), cache, train=train, log=logged.append
+            )
     # the batch size is not part of the key (see scorecard.py)
-    again = scorecard.score(tmp_path / "run4", suite, [contender], model, RefusingRunner(), cache, train=train,
-                            batch_size=3, log=logged.append)  # fmt: skip
+    again = scorecard.score(
+        tmp_path / "run4",
+        suite,
+        [contender],
+        model,
+        RefusingRunner(),
+        cache,
+        train=train,
+        batch_size=3,
+        log=logged.append,
+    )
     assert again["baseline"].cache_hit is True
 
 
@@ -498,8 +573,14 @@ def test_a_cached_card_that_does_not_parse_is_a_cache_miss(tmp_path):
     no_cases = {k: v for k, v in doc.items() if k != "cases"}
     wrong_type = {**doc, "pass_rate": "high"}
     bad_case = {**doc, "cases": [{**doc["cases"][0], "passed": None}, *doc["cases"][1:]]}
-    for damaged in ('{"contender": "baseline", "pass_ra', "[1, 2]", json.dumps(no_cases), json.dumps(wrong_type),
-                    json.dumps(bad_case), "\xff\xfe not text"):  # fmt: skip
+    for damaged in (
+        '{"contender": "baseline", "pass_ra',
+        "[1, 2]",
+        json.dumps(no_cases),
+        json.dumps(wrong_type),
+        json.dumps(bad_case),
+        "\xff\xfe not text",
+    ):
         cached_file.write_text(damaged, encoding="latin-1")
         logged: list[str] = []
         card = scorecard.score(tmp_path / "run3", suite, [contender], model, PlantingRunner(), cache, log=logged.append)
@@ -526,8 +607,10 @@ def test_a_card_shows_in_the_ui_through_the_one_converter():
     assert meta["open_in_promptfoo"] == dg.MetadataValue.md("```\npromptfoo view\n```")
     assert meta["ci_95"] == dg.MetadataValue.text(f"[{card.ci_low:.3f}, {card.ci_high:.3f}]")
     assert meta["target_pass_rate"] == dg.MetadataValue.float(0.9) and "task_metrics" in meta
-    assert to_dagster({"doc": JsonValue({"a": 1}), "none": None}) == {"doc": dg.MetadataValue.json({"a": 1}),
-                                                                     "none": dg.MetadataValue.null()}  # fmt: skip
+    assert to_dagster({"doc": JsonValue({"a": 1}), "none": None}) == {
+        "doc": dg.MetadataValue.json({"a": 1}),
+        "none": dg.MetadataValue.null(),
+    }
     with pytest.raises(TypeError, match="'when': datetime is not a metadata value"):
         to_dagster({"when": __import__("datetime").datetime.now()})
 
@@ -566,15 +649,19 @@ def test_runner_invokes_the_wrapper_offline_in_the_run_dir(tmp_path):
     run_dir = tmp_path / "run"
     run_dir.mkdir()
     seen = tmp_path / "seen.txt"
-    fake = _fake_cli(tmp_path, f'pwd > {seen}\necho "$@" >> {seen}\nenv >> {seen}\n'
-                               'while [ "$1" != "-o" ]; do shift; done\necho "{{}}" > "$2"\n')  # fmt: skip
+    fake = _fake_cli(
+        tmp_path,
+        f'pwd > {seen}\necho "$@" >> {seen}\nenv >> {seen}\n'
+        'while [ "$1" != "-o" ]; do shift; done\necho "{{}}" > "$2"\n',
+    )
     config = run_dir / "promptfooconfig.yaml"
     config.write_text("{}")
     assert fake.run(config, run_dir / "results.json") >= 0
     lines = seen.read_text().splitlines()
     assert lines[0] == str(run_dir)
-    assert lines[1] == (f"eval -c {config} -o {run_dir / 'results.json'} --no-cache --no-table "
-                        "--no-progress-bar --no-share")  # fmt: skip
+    assert lines[1] == (
+        f"eval -c {config} -o {run_dir / 'results.json'} --no-cache --no-table --no-progress-bar --no-share"
+    )
     env = dict(line.split("=", 1) for line in lines[2:] if "=" in line)
     assert env["PATH"].split(os.pathsep)[0] == str(tmp_path / "npm" / "node_modules" / ".bin")
     assert env["PROMPTFOO_CONFIG_DIR"] == str(run_dir / "promptfoo")
@@ -626,7 +713,9 @@ def test_provider_error_fails_the_run_with_its_message(tmp_path):
     missing = ModelSpec(base_dir=str(tmp_path / "no-model"))
     contender = Contender("tuned", {"id": "artefact-x"}, recipes.Recipe("as_trained"))
     with pytest.raises(PromptfooError, match=r"(?s)6 of 6 cases errored.*no-model: not a model folder"):
-        scorecard.score(tmp_path / "run", suite, [contender], missing, PromptfooRunner(timeout_s=120), tmp_path / "cards")
+        scorecard.score(
+            tmp_path / "run", suite, [contender], missing, PromptfooRunner(timeout_s=120), tmp_path / "cards"
+        )
     assert not (tmp_path / "cards").exists() or not list((tmp_path / "cards").iterdir())  # no card cached
 
 
@@ -670,13 +759,16 @@ def test_prompt_ladder_runs_promptfoo_once_on_the_tiny_model(tiny_model_dir, tin
     ]
     settings = tmp_path / "tunegate.yaml"
     settings.write_text(yaml.safe_dump({"eval": {"batch_size": 3}}))
-    tunegate = TunegateResource(home=str(tmp_path / "home"), base_models_file=str(tiny_registry),
-                                settings_file=str(settings))  # fmt: skip
+    tunegate = TunegateResource(
+        home=str(tmp_path / "home"), base_models_file=str(tiny_registry), settings_file=str(settings)
+    )
     resources = {"tunegate": tunegate, "promptfoo": PromptfooResource(timeout_s=300)}
     expected_artefact = artefacts.identity(tiny_model_dir, "tokenizer_default", {"dtype": "float32"})
     with dg.instance_for_test() as instance:
         instance.add_dynamic_partitions("base_model", [PARTITION])
-        result = dg.materialize([*doubles, prompt_ladder], instance=instance, partition_key=PARTITION, resources=resources)
+        result = dg.materialize(
+            [*doubles, prompt_ladder], instance=instance, partition_key=PARTITION, resources=resources
+        )
         assert result.success
         keys = {e.asset_key.to_user_string() for e in result.get_asset_materialization_events()}
         assert {f"ladder/{name}" for name in LADDER} | {"baseline_scores"} <= keys
@@ -702,8 +794,12 @@ def test_prompt_ladder_runs_promptfoo_once_on_the_tiny_model(tiny_model_dir, tin
         assert {tuple(c.examples) for c in cards["static_few_shot"].cases} == {("train-003", "train-001", "train-005")}
         assert all(len(c.examples) == 3 and set(c.examples) <= train_ids for c in cards["retrieved_few_shot"].cases)
         assert cards["zero_shot"].mean_prompt_tokens < cards["static_few_shot"].mean_prompt_tokens
-        meta = {m.asset_key.to_user_string(): m.metadata for m in result.asset_materializations_for_node("prompt_ladder")}
-        assert {"pass_rate", "ci_95", "checks", "worst_failures", "open_in_promptfoo", "artefact_id"} <= set(meta["ladder/zero_shot"])
+        meta = {
+            m.asset_key.to_user_string(): m.metadata for m in result.asset_materializations_for_node("prompt_ladder")
+        }
+        assert {"pass_rate", "ci_95", "checks", "worst_failures", "open_in_promptfoo", "artefact_id"} <= set(
+            meta["ladder/zero_shot"]
+        )
         assert meta["ladder/zero_shot"]["artefact_id"].value == expected_artefact["id"]
         assert {"baseline_rung", "ladder", "skip_training", "suite_fingerprint"} <= set(meta["baseline_scores"])
         assert (run_dir / "promptfoo").is_dir()  # PROMPTFOO_CONFIG_DIR stayed in the run dir
@@ -715,7 +811,9 @@ def test_prompt_ladder_runs_promptfoo_once_on_the_tiny_model(tiny_model_dir, tin
             row = rows[index % 4]
             assert users[index] == (row["messages"][1]["content"],) * 2
 
-        again = dg.materialize([*doubles, prompt_ladder], instance=instance, partition_key=PARTITION, resources=resources)
+        again = dg.materialize(
+            [*doubles, prompt_ladder], instance=instance, partition_key=PARTITION, resources=resources
+        )
         assert again.success
         for name in LADDER:
             card = again.output_for_node("prompt_ladder", f"rung_{name}")

@@ -83,8 +83,12 @@ def test_clear_win_is_promoted():
     assert d.baseline_rung == "static_few_shot"
     assert d.margin == pytest.approx(11 / 20)
     assert d.p_value == pytest.approx(stats.mcnemar_one_sided(12, 1))
-    assert (d.versus_baseline.both, d.versus_baseline.only_first, d.versus_baseline.only_second,
-            d.versus_baseline.neither) == (5, 12, 1, 2)  # fmt: skip
+    assert (
+        d.versus_baseline.both,
+        d.versus_baseline.only_first,
+        d.versus_baseline.only_second,
+        d.versus_baseline.neither,
+    ) == (5, 12, 1, 2)
     assert all(c.passed for c in d.checks) and d.actions == []
     assert {c.name for c in d.checks} == {"baseline_margin", "baseline_significance", "general_skills", "champion"}
 
@@ -126,7 +130,10 @@ def test_thresholds_come_from_settings():
     assert not decide(baseline, tuned).promote
     assert decide(baseline, tuned, settings=GateSettings(alpha=0.2)).promote
     assert not decide(baseline, tuned, settings=GateSettings(alpha=0.2, min_margin=0.5)).promote
-    assert checks(decide(baseline, tuned, settings=GateSettings(alpha=0.2, min_margin=0.5)))["baseline_margin"].threshold == 0.5
+    assert (
+        checks(decide(baseline, tuned, settings=GateSettings(alpha=0.2, min_margin=0.5)))["baseline_margin"].threshold
+        == 0.5
+    )
     forgot = general([True] * 10, [True] * 8 + [False] * 2)
     win = paired(both=5, only_tuned=12, only_base=1, neither=2)
     assert not decide(*win, general_cards=forgot).promote
@@ -138,9 +145,12 @@ def _ladder(static_tokens: float = 400.0, retrieved_tokens: float = 350.0, retri
     return {
         "zero_shot": card("zero_shot", [True] * 10 + [False] * 10, prompt_tokens=120.0),
         "static_few_shot": card("static_few_shot", [True] * 14 + [False] * 6, prompt_tokens=static_tokens),
-        "retrieved_few_shot": card("retrieved_few_shot", [False] * (20 - retrieved_passes) + [True] * retrieved_passes,
-                                   prompt_tokens=retrieved_tokens),
-    }  # fmt: skip
+        "retrieved_few_shot": card(
+            "retrieved_few_shot",
+            [False] * (20 - retrieved_passes) + [True] * retrieved_passes,
+            prompt_tokens=retrieved_tokens,
+        ),
+    }
 
 
 def test_strongest_rung_is_the_highest_pass_rate():
@@ -153,7 +163,9 @@ def test_strongest_rung_tie_goes_to_the_fewer_prompt_tokens():
     assert decision.strongest_rung(_ladder(static_tokens=300.0, retrieved_tokens=350.0)) == "static_few_shot"
     # same rate, same tokens: the name decides, so the choice never depends on dict order
     rungs = _ladder(static_tokens=350.0, retrieved_tokens=350.0)
-    assert decision.strongest_rung(rungs) == decision.strongest_rung(dict(reversed(rungs.items()))) == "retrieved_few_shot"
+    assert (
+        decision.strongest_rung(rungs) == decision.strongest_rung(dict(reversed(rungs.items()))) == "retrieved_few_shot"
+    )
     with pytest.raises(ValueError, match="no rungs"):
         decision.strongest_rung({})
 
@@ -239,7 +251,9 @@ def test_a_drop_from_quantisation_recommends_a_plain_lora():
 
 def test_a_drop_from_the_adapter_recommends_changing_the_adapter():
     baseline, tuned = paired(both=5, only_tuned=12, only_base=1, neither=2)
-    d = decide(baseline, tuned, general_cards=general([True] * 20, [True] * 14 + [False] * 6, base_as_trained=[True] * 20))
+    d = decide(
+        baseline, tuned, general_cards=general([True] * 20, [True] * 14 + [False] * 6, base_as_trained=[True] * 20)
+    )
     assert not d.promote
     action = checks(d)["general_skills"].action
     assert "adapter itself costs 30.0 pts" in action and "adapter: lora" not in action
@@ -417,7 +431,10 @@ def _a_no():
     """A "no": +15 pts on 20 cases, p = 0.1875; general skills 40/40 -> 38 (4-bit) -> 35 (tuned)."""
     baseline, tuned = paired(both=8, only_tuned=4, only_base=1, neither=7)
     baseline, tuned = replace(baseline, mean_prompt_tokens=400.0), replace(tuned, mean_prompt_tokens=80.0)
-    rungs = {"zero_shot": card("zero_shot", [True] * 6 + [False] * 14, prompt_tokens=150.0), "static_few_shot": baseline}
+    rungs = {
+        "zero_shot": card("zero_shot", [True] * 6 + [False] * 14, prompt_tokens=150.0),
+        "static_few_shot": baseline,
+    }
     reference, bat, cand = [True] * 40, [True] * 38 + [False] * 2, [True] * 35 + [False] * 5
     general_cards = general(reference, cand, base_as_trained=bat)
     d = decision.decide(rungs, tuned, general_cards, NO_CHAMPION, SETTINGS)
@@ -433,24 +450,32 @@ def test_report_shows_every_number_for_a_no():
     assert "**What to change:**" in md and all(a in md for a in d.actions)
     for needle in (
         # the ladder
-        "### The prompt ladder", "| rung | prompt | pass rate | 95% CI | passed | prompt tok/call | output tok/call | ms/call",
-        "| **static_few_shot** (baseline) | recipe of static_few_shot | 45.0% |", "| zero_shot | recipe of zero_shot | 30.0% |",
+        "### The prompt ladder",
+        "| rung | prompt | pass rate | 95% CI | passed | prompt tok/call | output tok/call | ms/call",
+        "| **static_few_shot** (baseline) | recipe of static_few_shot | 45.0% |",
+        "| zero_shot | recipe of zero_shot | 30.0% |",
         # tuned vs baseline, paired
         "Paired vs baseline (20 cases): both right 8, only tuned 4, only baseline 1, both wrong 7",
-        "McNemar p = 0.1875", "+15.0 pts",
+        "McNemar p = 0.1875",
+        "+15.0 pts",
         # general skills, decomposed
         "| quantisation: fp32 -> base as trained | 40 | 2 | 0 | +5.0 pts | the 4-bit base alone |",
         "| adapter: base as trained -> tuned | 40 | 3 | 0 | +7.5 pts | the adapter's own effect |",
         "| total: fp32 -> tuned | 40 | 5 | 0 | +12.5 pts | what a user of the shipped model sees |",
         "| base as trained (4-bit, dequantised) | 95.0% |",
         # the checks
-        "### Checks", "| baseline_margin | pass | 0.1500 | 0.0500 |", "| baseline_significance | FAIL | 0.1875 | 0.0500 |",
-        "| general_skills | FAIL |", "| champion | pass |",
+        "### Checks",
+        "| baseline_margin | pass | 0.1500 | 0.0500 |",
+        "| baseline_significance | FAIL | 0.1875 | 0.0500 |",
+        "| general_skills | FAIL |",
+        "| champion | pass |",
         # cost
-        "### Cost", "| contender | prompt tok/call | output tok/call | ms/call | cost per 1k calls | per month at 100,000 calls |",
+        "### Cost",
+        "| contender | prompt tok/call | output tok/call | ms/call | cost per 1k calls | per month at 100,000 calls |",
         "pays back from **20,833 calls per month**",  # 0.6667 / ((400 - 80) x 0.10 / 1M)
-        "Scored artefact: `artefact-of-tune", f"suite `{FP}`",
-    ):  # fmt: skip
+        "Scored artefact: `artefact-of-tune",
+        f"suite `{FP}`",
+    ):
         assert needle in md, needle
 
 

@@ -22,10 +22,34 @@ SUITE = REPO / "evals" / "general.jsonl"
 BIN = REPO / "evals" / "node_modules" / ".bin"
 ITEM_KEYS = {"id", "skill", "kind", "prompt", "assert"}
 # words of the training data's theme (support tickets: scripts/make_demo_data.py)
-THEME_WORDS = ("ticket", "billing", "bill", "billed", "invoice", "refund", "refunded", "shipping",
-               "shipment", "shipped", "delivery", "delivered", "parcel", "courier", "account",
-               "priority", "urgent", "category", "customer", "support", "subscription", "password",
-               "login", "order", "charged", "checkout")
+THEME_WORDS = (
+    "ticket",
+    "billing",
+    "bill",
+    "billed",
+    "invoice",
+    "refund",
+    "refunded",
+    "shipping",
+    "shipment",
+    "shipped",
+    "delivery",
+    "delivered",
+    "parcel",
+    "courier",
+    "account",
+    "priority",
+    "urgent",
+    "category",
+    "customer",
+    "support",
+    "subscription",
+    "password",
+    "login",
+    "order",
+    "charged",
+    "checkout",
+)
 
 
 def _load_script():
@@ -144,23 +168,41 @@ def promptfoo_echo(workdir: Path, tests: list[tuple[str, str, list[dict]]]) -> l
         "evaluateOptions": {"maxConcurrency": 8, "cache": False},
         "sharing": False,
     }
-    (workdir / "cfg.yaml").write_text(yaml.safe_dump(config, sort_keys=False, allow_unicode=True),
-                                      encoding="utf-8")
+    (workdir / "cfg.yaml").write_text(yaml.safe_dump(config, sort_keys=False, allow_unicode=True), encoding="utf-8")
     env = dict(os.environ)
     env.update(
         PATH=f"{BIN}{os.pathsep}{env.get('PATH', '')}",
-        PROMPTFOO_DISABLE_TELEMETRY="1", PROMPTFOO_DISABLE_UPDATE="1", PROMPTFOO_DISABLE_SHARING="1",
-        PROMPTFOO_DISABLE_REMOTE_GENERATION="1", PROMPTFOO_CACHE_ENABLED="false",
-        PROMPTFOO_FAILED_TEST_EXIT_CODE="0", NO_COLOR="1", NODE_NO_WARNINGS="1",
+        PROMPTFOO_DISABLE_TELEMETRY="1",
+        PROMPTFOO_DISABLE_UPDATE="1",
+        PROMPTFOO_DISABLE_SHARING="1",
+        PROMPTFOO_DISABLE_REMOTE_GENERATION="1",
+        PROMPTFOO_CACHE_ENABLED="false",
+        PROMPTFOO_FAILED_TEST_EXIT_CODE="0",
+        NO_COLOR="1",
+        NODE_NO_WARNINGS="1",
         # promptfoo 0.123.1 can die at exit with "write after end" from its per-run debug
         # log file (winston) after the results are written; that file is not needed here
         PROMPTFOO_DISABLE_DEBUG_LOG="1",
         PROMPTFOO_CONFIG_DIR=str(workdir / "promptfoo"),
     )
     proc = subprocess.run(
-        [str(BIN / "promptfoo"), "eval", "-c", "cfg.yaml", "-o", "results.json", "--no-cache",
-         "--no-table", "--no-progress-bar", "--no-share"],
-        cwd=workdir, env=env, capture_output=True, text=True, timeout=900,
+        [
+            str(BIN / "promptfoo"),
+            "eval",
+            "-c",
+            "cfg.yaml",
+            "-o",
+            "results.json",
+            "--no-cache",
+            "--no-table",
+            "--no-progress-bar",
+            "--no-share",
+        ],
+        cwd=workdir,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     results = json.loads((workdir / "results.json").read_text(encoding="utf-8"))["results"]["results"]
@@ -188,11 +230,8 @@ def test_checks_accept_right_answers_and_reject_wrong_ones(tmp_path):
     for case in mgs.cases():
         for verdict, answers in ((True, case.good), (False, case.bad)):
             for n, text in enumerate(answers):
-                tests.append((f"{case.item['id']}:{'good' if verdict else 'bad'}:{n}", text,
-                              case.item["assert"]))
+                tests.append((f"{case.item['id']}:{'good' if verdict else 'bad'}:{n}", text, case.item["assert"]))
                 expected.append(verdict)
     outcomes = promptfoo_echo(tmp_path, tests)
-    wrong = [(name, text, got) for (name, text, _), want, got in zip(tests, expected, outcomes)
-             if got != want]
-    assert not wrong, "\n".join(f"{name}: {text!r} -> {'pass' if got else 'fail'}"
-                                for name, text, got in wrong[:40])
+    wrong = [(name, text, got) for (name, text, _), want, got in zip(tests, expected, outcomes) if got != want]
+    assert not wrong, "\n".join(f"{name}: {text!r} -> {'pass' if got else 'fail'}" for name, text, got in wrong[:40])

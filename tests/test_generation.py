@@ -151,9 +151,9 @@ def test_tuned_contender_4bit_lora_uses_the_prefix_cache(tiny_model_dir, tmp_pat
     torch.manual_seed(2)
     lora = LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
     get_peft_model(base, lora).save_pretrained(tmp_path / "adapter")
-    loaded = loading.load(loading.ModelSpec(
-        base_dir=str(tmp_path / "base"), adapter_dir=str(tmp_path / "adapter"), load_in_4bit=True
-    ))
+    loaded = loading.load(
+        loading.ModelSpec(base_dir=str(tmp_path / "base"), adapter_dir=str(tmp_path / "adapter"), load_in_4bit=True)
+    )
     conversations = _conversations()
     prompts = _prompts(loaded, conversations)
     _assert_steps_agree(loaded, prompts)
@@ -178,6 +178,7 @@ class _EosAs:
 
 def _uneven_eos(ids: list[list[int]]) -> int:
     """A token that ends at least one row before the last step and leaves another row longer."""
+
     def first(row, token):
         return row.index(token) if token in row else len(row)
 
@@ -195,10 +196,16 @@ def _library_answers(loaded, prompts, steps) -> list[list[int]]:
     eos, answers = loaded.tokenizer.eos_token_id, []
     with torch.inference_mode():
         for ids in prompts:
-            out = loaded.model.generate(input_ids=torch.tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long),
-                                        max_new_tokens=steps, do_sample=False, num_beams=1, eos_token_id=eos,
-                                        pad_token_id=loaded.tokenizer.pad_token_id)  # fmt: skip
-            new = out[0, len(ids):].tolist()
+            out = loaded.model.generate(
+                input_ids=torch.tensor([ids]),
+                attention_mask=torch.ones(1, len(ids), dtype=torch.long),
+                max_new_tokens=steps,
+                do_sample=False,
+                num_beams=1,
+                eos_token_id=eos,
+                pad_token_id=loaded.tokenizer.pad_token_id,
+            )
+            new = out[0, len(ids) :].tolist()
             answers.append(new[: new.index(eos) + 1] if eos in new else new)
     return answers
 
@@ -244,10 +251,18 @@ def _tiny_gemma3(tokenizer_dir, out_dir, sliding_window: int, seed: int = 3, std
 
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
     config = Gemma3TextConfig(
-        vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-        num_attention_heads=4, num_key_value_heads=2, head_dim=16, sliding_window=sliding_window,
-        layer_types=["sliding_attention", "full_attention"], max_position_embeddings=1024,
-        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+        vocab_size=len(tokenizer),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=16,
+        sliding_window=sliding_window,
+        layer_types=["sliding_attention", "full_attention"],
+        max_position_embeddings=1024,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
     )
     _sharpen(Gemma3ForCausalLM(config), seed=seed, std=std).save_pretrained(out_dir)

@@ -8,21 +8,29 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pipelines.data import headers, quality, rejects, validate
 from pipelines.config.sources import SourceSpec
+from pipelines.data import headers, quality, rejects, validate
 
 SYSTEM = "Classify the ticket."
 ANSWER = json.dumps({"category": "billing", "priority": "low"})
 
 
 def jsonl_spec(path, **extra) -> SourceSpec:
-    return SourceSpec(name="tickets", kind="jsonl", path=str(path), fields={"messages": "messages"},
-                      label="category", system_prompt=SYSTEM, **extra)
+    return SourceSpec(
+        name="tickets",
+        kind="jsonl",
+        path=str(path),
+        fields={"messages": "messages"},
+        label="category",
+        system_prompt=SYSTEM,
+        **extra,
+    )
 
 
 def chat(user="I was charged twice.", answer=ANSWER, **extra) -> bytes:
-    return json.dumps({"messages": [{"role": "user", "content": user},
-                                    {"role": "assistant", "content": answer}], **extra}).encode()
+    return json.dumps(
+        {"messages": [{"role": "user", "content": user}, {"role": "assistant", "content": answer}], **extra}
+    ).encode()
 
 
 def run(tmp_path, lines: list[bytes], max_chars=200) -> rejects.IngestResult:
@@ -43,8 +51,12 @@ CASES = [
     (chat(user=None), rejects.NON_STRING),
     (chat(user="  \n "), rejects.EMPTY),
     (chat(user="x" * 201), rejects.TOO_LONG),
-    (json.dumps({"messages": [{"role": "assistant", "content": ANSWER},
-                              {"role": "user", "content": "hi"}]}).encode(), rejects.ROLE_ORDER),
+    (
+        json.dumps(
+            {"messages": [{"role": "assistant", "content": ANSWER}, {"role": "user", "content": "hi"}]}
+        ).encode(),
+        rejects.ROLE_ORDER,
+    ),
     (json.dumps({"messages": [{"role": "user", "content": "a"}]}).encode(), rejects.ROLE_ORDER),
 ]
 
@@ -64,25 +76,40 @@ def test_cases_cover_every_reason():
 
 
 def test_record_is_normalised(tmp_path):
-    own_system = json.dumps({"messages": [{"role": "system", "content": "Own prompt"},
-                                          {"role": "user", "content": " Hi\r\nthere "},
-                                          {"role": "assistant", "content": ANSWER}]}).encode()
+    own_system = json.dumps(
+        {
+            "messages": [
+                {"role": "system", "content": "Own prompt"},
+                {"role": "user", "content": " Hi\r\nthere "},
+                {"role": "assistant", "content": ANSWER},
+            ]
+        }
+    ).encode()
     result = run(tmp_path, [chat(), b"", own_system])
     first, second = result.records
-    assert first == {"id": "tickets-1", "source": "tickets", "label": "billing", "messages": [
-        {"role": "system", "content": SYSTEM}, {"role": "user", "content": "I was charged twice."},
-        {"role": "assistant", "content": ANSWER}]}
+    assert first == {
+        "id": "tickets-1",
+        "source": "tickets",
+        "label": "billing",
+        "messages": [
+            {"role": "system", "content": SYSTEM},
+            {"role": "user", "content": "I was charged twice."},
+            {"role": "assistant", "content": ANSWER},
+        ],
+    }
     assert second["id"] == "tickets-3"  # blank lines are not rows, but line numbers stay true
-    assert second["messages"][:2] == [{"role": "system", "content": "Own prompt"},
-                                      {"role": "user", "content": "Hi\nthere"}]
+    assert second["messages"][:2] == [
+        {"role": "system", "content": "Own prompt"},
+        {"role": "user", "content": "Hi\nthere"},
+    ]
 
 
 def test_csv_columns_and_row_label(tmp_path):
     path = tmp_path / "rows.csv"
-    pd.DataFrame({"q": ["Where is my parcel?", ""], "a": ['{"priority": "low"}', "x"],
-                  "cat": ["shipping", "refund"]}).to_csv(path, index=False)
-    spec = SourceSpec(name="partner", kind="csv", path=str(path), fields={"user": "q", "assistant": "a"},
-                      label="cat")
+    pd.DataFrame(
+        {"q": ["Where is my parcel?", ""], "a": ['{"priority": "low"}', "x"], "cat": ["shipping", "refund"]}
+    ).to_csv(path, index=False)
+    spec = SourceSpec(name="partner", kind="csv", path=str(path), fields={"user": "q", "assistant": "a"}, label="cat")
     result = validate.ingest(spec, 100)
     assert [r["label"] for r in result.records] == ["shipping"]
     assert result.records[0]["messages"][0] == {"role": "user", "content": "Where is my parcel?"}
@@ -100,15 +127,15 @@ def test_csv_missing_column_is_a_config_error(tmp_path):
 def test_parquet_and_hf_disk_and_python_kinds(tmp_path):
     import datasets
 
-    rows = [{"messages": [{"role": "user", "content": "Card declined"},
-                          {"role": "assistant", "content": ANSWER}]}]
+    rows = [{"messages": [{"role": "user", "content": "Card declined"}, {"role": "assistant", "content": ANSWER}]}]
     pd.DataFrame(rows).to_parquet(tmp_path / "rows.parquet")
     datasets.Dataset.from_list(rows).save_to_disk(str(tmp_path / "ds"))
     specs = [
         SourceSpec(name="pq", kind="parquet", path=str(tmp_path / "rows.parquet"), fields={"messages": "messages"}),
         SourceSpec(name="hf", kind="hf_disk", path=str(tmp_path / "ds"), fields={"messages": "messages"}),
-        SourceSpec(name="py", kind="python", function="tests.test_ingest:python_rows",
-                   fields={"user": "q", "assistant": "a"}),
+        SourceSpec(
+            name="py", kind="python", function="tests.test_ingest:python_rows", fields={"user": "q", "assistant": "a"}
+        ),
     ]
     for spec in specs:
         result = validate.ingest(spec, 100)
@@ -159,8 +186,12 @@ def csv_spec(path, **extra) -> SourceSpec:
     return SourceSpec(name="partner", kind="csv", path=str(path), fields={"user": "q", "assistant": "a"}, **extra)
 
 
-EMPTY_FILES = [("rows.csv", b"", "0 bytes"), ("rows.csv", b"q,a\n", "header ['q', 'a'] but no data rows"),
-               ("rows.jsonl", b"", "0 bytes"), ("rows.jsonl", b"\n \n", "only blank lines")]
+EMPTY_FILES = [
+    ("rows.csv", b"", "0 bytes"),
+    ("rows.csv", b"q,a\n", "header ['q', 'a'] but no data rows"),
+    ("rows.jsonl", b"", "0 bytes"),
+    ("rows.jsonl", b"\n \n", "only blank lines"),
+]
 
 
 @pytest.mark.parametrize("name, content, why", EMPTY_FILES)
@@ -190,7 +221,9 @@ def test_read_errors_name_file_source_and_fix(tmp_path):
 
     broken = tmp_path / "broken.csv"
     broken.write_text('q,a\n"unclosed,x\nmore,y\n')
-    with pytest.raises(rejects.SourceError, match=r"source 'partner' \(.*broken.csv\): cannot parse it as CSV.*quoting"):
+    with pytest.raises(
+        rejects.SourceError, match=r"source 'partner' \(.*broken.csv\): cannot parse it as CSV.*quoting"
+    ):
         validate.ingest(csv_spec(broken), 100)
 
     not_parquet = tmp_path / "rows.parquet"
@@ -223,14 +256,19 @@ def test_reader_options_are_validated_when_sources_load(tmp_path):
     from pipelines.config.sources import load_sources
 
     path = tmp_path / "sources.yaml"
-    for read, message in [("{delimeter: ';'}", r"read.delimeter: unknown key.*allows read: delimiter, sep"),
-                          ("{encoding: cp9999}", r"unknown encoding 'cp9999'"),
-                          ("{quoting: sometimes}", r"read.quoting: .*'minimal'")]:
-        path.write_text("sources:\n  - {name: a, kind: csv, path: x.csv, fields: {user: q, assistant: a}, "
-                        f"read: {read}}}\n")
+    for read, message in [
+        ("{delimeter: ';'}", r"read.delimeter: unknown key.*allows read: delimiter, sep"),
+        ("{encoding: cp9999}", r"unknown encoding 'cp9999'"),
+        ("{quoting: sometimes}", r"read.quoting: .*'minimal'"),
+    ]:
+        path.write_text(
+            f"sources:\n  - {{name: a, kind: csv, path: x.csv, fields: {{user: q, assistant: a}}, read: {read}}}\n"
+        )
         with pytest.raises(ConfigError, match=rf"source 'a': .*{message}"):
             load_sources(path)
-    path.write_text("sources:\n  - {name: a, kind: hf_disk, path: ds, fields: {messages: m}, read: {encoding: utf-8}}\n")
+    path.write_text(
+        "sources:\n  - {name: a, kind: hf_disk, path: ds, fields: {messages: m}, read: {encoding: utf-8}}\n"
+    )
     with pytest.raises(ConfigError, match=r"kind `hf_disk` allows read: \(none\)"):
         load_sources(path)
 
@@ -284,13 +322,15 @@ def test_relative_path_and_python_module_resolve_next_to_the_sources_file(tmp_pa
     (elsewhere / "sources.yaml").write_text(
         "sources:\n"
         "  - {name: rel, kind: jsonl, path: data/rows.jsonl, fields: {messages: messages}}\n"
-        "  - {name: mod, kind: python, function: 'team_rows_mod:rows', fields: {user: q, assistant: a}}\n")
+        "  - {name: mod, kind: python, function: 'team_rows_mod:rows', fields: {user: q, assistant: a}}\n"
+    )
     monkeypatch.chdir(tmp_path)  # neither the repo nor the yaml's folder
     rel, mod = load_sources(elsewhere / "sources.yaml")
     assert rel.resolved_path() == elsewhere / "data" / "rows.jsonl"
     assert len(validate.ingest(rel, 100).records) == 1
     assert validate.ingest(mod, 100).records[0]["messages"][0]["content"] == "Card declined"
     import sys
+
     assert str(elsewhere) not in sys.path  # only for that import
 
 
@@ -303,8 +343,10 @@ def test_fields_mapping_is_checked_against_the_header_when_sources_load(tmp_path
     (tmp_path / "rows.jsonl").write_bytes(json.dumps({"question": "hi", "answer": "x"}).encode() + b"\n")
     sources = tmp_path / "sources.yaml"
     for kind in ("csv", "parquet", "jsonl"):
-        sources.write_text(f"sources:\n  - {{name: s, kind: {kind}, path: rows.{kind}, "
-                           "fields: {user: question, assistant: answr}}\n")
+        sources.write_text(
+            f"sources:\n  - {{name: s, kind: {kind}, path: rows.{kind}, "
+            "fields: {user: question, assistant: answr}}\n"
+        )
         expected = rf"sources.yaml: source 's': .*rows.{kind} has no column\(s\) \['answr'\]"
         with pytest.raises(ConfigError, match=expected):
             headers.load_checked_sources(sources)
@@ -320,8 +362,10 @@ def test_misconfigured_source_is_a_short_message_first(tmp_path):
     from pipelines.config.sources import load_sources
 
     path = tmp_path / "sources.yaml"
-    path.write_text("sources:\n  - {name: ok, kind: jsonl, path: x.jsonl, fields: {messages: m}}\n"
-                    "  - {name: helpdesk, kind: parqet, path: x.parquet, fields: {user: q, assistant: a}}\n")
+    path.write_text(
+        "sources:\n  - {name: ok, kind: jsonl, path: x.jsonl, fields: {messages: m}}\n"
+        "  - {name: helpdesk, kind: parqet, path: x.parquet, fields: {user: q, assistant: a}}\n"
+    )
     with pytest.raises(ConfigError) as error:
         load_sources(path)
     message = str(error.value)

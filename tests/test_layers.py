@@ -48,10 +48,16 @@ def test_engines_import_neither_dagster_nor_the_layers_above(path):
 def test_the_layer_check_catches_a_dagster_import(tmp_path):
     """The check above cannot pass vacuously: a module that imports Dagster or an asset is caught."""
     module = tmp_path / "engine.py"
-    module.write_text("import dagster as dg\nfrom assets import training\nfrom pipelines.orchestration.resources import X\n")
+    module.write_text(
+        "import dagster as dg\nfrom assets import training\nfrom pipelines.orchestration.resources import X\n"
+    )
     assert sorted(_layer_violations(module)) == [
-        "assets", "assets.training", "dagster", "pipelines.orchestration.resources", "pipelines.orchestration.resources.X",
-    ]  # fmt: skip
+        "assets",
+        "assets.training",
+        "dagster",
+        "pipelines.orchestration.resources",
+        "pipelines.orchestration.resources.X",
+    ]
 
 
 def test_assets_do_not_import_the_definitions_or_the_entry_points():

@@ -10,9 +10,9 @@ import json
 
 import pytest
 
-from pipelines.training import adapter
 from pipelines.models import loading
 from pipelines.models.merge import dequantize_base, merge_adapter
+from pipelines.training import adapter
 
 PROMPTS = ["Hello there", "My invoice is wrong | pipes {{ x }}", "Où est mon colis ? 🚚 ZX-99"]
 TOLERANCE = 1e-4  # float rounding; quantisation error on these logits is ~1e-1
@@ -74,8 +74,11 @@ def test_merged_model_computes_what_the_4bit_base_plus_adapter_computes(tiny_mod
     out, _, tuned, fp32 = built
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
     # the reference: the base loaded in 4-bit with the SAME BitsAndBytesConfig + the adapter via PeftModel
-    reference = loading.load(loading.ModelSpec(base_dir=str(tiny_model_dir), adapter_dir=str(adapter_dir),
-                                                     load_in_4bit=True, bnb_config=bnb_config))  # fmt: skip
+    reference = loading.load(
+        loading.ModelSpec(
+            base_dir=str(tiny_model_dir), adapter_dir=str(adapter_dir), load_in_4bit=True, bnb_config=bnb_config
+        )
+    )
     assert type(reference.model).__name__.startswith("Peft")
     assert any(type(m).__name__ == "Linear4bit" for m in reference.model.modules())
     merged, into_fp32, plain = _plain(tuned.path), _plain(fp32.path), _plain(tiny_model_dir)

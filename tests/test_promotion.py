@@ -19,16 +19,15 @@ from urllib.parse import urlparse
 import dagster as dg
 import pytest
 
-from pipelines.models import artefacts
 from pipelines.gate import registry
 from pipelines.gate.decision import ChampionInput, meets_target
 from pipelines.gate.ladder import Ladder
+from pipelines.models import artefacts
 from pipelines.orchestration.partitions import base_model_partitions
 from pipelines.orchestration.resources import PromptfooResource, TunegateResource
-from tests.cards import FP, LOSS, OTHER_FP, card, champion_entry, logged_win
-from tests.doubles import PARTITION, TASK, TEMPLATE, double, metadata_of, promotion_assets
-from tests.cards import adapter_record, base_model_info
 from pipelines.training.adapter import AdapterRecord
+from tests.cards import FP, LOSS, OTHER_FP, adapter_record, base_model_info, card, champion_entry, logged_win
+from tests.doubles import PARTITION, TASK, TEMPLATE, double, metadata_of, promotion_assets
 
 
 @pytest.fixture
@@ -42,8 +41,9 @@ def tunegate(tmp_path, tiny_registry, local_store):
     """Outputs, and the local MLflow store, under tmp_path/out."""
     settings = tmp_path / "tunegate.yaml"
     settings.write_text("{}\n")
-    return TunegateResource(home=str(tmp_path / "out"), base_models_file=str(tiny_registry),
-                            settings_file=str(settings))  # fmt: skip
+    return TunegateResource(
+        home=str(tmp_path / "out"), base_models_file=str(tiny_registry), settings_file=str(settings)
+    )
 
 
 @pytest.fixture
@@ -54,8 +54,13 @@ def instance():
 
 
 def _materialize(assets, instance, tunegate, **kw):
-    return dg.materialize(assets, instance=instance, partition_key=PARTITION,
-                          resources={"tunegate": tunegate, "promptfoo": PromptfooResource()}, **kw)  # fmt: skip
+    return dg.materialize(
+        assets,
+        instance=instance,
+        partition_key=PARTITION,
+        resources={"tunegate": tunegate, "promptfoo": PromptfooResource()},
+        **kw,
+    )
 
 
 def _materialized(result) -> set[str]:
@@ -69,8 +74,9 @@ def _failure(result, node: str) -> str:
 
 
 # --------------------------------------------------------------------------- a win
-def test_a_win_registers_the_candidate_and_records_the_champion(instance, tunegate, tiny_model_dir, tuned_dir,
-                                                               local_store):
+def test_a_win_registers_the_candidate_and_records_the_champion(
+    instance, tunegate, tiny_model_dir, tuned_dir, local_store
+):
     scored = artefacts.identity(tuned_dir, TEMPLATE, {"dtype": "float32"})
     result = _materialize(promotion_assets(tiny_model_dir, tuned_dir), instance, tunegate)
     assert result.success
@@ -119,14 +125,18 @@ def test_a_win_registers_the_candidate_and_records_the_champion(instance, tunega
     assert [v.version for v in client.search_model_versions(f"name='{TASK}'")] == [1]
 
 
-def test_a_champion_whose_files_are_gone_is_named_and_defends_nothing(instance, tunegate, tiny_model_dir, tuned_dir,
-                                                                       tmp_path):  # fmt: skip
+def test_a_champion_whose_files_are_gone_is_named_and_defends_nothing(
+    instance, tunegate, tiny_model_dir, tuned_dir, tmp_path
+):
     """Gone from where it was built AND from the registry's artifact store."""
     store = tunegate.tracking_store()
     gone = shutil.copytree(tiny_model_dir, tmp_path / "deleted-model")
     record = logged_win(store, TASK, "old-model", gone)
-    old = registry.promote(store, registry.entry(TASK, "old-model", record.candidate, base_model_info("old-model"),
-                                                 adapter_record(), record), base_model_info("old-model"))  # fmt: skip
+    old = registry.promote(
+        store,
+        registry.entry(TASK, "old-model", record.candidate, base_model_info("old-model"), adapter_record(), record),
+        base_model_info("old-model"),
+    )
     shutil.rmtree(gone)
     shutil.rmtree(urlparse(old.source).path)
     result = _materialize(promotion_assets(tiny_model_dir, tuned_dir), instance, tunegate)
@@ -138,7 +148,10 @@ def test_a_champion_whose_files_are_gone_is_named_and_defends_nothing(instance, 
     assert meta["promote"] is True and meta["champion"] == "missing"
     assert "Champion: missing. old-model at" in meta["report"]
     versions = store.client().search_model_versions(f"name='{TASK}'")
-    assert sorted((int(v.version), v.tags["tunegate.partition"]) for v in versions) == [(1, "old-model"), (2, PARTITION)]
+    assert sorted((int(v.version), v.tags["tunegate.partition"]) for v in versions) == [
+        (1, "old-model"),
+        (2, PARTITION),
+    ]
     assert registry.champion(store, TASK).partition == PARTITION
 
 
@@ -215,8 +228,10 @@ def test_training_is_skipped_when_the_baseline_meets_the_target(tmp_path, tunega
     from assets.training import qlora_adapter
     from pipelines.orchestration.resources import AxolotlResource
 
-    rungs = {"zero_shot": card("zero_shot", [True] * 10 + [False] * 10, target=0.9),
-             "static_few_shot": card("static_few_shot", [True] * 19 + [False], target=0.9)}  # 95 % pass  # fmt: skip
+    rungs = {
+        "zero_shot": card("zero_shot", [True] * 10 + [False] * 10, target=0.9),
+        "static_few_shot": card("static_few_shot", [True] * 19 + [False], target=0.9),
+    }  # 95 % pass
     skip = meets_target(rungs)
     assert skip
 
@@ -235,8 +250,11 @@ def test_training_is_skipped_when_the_baseline_meets_the_target(tmp_path, tunega
         ],
         instance=instance,
         partition_key=PARTITION,
-        resources={"tunegate": tunegate, "axolotl": AxolotlResource(),
-                   "pipes_subprocess_client": dg.PipesSubprocessClient()},  # fmt: skip
+        resources={
+            "tunegate": tunegate,
+            "axolotl": AxolotlResource(),
+            "pipes_subprocess_client": dg.PipesSubprocessClient(),
+        },
     )
     assert result.success
     materialized = _materialized(result)

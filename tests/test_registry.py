@@ -22,12 +22,11 @@ import pytest
 import yaml
 
 from pipelines.common import tracking
-from pipelines.models import artefacts
 from pipelines.config.base import ConfigError
 from pipelines.config.settings import load_settings
 from pipelines.gate import registry
 from pipelines.gate.registry import RegistryEntry
-
+from pipelines.models import artefacts
 from tests.cards import BASE_MODEL, FP, WIN, candidate_entry, card, logged_win, model_folder, promote_candidate
 
 
@@ -84,8 +83,10 @@ def test_a_fresh_local_store_needs_no_set_up(tmp_path, monkeypatch):
 # --------------------------------------------------------------------------- runs
 def test_score_cards_and_decisions_are_runs_side_by_side(local_store, task, tmp_path):
     experiment = tracking.experiment_name(task)
-    cards = {"zero_shot": replace(card("zero_shot", [True, False, False, False]), artefact={"id": "base-id"}),
-             "static_few_shot": replace(card("static_few_shot", [True, True, False, False]), artefact={"id": "base-id"})}  # fmt: skip
+    cards = {
+        "zero_shot": replace(card("zero_shot", [True, False, False, False]), artefact={"id": "base-id"}),
+        "static_few_shot": replace(card("static_few_shot", [True, True, False, False]), artefact={"id": "base-id"}),
+    }
     ids = tracking.log_scores(local_store, experiment, "ladder", "tiny-llama", cards, tracking.tags(suite="task"))
     record = logged_win(local_store, task, "tiny-llama", model_folder(tmp_path / "m", b"weights"))
     client = local_store.client()
@@ -104,8 +105,11 @@ def test_score_cards_and_decisions_are_runs_side_by_side(local_store, task, tmp_
     assert m["promote"] == 1.0 and m["p_value"] == pytest.approx(record.decision.p_value)
     assert m["margin"] == pytest.approx(record.decision.margin) and m["tuned_pass_rate"] == pytest.approx(0.85)
     vb = record.decision.versus_baseline
-    assert (m["vs_baseline.both"], m["vs_baseline.only_tuned"], m["vs_baseline.only_baseline"], m["vs_baseline.neither"]) \
-        == (vb.both, vb.only_first, vb.only_second, vb.neither) == WIN  # fmt: skip
+    assert (
+        (m["vs_baseline.both"], m["vs_baseline.only_tuned"], m["vs_baseline.only_baseline"], m["vs_baseline.neither"])
+        == (vb.both, vb.only_first, vb.only_second, vb.neither)
+        == WIN
+    )
     assert m["general_drop_upper"] == pytest.approx(record.decision.forgetting.drop_upper)
     assert m["check.baseline_significance.passed"] == 1.0
     assert gate.data.params["threshold.baseline_margin"] == "0.05"
@@ -113,7 +117,9 @@ def test_score_cards_and_decisions_are_runs_side_by_side(local_store, task, tmp_
     assert gate.data.tags["mlflow.note.content"].startswith("PROMOTE: ")
     with_report = Path(client.download_artifacts(gate.info.run_id, "report.md", str(tmp_path / "dl")))
     assert with_report.read_text() == record.report_md and "**PROMOTE**" in record.report_md
-    logged = json.loads(Path(client.download_artifacts(gate.info.run_id, "decision.json", str(tmp_path / "dl2"))).read_text())
+    logged = json.loads(
+        Path(client.download_artifacts(gate.info.run_id, "decision.json", str(tmp_path / "dl2"))).read_text()
+    )
     assert logged["p_value"] == pytest.approx(record.decision.p_value)
 
 
@@ -148,12 +154,16 @@ def test_promotion_registers_a_version_and_moves_the_champion(store, task, tmp_p
     t = version.tags
     assert t["tunegate.base_model"] == "tiny" and t["tunegate.data_fingerprint"] == "data-fp"
     assert t["tunegate.eval_fingerprint"] == FP and t["tunegate.artefact_id"] == a.artefact["id"]
-    assert float(t["tunegate.tuned_pass_rate"]) == pytest.approx(0.85) and t["tunegate.decision_run"] == a.decision_run_id
+    assert (
+        float(t["tunegate.tuned_pass_rate"]) == pytest.approx(0.85) and t["tunegate.decision_run"] == a.decision_run_id
+    )
     client = store.client()
     files = {f.path for f in client.list_artifacts(version.run_id, "promoted")}
     assert files == {"promoted/model", "promoted/adapter", "promoted/base_model.json", "promoted/entry.json"}
-    assert {f.path for f in client.list_artifacts(version.run_id, "promoted/model")} == \
-        {"promoted/model/model.safetensors", "promoted/model/config.json"}  # fmt: skip
+    assert {f.path for f in client.list_artifacts(version.run_id, "promoted/model")} == {
+        "promoted/model/model.safetensors",
+        "promoted/model/config.json",
+    }
 
     b = promote_candidate(store, task, tmp_path, "model-b")
     assert b.version == 2 and registry.champion(store, task).partition == "model-b"
@@ -230,8 +240,9 @@ def test_a_failed_alias_move_removes_the_new_version_and_keeps_the_champion(loca
     assert registry.champion(local_store, task).partition == "model-a"
 
 
-def test_the_server_going_away_between_register_and_alias_leaves_the_champion(mlflow_server, task, tmp_path,
-                                                                              monkeypatch):  # fmt: skip
+def test_the_server_going_away_between_register_and_alias_leaves_the_champion(
+    mlflow_server, task, tmp_path, monkeypatch
+):
     """The server is stopped after the version is registered and before the alias moves,
     then started again on the same port and database (it is running again afterwards)."""
     from mlflow import MlflowClient
@@ -268,5 +279,7 @@ def test_an_unreachable_store_is_named_not_taken_for_no_champion(monkeypatch):
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
     store = tracking.Store(f"http://127.0.0.1:{free_port()}")  # nothing listens there
-    with pytest.raises(registry.RegistryError, match=rf"cannot read the 'triage' champion from the MLflow store {store.uri}"):
+    with pytest.raises(
+        registry.RegistryError, match=rf"cannot read the 'triage' champion from the MLflow store {store.uri}"
+    ):
         registry.champion(store, "triage")

@@ -19,9 +19,9 @@ import pytest
 import yaml
 
 from assets.models import base_model
-from pipelines.orchestration.automation import base_model_registry_sensor
 from pipelines.gate import registry
 from pipelines.gate.decision import ChampionInput
+from pipelines.orchestration.automation import base_model_registry_sensor
 from pipelines.orchestration.resources import PromptfooResource, TunegateResource
 from tests.cards import LOSS, WIN, card
 from tests.doubles import TASK, metadata_of, promotion_assets
@@ -43,8 +43,9 @@ def world(tmp_path, tiny_model_dir, tiny_gemma_dir, local_store):
     registry_file.write_text(yaml.safe_dump({"base_models": [_entry(OLD, tiny_model_dir, "2024-11-01")]}))
     settings = tmp_path / "tunegate.yaml"
     settings.write_text("{}\n")
-    resource = TunegateResource(home=str(tmp_path / "out"), base_models_file=str(registry_file),
-                                settings_file=str(settings))  # fmt: skip
+    resource = TunegateResource(
+        home=str(tmp_path / "out"), base_models_file=str(registry_file), settings_file=str(settings)
+    )
     with dg.instance_for_test() as instance:
         yield {"registry": registry_file, "tunegate": resource, "instance": instance, "tmp": tmp_path}
 
@@ -66,15 +67,20 @@ def _run_gate(world, partition: str, model_dir: Path, outcome, champion_double: 
     tuned_dir = shutil.copytree(model_dir, world["tmp"] / f"tuned-{partition}")
     doubles = promotion_assets(model_dir, tuned_dir, outcome, champion=champion_double)
     assets = [a for a in doubles if a.key != dg.AssetKey("base_model")] + [base_model]
-    return dg.materialize(assets, instance=world["instance"], partition_key=partition,
-                          resources={"tunegate": world["tunegate"], "promptfoo": PromptfooResource()})  # fmt: skip
+    return dg.materialize(
+        assets,
+        instance=world["instance"],
+        partition_key=partition,
+        resources={"tunegate": world["tunegate"], "promptfoo": PromptfooResource()},
+    )
 
 
 def _add_new_base(world, tiny_gemma_dir):
     """What a user does: append the new entry to base_models.yaml."""
     doc = yaml.safe_load(world["registry"].read_text())
-    doc["base_models"].append(_entry(NEW, tiny_gemma_dir, "2025-08-14", tokenizer=GEMMA_FIXES,
-                                     eot_tokens=["<end_of_turn>"]))  # fmt: skip
+    doc["base_models"].append(
+        _entry(NEW, tiny_gemma_dir, "2025-08-14", tokenizer=GEMMA_FIXES, eot_tokens=["<end_of_turn>"])
+    )
     world["registry"].write_text(yaml.safe_dump(doc))
 
 
@@ -103,8 +109,10 @@ def test_a_new_base_model_is_tuned_and_beats_the_old_champion(world, tiny_model_
     report = record.report_md
     assert "### Base models: do we switch?" in report
     assert f"**{NEW}** (this re-tune) | 85.0% | 30.0% (static_few_shot) | PROMOTE" in report
-    assert (f"{OLD} (champion) | 30.0% | 30.0% (static_few_shot), its last gate | replaced | re-scored on today's "
-            "held-out set |") in report  # fmt: skip
+    assert (
+        f"{OLD} (champion) | 30.0% | 30.0% (static_few_shot), its last gate | replaced | re-scored on today's "
+        "held-out set |"
+    ) in report
     assert report.count(f"| {OLD}") == 1  # the champion's partition once, not again as "another base"
     assert f"- **Serves after this decision:** the fine-tune on **{NEW}** (promoted now)." in report
     assert f"- Champion's base model {OLD}: released 2024-11-01, " in report and "days (" in report
@@ -132,8 +140,8 @@ def test_without_a_champion_the_old_base_scores_stand_beside_the_new(world, tiny
 
 # --------------------------------------------------------------------------- make demo-retune's plumbing
 def test_the_demo_appends_the_entry_to_a_copy_of_the_registry(tmp_path):
-    from pipelines.config.paths import REPO_ROOT
     from pipelines.config.base_models import load_base_models
+    from pipelines.config.paths import REPO_ROOT
     from pipelines.orchestration.demo_retune import DEFAULT_ENTRY, registry_with
 
     shipped = REPO_ROOT / "base_models.yaml"
@@ -150,7 +158,10 @@ def test_only_missing_wheels_are_installed():
 
     pyyaml = f"pyyaml=={__import__('importlib.metadata').metadata.version('pyyaml')}"
     assert missing_requirements([pyyaml]) == []
-    assert missing_requirements(["pyyaml==0.0.1", "no-such-dist-tunegate==1.0"]) == ["pyyaml==0.0.1", "no-such-dist-tunegate==1.0"]
+    assert missing_requirements(["pyyaml==0.0.1", "no-such-dist-tunegate==1.0"]) == [
+        "pyyaml==0.0.1",
+        "no-such-dist-tunegate==1.0",
+    ]
 
 
 def test_an_old_base_scored_on_an_older_held_out_set_is_flagged():

@@ -18,13 +18,12 @@ import pytest
 import yaml
 
 from assets import models, training
-from pipelines.training import axolotl_schema, launch, run_plan
-from pipelines.training import k8s_pod
-from pipelines.orchestration.automation import base_model_registry_sensor
 from pipelines.config.base import ConfigError
-from pipelines.config.training import KubernetesSettings, TrainingSettings
 from pipelines.config.settings import load_settings
+from pipelines.config.training import KubernetesSettings, TrainingSettings
+from pipelines.orchestration.automation import base_model_registry_sensor
 from pipelines.orchestration.resources import apply_pool_limit, persistent_instance
+from pipelines.training import axolotl_schema, k8s_pod, launch, run_plan
 from tests import pg_server
 from tests.doubles import (
     FIXTURES,
@@ -80,8 +79,13 @@ def test_instance_on_postgres_runs_a_partition_and_the_sensor(tmp_path, monkeypa
             instance.add_dynamic_partitions(add.partitions_def_name, list(add.partition_keys))
         assert instance.get_dynamic_partitions("base_model") == [PARTITION]
 
-        result = dg.materialize([models.base_model], instance=instance, resources=resources,
-                                partition_key=request.partition_key, tags=request.tags)
+        result = dg.materialize(
+            [models.base_model],
+            instance=instance,
+            resources=resources,
+            partition_key=request.partition_key,
+            tags=request.tags,
+        )
         assert result.success
         (record,) = instance.fetch_materializations(
             dg.AssetRecordsFilter(asset_key=dg.AssetKey("base_model"), asset_partitions=[PARTITION]), limit=5
@@ -161,11 +165,21 @@ def test_training_waits_for_a_pool_slot_while_data_and_evaluation_run(tmp_path, 
     assert held.is_claimed
 
     resources = training_resources(tmp_path / "home", tiny_registry, settings)
-    assets = [train_set_double, validation_set_double, baseline_double(target=0.5, pass_rate=0.8),
-              models.base_model, training.axolotl_config, training.qlora_adapter]
+    assets = [
+        train_set_double,
+        validation_set_double,
+        baseline_double(target=0.5, pass_rate=0.8),
+        models.base_model,
+        training.axolotl_config,
+        training.qlora_adapter,
+    ]
     outcome: dict = {}
-    worker = threading.Thread(target=lambda: outcome.setdefault("result", dg.materialize(
-        assets, instance=instance, resources=resources, partition_key=PARTITION)), daemon=True)
+    worker = threading.Thread(
+        target=lambda: outcome.setdefault(
+            "result", dg.materialize(assets, instance=instance, resources=resources, partition_key=PARTITION)
+        ),
+        daemon=True,
+    )
     worker.start()
 
     upstream = {"train_set", "validation_set", "baseline_scores", "base_model", "axolotl_config"}
@@ -199,11 +213,34 @@ def test_launch_commands_follow_axolotl_and_the_launchers(tmp_path):
     base = [launch.axolotl_executable(), "train", str(yaml_path), "--launcher"]
     assert launch.launch_command(yaml_path) == base + ["python"]
     assert launch.launch_command(yaml_path, launcher="torchrun", processes=2) == base + [
-        "torchrun", "--", "--standalone", "--nproc_per_node", "2"]
+        "torchrun",
+        "--",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+    ]
     assert launch.launch_command(yaml_path, launcher="accelerate", processes=4, cuda=True) == base + [
-        "accelerate", "--", "--num_processes", "4", "--num_machines", "1", "--dynamo_backend", "no", "--multi_gpu"]
+        "accelerate",
+        "--",
+        "--num_processes",
+        "4",
+        "--num_machines",
+        "1",
+        "--dynamo_backend",
+        "no",
+        "--multi_gpu",
+    ]
     assert launch.launch_command(yaml_path, launcher="accelerate", processes=1) == base + [
-        "accelerate", "--", "--num_processes", "1", "--num_machines", "1", "--dynamo_backend", "no", "--cpu"]
+        "accelerate",
+        "--",
+        "--num_processes",
+        "1",
+        "--num_machines",
+        "1",
+        "--dynamo_backend",
+        "no",
+        "--cpu",
+    ]
     with pytest.raises(run_plan.AxolotlConfigError, match="accelerate's multi-CPU launch goes through mpirun"):
         launch.launch_command(yaml_path, launcher="accelerate", processes=2, cuda=False)
 
@@ -221,9 +258,15 @@ def test_launch_settings_are_validated_early(tmp_path):
 
 def _plan(tmp_path: Path, model_dir: Path, settings: TrainingSettings, *, cuda: bool) -> run_plan.RunPlan:
     return run_plan.plan_run(
-        _layout(tmp_path), _tiny_spec(model_dir), settings, base_model_dir=model_dir, base_model_sha256="0" * 64,
-        train_path=FIXTURES / "chat_train.jsonl", validation_path=FIXTURES / "chat_eval.jsonl",
-        data_fingerprint="f" * 64, cuda=cuda,
+        _layout(tmp_path),
+        _tiny_spec(model_dir),
+        settings,
+        base_model_dir=model_dir,
+        base_model_sha256="0" * 64,
+        train_path=FIXTURES / "chat_train.jsonl",
+        validation_path=FIXTURES / "chat_eval.jsonl",
+        data_fingerprint="f" * 64,
+        cuda=cuda,
     )
 
 
@@ -234,8 +277,9 @@ def test_cpu_runs_with_several_processes_get_the_ddp_plugin_and_their_own_run_ke
     assert run_plan.CPU_DDP_PLUGIN in two.config["plugins"] and run_plan.CPU_DDP_PLUGIN not in one.config["plugins"]
     assert run_plan.CPU_DDP_PLUGIN not in on_gpus.config["plugins"]  # GPUs need no help
     # one process keeps the hash earlier runs were keyed by; two train on twice the global batch
-    assert one.config_hash == run_plan.config_hash(run_plan.training_config(_tiny_spec(tiny_model_dir), TrainingSettings(),
-                                                                cuda=False))
+    assert one.config_hash == run_plan.config_hash(
+        run_plan.training_config(_tiny_spec(tiny_model_dir), TrainingSettings(), cuda=False)
+    )
     assert two.run_key != one.run_key and (two.launcher, two.processes) == ("torchrun", 2)
 
 
@@ -274,15 +318,15 @@ def _k8s_stage(tmp_path, tiny_model_dir, monkeypatch, k8s: dict):
         "volumes": [{"name": f"v{i}", "persistentVolumeClaim": {"claimName": f"claim-{i}"}} for i in range(3)],
         "volume_mounts": [{"name": f"v{i}", "mountPath": str(p)} for i, p in enumerate(mounts)],
     }
-    settings = _settings(tmp_path, {"backend": "kubernetes", "launcher": "torchrun", "processes": 2,
-                                    "kubernetes": k8s})
+    settings = _settings(tmp_path, {"backend": "kubernetes", "launcher": "torchrun", "processes": 2, "kubernetes": k8s})
     registry = tmp_path / "base_models.yaml"
     from tests.tiny_model import tiny_registry_yaml
 
     registry.write_text(tiny_registry_yaml(tiny_model_dir))
     api = _RecordingCoreApi()
-    client = DagsterKubernetesClient(batch_api=None, core_api=api, logger=lambda *_: None,
-                                     sleeper=lambda *_: None, timer=time.time)
+    client = DagsterKubernetesClient(
+        batch_api=None, core_api=api, logger=lambda *_: None, sleeper=lambda *_: None, timer=time.time
+    )
     monkeypatch.setattr(DagsterKubernetesClient, "production_client", staticmethod(lambda **_: client))
     monkeypatch.setattr(PipesK8sClient, "_load_k8s_config", lambda self: None)
     instance = dg.DagsterInstance.ephemeral()
@@ -293,9 +337,18 @@ def _k8s_stage(tmp_path, tiny_model_dir, monkeypatch, k8s: dict):
 def test_training_pod_is_built_by_pipes_k8s_client_and_valid(tmp_path, tiny_model_dir, monkeypatch):
     instance, resources, api = _k8s_stage(tmp_path, tiny_model_dir, monkeypatch, K8S)
     result = dg.materialize(
-        [train_set_double, validation_set_double, baseline_double(target=0.9, pass_rate=0.1),
-         models.base_model, training.axolotl_config, training.qlora_adapter],
-        instance=instance, resources=resources, partition_key=PARTITION, raise_on_error=False,
+        [
+            train_set_double,
+            validation_set_double,
+            baseline_double(target=0.9, pass_rate=0.1),
+            models.base_model,
+            training.axolotl_config,
+            training.qlora_adapter,
+        ],
+        instance=instance,
+        resources=resources,
+        partition_key=PARTITION,
+        raise_on_error=False,
     )
     assert not result.success  # no cluster: the pod was built and submitted to the test double
     ((namespace, pod),) = api.created
@@ -324,8 +377,17 @@ def test_training_pod_is_built_by_pipes_k8s_client_and_valid(tmp_path, tiny_mode
     assert pipes_context["partition_key"] == PARTITION and "DAGSTER_PIPES_MESSAGES" in env
     extras = pipes_context["extras"]
     config = result.output_for_node("axolotl_config")
-    assert extras["command"] == ["axolotl", "train", config["path"], "--launcher", "torchrun", "--",
-                                 "--standalone", "--nproc_per_node", "2"]
+    assert extras["command"] == [
+        "axolotl",
+        "train",
+        config["path"],
+        "--launcher",
+        "torchrun",
+        "--",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+    ]
     assert extras["run_dir"] == config["run_dir"] and extras["cpu_qlora_patch"] is False
     generated = yaml.safe_load(Path(config["path"]).read_text())
     assert generated["bf16"] is True and generated["sequence_len"] == 2048  # the pod has GPUs: gpu.yaml
@@ -343,8 +405,13 @@ def test_training_pod_is_built_by_pipes_k8s_client_and_valid(tmp_path, tiny_mode
 )
 def test_a_bad_pod_spec_fails_the_config_step_naming_the_key(tmp_path, tiny_model_dir, monkeypatch, change, needle):
     instance, resources, api = _k8s_stage(tmp_path, tiny_model_dir, monkeypatch, {**K8S, **change})
-    result = dg.materialize([train_set_double, validation_set_double, models.base_model, training.axolotl_config],
-                            instance=instance, resources=resources, partition_key=PARTITION, raise_on_error=False)
+    result = dg.materialize(
+        [train_set_double, validation_set_double, models.base_model, training.axolotl_config],
+        instance=instance,
+        resources=resources,
+        partition_key=PARTITION,
+        raise_on_error=False,
+    )
     assert not result.success and not api.created
     failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
     assert needle in str(failure.event_specific_data.error)
@@ -379,8 +446,13 @@ def test_gpu_profile_is_the_seeds_8b_qlora_and_passes_axolotls_schema(tmp_path, 
 def _tiny_spec(model_dir: Path):
     from pipelines.config.base_models import BaseModelSpec
 
-    return BaseModelSpec(name=PARTITION, source=str(model_dir), chat_template="tokenizer_default",
-                         eot_tokens=["<|im_end|>"], lora_target_modules=["q_proj", "k_proj", "v_proj", "o_proj"])
+    return BaseModelSpec(
+        name=PARTITION,
+        source=str(model_dir),
+        chat_template="tokenizer_default",
+        eot_tokens=["<|im_end|>"],
+        lora_target_modules=["q_proj", "k_proj", "v_proj", "o_proj"],
+    )
 
 
 def _layout(tmp_path: Path):

@@ -5,8 +5,7 @@ import random
 
 import pytest
 
-from pipelines.data import split
-from pipelines.data import dedup
+from pipelines.data import dedup, split
 from pipelines.data.minhash import MinHasher
 
 LABELS = ["billing", "technical", "account", "shipping", "refund"]
@@ -14,9 +13,16 @@ WORDS = [f"w{i}" for i in range(2000)]
 
 
 def rec(rid, user, label):
-    return {"id": rid, "source": "s", "label": label, "messages": [
-        {"role": "system", "content": "Classify."}, {"role": "user", "content": user},
-        {"role": "assistant", "content": f'{{"category": "{label}"}}'}]}
+    return {
+        "id": rid,
+        "source": "s",
+        "label": label,
+        "messages": [
+            {"role": "system", "content": "Classify."},
+            {"role": "user", "content": user},
+            {"role": "assistant", "content": f'{{"category": "{label}"}}'},
+        ],
+    }
 
 
 def corpus(n, seed, start=0):
@@ -25,8 +31,11 @@ def corpus(n, seed, start=0):
 
 
 def sides(result):
-    return ({r["id"]: "train" for r in result.train} | {r["id"]: "validation" for r in result.validation}
-            | {r["id"]: "eval" for r in result.eval})
+    return (
+        {r["id"]: "train" for r in result.train}
+        | {r["id"]: "validation" for r in result.validation}
+        | {r["id"]: "eval" for r in result.eval}
+    )
 
 
 def test_split_is_stable_as_data_grows():
@@ -113,8 +122,11 @@ def test_fingerprint_tracks_contents(tmp_path):
 
 def test_unlucky_label_is_topped_up():
     """A label the hash leaves without eval rows gets its floor from its lowest scores."""
-    unlucky = [r for r in (rec(f"u{i}", f"unlucky ticket {i}", "unlucky") for i in range(400))
-               if split.split_score(r, "tunegate-split-v1") >= 0.1][:100]
+    unlucky = [
+        r
+        for r in (rec(f"u{i}", f"unlucky ticket {i}", "unlucky") for i in range(400))
+        if split.split_score(r, "tunegate-split-v1") >= 0.1
+    ][:100]
     result = split.split(corpus(500, seed=9) + unlucky, eval_fraction=0.1, min_eval=10)
     assert result.labels()["unlucky"]["eval"] == 4 and result.eval_topups >= 4  # ceil(10 - 2*3)
 
@@ -123,8 +135,9 @@ def test_unlucky_label_is_topped_up():
 def test_validation_slice_is_stable_as_data_grows():
     base = corpus(1000, seed=11)
     before = split.split(base, min_eval=10, validation_fraction=0.1, min_validation=16)
-    after = split.split(base + corpus(1000, seed=12, start=1000), min_eval=10, validation_fraction=0.1,
-                        min_validation=16)
+    after = split.split(
+        base + corpus(1000, seed=12, start=1000), min_eval=10, validation_fraction=0.1, min_validation=16
+    )
     assert 16 < len(before.validation) < 0.25 * (len(before.train) + len(before.validation))  # pure hash
     old_validation = {r["id"] for r in before.validation}
     new_validation = {r["id"] for r in after.validation}
@@ -167,8 +180,9 @@ def test_validation_has_its_own_hash():
 
 
 def test_validation_floor_and_cap_on_small_data():
-    floor = split.split(corpus(100, seed=16), eval_fraction=0.1, min_eval=10, validation_fraction=0.01,
-                        min_validation=16)
+    floor = split.split(
+        corpus(100, seed=16), eval_fraction=0.1, min_eval=10, validation_fraction=0.01, min_validation=16
+    )
     assert len(floor.validation) == 16  # the hash alone gave ~1
     salt = split.validation_salt("tunegate-split-v1")
     chosen = sorted(split.split_score(r, salt) for r in floor.validation)

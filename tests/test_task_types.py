@@ -25,9 +25,8 @@ from pipelines.evaluation.task import TaskSpec, load_task, normalise_label
 from pipelines.gate import decision
 from pipelines.gate.decision import ChampionInput
 from pipelines.models.loading import ModelSpec
-from tests.cards import general_ok
+from tests.cards import base_model_info, general_ok
 from tests.doubles import split_value
-from tests.cards import base_model_info
 
 REPO = Path(__file__).resolve().parent.parent
 BIN = REPO / "evals" / "node_modules" / ".bin"
@@ -40,25 +39,43 @@ INTENTS = ["card_arrival", "lost_card", "exchange_rate", "refund_status"]
 
 def label_task(labels: list[str] | None = None) -> TaskSpec:
     output: dict = {"type": "label"} | ({"labels": labels} if labels else {})
-    return TaskSpec.model_validate({"name": "intents", "system_prompt": "Name the intent.", "output": output,
-                                    "max_new_tokens": 8})  # fmt: skip
+    return TaskSpec.model_validate(
+        {"name": "intents", "system_prompt": "Name the intent.", "output": output, "max_new_tokens": 8}
+    )
 
 
 def text_task(metric: str = "rouge-n", threshold: float = 0.5) -> TaskSpec:
-    return TaskSpec.model_validate({"name": "replies", "system_prompt": "Write the reply.",
-                                    "output": {"type": "text", "metric": metric, "threshold": threshold}})  # fmt: skip
+    return TaskSpec.model_validate(
+        {
+            "name": "replies",
+            "system_prompt": "Write the reply.",
+            "output": {"type": "text", "metric": metric, "threshold": threshold},
+        }
+    )
 
 
 def json_task() -> TaskSpec:
-    props = {"name": {"type": ["string", "null"]}, "city": {"type": ["string", "null"]}, "amount": {"type": ["number", "null"]}}
-    return TaskSpec.model_validate({"name": "extract", "system_prompt": "Extract the fields as JSON.",
-                                    "output": {"type": "json", "schema": {"type": "object", "properties": props}},
-                                    "match_fields": ["name", "city", "amount"]})  # fmt: skip
+    props = {
+        "name": {"type": ["string", "null"]},
+        "city": {"type": ["string", "null"]},
+        "amount": {"type": ["number", "null"]},
+    }
+    return TaskSpec.model_validate(
+        {
+            "name": "extract",
+            "system_prompt": "Extract the fields as JSON.",
+            "output": {"type": "json", "schema": {"type": "object", "properties": props}},
+            "match_fields": ["name", "city", "amount"],
+        }
+    )
 
 
 def record(id_: str, user: str, answer: str) -> dict:
-    return {"id": id_, "source": "test", "messages": [{"role": "user", "content": user},
-                                                      {"role": "assistant", "content": answer}]}  # fmt: skip
+    return {
+        "id": id_,
+        "source": "test",
+        "messages": [{"role": "user", "content": user}, {"role": "assistant", "content": answer}],
+    }
 
 
 def write_jsonl(path: Path, rows: list[dict]) -> Path:
@@ -70,17 +87,33 @@ def write_jsonl(path: Path, rows: list[dict]) -> Path:
 @pytest.mark.parametrize(
     ("output", "extra", "message"),
     [
-        ({"type": "label", "labels": ["Lost card", "lost_card"]}, {}, r"output\.labels: 'Lost card' and 'lost_card' are the same label"),
+        (
+            {"type": "label", "labels": ["Lost card", "lost_card"]},
+            {},
+            r"output\.labels: 'Lost card' and 'lost_card' are the same label",
+        ),
         ({"type": "label", "labels": ["only"]}, {}, r"output\.labels: List should have at least 2 items"),
         ({"type": "label"}, {"match_fields": ["x"]}, r"match_fields: only output\.type json has fields to match"),
         ({"type": "text", "metric": "bleu", "threshold": 1.5}, {}, r"output\.threshold: bleu scores lie in \[0, 1\]"),
-        ({"type": "text", "metric": "levenshtein", "threshold": 2.5}, {}, r"output\.threshold: levenshtein's threshold is a maximum edit distance"),
-        ({"type": "text", "metric": "meteor", "threshold": 0.5}, {}, r"output\.metric: Input should be 'rouge-n', 'bleu', 'gleu' or 'levenshtein'"),
+        (
+            {"type": "text", "metric": "levenshtein", "threshold": 2.5},
+            {},
+            r"output\.threshold: levenshtein's threshold is a maximum edit distance",
+        ),
+        (
+            {"type": "text", "metric": "meteor", "threshold": 0.5},
+            {},
+            r"output\.metric: Input should be 'rouge-n', 'bleu', 'gleu' or 'levenshtein'",
+        ),
         ({"type": "text", "metric": "bleu"}, {}, r"output\.threshold: required key missing"),
         ({"type": "xml"}, {}, r"output: Input tag 'xml' .* expected tags: 'json', 'label', 'text'"),
-        ({"type": "json", "schema": {"properties": {"a": {}}}}, {}, r"match_fields: output\.type json needs at least one field"),
+        (
+            {"type": "json", "schema": {"properties": {"a": {}}}},
+            {},
+            r"match_fields: output\.type json needs at least one field",
+        ),
     ],
-)  # fmt: skip
+)
 def test_a_bad_output_spec_names_the_key(tmp_path, output, extra, message):
     path = tmp_path / "task.yaml"
     path.write_text(yaml.safe_dump({"name": "t", "system_prompt": "s", "output": output, **extra}))
@@ -89,8 +122,9 @@ def test_a_bad_output_spec_names_the_key(tmp_path, output, extra, message):
 
 
 def test_a_json_output_without_type_is_the_json_contract():
-    task = TaskSpec.model_validate({"name": "t", "system_prompt": "s", "match_fields": ["a"],
-                                    "output": {"schema": {"properties": {"a": {}}}}})  # fmt: skip
+    task = TaskSpec.model_validate(
+        {"name": "t", "system_prompt": "s", "match_fields": ["a"], "output": {"schema": {"properties": {"a": {}}}}}
+    )
     assert task.output.type == "json" and "a all equal to the gold" in task.pass_rule
 
 
@@ -102,17 +136,27 @@ def test_shipped_intent_example_task_is_a_label_task():
 
 
 def test_label_set_from_train_with_unseen_eval_labels_reported(tmp_path):
-    train = write_jsonl(tmp_path / "train.jsonl", [record(f"t{i}", f"q{i}", label) for i, label in
-                                                    enumerate(["lost_card", "card_arrival", "Lost card", "exchange_rate"])])  # fmt: skip
-    eval_ = write_jsonl(tmp_path / "eval.jsonl", [record("e1", "where is my card", "card_arrival"),
-                                                  record("e2", "refund?", "refund_status")])  # fmt: skip
+    train = write_jsonl(
+        tmp_path / "train.jsonl",
+        [
+            record(f"t{i}", f"q{i}", label)
+            for i, label in enumerate(["lost_card", "card_arrival", "Lost card", "exchange_rate"])
+        ],
+    )
+    eval_ = write_jsonl(
+        tmp_path / "eval.jsonl",
+        [record("e1", "where is my card", "card_arrival"), record("e2", "refund?", "refund_status")],
+    )
     suite = suites.task_suite(label_task(), eval_, train)
     assert suite.scoring["labels"] == ["card_arrival", "exchange_rate", "lost_card", "refund_status"]
     assert suite.scoring["labels_unseen_in_train"] == ["refund_status"]
     assert [c["gold"] for c in suite.cases] == ["card_arrival", "refund_status"]
     with pytest.raises(ConfigError, match="no train split was given"):
         suites.task_suite(label_task(), eval_)
-    with pytest.raises(ConfigError, match=r"eval\.jsonl: line 2 \(id 'e2'\): gold label 'refund_status' is not in the task spec's output\.labels"):
+    with pytest.raises(
+        ConfigError,
+        match=r"eval\.jsonl: line 2 \(id 'e2'\): gold label 'refund_status' is not in the task spec's output\.labels",
+    ):
         suites.task_suite(label_task(["card_arrival", "lost_card"]), eval_)
     # the label set is part of the suite: another set, another fingerprint (cards never mix)
     explicit = suites.task_suite(label_task(INTENTS), eval_)
@@ -146,13 +190,22 @@ def echo_cards(tmp_path: Path, suite: suites.Suite, answers: dict[str, list[str]
     """Score planted answers per contender with promptfoo's own evaluator: our run files,
     with promptfoo's ``echo`` provider answering each case's prompt (the planted answer)."""
     names = list(answers)
-    planted = suites.Suite(suite.name, [], suite.default_assert, suite.max_new_tokens, suite.fingerprint,
-                           suite.target_pass_rate, suite.scoring)  # fmt: skip
+    planted = suites.Suite(
+        suite.name,
+        [],
+        suite.default_assert,
+        suite.max_new_tokens,
+        suite.fingerprint,
+        suite.target_pass_rate,
+        suite.scoring,
+    )
     run_dir = tmp_path / "run"
     tests = []
     for name in names:
         planted.cases = [{**case, "user": answer} for case, answer in zip(suite.cases, answers[name], strict=True)]
-        config = runner.write_run(run_dir, planted, {name: [[]] * len(suite.cases)}, ModelSpec(base_dir=str(tmp_path)), 4, 120)
+        config = runner.write_run(
+            run_dir, planted, {name: [[]] * len(suite.cases)}, ModelSpec(base_dir=str(tmp_path)), 4, 120
+        )
         tests += yaml.safe_load(config.read_text())["tests"]
     config_doc = yaml.safe_load(config.read_text())
     config_doc.update(providers=["echo"], tests=tests)
@@ -187,8 +240,12 @@ def test_label_task_through_promptfoo(tmp_path):
     assert verdicts == [normalise_label(a) == normalise_label(g) for a, g, _ in LABEL_ANSWERS]
     m = card.task_metrics
     assert m["type"] == "label" and m["n_labels"] == 4 and m["accuracy"] == 0.5 == card.pass_rate
-    assert m["per_label"] == {"card_arrival": {"n": 2, "correct": 2}, "exchange_rate": {"n": 1, "correct": 1},
-                              "lost_card": {"n": 5, "correct": 2}, "refund_status": {"n": 2, "correct": 0}}  # fmt: skip
+    assert m["per_label"] == {
+        "card_arrival": {"n": 2, "correct": 2},
+        "exchange_rate": {"n": 1, "correct": 1},
+        "lost_card": {"n": 5, "correct": 2},
+        "refund_status": {"n": 2, "correct": 0},
+    }
     assert m["macro_accuracy"] == pytest.approx((1 + 1 + 0.4 + 0) / 4)
     assert m["valid_label_rate"] == pytest.approx(6 / 10)
     assert m["top_confusions"][0] == ["lost_card", "(not a label)", 2]
@@ -210,8 +267,10 @@ def test_json_partial_credit_through_promptfoo(tmp_path):
     suite = suites.task_suite(json_task(), write_jsonl(tmp_path / "eval.jsonl", rows))
     card = echo_cards(tmp_path, suite, {"tuned": planted})["tuned"]
     assert [c.passed for c in card.cases] == [True, False, False, False]  # the pass rule: every field
-    assert [c.checks for c in card.cases][:2] == [{"schema": True, "name": True, "city": True, "amount": True},
-                                                       {"schema": True, "name": True, "city": True, "amount": False}]  # fmt: skip
+    assert [c.checks for c in card.cases][:2] == [
+        {"schema": True, "name": True, "city": True, "amount": True},
+        {"schema": True, "name": True, "city": True, "amount": False},
+    ]
     m = card.task_metrics
     assert m["per_field_accuracy"] == {"name": 0.75, "city": 0.5, "amount": 0.25}
     assert m["field_accuracy"] == pytest.approx(6 / 12)
@@ -226,9 +285,13 @@ def test_json_partial_credit_through_promptfoo(tmp_path):
 @needs_promptfoo
 @pytest.mark.parametrize(
     ("metric", "threshold", "verdicts"),
-    [("rouge-n", 0.75, [True, True, False, False]), ("bleu", 0.5, [True, True, False, False]),
-     ("gleu", 0.5, [True, True, False, False]), ("levenshtein", 10, [True, False, False, True])],
-)  # fmt: skip
+    [
+        ("rouge-n", 0.75, [True, True, False, False]),
+        ("bleu", 0.5, [True, True, False, False]),
+        ("gleu", 0.5, [True, True, False, False]),
+        ("levenshtein", 10, [True, False, False, True]),
+    ],
+)
 def test_text_task_through_promptfoo(tmp_path, metric, threshold, verdicts):
     gold = "Your new card ships today and arrives within 3 working days."
     planted = [
@@ -239,7 +302,9 @@ def test_text_task_through_promptfoo(tmp_path, metric, threshold, verdicts):
     ]
     rows = [record(f"e{i}", f"q{i}", gold) for i in range(4)]
     suite = suites.task_suite(text_task(metric, threshold), write_jsonl(tmp_path / "eval.jsonl", rows))
-    assert suite.default_assert == [{"type": metric, "value": "{{ case.gold }}", "threshold": threshold, "metric": metric}]
+    assert suite.default_assert == [
+        {"type": metric, "value": "{{ case.gold }}", "threshold": threshold, "metric": metric}
+    ]
     card = echo_cards(tmp_path, suite, {"zero_shot": planted})["zero_shot"]
     assert [c.output for c in card.cases] == planted
     assert [c.passed for c in card.cases] == verdicts
@@ -253,9 +318,21 @@ def test_text_task_through_promptfoo(tmp_path, metric, threshold, verdicts):
 
 # --------------------------------------------------------------------------- the gate, every type
 def _card(name: str, suite: suites.Suite, passed: list[bool]) -> scorecard.ScoreCard:
-    cases = [scorecard.CaseResult(id=c["id"], passed=p, output="", gold=c["gold"], latency_ms=1.0, output_tokens=1,
-                                  prompt_tokens=10, failed_assertions=[] if p else ["x"], checks={}, scores={})
-             for c, p in zip(suite.cases, passed)]  # fmt: skip
+    cases = [
+        scorecard.CaseResult(
+            id=c["id"],
+            passed=p,
+            output="",
+            gold=c["gold"],
+            latency_ms=1.0,
+            output_tokens=1,
+            prompt_tokens=10,
+            failed_assertions=[] if p else ["x"],
+            checks={},
+            scores={},
+        )
+        for c, p in zip(suite.cases, passed)
+    ]
     return scorecard.summarise(name, suite, cases, {})
 
 
@@ -282,16 +359,29 @@ def test_gate_pairs_cases_of_every_type(tmp_path, kind):
     assert not decision.decide({"zero_shot": rung}, worse, general_ok(), ChampionInput("none"), GateSettings()).promote
     other = suites.task_suite(task.model_copy(update={"max_new_tokens": 7}), eval_)
     with pytest.raises(decision.IncomparableCards, match="different suites"):
-        decision.decide({"zero_shot": _card("zero_shot", other, [True] * n)}, tuned, general_ok(),
-                        ChampionInput("none"), GateSettings())  # fmt: skip
+        decision.decide(
+            {"zero_shot": _card("zero_shot", other, [True] * n)},
+            tuned,
+            general_ok(),
+            ChampionInput("none"),
+            GateSettings(),
+        )
 
 
 # --------------------------------------------------------------------------- the tiny model (plumbing only)
 PARTITION = "tiny-llama"
 
 
-def _materialise_ladder(tmp_path: Path, tiny_model_dir: Path, tiny_registry: Path, task: dict,
-                        train: list[dict], eval_rows: list[dict], max_cases: int | None = None, failure: bool = False):  # fmt: skip
+def _materialise_ladder(
+    tmp_path: Path,
+    tiny_model_dir: Path,
+    tiny_registry: Path,
+    task: dict,
+    train: list[dict],
+    eval_rows: list[dict],
+    max_cases: int | None = None,
+    failure: bool = False,
+):
     """The shipped ``prompt_ladder`` multi-asset (one rung: static few-shot, k=2) on the tiny
     random Llama, with ``task`` as evals/task.yaml. Upstream assets are test doubles."""
     import dagster as dg
@@ -307,24 +397,45 @@ def _materialise_ladder(tmp_path: Path, tiny_model_dir: Path, tiny_registry: Pat
     task_path.write_text(yaml.safe_dump(task))
     ladder = (RungSettings(name="static_few_shot", recipe="static_few_shot", k=2),)
     settings = tmp_path / "tunegate.yaml"
-    settings.write_text(yaml.safe_dump({"eval": {"batch_size": 4, "task_file": str(task_path), "max_cases": max_cases,
-                                                 "ladder": [r.model_dump() for r in ladder]}}))  # fmt: skip
-    tunegate = TunegateResource(home=str(tmp_path / "home"), base_models_file=str(tiny_registry),
-                                settings_file=str(settings))  # fmt: skip
-    doubles = [double("train_set", split_value(train_path, "f")),
-               double("eval_set", split_value(eval_path, "f")),
-               double("base_model", base_model_info(path=tiny_model_dir))]  # fmt: skip
+    settings.write_text(
+        yaml.safe_dump(
+            {
+                "eval": {
+                    "batch_size": 4,
+                    "task_file": str(task_path),
+                    "max_cases": max_cases,
+                    "ladder": [r.model_dump() for r in ladder],
+                }
+            }
+        )
+    )
+    tunegate = TunegateResource(
+        home=str(tmp_path / "home"), base_models_file=str(tiny_registry), settings_file=str(settings)
+    )
+    doubles = [
+        double("train_set", split_value(train_path, "f")),
+        double("eval_set", split_value(eval_path, "f")),
+        double("base_model", base_model_info(path=tiny_model_dir)),
+    ]
     with dg.instance_for_test() as instance:
         instance.add_dynamic_partitions("base_model", [PARTITION])
-        result = dg.materialize([*doubles, build_prompt_ladder(ladder)], instance=instance, partition_key=PARTITION,
-                                resources={"tunegate": tunegate, "promptfoo": PromptfooResource(timeout_s=300)},
-                                raise_on_error=not failure)  # fmt: skip
+        result = dg.materialize(
+            [*doubles, build_prompt_ladder(ladder)],
+            instance=instance,
+            partition_key=PARTITION,
+            resources={"tunegate": tunegate, "promptfoo": PromptfooResource(timeout_s=300)},
+            raise_on_error=not failure,
+        )
         if failure:
             assert not result.success
-            return [e.event_specific_data.error.message for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
+            return [
+                e.event_specific_data.error.message for e in result.all_events if e.event_type_value == "STEP_FAILURE"
+            ]
         assert result.success
         card = result.output_for_node("prompt_ladder", "rung_static_few_shot")
-        meta = {m.asset_key.to_user_string(): m.metadata for m in result.asset_materializations_for_node("prompt_ladder")}
+        meta = {
+            m.asset_key.to_user_string(): m.metadata for m in result.asset_materializations_for_node("prompt_ladder")
+        }
     return card, meta["ladder/static_few_shot"]
 
 
@@ -339,7 +450,9 @@ def test_label_task_on_the_tiny_model(tmp_path, tiny_model_dir, tiny_registry):
     rows = list(csv.DictReader((REPO / "examples" / "intent" / "intents.csv").open(encoding="utf-8")))
     records = [record(f"r{i:03d}", r["text"], r["intent"]) for i, r in enumerate(rows[:36])]
     task = yaml.safe_load((REPO / "examples" / "intent" / "task.yaml").read_text())
-    card, meta = _materialise_ladder(tmp_path, tiny_model_dir, tiny_registry, task, records[:24], records[24:], max_cases=8)
+    card, meta = _materialise_ladder(
+        tmp_path, tiny_model_dir, tiny_registry, task, records[:24], records[24:], max_cases=8
+    )
     assert card.n == 8 and card.suite == "task"
     m = card.task_metrics
     assert m["type"] == "label" and m["n_labels"] == 12  # 24 train rows cover the 12 intents
@@ -354,11 +467,21 @@ def test_label_task_on_the_tiny_model(tmp_path, tiny_model_dir, tiny_registry):
 @pytest.mark.slow
 @needs_promptfoo
 def test_text_task_on_the_tiny_model(tmp_path, tiny_model_dir, tiny_registry):
-    replies = ["Your card ships today.", "The transfer arrives tomorrow.", "We have closed the account.",
-               "Your limit is now higher.", "The fee has been refunded.", "Your PIN is on its way."]  # fmt: skip
+    replies = [
+        "Your card ships today.",
+        "The transfer arrives tomorrow.",
+        "We have closed the account.",
+        "Your limit is now higher.",
+        "The fee has been refunded.",
+        "Your PIN is on its way.",
+    ]
     records = [record(f"r{i}", f"Message {i}: what happens next?", replies[i % 6]) for i in range(10)]
-    task = {"name": "replies", "system_prompt": "Write the reply.", "max_new_tokens": 12,
-            "output": {"type": "text", "metric": "rouge-n", "threshold": 0.5}}  # fmt: skip
+    task = {
+        "name": "replies",
+        "system_prompt": "Write the reply.",
+        "max_new_tokens": 12,
+        "output": {"type": "text", "metric": "rouge-n", "threshold": 0.5},
+    }
     card, meta = _materialise_ladder(tmp_path, tiny_model_dir, tiny_registry, task, records[:6], records[6:])
     assert card.n == 4
     scores = [c.scores["rouge-n"] for c in card.cases]
@@ -370,12 +493,16 @@ def test_text_task_on_the_tiny_model(tmp_path, tiny_model_dir, tiny_registry):
 
 def test_an_answer_budget_too_small_for_the_gold_is_named(tmp_path):
     rows = [record("e1", "q", "card_arrival"), record("e2", "q", "a much longer label than the others")]
-    suite = suites.task_suite(label_task().model_copy(update={"max_new_tokens": 4}),
-                              write_jsonl(tmp_path / "eval.jsonl", rows), write_jsonl(tmp_path / "train.jsonl", rows))  # fmt: skip
+    suite = suites.task_suite(
+        label_task().model_copy(update={"max_new_tokens": 4}),
+        write_jsonl(tmp_path / "eval.jsonl", rows),
+        write_jsonl(tmp_path / "train.jsonl", rows),
+    )
     words = lambda text: len(text.split())  # noqa: E731  (a stand-in tokenizer: one token per word)
     assert suites.answer_budget_problem(suite, words) == (
         "max_new_tokens is 4 but 1 of 2 gold answers need at least that many tokens (longest 7, case e2): "
-        "raise max_new_tokens in the task spec to at least 8")
+        "raise max_new_tokens in the task spec to at least 8"
+    )
     roomy = suites.Suite(**{**suite.__dict__, "max_new_tokens": 8})
     assert suites.answer_budget_problem(roomy, words) is None
 
@@ -387,10 +514,12 @@ def test_the_gate_report_shows_each_contenders_task_figures(tmp_path):
 
     eval_ = write_jsonl(tmp_path / "eval.jsonl", [record(f"e{i}", f"q{i}", INTENTS[i % 4]) for i in range(40)])
     suite = suites.task_suite(label_task(INTENTS), eval_)
-    rung, tuned = _card("zero_shot", suite, [i < 10 for i in range(40)]), _card("tuned", suite, [i < 30 for i in range(40)])
+    rung, tuned = (
+        _card("zero_shot", suite, [i < 10 for i in range(40)]),
+        _card("tuned", suite, [i < 30 for i in range(40)]),
+    )
     verdict = decision.decide({"zero_shot": rung}, tuned, general_ok(), ChampionInput("none"), GateSettings())
-    costs = cost_report({"zero_shot": rung}, "zero_shot", tuned, TrainingTime(60.0, 100.0),
-                        CostSettings())  # fmt: skip
+    costs = cost_report({"zero_shot": rung}, "zero_shot", tuned, TrainingTime(60.0, 100.0), CostSettings())
     report = decision_md(verdict, {"zero_shot": rung}, tuned, general_ok(), costs)
     assert "Pass rule per case (what the paired tests count): the answer, normalised" in report
     assert "| contender | pass rate | macro accuracy | answers in the label set | worst label |" in report
@@ -401,7 +530,9 @@ def test_the_ladder_refuses_a_label_that_cannot_fit_max_new_tokens(tmp_path, tin
     """Before any generation: the model's tokenizer counts the longest gold answer."""
     records = [record(f"r{i}", f"q{i}", label) for i, label in enumerate(INTENTS * 3)]
     task = {"name": "intents", "system_prompt": "Name the intent.", "output": {"type": "label"}, "max_new_tokens": 2}
-    [message] = _materialise_ladder(tmp_path, tiny_model_dir, tiny_registry, task, records[:8], records[8:], failure=True)
+    [message] = _materialise_ladder(
+        tmp_path, tiny_model_dir, tiny_registry, task, records[:8], records[8:], failure=True
+    )
     assert "max_new_tokens is 2 but 4 of 4 gold answers need at least that many tokens" in message
     assert "raise max_new_tokens in the task spec to at least" in message
     assert not (tmp_path / "home" / "evals").exists()  # nothing was generated
@@ -418,7 +549,9 @@ def test_the_shipped_intent_example_is_what_the_script_writes(tmp_path):
     assert (tmp_path / "intents.csv").read_text() == (shipped / "intents.csv").read_text()
     for name in ("sources.yaml", "task.yaml"):
         assert yaml.safe_load((tmp_path / name).read_text()) == yaml.safe_load((shipped / name).read_text())
-    assert yaml.safe_load((shipped / "tunegate.yaml").read_text()) == {"eval": {"task_file": "examples/intent/task.yaml"}}
+    assert yaml.safe_load((shipped / "tunegate.yaml").read_text()) == {
+        "eval": {"task_file": "examples/intent/task.yaml"}
+    }
     assert "NOT the default demo" in (shipped / "task.yaml").read_text()
     rows = (shipped / "intents.csv").read_text().splitlines()
     assert rows[0] == "text,intent" and len(rows) == 481

@@ -18,9 +18,9 @@ import pytest
 import yaml
 
 from assets import models, training
-from pipelines.training import launch, run_plan, train_metrics
 from pipelines.common.jsonl import read_jsonl
 from pipelines.orchestration.resources import AxolotlResource
+from pipelines.training import launch, run_plan, train_metrics
 from tests.doubles import (
     PARTITION,
     TINY_OVERRIDES,
@@ -118,20 +118,28 @@ def test_patched_qlora_learns_after_an_eval_on_the_tiny_model(avx512bf16_cpu, ti
     _load_patch_module().patch_linear4bit(avx512bf16_cpu)
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
     rows = [json.loads(line) for line in TRAIN.read_text().splitlines()[:4]]
-    batch = tokenizer.apply_chat_template([r["messages"] for r in rows], return_tensors="pt", padding=True,
-                                          return_dict=True)
+    batch = tokenizer.apply_chat_template(
+        [r["messages"] for r in rows], return_tensors="pt", padding=True, return_dict=True
+    )
     ids = batch["input_ids"]
     labels = ids.masked_fill(batch["attention_mask"] == 0, -100)
     probe = "base_model.model.model.layers.0.self_attn.q_proj.lora_B.default.weight"
 
     def build():
         torch.manual_seed(0)
-        quant = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-                                   bnb_4bit_compute_dtype=torch.float32)
-        model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, quantization_config=quant,
-                                                     dtype=torch.float32, device_map="cpu")
+        quant = BitsAndBytesConfig(
+            load_in_4bit=True,
+            bnb_4bit_quant_type="nf4",
+            bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=torch.float32,
+        )
+        model = AutoModelForCausalLM.from_pretrained(
+            tiny_model_dir, quantization_config=quant, dtype=torch.float32, device_map="cpu"
+        )
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
-        lora = LoraConfig(r=16, lora_alpha=32, lora_dropout=0.0, target_modules=["q_proj", "k_proj", "v_proj", "o_proj"])
+        lora = LoraConfig(
+            r=16, lora_alpha=32, lora_dropout=0.0, target_modules=["q_proj", "k_proj", "v_proj", "o_proj"]
+        )
         return get_peft_model(model, lora)
 
     def first_grad(model):
@@ -184,8 +192,14 @@ def _materialize(stage, baseline, axolotl: AxolotlResource | None = None, **kw):
     instance, resources, _ = stage
     if axolotl is not None:
         resources = {**resources, "axolotl": axolotl}
-    assets = [train_set_double, validation_set_double, baseline, models.base_model, training.axolotl_config,
-              training.qlora_adapter]
+    assets = [
+        train_set_double,
+        validation_set_double,
+        baseline,
+        models.base_model,
+        training.axolotl_config,
+        training.qlora_adapter,
+    ]
     return dg.materialize(assets, instance=instance, resources=resources, partition_key=PARTITION, **kw)
 
 
@@ -243,10 +257,13 @@ def test_end_to_end_qlora_run_through_pipes_then_cache_hit(stage):
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, BitsAndBytesConfig
 
-    quant = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-                               bnb_4bit_compute_dtype=torch.float32)
-    base = AutoModelForCausalLM.from_pretrained(adapter.base_model_dir, quantization_config=quant,
-                                                device_map="cpu")
+    quant = BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type="nf4",
+        bnb_4bit_use_double_quant=True,
+        bnb_4bit_compute_dtype=torch.float32,
+    )
+    base = AutoModelForCausalLM.from_pretrained(adapter.base_model_dir, quantization_config=quant, device_map="cpu")
     model = PeftModel.from_pretrained(base, adapter.adapter_dir)
     lora_b = [p for n, p in model.named_parameters() if "lora_B" in n]
     assert lora_b and any(p.abs().sum() > 0 for p in lora_b)  # trained (lora_B starts at zero)
@@ -296,8 +313,12 @@ def test_a_killed_run_resumes_and_the_guard_judges_its_last_eval(tmp_path, learn
     killed = threading.Event()
     killer = threading.Thread(target=_kill_after_checkpoint, args=(home, pid_file, KILL_AFTER, killed), daemon=True)
     killer.start()
-    first = _materialize(stage, baseline_double(target=0.9, pass_rate=0.1),
-                         axolotl=AxolotlResource(executable=str(script)), raise_on_error=False)
+    first = _materialize(
+        stage,
+        baseline_double(target=0.9, pass_rate=0.1),
+        axolotl=AxolotlResource(executable=str(script)),
+        raise_on_error=False,
+    )
     killer.join(timeout=5)
     assert killed.is_set() and not first.success, "the run must be killed mid-way (it finished first)"
     (run_dir,) = home.glob("runs/*/*")
@@ -334,8 +355,10 @@ def test_baseline_at_target_skips_training(stage):
     assert result.success
     assert _materialization(result, "qlora_adapter") is None
     observations = [e for e in result.all_events if e.event_type_value == "ASSET_OBSERVATION"]
-    assert any("no fine-tune needed" in str(e.event_specific_data.asset_observation.metadata["skipped"].value)
-               for e in observations)
+    assert any(
+        "no fine-tune needed" in str(e.event_specific_data.asset_observation.metadata["skipped"].value)
+        for e in observations
+    )
     _, _, tmp_path = stage
     assert not list((tmp_path / "home").glob("runs/*/*/output"))
 
@@ -354,11 +377,16 @@ def test_axolotl_failure_fails_the_asset_with_its_last_lines(stage):
     fake = tmp_path / "failing-axolotl"
     fake.write_text("#!/bin/sh\nfor i in $(seq 1 80); do echo \"line $i\"; done\necho 'ValueError: boom' >&2\nexit 3\n")
     fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
-    result = _materialize(stage, baseline_double(target=0.9, pass_rate=0.1),
-                          axolotl=AxolotlResource(executable=str(fake)), raise_on_error=False)
+    result = _materialize(
+        stage,
+        baseline_double(target=0.9, pass_rate=0.1),
+        axolotl=AxolotlResource(executable=str(fake)),
+        raise_on_error=False,
+    )
     assert not result.success
-    failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE"
-                   and e.step_key == "qlora_adapter")
+    failure = next(
+        e for e in result.all_events if e.event_type_value == "STEP_FAILURE" and e.step_key == "qlora_adapter"
+    )
     data = failure.event_specific_data
     message = _error_chain_text(data.error) + str(getattr(data.user_failure_data, "description", ""))
     # 81 output lines (80 on stdout, the error on stderr): the last 50 start at "line 32"
@@ -374,20 +402,23 @@ def test_converted_smollm2_stops_at_im_end():
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from pipelines.models import materialize
     from pipelines.config.base_models import load_base_models
-    from pipelines.config.paths import Layout, REPO_ROOT, default_home
+    from pipelines.config.paths import REPO_ROOT, Layout, default_home
+    from pipelines.models import materialize
 
-    spec = next(s for s in load_base_models(REPO_ROOT / "base_models.yaml")
-                if s.name == "smollm2-135m-instruct")
+    spec = next(s for s in load_base_models(REPO_ROOT / "base_models.yaml") if s.name == "smollm2-135m-instruct")
     folder = materialize.materialize(spec, Layout(default_home()).model_cache_dir(spec.slug))
     tokenizer = AutoTokenizer.from_pretrained(folder)
     assert tokenizer.eos_token == tokenizer.pad_token == "<|im_end|>"
     model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
     assert model.generation_config.eos_token_id == tokenizer.convert_tokens_to_ids("<|im_end|>")
-    prompt = tokenizer.apply_chat_template([{"role": "user", "content": "Say hello in one word."}],
-                                           add_generation_prompt=True, return_tensors="pt", return_dict=True)
+    prompt = tokenizer.apply_chat_template(
+        [{"role": "user", "content": "Say hello in one word."}],
+        add_generation_prompt=True,
+        return_tensors="pt",
+        return_dict=True,
+    )
     limit = 48
     out = model.generate(**prompt, max_new_tokens=limit, do_sample=False)
-    new = out[0, prompt["input_ids"].shape[1]:].tolist()
+    new = out[0, prompt["input_ids"].shape[1] :].tolist()
     assert new[-1] == tokenizer.convert_tokens_to_ids("<|im_end|>") and len(new) < limit

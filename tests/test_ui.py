@@ -21,6 +21,7 @@ import pytest
 from pipelines.config.paths import REPO_ROOT
 from tests.mlflow_store import free_port
 
+
 def _chromium() -> str | None:
     return shutil.which("chromium") or shutil.which("chromium-browser")
 
@@ -162,8 +163,20 @@ def test_ui_shows_the_whole_chain(webserver, tmp_path):
     nodes = {tuple(n["assetKey"]["path"]): n for n in _graphql(base, ASSETS_QUERY)["assetNodes"]}
     expected = {tuple(k.path) for k in defs().resolve_asset_graph().get_all_asset_keys()}
     assert expected <= set(nodes), f"missing in the UI: {sorted(expected - set(nodes))}"
-    for key in ("train_set", "eval_set", "base_model", "axolotl_config", "qlora_adapter", "baseline_scores",
-                "tuned_scores", "gate_decision", "promoted_model", "tuned_model", "base_as_trained", "champion_scores"):
+    for key in (
+        "train_set",
+        "eval_set",
+        "base_model",
+        "axolotl_config",
+        "qlora_adapter",
+        "baseline_scores",
+        "tuned_scores",
+        "gate_decision",
+        "promoted_model",
+        "tuned_model",
+        "base_as_trained",
+        "champion_scores",
+    ):
         assert (key,) in nodes, key
     for key in expected:
         assert nodes[key]["groupName"] and nodes[key]["groupName"] != "default", key
@@ -175,8 +188,10 @@ def test_ui_shows_the_whole_chain(webserver, tmp_path):
     dims = _graphql(base, PARTITIONS_QUERY, {"path": ["gate_decision"]})["assetNodeOrError"]
     assert dims["partitionKeysByDimension"][0]["partitionKeys"] == ["tiny-llama"]
 
-    checks = {tuple(n["assetKey"]["path"]): {c["name"]: c for c in n["assetChecksOrError"].get("checks", [])}
-              for n in _graphql(base, CHECKS_QUERY)["assetNodes"]}
+    checks = {
+        tuple(n["assetKey"]["path"]): {c["name"]: c for c in n["assetChecksOrError"].get("checks", [])}
+        for n in _graphql(base, CHECKS_QUERY)["assetNodes"]
+    }
     for key, names in BLOCKING_CHECKS.items():
         assert names <= set(checks[key]), f"{key}: checks {sorted(checks[key])}"
         assert all(checks[key][n]["blocking"] and checks[key][n]["description"] for n in names), key
@@ -185,9 +200,19 @@ def test_ui_shows_the_whole_chain(webserver, tmp_path):
     for key, names in BLOCKING_CHECKS.items():  # the Checks tab of each asset lists its checks
         url = f"{base}/assets/{'/'.join(key)}?view=checks"
         dom = subprocess.run(
-            [_chromium(), *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'chromium'}", "--window-size=1800,1100",
-             "--virtual-time-budget=20000", "--dump-dom", url],
-            check=True, timeout=180, capture_output=True, text=True,
+            [
+                _chromium(),
+                *CHROMIUM_FLAGS,
+                f"--user-data-dir={tmp_path / 'chromium'}",
+                "--window-size=1800,1100",
+                "--virtual-time-budget=20000",
+                "--dump-dom",
+                url,
+            ],
+            check=True,
+            timeout=180,
+            capture_output=True,
+            text=True,
         ).stdout
         assert all(n in dom for n in names), f"{url} does not list {sorted(names)}"
     ARTIFACTS.mkdir(exist_ok=True)
@@ -201,9 +226,18 @@ def test_ui_shows_the_whole_chain(webserver, tmp_path):
         shot = ARTIFACTS / name
         shot.unlink(missing_ok=True)
         subprocess.run(
-            [_chromium(), *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'chromium'}", "--window-size=1800,1100",
-             "--virtual-time-budget=20000", f"--screenshot={shot}", url],
-            check=True, timeout=180, capture_output=True,
+            [
+                _chromium(),
+                *CHROMIUM_FLAGS,
+                f"--user-data-dir={tmp_path / 'chromium'}",
+                "--window-size=1800,1100",
+                "--virtual-time-budget=20000",
+                f"--screenshot={shot}",
+                url,
+            ],
+            check=True,
+            timeout=180,
+            capture_output=True,
         )
         assert shot.is_file() and shot.stat().st_size > 20_000, f"{name}: screenshot missing or blank"
 
@@ -227,8 +261,13 @@ def test_mlflow_ui_shows_the_registered_model_and_its_champion_alias(mlflow_serv
     shot = ARTIFACTS / "mlflow-registered-model.png"
     shot.unlink(missing_ok=True)
     url = f"{mlflow_server.uri}/#/models/{task}"
-    common = [_chromium(), *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'chromium'}", "--window-size=1600,2000",
-              "--virtual-time-budget=30000"]  # fmt: skip
+    common = [
+        _chromium(),
+        *CHROMIUM_FLAGS,
+        f"--user-data-dir={tmp_path / 'chromium'}",
+        "--window-size=1600,2000",
+        "--virtual-time-budget=30000",
+    ]
     dom = subprocess.run([*common, "--dump-dom", url], check=True, timeout=180, capture_output=True, text=True).stdout
     assert task in dom, dom[-2000:]
     rows = {n: [r for r in dom.split('role="row"') if f">Version {n}<" in r] for n in (1, 2)}

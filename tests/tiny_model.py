@@ -57,9 +57,11 @@ def build_tiny_llama(out_dir: Path, seed: int = 0) -> Path:
     return out_dir
 
 
-_WORDS = ("my order invoice login password app crashes parcel refund card charged twice account email "
-          "page error slow delivery late broken plan upgrade cancel help please urgent today team cannot "
-          "access reset address tracking lost payment failed screen update settings export report").split()
+_WORDS = (
+    "my order invoice login password app crashes parcel refund card charged twice account email "
+    "page error slow delivery late broken plan upgrade cancel help please urgent today team cannot "
+    "access reset address tracking lost payment failed screen update settings export report"
+).split()
 _CATEGORIES = ("billing", "technical", "account", "shipping", "refund")
 _PRIORITIES = ("low", "medium", "high", "urgent")
 
@@ -78,7 +80,7 @@ def _pretraining_batch(tokenizer, rng, size: int):
         prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
         full_ids = tokenizer(full, add_special_tokens=False)["input_ids"]
         ids.append(full_ids)
-        labels.append([-100] * len(prompt_ids) + full_ids[len(prompt_ids):])
+        labels.append([-100] * len(prompt_ids) + full_ids[len(prompt_ids) :])
     width = max(map(len, ids))
     pad = tokenizer.pad_token_id
     return (
@@ -144,8 +146,14 @@ def tiny_registry_yaml(model_dir: Path, name: str = "tiny-llama", lora_target_mo
 # --------------------------------------------------------------------------- a Gemma stand-in
 GEMMA_SPECIALS = ["<bos>", "<eos>", "<pad>", "<start_of_turn>", "<end_of_turn>"]
 TURN_MARKERS = ["<start_of_turn>", "<end_of_turn>"]
-GEMMA_FIXES = {"chat_template": "gemma3", "eos_token": "<end_of_turn>", "pad_token": "<pad>", "bos_token": "<bos>",
-               "add_bos_token": True, "special_tokens": TURN_MARKERS}  # fmt: skip
+GEMMA_FIXES = {
+    "chat_template": "gemma3",
+    "eos_token": "<end_of_turn>",
+    "pad_token": "<pad>",
+    "bos_token": "<bos>",
+    "add_bos_token": True,
+    "special_tokens": TURN_MARKERS,
+}
 
 
 def build_tiny_gemma(tiny_model_dir: Path, out_dir: Path) -> Path:
@@ -161,10 +169,20 @@ def build_tiny_gemma(tiny_model_dir: Path, out_dir: Path) -> Path:
     tokenizer.add_special_tokens({"additional_special_tokens": GEMMA_SPECIALS})
     tokenizer.bos_token, tokenizer.eos_token, tokenizer.pad_token = "<bos>", "<eos>", "<pad>"
     tokenizer.chat_template = None
-    config = Gemma3TextConfig(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                              num_attention_heads=4, num_key_value_heads=2, head_dim=16, max_position_embeddings=1024,
-                              sliding_window=64, bos_token_id=tokenizer.bos_token_id,
-                              eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)  # fmt: skip
+    config = Gemma3TextConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=16,
+        max_position_embeddings=1024,
+        sliding_window=64,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
     torch.manual_seed(0)
     model = Gemma3ForCausalLM(config)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -198,5 +216,11 @@ def _demote_to_plain_vocabulary(folder: Path, tokens: list[str]) -> None:
     cfg_path.write_text(json.dumps(cfg))
 
 
-__all__ = ["ALL_LINEAR", "GEMMA_FIXES", "build_tiny_gemma", "build_tiny_learner", "build_tiny_llama",
-           "tiny_registry_yaml"]
+__all__ = [
+    "ALL_LINEAR",
+    "GEMMA_FIXES",
+    "build_tiny_gemma",
+    "build_tiny_learner",
+    "build_tiny_llama",
+    "tiny_registry_yaml",
+]

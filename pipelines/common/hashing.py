@@ -47,8 +47,13 @@ def sha256_files(files: Iterable[Path], root: Path | None = None) -> str:
     return digest.hexdigest()
 
 
-def sha256_folder(folder: Path, include: Callable[[Path], bool] = lambda path: True, *, recursive: bool = True,
-                  what: str = "files to hash") -> str:  # fmt: skip
+def sha256_folder(
+    folder: Path,
+    include: Callable[[Path], bool] = lambda path: True,
+    *,
+    recursive: bool = True,
+    what: str = "files to hash",
+) -> str:
     """``sha256_files`` over the files of ``folder`` that ``include`` keeps, sorted by path,
     named relative to the folder (``recursive`` False: its top level only). Raises
     FileNotFoundError ``<folder>: no <what>`` when ``include`` keeps none."""

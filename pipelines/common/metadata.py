@@ -13,7 +13,7 @@ Dagster (tests/test_layers.py), so they say what a value is, not how Dagster spe
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Union
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -31,5 +31,5 @@ class JsonValue:
     value: Any
 
 
-Value = Union[Markdown, PathValue, JsonValue, bool, int, float, str, None]
+Value = Markdown | PathValue | JsonValue | bool | int | float | str | None
 Metadata = dict[str, Value]

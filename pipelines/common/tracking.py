@@ -95,8 +95,12 @@ def resolve(configured: str, settings_uri: str, home: Path) -> Store:
 # --------------------------------------------------------------------------- training (Axolotl)
 def axolotl_keys(store: Store, experiment: str, run_name: str) -> dict[str, Any]:
     """The keys that switch on Axolotl's own MLflow integration (HF's MLflowCallback)."""
-    return {"use_mlflow": True, "mlflow_tracking_uri": store.uri, "mlflow_experiment_name": experiment,
-            "mlflow_run_name": run_name}  # fmt: skip
+    return {
+        "use_mlflow": True,
+        "mlflow_tracking_uri": store.uri,
+        "mlflow_experiment_name": experiment,
+        "mlflow_run_name": run_name,
+    }
 
 
 def tags_env(run_tags: dict[str, str]) -> dict[str, str]:
@@ -116,9 +120,15 @@ def find_run(store: Store, experiment: str, **match: str) -> str | None:
 
 
 # --------------------------------------------------------------------------- runs of ours
-def _log_run(store: Store, experiment: str, run_name: str, run_tags: dict[str, str],
-             metrics: dict[str, float | None], params: dict[str, Any] | None = None,
-             texts: dict[str, str] | None = None) -> str:  # fmt: skip
+def _log_run(
+    store: Store,
+    experiment: str,
+    run_name: str,
+    run_tags: dict[str, str],
+    metrics: dict[str, float | None],
+    params: dict[str, Any] | None = None,
+    texts: dict[str, str] | None = None,
+) -> str:
     """One finished run with its numbers, params, tags and text artifacts; its id."""
     from mlflow.entities import Metric, Param
 
@@ -141,32 +151,65 @@ def _log_run(store: Store, experiment: str, run_name: str, run_tags: dict[str, s
     return run_id
 
 
-CARD_METRICS = ("pass_rate", "passed", "n", "ci_low", "ci_high", "mean_prompt_tokens", "mean_output_tokens",
-                "mean_latency_ms", "target_pass_rate")  # fmt: skip
+CARD_METRICS = (
+    "pass_rate",
+    "passed",
+    "n",
+    "ci_low",
+    "ci_high",
+    "mean_prompt_tokens",
+    "mean_output_tokens",
+    "mean_latency_ms",
+    "target_pass_rate",
+)
 
 
-def log_scores(store: Store, experiment: str, stage: str, partition: str, cards: dict[str, ScoreCard],
-               extra_tags: dict[str, str] | None = None) -> dict[str, str]:  # fmt: skip
+def log_scores(
+    store: Store,
+    experiment: str,
+    stage: str,
+    partition: str,
+    cards: dict[str, ScoreCard],
+    extra_tags: dict[str, str] | None = None,
+) -> dict[str, str]:
     """One run per score card (``<stage>/<contender> @ <partition>``); contender -> run id."""
     run_ids = {}
     for contender, card in cards.items():
-        run_tags = {**tags(kind="scoring", stage=stage, partition=partition, contender=contender,
-                           suite_fingerprint=card.suite_fingerprint,
-                           artefact_id=(card.artefact or {}).get("id"),
-                           cache_hit=card.cache_hit, results_path=card.results_path),
-                    **(extra_tags or {})}  # fmt: skip
+        run_tags = {
+            **tags(
+                kind="scoring",
+                stage=stage,
+                partition=partition,
+                contender=contender,
+                suite_fingerprint=card.suite_fingerprint,
+                artefact_id=(card.artefact or {}).get("id"),
+                cache_hit=card.cache_hit,
+                results_path=card.results_path,
+            ),
+            **(extra_tags or {}),
+        }
         params = {"prompt": card.recipe_text, "recipe": json.dumps(card.recipe, default=str)}
-        run_ids[contender] = _log_run(store, experiment, f"{stage}/{contender} @ {partition}", run_tags,
-                                      {k: getattr(card, k) for k in CARD_METRICS}, params)  # fmt: skip
+        run_ids[contender] = _log_run(
+            store,
+            experiment,
+            f"{stage}/{contender} @ {partition}",
+            run_tags,
+            {k: getattr(card, k) for k in CARD_METRICS},
+            params,
+        )
     return run_ids
 
 
 def _pairing_metrics(prefix: str, pairing: Pairing | None, first: str, second: str) -> dict[str, float]:
     if pairing is None:
         return {}
-    return {f"{prefix}.n": pairing.n, f"{prefix}.both": pairing.both,
-            f"{prefix}.only_{first}": pairing.only_first, f"{prefix}.only_{second}": pairing.only_second,
-            f"{prefix}.neither": pairing.neither}  # fmt: skip
+    return {
+        f"{prefix}.n": pairing.n,
+        f"{prefix}.both": pairing.both,
+        f"{prefix}.only_{first}": pairing.only_first,
+        f"{prefix}.only_{second}": pairing.only_second,
+        f"{prefix}.neither": pairing.neither,
+    }
 
 
 def decision_metrics(record: DecisionRecord) -> dict[str, float | None]:
@@ -195,16 +238,25 @@ def decision_metrics(record: DecisionRecord) -> dict[str, float | None]:
     return metrics
 
 
-def log_decision(store: Store, experiment: str, partition: str, record: DecisionRecord,
-                 extra_tags: dict[str, str] | None = None) -> str:  # fmt: skip
+def log_decision(
+    store: Store, experiment: str, partition: str, record: DecisionRecord, extra_tags: dict[str, str] | None = None
+) -> str:
     """The gate decision as a run: metrics, thresholds as params, report and record as artifacts."""
     decision = record.decision
     verdict = "PROMOTE" if decision.promote else "DO NOT PROMOTE"
-    run_tags = {**tags(kind="gate_decision", partition=partition, promote=decision.promote, reason=decision.reason,
-                       baseline_rung=decision.baseline_rung, candidate_artefact_id=record.candidate["id"],
-                       suite_fingerprint=record.suite_fingerprint,
-                       champion_status=decision.champion.status),
-                **(extra_tags or {})}  # fmt: skip
+    run_tags = {
+        **tags(
+            kind="gate_decision",
+            partition=partition,
+            promote=decision.promote,
+            reason=decision.reason,
+            baseline_rung=decision.baseline_rung,
+            candidate_artefact_id=record.candidate["id"],
+            suite_fingerprint=record.suite_fingerprint,
+            champion_status=decision.champion.status,
+        ),
+        **(extra_tags or {}),
+    }
     run_tags["mlflow.note.content"] = f"{verdict}: {decision.reason}"[:MAX_TAG_CHARS]
     params = {f"threshold.{c.name}": c.threshold for c in decision.checks}
     params["baseline_rung"] = decision.baseline_rung

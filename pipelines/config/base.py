@@ -57,8 +57,9 @@ def explain(path: Path, where: str, exc: ValidationError, model: type[BaseModel]
 _NAMED = re.compile(r"^([a-z_]+(?:\.[a-z_]+)*)[: ]")  # our validators' messages start with their key
 
 
-def validation_problems(exc: ValidationError, model: type[BaseModel] | None = None, *, prefix: tuple = (),
-                        quote: str = "") -> list[str]:  # fmt: skip
+def validation_problems(
+    exc: ValidationError, model: type[BaseModel] | None = None, *, prefix: tuple = (), quote: str = ""
+) -> list[str]:
     """Each error of a pydantic ``ValidationError`` in a data engineer's words, the one
     formatter of every config (sources, base models, settings, task spec, Axolotl's schema):
 

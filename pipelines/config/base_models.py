@@ -40,10 +40,12 @@ class TokenizerFixes(Strict):
         default_factory=list, description="vocabulary entries the template uses that must never be split"
     )
     tokenizer_class: str | None = Field(
-        None, description="the class a reload of the saved tokenizer builds (e.g. TokenizersBackend: tokenizer.json as is)"
+        None,
+        description="the class a reload of the saved tokenizer builds (e.g. TokenizersBackend: tokenizer.json as is)",
     )
     model: Literal["bpe"] | None = Field(
-        None, description="bpe: rebuild a converted Unigram model as the SentencePiece BPE its scores came from (Gemma GGUFs)"
+        None,
+        description="bpe: rebuild a converted Unigram model as the SentencePiece BPE its scores came from (Gemma GGUFs)",
     )
 
     @property
@@ -76,9 +78,7 @@ class BaseModelSpec(Strict):
     tokenizer: TokenizerFixes = Field(default_factory=TokenizerFixes)
     chat_template: str = "tokenizer_default"
     eot_tokens: list[str] = Field(default_factory=lambda: ["<|im_end|>"])
-    lora_target_modules: list[str] = Field(
-        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"]
-    )
+    lora_target_modules: list[str] = Field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
     axolotl_overrides: dict[str, Any] = Field(default_factory=dict)
     description: str | None = None
 

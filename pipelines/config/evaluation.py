@@ -42,7 +42,6 @@ class EvalSettings(Strict):
     max_concurrency: int = Field(4, ge=1)
     max_cases: int | None = Field(None, ge=1)  # score a fixed sample of a large held-out split
 
-
     @field_validator("ladder")
     @classmethod
     def _unique_rungs(cls, ladder: tuple[RungSettings, ...]) -> tuple[RungSettings, ...]:

@@ -27,8 +27,10 @@ class MlflowSettings(Strict):
     @classmethod
     def _looks_like_a_uri(cls, uri: str) -> str:
         if uri and "://" not in uri and uri != "databricks":
-            raise ValueError(f"{uri!r} is not a tracking URI: use http(s)://host:port, sqlite:///path, "
-                             "postgresql://..., or leave it empty for the local store")  # fmt: skip
+            raise ValueError(
+                f"{uri!r} is not a tracking URI: use http(s)://host:port, sqlite:///path, "
+                "postgresql://..., or leave it empty for the local store"
+            )
         return uri
 
 

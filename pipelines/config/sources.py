@@ -94,7 +94,11 @@ class NoRead(Strict):
 
 
 READ_OPTIONS: dict[str, type[Strict]] = {
-    "csv": CsvRead, "jsonl": JsonlRead, "parquet": ParquetRead, "hf_disk": NoRead, "python": NoRead,
+    "csv": CsvRead,
+    "jsonl": JsonlRead,
+    "parquet": ParquetRead,
+    "hf_disk": NoRead,
+    "python": NoRead,
 }
 
 

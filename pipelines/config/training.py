@@ -22,12 +22,12 @@ class KubernetesSettings(Strict):
     submitted. The pod sees the run's files at the same absolute paths as the Dagster process:
     mount the shared volume(s) at ``TUNEGATE_HOME`` (and at a local base-model folder)."""
 
-    image: str = ""                    # an image with this repo installed (`make setup`)
+    image: str = ""  # an image with this repo installed (`make setup`)
     image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = "IfNotPresent"
-    namespace: str | None = None       # None: the current namespace, else "default" (dagster-k8s)
-    working_dir: str | None = None     # where the repo lives in the image
-    python: str = "python"             # the image's interpreter (runs pipelines.orchestration.axolotl_launcher)
-    axolotl: str = "axolotl"           # the image's Axolotl CLI
+    namespace: str | None = None  # None: the current namespace, else "default" (dagster-k8s)
+    working_dir: str | None = None  # where the repo lives in the image
+    python: str = "python"  # the image's interpreter (runs pipelines.orchestration.axolotl_launcher)
+    axolotl: str = "axolotl"  # the image's Axolotl CLI
     gpus: int | None = Field(None, ge=0)  # nvidia.com/gpu request = limit; None: training.processes
     resources: dict[str, Any] = Field(default_factory=dict)  # V1ResourceRequirements (cpu, memory, ...)
     node_selector: dict[str, str] = Field(default_factory=dict)
@@ -50,9 +50,9 @@ class TrainingSettings(Strict):
     min_eval_loss_drop: float = Field(0.10, ge=0, lt=1)
     timeout_s: int = 3600
     launcher: Literal["python", "accelerate", "torchrun"] = "python"  # axolotl train --launcher
-    processes: int = Field(1, ge=1)    # data-parallel processes (one per GPU; gloo on CPU)
+    processes: int = Field(1, ge=1)  # data-parallel processes (one per GPU; gloo on CPU)
     pool: str = Field("accelerator", pattern=r"^[A-Za-z0-9_.-]+$")  # Dagster concurrency pool of qlora_adapter
-    pool_limit: int = Field(1, ge=1)   # training steps running at once, across all runs
+    pool_limit: int = Field(1, ge=1)  # training steps running at once, across all runs
     backend: Literal["local", "kubernetes"] = "local"
     kubernetes: KubernetesSettings = KubernetesSettings()
 

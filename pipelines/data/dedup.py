@@ -55,9 +55,13 @@ class DedupResult:
         dropped = Counter((a["dropped_source"], a["kind"]) for a in self.audit)
         conflicts = Counter(a["dropped_source"] for a in self.audit if a["conflict"])
         return {
-            source: {"rows_in": n, "exact": dropped[source, "exact"], "near": dropped[source, "near"],
-                     "conflicts": conflicts[source],
-                     "rows_out": n - dropped[source, "exact"] - dropped[source, "near"]}
+            source: {
+                "rows_in": n,
+                "exact": dropped[source, "exact"],
+                "near": dropped[source, "near"],
+                "conflicts": conflicts[source],
+                "rows_out": n - dropped[source, "exact"] - dropped[source, "near"],
+            }
             for source, n in rows_in.items()
         }
 
@@ -74,13 +78,19 @@ def deduplicate(
 
     def drop(row: dict, kept: dict, kind: str, similarity: float) -> None:
         dropped_answer, kept_answer = turn(row, "assistant"), turn(kept, "assistant")
-        audit.append({
-            "dropped_id": row["id"], "kept_id": kept["id"],
-            "dropped_source": row.get("source"), "kept_source": kept.get("source"), "kind": kind,
-            "similarity": round(float(similarity), 4),
-            "conflict": not same_answer(dropped_answer, kept_answer),
-            "dropped_answer": dropped_answer, "kept_answer": kept_answer,
-        })
+        audit.append(
+            {
+                "dropped_id": row["id"],
+                "kept_id": kept["id"],
+                "dropped_source": row.get("source"),
+                "kept_source": kept.get("source"),
+                "kind": kind,
+                "similarity": round(float(similarity), 4),
+                "conflict": not same_answer(dropped_answer, kept_answer),
+                "dropped_answer": dropped_answer,
+                "kept_answer": kept_answer,
+            }
+        )
 
     first: dict[tuple[str, str], dict[str, Any]] = {}
     survivors: list[dict[str, Any]] = []

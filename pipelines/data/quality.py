@@ -87,8 +87,9 @@ def check_reject_rate(
         top = ", ".join(f"{reason} x{n}" for reason, n in result.reasons.most_common(3))
         shapes = Counter((q["reason"], re.sub(r"\d+", "N", q["detail"])) for q in result.quarantined)
         (reason, shape), count = shapes.most_common(1)[0]
-        example = next(q for q in result.quarantined
-                       if q["reason"] == reason and re.sub(r"\d+", "N", q["detail"]) == shape)
+        example = next(
+            q for q in result.quarantined if q["reason"] == reason and re.sub(r"\d+", "N", q["detail"]) == shape
+        )
         where = f"the quarantine file {quarantine_path}" if quarantine_path else "the quarantine file"
         raise SourceError(
             f"{source(spec)}: {len(result.quarantined)} of {result.rows_in} rows "

@@ -26,8 +26,12 @@ _BOM = b"\xef\xbb\xbf"
 _UTF8 = ("utf-8", "utf8", "utf-8-sig", "utf_8", "utf_8_sig")
 
 
-_QUOTING = {"minimal": csv.QUOTE_MINIMAL, "all": csv.QUOTE_ALL, "nonnumeric": csv.QUOTE_NONNUMERIC,
-            "none": csv.QUOTE_NONE}
+_QUOTING = {
+    "minimal": csv.QUOTE_MINIMAL,
+    "all": csv.QUOTE_ALL,
+    "nonnumeric": csv.QUOTE_NONNUMERIC,
+    "none": csv.QUOTE_NONE,
+}
 
 
 def source(spec: SourceSpec, path: Path | None = None) -> str:
@@ -44,15 +48,18 @@ def jsonl_rows(spec: SourceSpec, path: Path) -> Iterator[tuple[int, Any, Any]]:
     with open(path, "rb") as handle:
         for number, raw in enumerate(handle, start=1):
             if number == 1 and raw.startswith(_BOM):
-                raw = raw[len(_BOM):]
+                raw = raw[len(_BOM) :]
             if not raw.strip():
                 continue
             if not utf8:
                 try:
                     raw = raw.decode(encoding).encode("utf-8")
                 except UnicodeDecodeError as exc:
-                    yield number, Rejected(INVALID_UTF8, f"byte {exc.start}: not {encoding}: {exc.reason}"), \
-                        raw.decode(encoding, "replace")
+                    yield (
+                        number,
+                        Rejected(INVALID_UTF8, f"byte {exc.start}: not {encoding}: {exc.reason}"),
+                        raw.decode(encoding, "replace"),
+                    )
                     continue
             try:
                 yield number, orjson.loads(raw), raw
@@ -73,10 +80,16 @@ def jsonl_rows(spec: SourceSpec, path: Path) -> Iterator[tuple[int, Any, Any]]:
 def _csv_kwargs(spec: SourceSpec) -> dict[str, Any]:
     """``read:`` options of a csv source as ``pandas.read_csv`` arguments."""
     opts = spec.read_options()
-    return {"sep": opts.delimiter or opts.sep or ",", "encoding": opts.encoding,
-            "quoting": _QUOTING[opts.quoting], "quotechar": opts.quotechar,
-            "escapechar": opts.escapechar, "skiprows": opts.skiprows or None,
-            "dtype": str, "keep_default_na": False}
+    return {
+        "sep": opts.delimiter or opts.sep or ",",
+        "encoding": opts.encoding,
+        "quoting": _QUOTING[opts.quoting],
+        "quotechar": opts.quotechar,
+        "escapechar": opts.escapechar,
+        "skiprows": opts.skiprows or None,
+        "dtype": str,
+        "keep_default_na": False,
+    }
 
 
 def read_frame(spec: SourceSpec, path: Path, nrows: int | None = None):
@@ -99,7 +112,7 @@ def read_frame(spec: SourceSpec, path: Path, nrows: int | None = None):
         return None
     except UnicodeDecodeError as exc:
         raise SourceError(
-            f"{source(spec, path)}: not {kwargs['encoding']} (byte {exc.object[exc.start:exc.start + 1]!r} at "
+            f"{source(spec, path)}: not {kwargs['encoding']} (byte {exc.object[exc.start : exc.start + 1]!r} at "
             f"position {exc.start}); set the file's encoding on the source, e.g. `read: {{encoding: cp1252}}`, "
             "or re-encode the file as UTF-8"
         ) from exc

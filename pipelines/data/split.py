@@ -69,8 +69,10 @@ class SplitResult:
     contamination_pairs: int  # eval/train near-duplicate pairs left after moving: must be 0
 
     def labels(self) -> dict[str, dict[str, int]]:
-        sides = {name: Counter(r.get("label") or NO_LABEL for r in rows)
-                 for name, rows in (("train", self.train), ("validation", self.validation), ("eval", self.eval))}
+        sides = {
+            name: Counter(r.get("label") or NO_LABEL for r in rows)
+            for name, rows in (("train", self.train), ("validation", self.validation), ("eval", self.eval))
+        }
         keys = sorted(set().union(*sides.values()))
         return {k: {name: counts[k] for name, counts in sides.items()} for k in keys}
 
@@ -140,8 +142,9 @@ def split(
     for i, record in enumerate(records):
         strata[record.get("label") or NO_LABEL].append(i)
     for members in strata.values():
-        topups += _take_lowest(members, scores, _label_floor(len(members), eval_fraction)
-                               - sum(is_eval[i] for i in members), is_eval)
+        topups += _take_lowest(
+            members, scores, _label_floor(len(members), eval_fraction) - sum(is_eval[i] for i in members), is_eval
+        )
     wanted = min(min_eval, len(records) // 2)
     topups += _take_lowest(list(range(len(records))), scores, wanted - sum(is_eval), is_eval)
 

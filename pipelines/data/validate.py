@@ -86,9 +86,7 @@ def normalise_row(row: Any, spec: SourceSpec, number: int | str, max_chars: int)
     roles = [m["role"] for m in turns]
     if roles not in (["user", "assistant"], ["system", "user", "assistant"]):
         raise Rejected(ROLE_ORDER, f"roles {roles}; expected [system?, user, assistant]")
-    messages = [
-        {"role": m["role"], "content": _content(m["content"], m["role"], max_chars)} for m in turns
-    ]
+    messages = [{"role": m["role"], "content": _content(m["content"], m["role"], max_chars)} for m in turns]
     if roles[0] != "system" and spec.system_prompt:
         messages.insert(0, {"role": "system", "content": spec.system_prompt.strip()})
     return {
@@ -111,10 +109,16 @@ def ingest(spec: SourceSpec, max_chars: int) -> IngestResult:
                 raise row
             result.records.append(normalise_row(row, spec, rid, max_chars))
         except Rejected as rejected:
-            result.quarantined.append({
-                "source": spec.name, "file": file, "row": number, "reason": rejected.reason,
-                "detail": rejected.detail, "raw": _jsonable(raw),
-            })
+            result.quarantined.append(
+                {
+                    "source": spec.name,
+                    "file": file,
+                    "row": number,
+                    "reason": rejected.reason,
+                    "detail": rejected.detail,
+                    "raw": _jsonable(raw),
+                }
+            )
     return result
 
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
-from pipelines.evaluation import fewshot
 from pipelines.data.records import turn
+from pipelines.evaluation import fewshot
 from pipelines.evaluation.task import TaskSpec
 
 RecipeKind = Literal["zero_shot", "static_few_shot", "retrieved_few_shot", "as_trained"]

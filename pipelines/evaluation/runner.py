@@ -30,9 +30,9 @@ from typing import Any
 
 import yaml
 
+from pipelines.common.files import atomic_write_text, tail
 from pipelines.config.paths import REPO_ROOT
 from pipelines.evaluation.suite import Suite
-from pipelines.common.files import atomic_write_text, tail
 from pipelines.models.loading import ModelSpec
 
 PROVIDER_FILE = REPO_ROOT / "evals" / "provider.py"
@@ -86,7 +86,9 @@ def write_run(
             lines.append(json.dumps({"key": case_key(contender, case["id"]), "group": contender, "messages": messages}))
             test: dict[str, Any] = {
                 "description": f"{contender}: {case['id']}",
-                "vars": {"case": {"id": case["id"], "contender": contender, "user": case["user"], "gold": case["gold"]}},
+                "vars": {
+                    "case": {"id": case["id"], "contender": contender, "user": case["user"], "gold": case["gold"]}
+                },
             }
             if case.get("assert"):
                 test["assert"] = case["assert"]
@@ -115,7 +117,9 @@ def write_run(
     }
     if suite.default_assert:
         config["defaultTest"] = {"assert": suite.default_assert}
-    return atomic_write_text(run_dir / "promptfooconfig.yaml", yaml.safe_dump(config, sort_keys=False, allow_unicode=True))
+    return atomic_write_text(
+        run_dir / "promptfooconfig.yaml", yaml.safe_dump(config, sort_keys=False, allow_unicode=True)
+    )
 
 
 def _absolute_paths(model: ModelSpec) -> ModelSpec:
@@ -178,16 +182,28 @@ class PromptfooRunner:
         run_dir = config_path.parent
         results_path.unlink(missing_ok=True)
         command = [
-            wrapper, "eval", "-c", str(config_path), "-o", str(results_path),
-            "--no-cache", "--no-table", "--no-progress-bar", "--no-share",
-        ]  # fmt: skip
+            wrapper,
+            "eval",
+            "-c",
+            str(config_path),
+            "-o",
+            str(results_path),
+            "--no-cache",
+            "--no-table",
+            "--no-progress-bar",
+            "--no-share",
+        ]
         stdout_log, stderr_log = run_dir / "promptfoo.stdout.log", run_dir / "promptfoo.stderr.log"
         started = time.perf_counter()
         with open(stdout_log, "w") as out, open(stderr_log, "w") as err:
             proc = subprocess.Popen(
-                command, cwd=run_dir, env=self.env(run_dir / "promptfoo"),
-                stdout=out, stderr=err, start_new_session=True,
-            )  # fmt: skip
+                command,
+                cwd=run_dir,
+                env=self.env(run_dir / "promptfoo"),
+                stdout=out,
+                stderr=err,
+                start_new_session=True,
+            )
             try:
                 code = proc.wait(timeout=self.timeout_s)
             except subprocess.TimeoutExpired:

@@ -24,13 +24,13 @@ from pathlib import Path
 from typing import Any
 
 from pipelines.common import stats
+from pipelines.common.files import atomic_write_json
 from pipelines.common.hashing import sha256_json
 from pipelines.common.metadata import Markdown, Metadata, PathValue
 from pipelines.common.typed_records import RecordError, from_fields
 from pipelines.evaluation import recipes, task_metrics
 from pipelines.evaluation.runner import PromptfooError, PromptfooRunner, view_command, write_run
 from pipelines.evaluation.suite import Suite
-from pipelines.common.files import atomic_write_json
 from pipelines.models.loading import ModelSpec
 
 
@@ -160,9 +160,20 @@ class ScoreCard:
         return from_fields(cls, data, cases=cases)
 
     def summary(self) -> CardSummary:
-        return CardSummary(self.contender, self.n, self.passed, self.pass_rate, self.ci_low, self.ci_high,
-                           self.mean_latency_ms, self.mean_output_tokens, self.mean_prompt_tokens,
-                           self.suite_fingerprint, self.artefact, self.recipe)  # fmt: skip
+        return CardSummary(
+            self.contender,
+            self.n,
+            self.passed,
+            self.pass_rate,
+            self.ci_low,
+            self.ci_high,
+            self.mean_latency_ms,
+            self.mean_output_tokens,
+            self.mean_prompt_tokens,
+            self.suite_fingerprint,
+            self.artefact,
+            self.recipe,
+        )
 
     def metadata(self) -> Metadata:
         """The score card as the UI shows it."""
@@ -257,8 +268,13 @@ def parse_results(results_path: Path, suite: Suite, contenders: list[str]) -> di
     return cards
 
 
-def summarise(contender: str, suite: Suite, cases: list[CaseResult], assertion_pass_rates: dict[str, float],
-              results_path: str = "") -> ScoreCard:  # fmt: skip
+def summarise(
+    contender: str,
+    suite: Suite,
+    cases: list[CaseResult],
+    assertion_pass_rates: dict[str, float],
+    results_path: str = "",
+) -> ScoreCard:
     """The card's numbers from its per-case outcomes."""
     n = len(cases)
     passed = sum(c.passed for c in cases)
@@ -334,7 +350,9 @@ def score(
         card = parsed[contender.name]
         card = replace(
             card,
-            cases=[replace(case, examples=ids) if ids else case for case, ids in zip(card.cases, shown[contender.name])],
+            cases=[
+                replace(case, examples=ids) if ids else case for case, ids in zip(card.cases, shown[contender.name])
+            ],
             artefact=contender.artefact,
             recipe=contender.recipe.to_dict() if contender.recipe else None,
             recipe_text=contender.recipe.describe() if contender.recipe else "the item's own user turn",
@@ -371,4 +389,6 @@ def worst_failures_md(card: ScoreCard, limit: int = 10) -> str:
 def assertion_table_md(card: ScoreCard) -> str:
     from pipelines.common.tables import markdown_table
 
-    return markdown_table(["check", "pass rate"], [(k, f"{v:.1%}") for k, v in sorted(card.assertion_pass_rates.items())])
+    return markdown_table(
+        ["check", "pass rate"], [(k, f"{v:.1%}") for k, v in sorted(card.assertion_pass_rates.items())]
+    )

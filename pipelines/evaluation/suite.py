@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from pipelines.common.hashing import sha256_json
+from pipelines.common.jsonl import read_jsonl
 from pipelines.config.base import ConfigError
 from pipelines.data.records import turn
 from pipelines.evaluation.task import (
@@ -31,12 +32,21 @@ from pipelines.evaluation.task import (
     task_fingerprint,
     where,
 )
-from pipelines.common.jsonl import read_jsonl
 
 GENERAL_ASSERTIONS = (
-    "contains", "icontains", "not-contains", "not-icontains", "equals", "regex", "not-regex",
-    "starts-with", "is-json", "contains-any", "icontains-any", "javascript",
-)  # fmt: skip
+    "contains",
+    "icontains",
+    "not-contains",
+    "not-icontains",
+    "equals",
+    "regex",
+    "not-regex",
+    "starts-with",
+    "is-json",
+    "contains-any",
+    "icontains-any",
+    "javascript",
+)
 
 
 @dataclass
@@ -139,14 +149,20 @@ def task_suite(task: TaskSpec, eval_path: Path, train_path: Path | None = None, 
     labels, unseen = _label_set(task, cases, eval_path, train_path)
     scoring = scoring_of(task, labels, unseen)
     fingerprint = sha256_json(
-        {"cases": eval_path.read_text(encoding="utf-8"), "task": task_fingerprint(task), "max_new_tokens": task.max_new_tokens}
+        {
+            "cases": eval_path.read_text(encoding="utf-8"),
+            "task": task_fingerprint(task),
+            "max_new_tokens": task.max_new_tokens,
+        }
         | ({"sample": sorted(seen)} if len(sampled) < len(records) else {})
         | ({"labels": labels} if labels else {})
     )
     return Suite("task", cases, task_assertions(task), task.max_new_tokens, fingerprint, task.target_pass_rate, scoring)
 
 
-def _label_set(task: TaskSpec, cases: list[dict], eval_path: Path, train_path: Path | None) -> tuple[list[str] | None, list[str]]:
+def _label_set(
+    task: TaskSpec, cases: list[dict], eval_path: Path, train_path: Path | None
+) -> tuple[list[str] | None, list[str]]:
     """(the closed label set, held-out golds not in the train split) for a label task."""
     if task.output.type != "label":
         return None, []
@@ -179,9 +195,11 @@ def answer_budget_problem(suite: Suite, count_tokens) -> str | None:
     if longest < suite.max_new_tokens:  # room for the end-of-turn token
         return None
     over = sum(n >= suite.max_new_tokens for n, _ in lengths)
-    return (f"max_new_tokens is {suite.max_new_tokens} but {over} of {len(lengths)} gold answers need at least that "
-            f"many tokens (longest {longest}, case {case['id']}): raise max_new_tokens in the task spec to at least "
-            f"{longest + 1}")
+    return (
+        f"max_new_tokens is {suite.max_new_tokens} but {over} of {len(lengths)} gold answers need at least that "
+        f"many tokens (longest {longest}, case {case['id']}): raise max_new_tokens in the task spec to at least "
+        f"{longest + 1}"
+    )
 
 
 def general_suite(path: Path, max_new_tokens: int) -> Suite:
@@ -197,15 +215,23 @@ def general_suite(path: Path, max_new_tokens: int) -> Suite:
         checks = item["assert"]
         if not isinstance(checks, list) or not checks:
             raise ConfigError(f"{at}: `assert` must be a non-empty list of promptfoo assertions")
-        bad = [c.get("type") if isinstance(c, dict) else c for c in checks
-               if not isinstance(c, dict) or c.get("type") not in GENERAL_ASSERTIONS]  # fmt: skip
+        bad = [
+            c.get("type") if isinstance(c, dict) else c
+            for c in checks
+            if not isinstance(c, dict) or c.get("type") not in GENERAL_ASSERTIONS
+        ]
         if bad:
             raise ConfigError(f"{at}: assertion types {bad} are not built-ins this suite allows {GENERAL_ASSERTIONS}")
         record = {"id": str(item["id"]), "messages": [{"role": "user", "content": item["prompt"]}]}
         cases.append(
-            {"id": str(item["id"]), "user": item["prompt"], "gold": item.get("kind", item["skill"]), "record": record,
-             "assert": [{**c, "metric": item["skill"]} for c in checks]}
-        )  # fmt: skip
+            {
+                "id": str(item["id"]),
+                "user": item["prompt"],
+                "gold": item.get("kind", item["skill"]),
+                "record": record,
+                "assert": [{**c, "metric": item["skill"]} for c in checks],
+            }
+        )
     if not cases:
         raise ConfigError(f"{path}: no general-skills items")
     if len({c["id"] for c in cases}) != len(cases):

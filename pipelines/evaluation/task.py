@@ -19,7 +19,7 @@ import json
 import re
 import unicodedata
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, ValidationError, model_validator
 
@@ -76,7 +76,7 @@ def _default_json(value: Any) -> Any:
     return value
 
 
-OutputSpec = Annotated[Union[JsonOutput, LabelOutput, TextOutput], Field(discriminator="type")]
+OutputSpec = Annotated[JsonOutput | LabelOutput | TextOutput, Field(discriminator="type")]
 
 
 class TaskSpec(Strict):
@@ -100,7 +100,9 @@ class TaskSpec(Strict):
     def _fields_fit_output(self) -> TaskSpec:
         if self.output.type != "json":
             if self.match_fields:
-                raise ValueError(f"match_fields: only output.type json has fields to match, this task's is {self.output.type}")
+                raise ValueError(
+                    f"match_fields: only output.type json has fields to match, this task's is {self.output.type}"
+                )
             return self
         if not self.match_fields:
             raise ValueError("match_fields: output.type json needs at least one field that must equal the gold")
@@ -170,7 +172,9 @@ def check_label_set(labels: list[str]) -> None:
             clashes.append(f"{seen[key]!r} and {label!r}")
         seen.setdefault(key, label)
     if clashes:
-        raise ValueError(f"output.labels: {'; '.join(clashes)} are the same label after normalisation (case, spaces, _ -)")
+        raise ValueError(
+            f"output.labels: {'; '.join(clashes)} are the same label after normalisation (case, spaces, _ -)"
+        )
 
 
 def derive_labels(train: list[dict], path: Path) -> list[str]:
@@ -182,12 +186,16 @@ def derive_labels(train: list[dict], path: Path) -> list[str]:
         if answer is not None and normalise_label(answer):
             seen.setdefault(normalise_label(answer), answer.strip())
     if len(seen) < 2:
-        raise ConfigError(f"{path}: output.type label needs at least 2 distinct answers in the train split, "
-                          f"found {sorted(seen.values())}: set output.labels in the task spec")  # fmt: skip
+        raise ConfigError(
+            f"{path}: output.type label needs at least 2 distinct answers in the train split, "
+            f"found {sorted(seen.values())}: set output.labels in the task spec"
+        )
     if len(seen) > MAX_DERIVED_LABELS:
-        raise ConfigError(f"{path}: the train split has {len(seen)} distinct answers (more than "
-                          f"{MAX_DERIVED_LABELS}): free text, not a closed set of labels; use output.type text, "
-                          "or list the labels in output.labels")  # fmt: skip
+        raise ConfigError(
+            f"{path}: the train split has {len(seen)} distinct answers (more than "
+            f"{MAX_DERIVED_LABELS}): free text, not a closed set of labels; use output.type text, "
+            "or list the labels in output.labels"
+        )
     return sorted(seen.values(), key=normalise_label)
 
 

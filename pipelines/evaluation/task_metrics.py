@@ -22,8 +22,8 @@ from collections import Counter, defaultdict
 from statistics import quantiles
 from typing import TYPE_CHECKING, Any
 
-from pipelines.evaluation.task import normalise_label
 from pipelines.common.tables import markdown_table
+from pipelines.evaluation.task import normalise_label
 
 if TYPE_CHECKING:
     from pipelines.evaluation.scorecard import CaseResult, ScoreCard
@@ -121,30 +121,40 @@ def summary_md(metrics: dict[str, Any]) -> str:
     """The headline figures of a card's task metrics."""
     rows: list[tuple[str, str]] = [("pass rule (what the gate counts)", metrics["pass_rule"])]
     if metrics["type"] == "json":
-        rows += [("field accuracy (all cases x fields)", f"{metrics['field_accuracy']:.1%}"),
-                 ("field F1 (micro; precision / recall)",
-                  f"{metrics['field_f1']:.3f} ({metrics['field_precision']:.3f} / {metrics['field_recall']:.3f})"),
-                 ("cases with some but not all fields right", str(metrics["cases_with_some_fields_right"]))]
+        rows += [
+            ("field accuracy (all cases x fields)", f"{metrics['field_accuracy']:.1%}"),
+            (
+                "field F1 (micro; precision / recall)",
+                f"{metrics['field_f1']:.3f} ({metrics['field_precision']:.3f} / {metrics['field_recall']:.3f})",
+            ),
+            ("cases with some but not all fields right", str(metrics["cases_with_some_fields_right"])),
+        ]
         rows += [(f"field `{f}` accuracy", f"{v:.1%}") for f, v in metrics["per_field_accuracy"].items()]
     elif metrics["type"] == "label":
-        rows += [("labels in the closed set", str(metrics["n_labels"])),
-                 ("accuracy", f"{metrics['accuracy']:.1%}"),
-                 ("macro accuracy (mean over gold labels)", f"{metrics['macro_accuracy']:.1%}"),
-                 ("answers that are a label of the set", f"{metrics['valid_label_rate']:.1%}")]
+        rows += [
+            ("labels in the closed set", str(metrics["n_labels"])),
+            ("accuracy", f"{metrics['accuracy']:.1%}"),
+            ("macro accuracy (mean over gold labels)", f"{metrics['macro_accuracy']:.1%}"),
+            ("answers that are a label of the set", f"{metrics['valid_label_rate']:.1%}"),
+        ]
         if metrics["labels_unseen_in_train"]:
             rows.append(("held-out labels never seen in train", ", ".join(metrics["labels_unseen_in_train"])))
     else:
         q = metrics["score_quartiles"]
-        rows += [(f"mean {metrics['metric']}", f"{metrics['mean_score']:.3f} (threshold {metrics['threshold']})"),
-                 ("quartiles", " / ".join(f"{v:.3f}" for v in q))]
+        rows += [
+            (f"mean {metrics['metric']}", f"{metrics['mean_score']:.3f} (threshold {metrics['threshold']})"),
+            ("quartiles", " / ".join(f"{v:.3f}" for v in q)),
+        ]
     return markdown_table(["figure", "value"], rows)
 
 
 def per_label_md(metrics: dict[str, Any], limit: int = 100) -> str:
     """Per-label accuracy, worst first (the labels a prompt or a tune struggles with)."""
     rows = sorted(metrics["per_label"].items(), key=lambda kv: (kv[1]["correct"] / kv[1]["n"], kv[0]))
-    table = markdown_table(["gold label", "cases", "correct", "accuracy"],
-                           [(label, v["n"], v["correct"], f"{v['correct'] / v['n']:.0%}") for label, v in rows[:limit]])
+    table = markdown_table(
+        ["gold label", "cases", "correct", "accuracy"],
+        [(label, v["n"], v["correct"], f"{v['correct'] / v['n']:.0%}") for label, v in rows[:limit]],
+    )
     return table + (f"\n\n_{len(rows) - limit} more labels in the card_" if len(rows) > limit else "")
 
 
@@ -163,17 +173,29 @@ def contenders_md(cards: dict[str, ScoreCard]) -> str | None:
         if not m:
             return None
         if m["type"] == "json":
-            figures = [f"{m['field_accuracy']:.1%}", f"{m['field_f1']:.3f}",
-                       ", ".join(f"{f} {v:.0%}" for f, v in m["per_field_accuracy"].items())]
+            figures = [
+                f"{m['field_accuracy']:.1%}",
+                f"{m['field_f1']:.3f}",
+                ", ".join(f"{f} {v:.0%}" for f, v in m["per_field_accuracy"].items()),
+            ]
         elif m["type"] == "label":
             worst = min(m["per_label"].items(), key=lambda kv: (kv[1]["correct"] / kv[1]["n"], kv[0]))
-            figures = [f"{m['macro_accuracy']:.1%}", f"{m['valid_label_rate']:.1%}",
-                       f"{worst[0]} {worst[1]['correct']}/{worst[1]['n']}"]
+            figures = [
+                f"{m['macro_accuracy']:.1%}",
+                f"{m['valid_label_rate']:.1%}",
+                f"{worst[0]} {worst[1]['correct']}/{worst[1]['n']}",
+            ]
         else:
-            figures = [f"{m['mean_score']:.3f}", " / ".join(f"{v:.3f}" for v in m["score_quartiles"]), str(m["threshold"])]
+            figures = [
+                f"{m['mean_score']:.3f}",
+                " / ".join(f"{v:.3f}" for v in m["score_quartiles"]),
+                str(m["threshold"]),
+            ]
         rows.append([name, f"{card.pass_rate:.1%}", *figures])
     kind = next(iter(cards.values())).task_metrics["type"]
-    headers = {"json": ["field accuracy", "field F1", "per field"],
-               "label": ["macro accuracy", "answers in the label set", "worst label"],
-               "text": ["mean score", "quartiles", "threshold"]}[kind]
+    headers = {
+        "json": ["field accuracy", "field F1", "per field"],
+        "label": ["macro accuracy", "answers in the label set", "worst label"],
+        "text": ["mean score", "quartiles", "threshold"],
+    }[kind]
     return markdown_table(["contender", "pass rate", *headers], rows, max_cell=120)

@@ -1,4 +1,4 @@
-""""A new base model is out: do we switch?" The gate report's answer across partitions.
+""" "A new base model is out: do we switch?" The gate report's answer across partitions.
 
 Plain Python over what the gate asset gathers: the candidate's base model and scores, the
 champion (from the promotion registry, re-scored on today's held-out set, any base model),
@@ -9,13 +9,13 @@ maintenance tax of keeping a fine-tune on a current base."""
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from typing import Any
 
+from pipelines.common.tables import markdown_table
 from pipelines.evaluation.scorecard import ScoreCard
 from pipelines.gate.cost import CostReport
 from pipelines.gate.decision import Decision
-from pipelines.common.tables import markdown_table
 
 
 @dataclass(frozen=True)
@@ -64,35 +64,65 @@ def serving_after(decision: Decision, candidate: str) -> str:
     return "no fine-tune: the prompt-only baseline (nothing was ever promoted, or its files are gone)"
 
 
-def base_models_md(decision: Decision, tuned: ScoreCard, baseline: ScoreCard, ctx: BaseModelContext, cost: CostReport,
-                   now: datetime | None = None) -> str:  # fmt: skip
+def base_models_md(
+    decision: Decision,
+    tuned: ScoreCard,
+    baseline: ScoreCard,
+    ctx: BaseModelContext,
+    cost: CostReport,
+    now: datetime | None = None,
+) -> str:
     """Both (all) base models side by side, what serves after the decision, the champion's
     base-model age and the re-tune's cost."""
-    now = now or datetime.now(timezone.utc)
+    now = now or datetime.now(UTC)
     champ = decision.champion
     champ_partition = champ.entry.partition if champ.entry else None
-    rows = [[f"**{ctx.candidate}** (this re-tune)", _rate(tuned.pass_rate),
-             f"{_rate(baseline.pass_rate)} ({decision.baseline_rung})", "PROMOTE" if decision.promote else "no",
-             "today's held-out set"]]  # fmt: skip
+    rows = [
+        [
+            f"**{ctx.candidate}** (this re-tune)",
+            _rate(tuned.pass_rate),
+            f"{_rate(baseline.pass_rate)} ({decision.baseline_rung})",
+            "PROMOTE" if decision.promote else "no",
+            "today's held-out set",
+        ]
+    ]
     others = {o.partition: o for o in ctx.others if o.partition != ctx.candidate}
     if champ.card and champ_partition != ctx.candidate:
         last = others.pop(champ_partition, None)
         prompt_only = f"{_rate(last.baseline_pass_rate)} ({last.baseline_rung or '-'}), its last gate" if last else "-"
-        rows.append([f"{champ_partition} (champion)", _rate(champ.card.pass_rate), prompt_only,
-                     "replaced" if decision.promote else "keeps serving", "re-scored on today's held-out set"])  # fmt: skip
+        rows.append(
+            [
+                f"{champ_partition} (champion)",
+                _rate(champ.card.pass_rate),
+                prompt_only,
+                "replaced" if decision.promote else "keeps serving",
+                "re-scored on today's held-out set",
+            ]
+        )
     for other in others.values():
         same = other.suite_fingerprint == tuned.suite_fingerprint
-        rows.append([other.partition, _rate(other.tuned_pass_rate),
-                     f"{_rate(other.baseline_pass_rate)} ({other.baseline_rung or '-'})",
-                     "promoted" if other.promoted else "not promoted",
-                     "its last gate, same held-out set" if same else "its last gate, an OLDER held-out set"])  # fmt: skip
-    lines = ["### Base models: do we switch?", "",
-             markdown_table(["base model", "tuned pass rate", "prompt-only baseline", "gate", "scored on"], rows), "",
-             f"- **Serves after this decision:** {serving_after(decision, ctx.candidate)}."]  # fmt: skip
+        rows.append(
+            [
+                other.partition,
+                _rate(other.tuned_pass_rate),
+                f"{_rate(other.baseline_pass_rate)} ({other.baseline_rung or '-'})",
+                "promoted" if other.promoted else "not promoted",
+                "its last gate, same held-out set" if same else "its last gate, an OLDER held-out set",
+            ]
+        )
+    lines = [
+        "### Base models: do we switch?",
+        "",
+        markdown_table(["base model", "tuned pass rate", "prompt-only baseline", "gate", "scored on"], rows),
+        "",
+        f"- **Serves after this decision:** {serving_after(decision, ctx.candidate)}.",
+    ]
     if champ.status == "none":
         shown = ", ".join(others)
-        lines.append("- No champion: no earlier base model's gate said yes"
-                     + (f"; {shown} above shows what switching buys over it." if shown else "."))  # fmt: skip
+        lines.append(
+            "- No champion: no earlier base model's gate said yes"
+            + (f"; {shown} above shows what switching buys over it." if shown else ".")
+        )
     elif champ.status == "missing":
         lines.append(f"- The champion cannot be re-scored: {champ.why}")
     today = now.date()
@@ -107,7 +137,9 @@ def base_models_md(decision: Decision, tuned: ScoreCard, baseline: ScoreCard, ct
         lines.append(f"- Champion's base model {base.get('name') or champ_partition}: {_age(released, today)}{served}.")
     lines.append(f"- Candidate's base model {ctx.candidate}: {_age(ctx.candidate_released, today)}.")
     wall = f"{ctx.run_seconds / 60:.1f} min of wall time for the run so far, " if ctx.run_seconds else ""
-    lines.append(f"- **This re-tune cost:** {wall}{cost.training_seconds:.0f} s of training on "
-                 f"{cost.training_tokens:,.0f} tokens = {cost.training_cost:.4f} at tunegate.yaml `cost:` prices; "
-                 "every new base model costs this again (the maintenance tax).")  # fmt: skip
+    lines.append(
+        f"- **This re-tune cost:** {wall}{cost.training_seconds:.0f} s of training on "
+        f"{cost.training_tokens:,.0f} tokens = {cost.training_cost:.4f} at tunegate.yaml `cost:` prices; "
+        "every new base model costs this again (the maintenance tax)."
+    )
     return "\n".join(lines)

@@ -46,8 +46,9 @@ class CostReport:
 
 
 def per_call(card: ScoreCard, prices: CostSettings) -> float:
-    return (card.mean_prompt_tokens * prices.input_per_1m_tokens
-            + card.mean_output_tokens * prices.output_per_1m_tokens) / 1e6  # fmt: skip
+    return (
+        card.mean_prompt_tokens * prices.input_per_1m_tokens + card.mean_output_tokens * prices.output_per_1m_tokens
+    ) / 1e6
 
 
 @dataclass(frozen=True)
@@ -58,8 +59,9 @@ class TrainingTime:
     tokens_per_second: float | None
 
 
-def cost_report(rungs: dict[str, ScoreCard], baseline_rung: str, tuned: ScoreCard, training: TrainingTime,
-                prices: CostSettings) -> CostReport:  # fmt: skip
+def cost_report(
+    rungs: dict[str, ScoreCard], baseline_rung: str, tuned: ScoreCard, training: TrainingTime, prices: CostSettings
+) -> CostReport:
     seconds = float(training.train_runtime_s or 0.0)
     tokens = seconds * float(training.tokens_per_second or 0.0)
     training_cost = seconds / 3600 * prices.training_per_hour
@@ -68,8 +70,11 @@ def cost_report(rungs: dict[str, ScoreCard], baseline_rung: str, tuned: ScoreCar
     for name, card in [*rungs.items(), ("tuned", tuned)]:
         call = per_call(card, prices)
         monthly = prices.calls_per_month * call + (training_per_month if name == "tuned" else 0.0)
-        rows.append(ContenderCost(name, card.mean_prompt_tokens, card.mean_output_tokens, card.mean_latency_ms,
-                                  call, monthly))  # fmt: skip
+        rows.append(
+            ContenderCost(name, card.mean_prompt_tokens, card.mean_output_tokens, card.mean_latency_ms, call, monthly)
+        )
     saving = per_call(rungs[baseline_rung], prices) - per_call(tuned, prices)
     break_even = training_per_month / saving if saving > 0 else None
-    return CostReport(rows, seconds, tokens, training_cost, training_per_month, saving, break_even, prices.calls_per_month)
+    return CostReport(
+        rows, seconds, tokens, training_cost, training_per_month, saving, break_even, prices.calls_per_month
+    )

@@ -97,8 +97,15 @@ def pair(first: ScoreCard, second: ScoreCard) -> Pairing:
     counts = {(True, True): 0, (True, False): 0, (False, True): 0, (False, False): 0}
     for case_id, ok in a.items():
         counts[(ok, b[case_id])] += 1
-    return Pairing(first.contender, second.contender, len(a), counts[(True, True)],
-                   counts[(True, False)], counts[(False, True)], counts[(False, False)])  # fmt: skip
+    return Pairing(
+        first.contender,
+        second.contender,
+        len(a),
+        counts[(True, True)],
+        counts[(True, False)],
+        counts[(False, True)],
+        counts[(False, False)],
+    )
 
 
 def _outcomes(card: ScoreCard) -> dict[str, bool]:
@@ -189,8 +196,12 @@ class ChampionInput:
     why: str = ""
 
     def to_dict(self) -> dict[str, Any]:
-        return {"status": self.status, "entry": self.entry.to_dict() if self.entry else None,
-                "card": self.card.to_dict() if self.card else None, "why": self.why}  # fmt: skip
+        return {
+            "status": self.status,
+            "entry": self.entry.to_dict() if self.entry else None,
+            "card": self.card.to_dict() if self.card else None,
+            "why": self.why,
+        }
 
     def metadata(self) -> Metadata:
         """The champion as the UI shows it; a re-scored champion's card too."""
@@ -228,20 +239,32 @@ class Decision:
         return out
 
 
-def _paired_rule(name: str, tuned: ScoreCard, other: ScoreCard, settings: GateSettings, other_label: str) -> tuple[list[Check], Pairing, float, float]:
+def _paired_rule(
+    name: str, tuned: ScoreCard, other: ScoreCard, settings: GateSettings, other_label: str
+) -> tuple[list[Check], Pairing, float, float]:
     pairing = pair(tuned, other)
     margin = tuned.pass_rate - other.pass_rate
     p = stats.mcnemar_one_sided(pairing.only_first, pairing.only_second)
     checks = [
-        Check(f"{name}_margin", margin >= settings.min_margin - 1e-12, margin, settings.min_margin,
-              f"tuned {tuned.pass_rate:.1%} - {other_label} {other.pass_rate:.1%} = {_pts(margin)} "
-              f"(need >= {_pts(settings.min_margin)})",
-              f"the tune does not beat {other_label} by enough: improve the training data or keep {other_label}"),
-        Check(f"{name}_significance", p < settings.alpha, p, settings.alpha,
-              f"one-sided exact McNemar on {pairing.n} paired cases: {pairing.only_first} only tuned right, "
-              f"{pairing.only_second} only {other_label} right, p = {p:.4g} (need < {settings.alpha:g})",
-              "the gain could be chance: add held-out cases (more data) or get a larger gain"),
-    ]  # fmt: skip
+        Check(
+            f"{name}_margin",
+            margin >= settings.min_margin - 1e-12,
+            margin,
+            settings.min_margin,
+            f"tuned {tuned.pass_rate:.1%} - {other_label} {other.pass_rate:.1%} = {_pts(margin)} "
+            f"(need >= {_pts(settings.min_margin)})",
+            f"the tune does not beat {other_label} by enough: improve the training data or keep {other_label}",
+        ),
+        Check(
+            f"{name}_significance",
+            p < settings.alpha,
+            p,
+            settings.alpha,
+            f"one-sided exact McNemar on {pairing.n} paired cases: {pairing.only_first} only tuned right, "
+            f"{pairing.only_second} only {other_label} right, p = {p:.4g} (need < {settings.alpha:g})",
+            "the gain could be chance: add held-out cases (more data) or get a larger gain",
+        ),
+    ]
     return checks, pairing, margin, p
 
 
@@ -257,7 +280,9 @@ def decide(
     baseline = rungs[baseline_rung]
     task_cards = {**rungs, "tuned": tuned, **({"champion": champion.card} if champion.card else {})}
     require_same_suite(task_cards)
-    checks, versus_baseline, margin, p_value = _paired_rule("baseline", tuned, baseline, settings, f"the best prompt ({baseline_rung})")
+    checks, versus_baseline, margin, p_value = _paired_rule(
+        "baseline", tuned, baseline, settings, f"the best prompt ({baseline_rung})"
+    )
 
     confidence = 1 - settings.alpha
     forgot = forgetting(general, confidence)
@@ -265,7 +290,10 @@ def decide(
     total = forgot.total
     checks.append(
         Check(
-            "general_skills", forgot.drop_upper <= allowed + 1e-12, forgot.drop_upper, allowed,
+            "general_skills",
+            forgot.drop_upper <= allowed + 1e-12,
+            forgot.drop_upper,
+            allowed,
             f"general skills {general['reference'].pass_rate:.1%} -> {general['candidate'].pass_rate:.1%} "
             f"on {total.n} paired items ({total.only_first} lost, {total.only_second} gained): drop "
             f"{_pts(total.difference)}, upper {confidence:.0%} bound {_pts(forgot.drop_upper)} (allowed <= {_pts(allowed)})",
@@ -275,7 +303,9 @@ def decide(
 
     versus_champion, champion_p = None, None
     if champion.status == "scored":
-        champ_checks, versus_champion, _, champion_p = _paired_rule("champion", tuned, champion.card, settings, "the champion")
+        champ_checks, versus_champion, _, champion_p = _paired_rule(
+            "champion", tuned, champion.card, settings, "the champion"
+        )
         checks += champ_checks
     else:
         detail = {
@@ -294,10 +324,23 @@ def decide(
             f"Promoted: the tuned model passes {tuned.pass_rate:.1%} vs the best prompt's "
             f"{baseline.pass_rate:.1%} ({baseline_rung}; {_pts(margin)}, McNemar p = {p_value:.3g}) and keeps "
             f"its general skills (drop at most {_pts(forgot.drop_upper)} at {confidence:.0%})"
-            + (" and beats the champion" if versus_champion else "") + "."
+            + (" and beats the champion" if versus_champion else "")
+            + "."
         )
-    return Decision(not failed, reason, checks, baseline_rung, versus_baseline, p_value, margin, forgot, champion,
-                    versus_champion, champion_p, actions)  # fmt: skip
+    return Decision(
+        not failed,
+        reason,
+        checks,
+        baseline_rung,
+        versus_baseline,
+        p_value,
+        margin,
+        forgot,
+        champion,
+        versus_champion,
+        champion_p,
+        actions,
+    )
 
 
 def _pts(x: float) -> str:

@@ -34,8 +34,15 @@ class Decoded:
     logits: list[list[Any]]
 
 
-def _decode_batch(loaded: LoadedModel, prompts, prefix_length, shared_cache, max_new_tokens,
-                  stop_at_eos: bool = True, keep_logits: bool = False) -> Decoded:
+def _decode_batch(
+    loaded: LoadedModel,
+    prompts,
+    prefix_length,
+    shared_cache,
+    max_new_tokens,
+    stop_at_eos: bool = True,
+    keep_logits: bool = False,
+) -> Decoded:
     """Greedy decoding of one batch in which a row leaves the batch the step it emits eos.
 
     Why not ``model.generate``: it keeps a finished row in the batch, fed pad tokens, until
@@ -63,8 +70,14 @@ def _decode_batch(loaded: LoadedModel, prompts, prefix_length, shared_cache, max
     decoded = Decoded([[] for _ in prompts], [[] for _ in prompts])
     with attention_patch.native_gqa_on_cpu():
         for step in range(max_new_tokens):
-            out = loaded.model(input_ids=feed, attention_mask=mask, position_ids=positions,
-                               past_key_values=cache, use_cache=True, logits_to_keep=1)  # fmt: skip
+            out = loaded.model(
+                input_ids=feed,
+                attention_mask=mask,
+                position_ids=positions,
+                past_key_values=cache,
+                use_cache=True,
+                logits_to_keep=1,
+            )
             step_logits = out.logits[:, -1, :].float()
             chosen = step_logits.argmax(-1)
             live = []
@@ -96,8 +109,9 @@ def greedy_steps(loaded: LoadedModel, prompts: list[list[int]], prefix_length: i
 
     with torch.inference_mode():
         cache = prefix_cache.prefill_prefix(loaded.model, prompts[0][:prefix_length]) if prefix_length else None
-        decoded = _decode_batch(loaded, prompts, prefix_length, cache, max_new_tokens,
-                                stop_at_eos=False, keep_logits=True)  # fmt: skip
+        decoded = _decode_batch(
+            loaded, prompts, prefix_length, cache, max_new_tokens, stop_at_eos=False, keep_logits=True
+        )
     return torch.tensor(decoded.tokens), torch.stack([torch.stack(row) for row in decoded.logits])
 
 

@@ -55,8 +55,12 @@ def gguf_special_tokens(gguf_file: Path) -> dict:
     if eos is None:
         raise ValueError(f"{gguf_file.name}: GGUF metadata declares no eos token")
     add_bos = value("tokenizer.ggml.add_bos_token")
-    return {"eos": eos, "pad": pad, "bos": token("tokenizer.ggml.bos_token_id"),
-            "add_bos": bool(add_bos) if add_bos is not None else False}  # fmt: skip
+    return {
+        "eos": eos,
+        "pad": pad,
+        "bos": token("tokenizer.ggml.bos_token_id"),
+        "add_bos": bool(add_bos) if add_bos is not None else False,
+    }
 
 
 def assemble_gguf(spec: BaseModelSpec, out_file: Path) -> Path:

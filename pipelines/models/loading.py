@@ -143,7 +143,4 @@ def render(tokenizer, messages: list[dict[str, str]]) -> str:
 def prompt_ids(tokenizer, conversations: list[list[dict[str, str]]]) -> list[list[int]]:
     """Each conversation's chat-templated prompt as token ids (no extra special tokens:
     the template writes them)."""
-    return [
-        tokenizer(render(tokenizer, messages), add_special_tokens=False)["input_ids"]
-        for messages in conversations
-    ]
+    return [tokenizer(render(tokenizer, messages), add_special_tokens=False)["input_ids"] for messages in conversations]

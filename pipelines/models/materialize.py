@@ -37,9 +37,19 @@ log = logging.getLogger(__name__)
 _DONE_MARKER = "tunegate-source.json"
 
 
-_TOKENIZER_FILES = frozenset({"tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
-                              "added_tokens.json", "chat_template.jinja", "chat_template.json",
-                              "tokenizer.model", "vocab.json", "merges.txt"})  # fmt: skip
+_TOKENIZER_FILES = frozenset(
+    {
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "special_tokens_map.json",
+        "added_tokens.json",
+        "chat_template.jinja",
+        "chat_template.json",
+        "tokenizer.model",
+        "vocab.json",
+        "merges.txt",
+    }
+)
 
 
 @dataclass(frozen=True)
@@ -160,7 +170,9 @@ def materialize(spec: BaseModelSpec, cache_dir: Path) -> Path:
 def weights_sha256(model_dir: Path) -> str:
     """Content hash of the weight files: the training cache keys on it."""
     suffix = ".safetensors" if any(Path(model_dir).glob("*.safetensors")) else ".bin"
-    return sha256_folder(model_dir, lambda p: p.suffix == suffix, recursive=False, what="*.safetensors or *.bin weights")
+    return sha256_folder(
+        model_dir, lambda p: p.suffix == suffix, recursive=False, what="*.safetensors or *.bin weights"
+    )
 
 
 def tokenizer_problems(spec: BaseModelSpec, model_dir: Path) -> tuple[object, bool, list[str]]:

@@ -100,10 +100,12 @@ def dequantize_base(base_model_dir: Path, bnb_config: dict[str, Any], out_dir: P
     model.to(torch.float32)
     tokenizer = AutoTokenizer.from_pretrained(base_model_dir)
     return _save(
-        model, tokenizer, Path(out_dir),
+        model,
+        tokenizer,
+        Path(out_dir),
         f"{quantised} layers quantised as in training ({bnb_config.get('bnb_4bit_quant_type', 'nf4')}) "
         "and dequantised to fp32",
-    )  # fmt: skip
+    )
 
 
 def merge_adapter(into_dir: Path, adapter_dir: Path, out_dir: Path, chat_template: str | None = None) -> BuiltModel:

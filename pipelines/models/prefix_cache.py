@@ -59,10 +59,7 @@ def prefix_cache_refusal(model, longest_prompt: int, max_new_tokens: int) -> str
         if layer_types - {"full_attention", "sliding_attention"} or not window:
             return f"layer types {sorted(layer_types)} are not verified for prefix caching"
         if longest_prompt + max_new_tokens > window:
-            return (
-                f"prompt + answer ({longest_prompt} + {max_new_tokens} tokens) exceed the "
-                f"sliding window ({window})"
-            )
+            return f"prompt + answer ({longest_prompt} + {max_new_tokens} tokens) exceed the sliding window ({window})"
     return None
 
 

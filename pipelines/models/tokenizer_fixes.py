@@ -92,8 +92,9 @@ def rebuild_as_bpe(tokenizer) -> None:
     vocab = {piece: index for index, (piece, _score) in enumerate(pieces)}
     merges = generate_merges(vocab, pieces, skip_tokens=set(tokenizer.get_added_vocab()))
     unk = pieces[model["unk_id"]][0] if model.get("unk_id") is not None else None
-    backend.model = models.BPE(vocab=vocab, merges=merges, unk_token=unk, fuse_unk=True,
-                               byte_fallback=bool(model.get("byte_fallback")))  # fmt: skip
+    backend.model = models.BPE(
+        vocab=vocab, merges=merges, unk_token=unk, fuse_unk=True, byte_fallback=bool(model.get("byte_fallback"))
+    )
 
 
 def apply_tokenizer_fixes(tokenizer, fixes: TokenizerFixes, gguf: dict | None = None) -> bool:
@@ -150,50 +151,66 @@ def check_tokenizer(tokenizer, eot_tokens: list[str], needs_bos: bool) -> list[s
     if dropped:
         problems.append(f"the chat template drops the {dropped} content")
     if not full.startswith(prompt):
-        problems.append("the generation prompt is not a prefix of the training text, so evaluation prompts differ "
-                        f"from what training showed: {prompt[-60:]!r} vs {full[len(prompt) - 60 : len(prompt)]!r}")  # fmt: skip
+        problems.append(
+            "the generation prompt is not a prefix of the training text, so evaluation prompts differ "
+            f"from what training showed: {prompt[-60:]!r} vs {full[len(prompt) - 60 : len(prompt)]!r}"
+        )
     markup = full
     for message in _PROBE:
         markup = markup.replace(message["content"], " ")
     for marker in sorted(set(_MARKER.findall(markup))):
         pieces = tokenizer(marker, add_special_tokens=False)["input_ids"]
         if marker in vocab and pieces != [vocab[marker]]:
-            problems.append(f"the template's {marker!r} is one vocabulary entry (id {vocab[marker]}) but is "
-                            f"tokenised as {len(pieces)} pieces: add it to tokenizer.special_tokens")  # fmt: skip
+            problems.append(
+                f"the template's {marker!r} is one vocabulary entry (id {vocab[marker]}) but is "
+                f"tokenised as {len(pieces)} pieces: add it to tokenizer.special_tokens"
+            )
     text = " ".join(m["content"] for m in _PROBE)
     pieces = tokenizer(text, add_special_tokens=False)["input_ids"]
     if len(text) / max(len(pieces), 1) < MIN_CHARS_PER_TOKEN:
-        problems.append(f"ordinary text is split into (nearly) single characters: {len(pieces)} tokens for "
-                        f"{len(text)} characters ({tokenizer.convert_ids_to_tokens(pieces[:8])}): the tokenizer "
-                        "lost its merges or scores in conversion")  # fmt: skip
+        problems.append(
+            f"ordinary text is split into (nearly) single characters: {len(pieces)} tokens for "
+            f"{len(text)} characters ({tokenizer.convert_ids_to_tokens(pieces[:8])}): the tokenizer "
+            "lost its merges or scores in conversion"
+        )
     split = split_whole_words(tokenizer, vocab)
     if len(split) >= 2:
-        problems.append(f"words that are single vocabulary entries are tokenised in pieces ({'; '.join(split[:3])}): "
-                        "the converted tokenizer segments text unlike the one the model was trained with (a Unigram built "
-                        "from BPE scores): set tokenizer.model: bpe")  # fmt: skip
+        problems.append(
+            f"words that are single vocabulary entries are tokenised in pieces ({'; '.join(split[:3])}): "
+            "the converted tokenizer segments text unlike the one the model was trained with (a Unigram built "
+            "from BPE scores): set tokenizer.model: bpe"
+        )
     ids = tokenizer(full, add_special_tokens=False)["input_ids"]
     back = tokenizer.decode(ids, skip_special_tokens=False)
     if back != full:
         at = next((i for i, (a, b) in enumerate(zip(back, full)) if a != b), min(len(back), len(full)))
-        problems.append(f"round trip: encode then decode changes the rendered text at char {at}: "
-                        f"{full[at:at + 30]!r} -> {back[at:at + 30]!r}")  # fmt: skip
+        problems.append(
+            f"round trip: encode then decode changes the rendered text at char {at}: "
+            f"{full[at : at + 30]!r} -> {back[at : at + 30]!r}"
+        )
     answer = _PROBE[-1]["content"]
     if answer in full:
         after = tokenizer(full[full.rindex(answer) + len(answer) :], add_special_tokens=False)["input_ids"]
         terminator = tokenizer.convert_ids_to_tokens(after[0]) if after else None
         if terminator != tokenizer.eos_token:
-            problems.append(f"the assistant turn ends with {terminator!r}, but eos_token is {tokenizer.eos_token!r}: "
-                            f"generation would not stop after an answer (set tokenizer.eos_token: {terminator!r})")  # fmt: skip
+            problems.append(
+                f"the assistant turn ends with {terminator!r}, but eos_token is {tokenizer.eos_token!r}: "
+                f"generation would not stop after an answer (set tokenizer.eos_token: {terminator!r})"
+            )
         if terminator not in eot_tokens:
-            problems.append(f"eot_tokens {eot_tokens} lack the turn terminator {terminator!r}: training would not "
-                            "learn to end an answer")  # fmt: skip
+            problems.append(
+                f"eot_tokens {eot_tokens} lack the turn terminator {terminator!r}: training would not "
+                "learn to end an answer"
+            )
     prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
     bos_id = tokenizer.bos_token_id
     leading = next((i for i, t in enumerate(prompt_ids) if t != bos_id), len(prompt_ids)) if bos_id is not None else 0
     if needs_bos and leading == 0:
         first = tokenizer.convert_ids_to_tokens(prompt_ids[0]) if prompt_ids else None
-        problems.append(f"the model needs {tokenizer.bos_token!r} first, but the rendered prompt starts with "
-                        f"{first!r}: use a chat template that renders {{{{ bos_token }}}} first")  # fmt: skip
+        problems.append(
+            f"the model needs {tokenizer.bos_token!r} first, but the rendered prompt starts with "
+            f"{first!r}: use a chat template that renders {{{{ bos_token }}}} first"
+        )
     if leading > 1:
         problems.append(f"the rendered prompt starts with {leading} x {tokenizer.bos_token!r}: a doubled bos")
     return problems
@@ -217,8 +234,11 @@ def check_failure_message(spec: BaseModelSpec, problems: list[str]) -> str:
 
 def passed_summary(tokenizer, needs_bos: bool) -> list[str]:
     """What a passed tokenizer check verified, for the asset's metadata."""
-    return [f"chat template round trip ok; turn ends with eos {tokenizer.eos_token!r}",
-            f"pad {tokenizer.pad_token!r}; " + (f"bos {tokenizer.bos_token!r} first, once" if needs_bos else "no bos required")]  # fmt: skip
+    return [
+        f"chat template round trip ok; turn ends with eos {tokenizer.eos_token!r}",
+        f"pad {tokenizer.pad_token!r}; "
+        + (f"bos {tokenizer.bos_token!r} first, once" if needs_bos else "no bos required"),
+    ]
 
 
 def require_same_after_reload(spec: BaseModelSpec, tokenizer, folder: Path) -> None:

@@ -4,14 +4,14 @@ schedule that re-runs a partition only when its inputs changed.
 Thin Dagster shells: the decisions live in ``pipelines.training.retune`` (plain, unit-tested);
 this module only reads the instance and the resource and turns answers into requests."""
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import dagster as dg
 
-from pipelines.training import retune
 from pipelines.config.settings import ScheduleSettings
 from pipelines.orchestration.partitions import base_model_partitions
 from pipelines.orchestration.resources import TunegateResource, apply_pool_limit
+from pipelines.training import retune
 
 tune_job = dg.define_asset_job(
     "tune_job",
@@ -26,9 +26,7 @@ tune_job = dg.define_asset_job(
 def latest_materialization(instance: dg.DagsterInstance, key: str, partition: str | None):
     """(metadata values, timestamp) of the latest materialisation, or (None, None)."""
     records = instance.fetch_materializations(
-        dg.AssetRecordsFilter(
-            asset_key=dg.AssetKey(key), asset_partitions=[partition] if partition else None
-        ),
+        dg.AssetRecordsFilter(asset_key=dg.AssetKey(key), asset_partitions=[partition] if partition else None),
         limit=1,
     ).records
     if not records:
@@ -93,7 +91,7 @@ def _tick_time(context: dg.ScheduleEvaluationContext) -> datetime:
     try:
         return context.scheduled_execution_time
     except Exception:  # evaluated outside a tick (a manual call): Dagster has no time to give
-        return datetime.now(timezone.utc)
+        return datetime.now(UTC)
 
 
 def _retune_check(context: dg.ScheduleEvaluationContext, tunegate: TunegateResource):
@@ -142,4 +140,6 @@ def build_retune_schedule(cron: str) -> dg.ScheduleDefinition:
     )(_retune_check)
 
 
-weekly_retune_schedule = build_retune_schedule(ScheduleSettings().cron)  # the schema's default; the code location passes its own
+weekly_retune_schedule = build_retune_schedule(
+    ScheduleSettings().cron
+)  # the schema's default; the code location passes its own

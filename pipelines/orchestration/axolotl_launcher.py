@@ -26,8 +26,8 @@ from pathlib import Path
 
 from dagster_pipes import open_dagster_pipes
 
-from pipelines.training import launch, run_plan, train_metrics
 from pipelines.common.files import split_output, tail
+from pipelines.training import launch, run_plan, train_metrics
 
 TAIL_LINES = 50
 
@@ -69,8 +69,9 @@ class _Lines:
 
 def _describe(record: dict) -> str:
     keys = ("step", "loss", "eval_loss", "learning_rate", "grad_norm", "epoch", "train_runtime")
-    return ", ".join(f"{k}={record[k]:.4g}" if isinstance(record[k], float) else f"{k}={record[k]}"
-                     for k in keys if k in record)
+    return ", ".join(
+        f"{k}={record[k]:.4g}" if isinstance(record[k], float) else f"{k}={record[k]}" for k in keys if k in record
+    )
 
 
 def _report(pipes, records: list[dict]) -> None:
@@ -151,13 +152,15 @@ def run(pipes) -> int:
     except (OSError, ValueError) as exc:  # the asset reads the file again and fails naming it
         pipes.log.error(f"axolotl exited 0 but its metrics are unusable: {exc}")
     else:
-        metadata.update({
-            "launches": {"raw_value": len(metrics.begins), "type": "int"},
-            "eval_count": {"raw_value": len(metrics.evals), "type": "int"},
-            "logged_steps": {"raw_value": len(metrics.train), "type": "int"},
-            "eval_loss_first": {"raw_value": metrics.eval_loss_first, "type": "float"},
-            "eval_loss_last": {"raw_value": metrics.eval_loss_last, "type": "float"},
-        })
+        metadata.update(
+            {
+                "launches": {"raw_value": len(metrics.begins), "type": "int"},
+                "eval_count": {"raw_value": len(metrics.evals), "type": "int"},
+                "logged_steps": {"raw_value": len(metrics.train), "type": "int"},
+                "eval_loss_first": {"raw_value": metrics.eval_loss_first, "type": "float"},
+                "eval_loss_last": {"raw_value": metrics.eval_loss_last, "type": "float"},
+            }
+        )
     pipes.report_asset_materialization(metadata=metadata)
     return 0
 

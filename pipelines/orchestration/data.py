@@ -21,8 +21,11 @@ from pipelines.orchestration.resources import TunegateResource, persistent_insta
 
 
 def _failures(result) -> list[str]:
-    return [f"{event.step_key}: {event.event_specific_data.error.message.strip()}"
-            for event in result.all_events if event.event_type_value == "STEP_FAILURE"]
+    return [
+        f"{event.step_key}: {event.event_specific_data.error.message.strip()}"
+        for event in result.all_events
+        if event.event_type_value == "STEP_FAILURE"
+    ]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -40,11 +43,16 @@ def main(argv: list[str] | None = None) -> int:
 
     instance = persistent_instance(resource.settings().training)
     layout = resource.layout
-    print(f"tunegate data: {len(specs)} sources from {resource.sources_path()}\n"
-          f"  outputs  {layout.data_dir}\n  instance {os.environ['DAGSTER_HOME']}", flush=True)
+    print(
+        f"tunegate data: {len(specs)} sources from {resource.sources_path()}\n"
+        f"  outputs  {layout.data_dir}\n  instance {os.environ['DAGSTER_HOME']}",
+        flush=True,
+    )
     result = dg.materialize(
         [*build_source_assets(specs), *build_dataset_assets(specs)],
-        resources={"tunegate": resource}, instance=instance, raise_on_error=False,
+        resources={"tunegate": resource},
+        instance=instance,
+        raise_on_error=False,
     )
     if not result.success:
         print("\nFAILED:\n" + "\n".join(_failures(result)), file=sys.stderr)

@@ -61,17 +61,22 @@ def _step_table(result) -> str:
     return "\n".join(rows)
 
 
-def run_tune_job(instance: dg.DagsterInstance, resource: TunegateResource, partition: str,
-                 tags: dict[str, str] | None = None):
+def run_tune_job(
+    instance: dg.DagsterInstance, resource: TunegateResource, partition: str, tags: dict[str, str] | None = None
+):
     """``tune_job`` for one partition, in-process, logging at INFO to the console; prints the
     step table with each step's time. The result, successful or not."""
     started = time.monotonic()
-    result = build_definitions(resource).resolve_job_def("tune_job").execute_in_process(
-        instance=instance,
-        partition_key=partition,
-        tags=tags,
-        raise_on_error=False,
-        run_config={"loggers": {"console": {"config": {"log_level": "INFO"}}}},
+    result = (
+        build_definitions(resource)
+        .resolve_job_def("tune_job")
+        .execute_in_process(
+            instance=instance,
+            partition_key=partition,
+            tags=tags,
+            raise_on_error=False,
+            run_config={"loggers": {"console": {"config": {"log_level": "INFO"}}}},
+        )
     )
     elapsed = time.monotonic() - started
     print(f"\nSteps (run {result.run_id}, {elapsed / 60:.1f} min):\n{_step_table(result)}\n", flush=True)
@@ -102,8 +107,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"The run FAILED; see the step errors above or `make ui` (run {result.run_id}).", file=sys.stderr)
         return 1
     print(outcome(instance, result, partition))
-    print("\nBrowse the lineage, metadata and this decision with `make ui` (http://127.0.0.1:3000); the training,"
-          "\nscoring and gate runs and the model registry with `make mlflow-ui` (http://127.0.0.1:5000).")
+    print(
+        "\nBrowse the lineage, metadata and this decision with `make ui` (http://127.0.0.1:3000); the training,"
+        "\nscoring and gate runs and the model registry with `make mlflow-ui` (http://127.0.0.1:5000)."
+    )
     return 0
 
 

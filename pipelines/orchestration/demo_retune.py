@@ -95,8 +95,10 @@ def main(argv: list[str] | None = None) -> int:
     context = dg.build_sensor_context(instance=instance, resources={"tunegate": resource})
     result = base_model_registry_sensor(context)
     if isinstance(result, dg.SkipReason):
-        print(f"\nsensor: {result.skip_message}: the new partition exists already. Re-run it with "
-              f"`TUNEGATE_BASE_MODELS={registry} .venv/bin/python -m pipelines.orchestration.demo --partition NAME`.")  # fmt: skip
+        print(
+            f"\nsensor: {result.skip_message}: the new partition exists already. Re-run it with "
+            f"`TUNEGATE_BASE_MODELS={registry} .venv/bin/python -m pipelines.orchestration.demo --partition NAME`."
+        )
         return 0
     for request in result.dynamic_partitions_requests:
         instance.add_dynamic_partitions(request.partitions_def_name, list(request.partition_keys))
@@ -110,8 +112,10 @@ def main(argv: list[str] | None = None) -> int:
             code = 1
             continue
         print(demo.outcome(instance, run, request.partition_key))
-    print(f"\nWhole re-tune story: {(time.monotonic() - started) / 60:.1f} min. Browse it with "
-          f"`TUNEGATE_BASE_MODELS={registry} make ui`.")  # fmt: skip
+    print(
+        f"\nWhole re-tune story: {(time.monotonic() - started) / 60:.1f} min. Browse it with "
+        f"`TUNEGATE_BASE_MODELS={registry} make ui`."
+    )
     return code
 
 

@@ -13,15 +13,21 @@ import dagster as dg
 from pydantic import PrivateAttr
 
 from pipelines.common import tracking
+from pipelines.common.files import atomic_write_text
 from pipelines.config.base import ConfigError
 from pipelines.config.base_models import BaseModelSpec, load_base_models
-from pipelines.config.paths import Layout, default_base_models_file, default_home, default_settings_file, default_sources_file
+from pipelines.config.paths import (
+    REPO_ROOT,
+    Layout,
+    default_base_models_file,
+    default_home,
+    default_settings_file,
+    default_sources_file,
+)
 from pipelines.config.project import Project
 from pipelines.config.settings import Settings, load_settings
 from pipelines.config.sources import SourceSpec, load_sources
 from pipelines.config.training import TrainingSettings
-from pipelines.config.paths import REPO_ROOT
-from pipelines.common.files import atomic_write_text
 
 
 class TunegateResource(dg.ConfigurableResource):
@@ -148,7 +154,10 @@ class PromptfooResource(dg.ConfigurableResource):
 
 PG_URL_ENV = "DAGSTER_PG_URL"
 _GENERATED_MARK = "# written by tunegate ("  # also matches files written before the module moved
-_GENERATED = _GENERATED_MARK + "pipelines/orchestration/resources.py), which rewrites it while this line is here: delete the line to keep your edits\n"
+_GENERATED = (
+    _GENERATED_MARK
+    + "pipelines/orchestration/resources.py), which rewrites it while this line is here: delete the line to keep your edits\n"
+)
 
 
 def instance_yaml() -> str:

@@ -41,7 +41,9 @@ def quantization_config(cfg: dict[str, Any]) -> dict[str, Any]:
     if not cfg.get("load_in_4bit"):
         return {"load_in_4bit": False}
     out = dict(BNB_QUANT_DEFAULTS)
-    out["bnb_4bit_compute_dtype"] = "bfloat16" if cfg.get("bf16") is True else "float16" if cfg.get("fp16") is True else "float32"
+    out["bnb_4bit_compute_dtype"] = (
+        "bfloat16" if cfg.get("bf16") is True else "float16" if cfg.get("fp16") is True else "float32"
+    )
     out.update({k: str(v) for k, v in (cfg.get("bnb_config_kwargs") or {}).items()})
     return out
 

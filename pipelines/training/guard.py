@@ -1,4 +1,4 @@
-""""Did it learn": the guard that refuses an adapter whose validation loss did not fall."""
+""" "Did it learn": the guard that refuses an adapter whose validation loss did not fall."""
 
 from __future__ import annotations
 
@@ -41,12 +41,10 @@ def check_learned(metrics: TrainMetrics, min_drop: float) -> float:
             "tunegate repack workaround, so gradients stopped flowing through the 4-bit layers"
         )
     causes += [
-        "QLoRA on CPU without the AVX512-BF16 workaround (pipelines/cpu_qlora_patch) on the "
-        "subprocess's PYTHONPATH",
+        "QLoRA on CPU without the AVX512-BF16 workaround (pipelines/cpu_qlora_patch) on the subprocess's PYTHONPATH",
         "learning_rate too low or too few steps (num_epochs, micro_batch_size x "
         "gradient_accumulation_steps vs. the training set size)",
-        "nothing to learn: roles_to_train/eot_tokens mask every target token, or the "
-        "assistant turns are empty",
+        "nothing to learn: roles_to_train/eot_tokens mask every target token, or the assistant turns are empty",
         "the validation slice does not match the training distribution",
     ]
     listed = "\n".join(f"  - {c}" for c in causes)

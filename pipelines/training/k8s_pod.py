@@ -43,8 +43,12 @@ class PodLaunch:
 
     def run_kwargs(self) -> dict[str, Any]:
         return {
-            "image": self.image, "command": self.command, "namespace": self.namespace, "env": self.env,
-            "base_pod_spec": self.base_pod_spec, "base_pod_meta": self.base_pod_meta,
+            "image": self.image,
+            "command": self.command,
+            "namespace": self.namespace,
+            "env": self.env,
+            "base_pod_spec": self.base_pod_spec,
+            "base_pod_meta": self.base_pod_meta,
             "delete_pod_on_completion": self.delete_pod_on_completion,
         }
 
@@ -68,8 +72,10 @@ def pod_capabilities(k8s: KubernetesSettings, processes: int) -> tuple[dict, dic
     """Axolotl's ``(capabilities, env_capabilities)`` of the pod, for ``validate_config``."""
     import torch
 
-    return ({**POD_GPU_CAPABILITIES, "n_gpu": max(pod_gpus(k8s, processes), 1)},
-            {"torch_version": str(torch.__version__).split("+", maxsplit=1)[0]})
+    return (
+        {**POD_GPU_CAPABILITIES, "n_gpu": max(pod_gpus(k8s, processes), 1)},
+        {"torch_version": str(torch.__version__).split("+", maxsplit=1)[0]},
+    )
 
 
 def _mount_path(mount: dict[str, Any]) -> str:
@@ -92,8 +98,10 @@ def pod_launch(k8s: KubernetesSettings, *, processes: int, launcher_module: str,
     """What ``PipesK8sClient.run`` gets for one training step."""
     launch_paths_mounted(k8s, paths)
     if "containers" in k8s.pod_spec:
-        raise PodSpecError("training.kubernetes.pod_spec: `containers` is built by tunegate (image, command, "
-                           "resources, volume_mounts); set those keys under training.kubernetes instead")
+        raise PodSpecError(
+            "training.kubernetes.pod_spec: `containers` is built by tunegate (image, command, "
+            "resources, volume_mounts); set those keys under training.kubernetes instead"
+        )
     container: dict[str, Any] = {
         "image_pull_policy": k8s.image_pull_policy,
         "resources": _container_resources(k8s, processes),
@@ -111,8 +119,14 @@ def pod_launch(k8s: KubernetesSettings, *, processes: int, launcher_module: str,
         spec["volumes"] = [dict(v) for v in k8s.volumes]
     if k8s.service_account_name:
         spec["service_account_name"] = k8s.service_account_name
-    meta = {**k8s.pod_meta, "labels": {"app.kubernetes.io/part-of": "tunegate",
-                                         "tunegate/step": "training", **k8s.pod_meta.get("labels", {})}}
+    meta = {
+        **k8s.pod_meta,
+        "labels": {
+            "app.kubernetes.io/part-of": "tunegate",
+            "tunegate/step": "training",
+            **k8s.pod_meta.get("labels", {}),
+        },
+    }
     return PodLaunch(
         image=k8s.image,
         command=[k8s.python, "-m", launcher_module],

@@ -34,13 +34,17 @@ SUBPROCESS_ENV = {
 _STRIPPED_ENV_PREFIXES = ("ACCELERATE_USE_",)
 
 
-def launch_env(base: dict[str, str] | os._Environ, *, cpu_qlora_patch: bool, extra: dict[str, str] | None = None) -> dict[str, str]:
+def launch_env(
+    base: dict[str, str] | os._Environ, *, cpu_qlora_patch: bool, extra: dict[str, str] | None = None
+) -> dict[str, str]:
     """The training subprocess's environment: inherited, minus ACCELERATE_USE_*, plus the
     offline/no-telemetry variables and (QLoRA on CPU) the AVX512-BF16 workaround. This
     interpreter's ``bin`` goes first on PATH: Axolotl starts ``torchrun`` / ``accelerate`` by name."""
     env = {k: v for k, v in base.items() if not k.startswith(_STRIPPED_ENV_PREFIXES)}
     env.update(SUBPROCESS_ENV)
-    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), *[p for p in env.get("PATH", "").split(os.pathsep) if p]])
+    env["PATH"] = os.pathsep.join(
+        [str(Path(sys.executable).parent), *[p for p in env.get("PATH", "").split(os.pathsep) if p]]
+    )
     for key, value in (extra or {}).items():
         if key.startswith(_STRIPPED_ENV_PREFIXES):
             raise ValueError(f"refusing to set {key}: Axolotl drops its device map when it is set")
@@ -72,8 +76,9 @@ def launcher_args(launcher: str, processes: int, *, cuda: bool) -> list[str]:
     return []
 
 
-def launch_command(config_path: Path, executable: str = "", *, launcher: str = "python", processes: int = 1,
-                   cuda: bool = False) -> list[str]:
+def launch_command(
+    config_path: Path, executable: str = "", *, launcher: str = "python", processes: int = 1, cuda: bool = False
+) -> list[str]:
     """``axolotl train <yaml> --launcher <launcher> [-- <launcher args>]``: the same YAML runs
     on one process or data-parallel on N."""
     check_launch(launcher, processes, cuda=cuda)
@@ -92,7 +97,8 @@ def newest_checkpoint(output_dir: Path) -> Path | None:
     if not output_dir.is_dir():
         return None
     candidates = [
-        p for p in output_dir.iterdir()
+        p
+        for p in output_dir.iterdir()
         if p.is_dir() and _checkpoint_step(p) >= 0 and (p / "trainer_state.json").is_file()
     ]
     return max(candidates, key=_checkpoint_step, default=None)

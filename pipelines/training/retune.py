@@ -11,7 +11,7 @@ because its effect on the fingerprint is unknown until the data is rebuilt.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from pipelines.common.hashing import sha256_text
@@ -85,13 +85,11 @@ def what_changed(
     if current.data_fingerprint is None:
         reasons.append("train/eval files are missing: the data must be rebuilt")
     elif recorded.data_fingerprint and current.data_fingerprint != recorded.data_fingerprint:
-        reasons.append(
-            f"data fingerprint changed: {recorded.data_fingerprint[:12]} -> {current.data_fingerprint[:12]}"
-        )
+        reasons.append(f"data fingerprint changed: {recorded.data_fingerprint[:12]} -> {current.data_fingerprint[:12]}")
     if sources_modified_at is not None and (
         recorded.data_built_at is None or sources_modified_at > recorded.data_built_at
     ):
-        when = datetime.fromtimestamp(sources_modified_at, timezone.utc).isoformat(timespec="seconds")
+        when = datetime.fromtimestamp(sources_modified_at, UTC).isoformat(timespec="seconds")
         reasons.append(f"{newest_source or 'a source file'} was modified ({when}) after the data was last built")
     return reasons
 

@@ -65,8 +65,7 @@ METRICS_FILE_KEY = "tunegate_metrics_file"  # the plugin's config key (MetricsLo
 
 # Keys tunegate fills per run; excluded from the config hash (machine paths) and rejected in
 # templates/overrides (setting them there would silently point a run at the wrong files).
-RUN_SPECIFIC_KEYS = ("base_model", "output_dir", "dataset_prepared_path", "resume_from_checkpoint",
-                     METRICS_FILE_KEY)
+RUN_SPECIFIC_KEYS = ("base_model", "output_dir", "dataset_prepared_path", "resume_from_checkpoint", METRICS_FILE_KEY)
 
 
 class AxolotlConfigError(ValueError):
@@ -112,8 +111,7 @@ def _reject_run_keys(layer: dict[str, Any], where: str) -> None:
     for key in RUN_SPECIFIC_KEYS:
         if key in layer:
             raise AxolotlConfigError(
-                f"{where}: `{key}` is set per run by tunegate (it keys caches and output dirs); "
-                "remove it"
+                f"{where}: `{key}` is set per run by tunegate (it keys caches and output dirs); remove it"
             )
 
 
@@ -257,7 +255,7 @@ def plan_run(
     base_cfg = training_config(spec, settings, cuda=cuda, template_dir=template_dir)
     if METRICS_PLUGIN not in (base_cfg.get("plugins") or []):
         raise AxolotlConfigError(
-            f"merged config: `plugins` must include {METRICS_PLUGIN}: the \"did it learn\" guard reads "
+            f'merged config: `plugins` must include {METRICS_PLUGIN}: the "did it learn" guard reads '
             f"the metrics it records (plugins now: {base_cfg.get('plugins') or []})"
         )
     check_launch(settings.launcher, settings.processes, cuda=cuda)

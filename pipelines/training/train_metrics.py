@@ -5,9 +5,10 @@ guard judges the run's real last eval. Stdout is only scanned for the bitsandbyt
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any
 
 from pipelines.common.jsonl import read_jsonl
 from pipelines.training.run_plan import LOG_FILE, METRICS_FILE, METRICS_PLUGIN
@@ -54,9 +55,13 @@ class TrainMetrics:
         for kind, step in sorted(latest):
             by_kind.setdefault(kind, []).append(latest[kind, step])
         summaries = by_kind.get("summary", [])
-        return cls(train=by_kind.get("train", []), evals=by_kind.get("eval", []),
-                   summary=dict(summaries[-1]) if summaries else {}, begins=by_kind.get("begin", []),
-                   avx512_warning=avx512_warning)
+        return cls(
+            train=by_kind.get("train", []),
+            evals=by_kind.get("eval", []),
+            summary=dict(summaries[-1]) if summaries else {},
+            begins=by_kind.get("begin", []),
+            avx512_warning=avx512_warning,
+        )
 
     @property
     def final_step(self) -> int | None:

@@ -43,8 +43,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "set-champion":
         found = set_champion(store, task, args.version)
         export(store, Layout(home).registry_file)
-        print(f"{task}: `{CHAMPION}` -> version {found.version} "
-              f"({found.partition}, artefact {found.artefact['id'][:16]})")
+        print(
+            f"{task}: `{CHAMPION}` -> version {found.version} ({found.partition}, artefact {found.artefact['id'][:16]})"
+        )
     else:
         found = champion(store, task)
         print(json.dumps(found.to_dict() if found else None, indent=2, default=str))

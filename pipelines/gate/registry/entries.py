@@ -4,7 +4,7 @@ re-score the artefact, and why it won: ``entry.json``), and its MLflow tags."""
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from pipelines.common import tracking
@@ -89,13 +89,14 @@ class RegistryEntry:
         }
 
 
-def entry(task: str, partition: str, artefact: dict, base_model: BaseModelInfo, adapter: AdapterRecord,
-          record: DecisionRecord) -> RegistryEntry:  # fmt: skip
+def entry(
+    task: str, partition: str, artefact: dict, base_model: BaseModelInfo, adapter: AdapterRecord, record: DecisionRecord
+) -> RegistryEntry:
     """Everything needed to serve, reproduce or re-score the promoted model, and why it won."""
     return RegistryEntry(
         task=task,
         partition=partition,
-        promoted_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        promoted_at=datetime.now(UTC).isoformat(timespec="seconds"),
         artefact=artefact,
         model_dir=artefact["path"],
         base_model={k: getattr(base_model, k) for k in ("name", "path", "source", "weights_sha256", "released")},
@@ -116,9 +117,15 @@ def entry(task: str, partition: str, artefact: dict, base_model: BaseModelInfo, 
 def version_tags(new: RegistryEntry) -> dict[str, str]:
     """What a reviewer filters and reads on the model version page (the rest is in entry.json)."""
     return tracking.tags(
-        partition=new.partition, artefact_id=new.artefact["id"], base_model=new.base_model.get("name"),
-        data_fingerprint=new.data_fingerprint, eval_fingerprint=new.suite_fingerprint,
-        config_hash=new.config_hash, tuned_pass_rate=new.scores.tuned.pass_rate,
-        baseline_pass_rate=new.scores.baseline.pass_rate, p_value=new.p_value,
-        decision_run=new.decision_run_id, training_run=new.training_run_id,
-    )  # fmt: skip
+        partition=new.partition,
+        artefact_id=new.artefact["id"],
+        base_model=new.base_model.get("name"),
+        data_fingerprint=new.data_fingerprint,
+        eval_fingerprint=new.suite_fingerprint,
+        config_hash=new.config_hash,
+        tuned_pass_rate=new.scores.tuned.pass_rate,
+        baseline_pass_rate=new.scores.baseline.pass_rate,
+        p_value=new.p_value,
+        decision_run=new.decision_run_id,
+        training_run=new.training_run_id,
+    )

@@ -3,7 +3,7 @@ the registry is the truth."""
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +21,7 @@ def export(store: tracking.Store, path: Path) -> Path:
     models = [m for m in client.search_registered_models() if f"{tracking.TAG}task" in (m.tags or {})]
     doc: dict[str, Any] = {
         "version": EXPORT_VERSION,
-        "exported_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "exported_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "note": "derived from the MLflow registry: move the `champion` alias to change it",
         "champions": {},
         "versions": {},
@@ -35,10 +35,15 @@ def export(store: tracking.Store, path: Path) -> Path:
             aliases.setdefault(int(number), []).append(alias)
         versions = client.search_model_versions(f"name='{model.name}'")
         doc["versions"][model.name] = [
-            {"version": int(v.version), "aliases": sorted(aliases.get(int(v.version), [])), "source": v.source,
-             "run_id": v.run_id, "tags": dict(v.tags or {})}
+            {
+                "version": int(v.version),
+                "aliases": sorted(aliases.get(int(v.version), [])),
+                "source": v.source,
+                "run_id": v.run_id,
+                "tags": dict(v.tags or {}),
+            }
             for v in sorted(versions, key=lambda v: int(v.version))
-        ]  # fmt: skip
+        ]
     path = Path(path)
     atomic_write_json(path, doc)
     path.chmod(0o444)

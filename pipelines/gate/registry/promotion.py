@@ -43,8 +43,9 @@ def _ensure_model(client, task: str) -> None:
     if registered(client, task) is not None:
         return
     try:
-        client.create_registered_model(task, tags=tracking.tags(task=task),
-                                       description=f"tunegate champions of the task {task!r}")  # fmt: skip
+        client.create_registered_model(
+            task, tags=tracking.tags(task=task), description=f"tunegate champions of the task {task!r}"
+        )
     except MlflowException as exc:
         if code(exc) != "RESOURCE_ALREADY_EXISTS":  # a concurrent promotion created it
             raise
@@ -81,8 +82,9 @@ def promote(store: tracking.Store, new: RegistryEntry, base_model: BaseModelInfo
         version, created = _version_of(client, task, new.artefact["id"]), False
         if version is None:
             source = _log_files(client, new, base_model)
-            version = client.create_model_version(task, source, run_id=new.decision_run_id,
-                                                  tags=version_tags(new), description=new.reason)  # fmt: skip
+            version = client.create_model_version(
+                task, source, run_id=new.decision_run_id, tags=version_tags(new), description=new.reason
+            )
             created = True
         number = str(version.version)
         try:
@@ -102,8 +104,10 @@ def _undo(client, task: str, number: str, created: bool, cause: Exception) -> st
             client.delete_model_version(task, number)
             return f"{head}; version {number} was removed, the champion is unchanged (version {current})"
     except Exception as exc:  # the store is unreachable: leave the version, the retry reuses it
-        return (f"{head}; the store did not answer the clean-up ({exc}): the champion is unchanged, version "
-                f"{number} stays unaliased and a retry promotes it")  # fmt: skip
+        return (
+            f"{head}; the store did not answer the clean-up ({exc}): the champion is unchanged, version "
+            f"{number} stays unaliased and a retry promotes it"
+        )
     return f"{head}; the champion is unchanged (version {current})"
 
 

@@ -85,12 +85,14 @@ def champion_model_dir(store: tracking.Store, entry: RegistryEntry, cache_dir: P
         target.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=".download-", dir=target.parent))
         try:
-            got = mlflow.artifacts.download_artifacts(artifact_uri=entry.source, dst_path=str(staging),
-                                                      tracking_uri=store.uri)  # fmt: skip
+            got = mlflow.artifacts.download_artifacts(
+                artifact_uri=entry.source, dst_path=str(staging), tracking_uri=store.uri
+            )
             os.replace(got, target)
         except Exception as exc:  # any MLflow/IO failure: the champion is not available
-            raise FileNotFoundError(f"{local_problem}; its registered files {entry.source} "
-                                    f"could not be downloaded ({exc})") from exc  # fmt: skip
+            raise FileNotFoundError(
+                f"{local_problem}; its registered files {entry.source} could not be downloaded ({exc})"
+            ) from exc
         finally:
             shutil.rmtree(staging, ignore_errors=True)
     artefacts.verify(expected, target)

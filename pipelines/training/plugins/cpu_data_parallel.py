@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import logging
-
 import os
 from typing import Any
 
@@ -12,7 +11,6 @@ import torch
 from axolotl.integrations.base import BasePlugin
 
 LOG = logging.getLogger("axolotl.integrations.tunegate")  # under "axolotl": its log setup shows it
-
 
 
 class CpuDataParallelPlugin(BasePlugin):
@@ -45,8 +43,10 @@ class CpuDataParallelPlugin(BasePlugin):
 
         os.environ["ACCELERATE_USE_CPU"] = "true"
         state = PartialState(cpu=True)
-        LOG.info(f"tunegate: CPU data parallel, {state.distributed_type} over {state.backend}, "
-                 f"rank {state.process_index} of {state.num_processes}")
+        LOG.info(
+            f"tunegate: CPU data parallel, {state.distributed_type} over {state.backend}, "
+            f"rank {state.process_index} of {state.num_processes}"
+        )
 
     def pre_model_load(self, cfg: Any) -> None:
         if not self._applies() or not isinstance(cfg.device_map, dict):

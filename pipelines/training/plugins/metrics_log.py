@@ -3,9 +3,8 @@
 
 from __future__ import annotations
 
-import logging
-
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
