@@ -82,17 +82,17 @@ def test_two_cpu_processes_train_like_one(tmp_path, tiny_registry):
     single = _train(tmp_path, tiny_registry, "single", {"launcher": "python", "processes": 1}, accumulation=2)
     ddp = _train(tmp_path, tiny_registry, "ddp", {"launcher": "torchrun", "processes": 2}, accumulation=1)
 
-    log = (Path(ddp["run_dir"]) / run_plan.LOG_FILE).read_text()
+    log = (Path(ddp.run_dir) / run_plan.LOG_FILE).read_text()
     assert "--launcher torchrun -- --standalone --nproc_per_node 2" in log
     assert "DistributedType.MULTI_CPU over gloo, rank 1 of 2" in log  # really two ranks, one process group
-    config = yaml.safe_load((Path(ddp["run_dir"]) / run_plan.CONFIG_FILE).read_text())
+    config = yaml.safe_load((Path(ddp.run_dir) / run_plan.CONFIG_FILE).read_text())
     assert run_plan.CPU_DDP_PLUGIN in config["plugins"] and config["load_in_4bit"] is True  # QLoRA + DDP on CPU
 
     runs = {}
     for label, record in (("single", single), ("ddp", ddp)):
-        records = list(read_jsonl(Path(record["run_dir"]) / run_plan.METRICS_FILE))
+        records = list(read_jsonl(Path(record.run_dir) / run_plan.METRICS_FILE))
         assert sum(r["kind"] == "begin" for r in records) == 1  # rank 0 alone writes the metrics
-        runs[label] = train_metrics.read_metrics(Path(record["run_dir"]))
+        runs[label] = train_metrics.read_metrics(Path(record.run_dir))
     single_steps = {r["step"]: r["loss"] for r in runs["single"].train}
     ddp_steps = {r["step"]: r["loss"] for r in runs["ddp"].train}
     assert sorted(single_steps) == sorted(ddp_steps) == list(range(1, 13))  # 48 rows / 8 a step, 2 epochs
@@ -101,14 +101,14 @@ def test_two_cpu_processes_train_like_one(tmp_path, tiny_registry):
     gaps = {step: abs(ddp_steps[step] - single_steps[step]) for step in single_steps}
     assert max(gaps.values()) <= STEP_LOSS_ABS_TOL, gaps
 
-    assert ddp["eval_loss_first"] == pytest.approx(single["eval_loss_first"], rel=1e-3)
-    assert ddp["eval_loss_last"] == pytest.approx(single["eval_loss_last"], rel=FINAL_EVAL_REL_TOL)
-    single_drop = single["eval_loss_first"] - single["eval_loss_last"]
-    ddp_drop = ddp["eval_loss_first"] - ddp["eval_loss_last"]
+    assert ddp.eval_loss_first == pytest.approx(single.eval_loss_first, rel=1e-3)
+    assert ddp.eval_loss_last == pytest.approx(single.eval_loss_last, rel=FINAL_EVAL_REL_TOL)
+    single_drop = single.eval_loss_first - single.eval_loss_last
+    ddp_drop = ddp.eval_loss_first - ddp.eval_loss_last
     assert single_drop > 0.1 and ddp_drop > 0.1  # both learned
     assert abs(ddp_drop - single_drop) / single_drop <= DROP_REL_TOL
     print(
-        f"\nsingle: eval {single['eval_loss_first']:.4f} -> {single['eval_loss_last']:.4f}; "
-        f"ddp: eval {ddp['eval_loss_first']:.4f} -> {ddp['eval_loss_last']:.4f}; "
+        f"\nsingle: eval {single.eval_loss_first:.4f} -> {single.eval_loss_last:.4f}; "
+        f"ddp: eval {ddp.eval_loss_first:.4f} -> {ddp.eval_loss_last:.4f}; "
         f"largest step gap {max(gaps.values()):.4f} at step {max(gaps, key=gaps.get)}"
     )
