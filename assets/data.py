@@ -10,6 +10,7 @@ source. Thin shells over ``pipelines.data``: they read and write the files under
 assets are built by factories from the source list (tests build them for their own sources)."""
 
 from collections import Counter
+from pathlib import Path
 
 import dagster as dg
 
@@ -44,6 +45,20 @@ def quarantine_preview(rows: list[dict], limit: int = 10) -> str:
     )
 
 
+def _quarantine_metadata(
+    result: rejects.IngestResult, quarantine_path: Path, **next_to_rate: dg.MetadataValue
+) -> dict[str, dg.MetadataValue]:
+    """A source's quarantine as its asset and its ``reject_rate`` check show it: the rate (then
+    ``next_to_rate``: the asset's output file, the check's limit), the file, the reasons, the first rows."""
+    return {
+        "reject_rate": dg.MetadataValue.float(result.reject_rate),
+        **next_to_rate,
+        "quarantine_path": dg.MetadataValue.path(str(quarantine_path)),
+        "reasons": dg.MetadataValue.md(markdown_table(["reason", "rows"], result.reasons.most_common())),
+        "quarantine_preview": dg.MetadataValue.md(quarantine_preview(result.quarantined)),
+    }
+
+
 def build_source_asset(spec: SourceSpec) -> dg.AssetsDefinition:
     where = spec.function if spec.kind == "python" else spec.path
 
@@ -69,7 +84,6 @@ def build_source_asset(spec: SourceSpec) -> dg.AssetsDefinition:
         path, quarantine_path = layout.raw_file(spec.name), layout.source_quarantine_file(spec.name)
         write_jsonl(path, result.records)
         write_jsonl(quarantine_path, result.quarantined)
-        reasons = markdown_table(["reason", "rows"], result.reasons.most_common())
         warning = None
         if spec.allow_empty:  # an empty source is this asset's warning; otherwise its `not_empty` check fails
             warning = quality.check_not_empty(result, spec)
@@ -93,11 +107,7 @@ def build_source_asset(spec: SourceSpec) -> dg.AssetsDefinition:
                 "rows_in": result.rows_in,
                 "rows_kept": len(result.records),
                 "rows_quarantined": len(result.quarantined),
-                "reject_rate": dg.MetadataValue.float(len(result.quarantined) / max(1, result.rows_in)),
-                "jsonl_path": dg.MetadataValue.path(str(path)),
-                "quarantine_path": dg.MetadataValue.path(str(quarantine_path)),
-                "reasons": dg.MetadataValue.md(reasons),
-                "quarantine_preview": dg.MetadataValue.md(quarantine_preview(result.quarantined)),
+                **_quarantine_metadata(result, quarantine_path, jsonl_path=dg.MetadataValue.path(str(path))),
                 **({"empty_warning": dg.MetadataValue.text(warning)} if warning else {}),
             },
         )
@@ -120,12 +130,10 @@ def build_source_checks(spec: SourceSpec) -> list[dg.AssetChecksDefinition]:
     before any downstream asset reads the source, and names the file and the fix."""
     key = dg.AssetKey([KEY_PREFIX, spec.name])
 
-    @dg.asset_check(
-        asset=key,
-        name="not_empty",
-        blocking=True,
-        description="The source yielded rows (allow_empty: true turns an empty source into a warning).",
-    )
+    def blocking_check(name: str, description: str):
+        return dg.asset_check(asset=key, name=name, blocking=True, description=description)
+
+    @blocking_check("not_empty", "The source yielded rows (allow_empty: true turns an empty source into a warning).")
     def not_empty(tunegate: TunegateResource) -> dg.AssetCheckResult:
         result = _ingested(spec, tunegate.layout)
         try:
@@ -136,23 +144,12 @@ def build_source_checks(spec: SourceSpec) -> list[dg.AssetChecksDefinition]:
             )
         return dg.AssetCheckResult(passed=True, description=warning, metadata={"rows_in": result.rows_in})
 
-    @dg.asset_check(
-        asset=key,
-        name="reject_rate",
-        blocking=True,
-        description="At most tunegate.yaml validation.max_reject_rate of the rows are quarantined.",
-    )
+    @blocking_check("reject_rate", "At most tunegate.yaml validation.max_reject_rate of the rows are quarantined.")
     def reject_rate(tunegate: TunegateResource) -> dg.AssetCheckResult:
         layout, limit = tunegate.layout, tunegate.settings().validation.max_reject_rate
         result = _ingested(spec, layout)
         quarantine_path = layout.source_quarantine_file(spec.name)
-        metadata = {
-            "reject_rate": dg.MetadataValue.float(len(result.quarantined) / max(1, result.rows_in)),
-            "max_reject_rate": dg.MetadataValue.float(limit),
-            "quarantine_path": dg.MetadataValue.path(str(quarantine_path)),
-            "reasons": dg.MetadataValue.md(markdown_table(["reason", "rows"], result.reasons.most_common())),
-            "quarantine_preview": dg.MetadataValue.md(quarantine_preview(result.quarantined)),
-        }
+        metadata = _quarantine_metadata(result, quarantine_path, max_reject_rate=dg.MetadataValue.float(limit))
         try:
             quality.check_reject_rate(result, spec, limit, quarantine_path)
         except rejects.SourceError as exc:
@@ -293,27 +290,24 @@ def deduped_pairs(
         ["source", "rows in", "exact dropped", "near dropped", "of which conflicts", "rows out"],
         ([s, v["rows_in"], v["exact"], v["near"], v["conflicts"], v["rows_out"]] for s, v in per_source.items()),
     )
+    totals = {  # in the value and in the UI
+        "rows_in": len(records),
+        "rows_out": len(result.kept),
+        "exact_duplicates": result.exact_duplicates,
+        "near_duplicates": result.near_duplicates,
+        "conflicts": len(result.conflicts),
+        "exact_conflicts": exact_conflicts,
+        "near_conflicts": near_conflicts,
+    }
     return dg.MaterializeResult(
         value={
             "path": str(layout.deduped_file),
-            "rows_in": len(records),
-            "rows_out": len(result.kept),
-            "exact_duplicates": result.exact_duplicates,
-            "near_duplicates": result.near_duplicates,
-            "conflicts": len(result.conflicts),
-            "exact_conflicts": exact_conflicts,
-            "near_conflicts": near_conflicts,
+            **totals,
             "per_source": per_source,
             "audit_path": str(layout.dedup_audit_file),
         },
         metadata={
-            "rows_in": len(records),
-            "rows_out": len(result.kept),
-            "exact_duplicates": result.exact_duplicates,
-            "near_duplicates": result.near_duplicates,
-            "conflicts": len(result.conflicts),
-            "exact_conflicts": exact_conflicts,
-            "near_conflicts": near_conflicts,
+            **totals,
             "counts": dg.MetadataValue.md(counts),
             "dropped_per_source": dg.MetadataValue.md(per_source_table),
             "near_threshold": dg.MetadataValue.float(settings.near_threshold),

@@ -229,9 +229,17 @@ def build_prompt_ladder(ladder: tuple[RungSettings, ...]) -> dg.AssetsDefinition
 prompt_ladder = build_prompt_ladder(DEFAULT_LADDER)  # the schema's default ladder; the code location passes its own
 
 
-def _tuned_contender(tuned_model: TunedModel) -> tuple[ModelSpec, Contender]:
-    model = ModelSpec(base_dir=tuned_model.path, chat_template=tuned_model.chat_template)
-    return model, Contender("tuned", tuned_model.artefact, recipes.Recipe("as_trained"))
+def _tuned_model_spec(tuned_model: TunedModel) -> ModelSpec:
+    return ModelSpec(base_dir=tuned_model.path, chat_template=tuned_model.chat_template)
+
+
+def score_as_trained(
+    context, tunegate, promptfoo, name: str, eval_set: SplitFile, model: ModelSpec, artefact: dict
+) -> ScoreCard:
+    """The card of a trained model (``model``, shipped as ``artefact``) on the held-out cases,
+    prompted exactly as in training: the tuned model here, the re-scored champion in ``assets.gate``."""
+    contender = Contender(name, artefact, recipes.Recipe("as_trained"))
+    return run_scoring(context, tunegate, promptfoo, name, task_suite(tunegate, eval_set), [contender], model)[name]
 
 
 @dg.asset(
@@ -258,10 +266,9 @@ def tuned_scores(
                 "training data; rematerialise qlora_adapter"
             )
         )
-    model, contender = _tuned_contender(tuned_model)
-    card = run_scoring(context, tunegate, promptfoo, "tuned", task_suite(tunegate, eval_set), [contender], model)[
-        "tuned"
-    ]
+    card = score_as_trained(
+        context, tunegate, promptfoo, "tuned", eval_set, _tuned_model_spec(tuned_model), tuned_model.artefact
+    )
     log_card(context, "tuned", card)
     return dg.MaterializeResult(value=card, metadata=to_dagster(card.metadata()))
 
@@ -322,8 +329,7 @@ def base_as_trained_general_scores(
 def tuned_general_scores(
     context: dg.AssetExecutionContext, tunegate: TunegateResource, promptfoo: PromptfooResource, tuned_model: TunedModel
 ) -> dg.MaterializeResult:
-    model, contender = _tuned_contender(tuned_model)
-    return _general(context, tunegate, promptfoo, "tuned", model, contender.artefact)
+    return _general(context, tunegate, promptfoo, "tuned", _tuned_model_spec(tuned_model), tuned_model.artefact)
 
 
 def build_assets(project: Project) -> list[dg.AssetsDefinition]:

@@ -13,19 +13,13 @@ from pathlib import Path
 
 import dagster as dg
 
-from assets.evaluation import (
-    experiment,
-    run_scoring,
-    task_spec,
-    task_suite,
-)
+from assets.evaluation import experiment, score_as_trained, task_spec
 from assets.metadata import to_dagster
 from pipelines.common import tracking
 from pipelines.common.metadata import PathValue
 from pipelines.config.project import Project
 from pipelines.data.split import SplitFile
-from pipelines.evaluation import recipes
-from pipelines.evaluation.scorecard import Contender, ScoreCard
+from pipelines.evaluation.scorecard import ScoreCard
 from pipelines.gate import bases, cost, registry
 from pipelines.gate.decision import ChampionInput, IncomparableCards, decide
 from pipelines.gate.ladder import Ladder
@@ -58,10 +52,7 @@ def _champion(context, tunegate, promptfoo, eval_set: SplitFile, tuned_model: Tu
     except (FileNotFoundError, ValueError) as exc:
         return ChampionInput("missing", entry, why=f"{entry.partition} at {entry.model_dir}: {exc}")
     model = ModelSpec(base_dir=str(model_dir), chat_template=entry.artefact["chat_template"])
-    contender = Contender("champion", entry.artefact, recipes.Recipe("as_trained"))
-    card = run_scoring(context, tunegate, promptfoo, "champion", task_suite(tunegate, eval_set), [contender], model)[
-        "champion"
-    ]
+    card = score_as_trained(context, tunegate, promptfoo, "champion", eval_set, model, entry.artefact)
     return ChampionInput("scored", entry, card)
 
 

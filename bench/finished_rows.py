@@ -25,7 +25,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.prefix_cache import generation_parser, load_default_model  # noqa: E402
-from bench.train_overhead import DEFAULT_MODEL  # noqa: E402
+from bench.shipped import DEFAULT_MODEL  # noqa: E402
 from pipelines.config.paths import REPO_ROOT  # noqa: E402
 from pipelines.models import attention_patch, decoding, loading, prefix_cache
 

@@ -24,14 +24,12 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from train_overhead import DEFAULT_MODEL, converted_model_dir, default_data, registry_spec  # noqa: E402
-
-from pipelines.common.files import tail
-from pipelines.config.paths import REPO_ROOT, Layout, default_home
-from pipelines.config.training import TrainingSettings
-from pipelines.training import axolotl_schema, launch, run_plan, train_metrics
+from bench.shipped import DEFAULT_MODEL, converted_model_dir, default_data, plan_bench_run  # noqa: E402
+from pipelines.common.files import tail  # noqa: E402
+from pipelines.config.paths import REPO_ROOT, Layout, default_home  # noqa: E402
+from pipelines.config.training import TrainingSettings  # noqa: E402
+from pipelines.training import launch, run_plan, train_metrics  # noqa: E402
 
 
 def _gpu_memory_mib() -> list[int]:
@@ -68,26 +66,13 @@ def plan_check(steps: int, processes: int) -> run_plan.RunPlan:
         overrides={"max_steps": steps, "eval_strategy": "no", "save_strategy": "no", "saves_per_epoch": None},
     )
     model_dir = converted_model_dir(DEFAULT_MODEL)
-    spec = registry_spec(DEFAULT_MODEL).model_copy(update={"source": str(model_dir)})
-    train = default_data()
     validation = Layout(default_home()).validation_file
     if not validation.is_file():
         validation = REPO_ROOT / "tests" / "fixtures" / "chat_eval.jsonl"
     work = Path(tempfile.mkdtemp(prefix="tunegate-gpu-check-"))
-    plan = run_plan.plan_run(
-        Layout(work),
-        spec,
-        settings,
-        base_model_dir=model_dir,
-        base_model_sha256="gpu-check",
-        train_path=train,
-        validation_path=validation,
-        data_fingerprint="gpu-check",
-        cuda=True,
+    return plan_bench_run(
+        work, DEFAULT_MODEL, model_dir, settings, default_data(), validation, cuda=True, label="gpu-check"
     )
-    axolotl_schema.validate_config(plan.config)
-    run_plan.write_config(plan)
-    return plan
 
 
 def main() -> int:

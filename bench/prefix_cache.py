@@ -28,7 +28,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.train_overhead import DEFAULT_MODEL, converted_model_dir  # noqa: E402
+from bench.shipped import DEFAULT_MODEL, converted_model_dir  # noqa: E402
 from pipelines.config.paths import REPO_ROOT  # noqa: E402
 from pipelines.models import decoding, loading, prefix_cache
 

@@ -30,56 +30,22 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.shipped import (  # noqa: E402
+    DEFAULT_MODEL,
+    converted_model_dir,
+    default_data,
+    plan_bench_run,
+    shipped_batch,
+    shipped_lora,
+    shipped_quantization,
+)
 from pipelines.common.jsonl import read_jsonl  # noqa: E402
-from pipelines.config.base_models import BaseModelSpec, load_base_models
-from pipelines.config.paths import REPO_ROOT, Layout, default_base_models_file, default_home
+from pipelines.config.paths import REPO_ROOT
 from pipelines.config.training import TrainingSettings
-from pipelines.models import materialize
-from pipelines.training import adapter, axolotl_schema, launch, run_plan, train_metrics
+from pipelines.training import launch, train_metrics
 
 WARMUP_STEPS = 2
-DEFAULT_MODEL = "smollm2-135m-instruct"
-
-
-def registry_spec(name: str = DEFAULT_MODEL) -> BaseModelSpec:
-    specs = {s.name: s for s in load_base_models(default_base_models_file())}
-    return specs[name]
-
-
-def shipped_config(name: str = DEFAULT_MODEL) -> dict:
-    """The merged CPU training config of a registry entry (without the run's paths)."""
-    return run_plan.training_config(registry_spec(name), TrainingSettings(), cuda=False)
-
-
-def shipped_batch() -> tuple[int, int]:
-    """(micro_batch_size, gradient_accumulation_steps) of the shipped CPU training config."""
-    cfg = shipped_config()
-    return cfg["micro_batch_size"], cfg.get("gradient_accumulation_steps") or 1
-
-
 BATCH = math.prod(shipped_batch())  # examples per optimizer step
-
-
-def shipped_quantization(cfg: dict):
-    """The BitsAndBytesConfig our launch loads the base with for ``cfg`` (Axolotl's QLoRA
-    defaults, compute dtype from the config: ``pipelines.training.adapter.quantization_config``)."""
-    import torch
-    from transformers import BitsAndBytesConfig
-
-    kwargs = adapter.quantization_config(cfg)
-    return BitsAndBytesConfig(
-        **{k: getattr(torch, v) if k.endswith(("_dtype", "_storage")) else v for k, v in kwargs.items()}
-    )
-
-
-def default_data() -> Path:
-    demo = Layout(default_home()).train_file
-    return demo if demo.is_file() else REPO_ROOT / "tests" / "fixtures" / "chat_train.jsonl"
-
-
-def converted_model_dir(name: str) -> Path:
-    spec = registry_spec(name)
-    return materialize.materialize(spec, Layout(default_home()).model_cache_dir(spec.slug))
 
 
 def _steady_rate(points: list[tuple[int, float]]) -> float:
@@ -104,7 +70,6 @@ def _mean_tokens(model_dir: Path, rows: list[dict]) -> float:
 def run_ours(name: str, model_dir: Path, train: Path, eval_: Path, steps: int, work: Path) -> dict:
     """Our launch, as the asset does it (minus Dagster): generated YAML, clean env, patch,
     ``axolotl train --launcher python``. Evals and checkpoints off: throughput only."""
-    spec = registry_spec(name).model_copy(update={"source": str(model_dir)})
     overrides = {
         "max_steps": steps,
         "eval_strategy": "no",
@@ -112,19 +77,9 @@ def run_ours(name: str, model_dir: Path, train: Path, eval_: Path, steps: int, w
         "save_strategy": "no",
         "num_epochs": 1,
     }
-    plan = run_plan.plan_run(
-        Layout(work),
-        spec,
-        TrainingSettings(overrides=overrides),
-        base_model_dir=model_dir,
-        base_model_sha256="bench",
-        train_path=train,
-        validation_path=eval_,
-        data_fingerprint="bench",
-        cuda=False,
+    plan = plan_bench_run(
+        work, name, model_dir, TrainingSettings(overrides=overrides), train, eval_, cuda=False, label="bench"
     )
-    axolotl_schema.validate_config(plan.config)
-    run_plan.write_config(plan)
     env = launch.launch_env(os.environ, cpu_qlora_patch=plan.needs_cpu_qlora_patch)
     started = time.perf_counter()
     out = subprocess.run(launch.launch_command(plan.config_path), env=env, capture_output=True, text=True)
@@ -143,7 +98,6 @@ def run_direct(model_dir: Path, train_rows: list[dict], steps: int, work: Path, 
     started = time.perf_counter()
     import torch
     from datasets import Dataset
-    from peft import LoraConfig
     from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
     from trl import SFTConfig, SFTTrainer
 
@@ -182,14 +136,7 @@ def run_direct(model_dir: Path, train_rows: list[dict], steps: int, work: Path, 
         seed=42,
         dataset_num_proc=1,
     )
-    lora = LoraConfig(
-        r=cfg["lora_r"],
-        lora_alpha=cfg["lora_alpha"],
-        lora_dropout=cfg["lora_dropout"],
-        target_modules=cfg["lora_target_modules"],
-        layers_to_transform=cfg.get("peft_layers_to_transform"),
-        task_type="CAUSAL_LM",
-    )
+    lora = shipped_lora(cfg)
     points: list[tuple[int, float]] = []
 
     class Clock(TrainerCallback):

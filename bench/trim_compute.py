@@ -26,11 +26,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.train_overhead import (  # noqa: E402
+from bench.shipped import (  # noqa: E402
     DEFAULT_MODEL,
     converted_model_dir,
     default_data,
     shipped_config,
+    shipped_lora,
     shipped_quantization,
 )
 from pipelines.common.jsonl import read_jsonl  # noqa: E402
@@ -75,7 +76,7 @@ def main() -> None:
     args = parser.parse_args()
 
     import torch
-    from peft import LoraConfig, get_peft_model
+    from peft import get_peft_model
     from transformers import AutoModelForCausalLM
 
     cfg = shipped_config(args.model)
@@ -88,17 +89,7 @@ def main() -> None:
     plain_forward = base.forward
     trim_compute.keep_logits_at_labels(base)
     label_forward = base.forward
-    model = get_peft_model(
-        base,
-        LoraConfig(
-            r=cfg["lora_r"],
-            lora_alpha=cfg["lora_alpha"],
-            lora_dropout=cfg["lora_dropout"],
-            target_modules=cfg["lora_target_modules"],
-            layers_to_transform=cfg.get("peft_layers_to_transform"),
-            task_type="CAUSAL_LM",
-        ),
-    )
+    model = get_peft_model(base, shipped_lora(cfg))
     lora = [p for p in model.parameters() if p.requires_grad]
 
     variants = {  # name: (forward, backward runs to the bottom)

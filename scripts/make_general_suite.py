@@ -38,6 +38,8 @@ from pathlib import Path
 SEED = 135
 OUT = Path(__file__).resolve().parent.parent / "evals" / "general.jsonl"
 SKILLS = ("instruction", "arithmetic", "facts")
+# Deliberately its own copy of pipelines.evaluation.suite.GENERAL_ASSERTIONS: this generator stays
+# pure Python (it imports nothing of the engine it feeds), and the engine's list then checks its output.
 ALLOWED_ASSERTS = (
     "contains",
     "icontains",

@@ -97,6 +97,21 @@ def baseline_double(target: float | None, pass_rate: float):
     return baseline_scores_double
 
 
+def training_stage_assets(baseline: dg.AssetsDefinition) -> list[dg.AssetsDefinition]:
+    """The training stage to materialise on the doubles: the fixture splits, this prompt-only
+    baseline (``baseline_double``), and the real base_model, axolotl_config and qlora_adapter."""
+    from assets import models, training
+
+    return [
+        train_set_double,
+        validation_set_double,
+        baseline,
+        models.base_model,
+        training.axolotl_config,
+        training.qlora_adapter,
+    ]
+
+
 TINY_OVERRIDES = {  # the tiny learner, one epoch of 12 steps: at lr 0.01 its eval loss falls far past the guard's 1 %
     "learning_rate": 0.01,
     "micro_batch_size": 4,

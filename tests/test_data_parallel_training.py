@@ -24,10 +24,9 @@ import dagster as dg
 import pytest
 import yaml
 
-from assets import models, training
 from pipelines.common.jsonl import read_jsonl
 from pipelines.training import run_plan, train_metrics
-from tests.doubles import PARTITION, baseline_double, train_set_double, training_resources, validation_set_double
+from tests.doubles import PARTITION, baseline_double, training_resources, training_stage_assets
 
 SAME_BATCHES = {  # one process, accumulation 2 == two processes, accumulation 1: 8 examples a step
     "learning_rate": 0.01,
@@ -61,14 +60,7 @@ def _train(tmp_path: Path, tiny_registry: Path, name: str, training_cfg: dict, a
     instance.add_dynamic_partitions("base_model", [PARTITION])
     resources = training_resources(tmp_path / name, tiny_registry, settings)
     result = dg.materialize(
-        [
-            train_set_double,
-            validation_set_double,
-            baseline_double(target=0.9, pass_rate=0.1),
-            models.base_model,
-            training.axolotl_config,
-            training.qlora_adapter,
-        ],
+        training_stage_assets(baseline_double(target=0.9, pass_rate=0.1)),
         instance=instance,
         resources=resources,
         partition_key=PARTITION,

@@ -10,6 +10,7 @@ from __future__ import annotations
 import pytest
 
 from pipelines.models import attention_patch, decoding, loading, prefix_cache
+from tests.tiny_model import tiny_dimensions
 
 SYSTEM = (
     "You are a support-ticket triage system. Read the customer's ticket and classify it into "
@@ -251,19 +252,10 @@ def _tiny_gemma3(tokenizer_dir, out_dir, sliding_window: int, seed: int = 3, std
 
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
     config = Gemma3TextConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
+        **tiny_dimensions(tokenizer),
         head_dim=16,
         sliding_window=sliding_window,
         layer_types=["sliding_attention", "full_attention"],
-        max_position_embeddings=1024,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
     )
     _sharpen(Gemma3ForCausalLM(config), seed=seed, std=std).save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)

@@ -31,6 +31,7 @@ from tests.doubles import (
     baseline_double,
     train_set_double,
     training_resources,
+    training_stage_assets,
     validation_set_double,
 )
 
@@ -165,14 +166,7 @@ def test_training_waits_for_a_pool_slot_while_data_and_evaluation_run(tmp_path, 
     assert held.is_claimed
 
     resources = training_resources(tmp_path / "home", tiny_registry, settings)
-    assets = [
-        train_set_double,
-        validation_set_double,
-        baseline_double(target=0.5, pass_rate=0.8),
-        models.base_model,
-        training.axolotl_config,
-        training.qlora_adapter,
-    ]
+    assets = training_stage_assets(baseline_double(target=0.5, pass_rate=0.8))
     outcome: dict = {}
     worker = threading.Thread(
         target=lambda: outcome.setdefault(
@@ -337,14 +331,7 @@ def _k8s_stage(tmp_path, tiny_model_dir, monkeypatch, k8s: dict):
 def test_training_pod_is_built_by_pipes_k8s_client_and_valid(tmp_path, tiny_model_dir, monkeypatch):
     instance, resources, api = _k8s_stage(tmp_path, tiny_model_dir, monkeypatch, K8S)
     result = dg.materialize(
-        [
-            train_set_double,
-            validation_set_double,
-            baseline_double(target=0.9, pass_rate=0.1),
-            models.base_model,
-            training.axolotl_config,
-            training.qlora_adapter,
-        ],
+        training_stage_assets(baseline_double(target=0.9, pass_rate=0.1)),
         instance=instance,
         resources=resources,
         partition_key=PARTITION,

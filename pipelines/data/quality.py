@@ -82,7 +82,7 @@ def check_reject_rate(
     rejected rows are."""
     if not result.rows_in:
         return
-    rate = len(result.quarantined) / result.rows_in
+    rate = result.reject_rate
     if rate > max_reject_rate:
         top = ", ".join(f"{reason} x{n}" for reason, n in result.reasons.most_common(3))
         shapes = Counter((q["reason"], re.sub(r"\d+", "N", q["detail"])) for q in result.quarantined)

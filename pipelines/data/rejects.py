@@ -55,3 +55,8 @@ class IngestResult:
     @property
     def reasons(self) -> Counter:
         return Counter(q["reason"] for q in self.quarantined)
+
+    @property
+    def reject_rate(self) -> float:
+        """The quarantined share of the rows (0 for a source with no rows)."""
+        return len(self.quarantined) / max(1, self.rows_in)
