@@ -226,7 +226,8 @@ def build_prompt_ladder(ladder: tuple[RungSettings, ...]) -> dg.AssetsDefinition
     return prompt_ladder
 
 
-prompt_ladder = build_prompt_ladder(DEFAULT_LADDER)  # the schema's default ladder; the code location passes its own
+# the schema's default ladder, for tests; the code location builds its own from tunegate.yaml
+prompt_ladder = build_prompt_ladder(DEFAULT_LADDER)
 
 
 def _tuned_model_spec(tuned_model: TunedModel) -> ModelSpec:

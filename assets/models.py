@@ -21,6 +21,7 @@ from pipelines.training import (
     adapter,
 )
 from pipelines.training.adapter import AdapterRecord
+from pipelines.training.run_plan import RunPlan
 
 
 @dg.asset(
@@ -120,10 +121,10 @@ def _metadata(value: merge.BaseAsTrained | merge.TunedModel, built: merge.BuiltM
     ),
 )
 def base_as_trained(
-    context: dg.AssetExecutionContext, tunegate: TunegateResource, base_model: BaseModelInfo, axolotl_config: dict
+    context: dg.AssetExecutionContext, tunegate: TunegateResource, base_model: BaseModelInfo, axolotl_config: RunPlan
 ) -> dg.MaterializeResult:
-    quant = adapter.quantization_config(axolotl_config["config"])
-    template = axolotl_config["config"].get("chat_template") or tunegate.base_model(context.partition_key).chat_template
+    quant = adapter.quantization_config(axolotl_config.config)
+    template = axolotl_config.config.get("chat_template") or tunegate.base_model(context.partition_key).chat_template
     built = None
     if quant.get("load_in_4bit"):
         slug = tunegate.base_model(context.partition_key).slug

@@ -132,13 +132,7 @@ def axolotl_config(
     text = path.read_text(encoding="utf-8")
     context.log.info(f"Axolotl config {plan.config_hash[:12]} -> {path}")
     return dg.MaterializeResult(
-        value={
-            "path": str(path),
-            "config_hash": plan.config_hash,
-            "run_dir": str(plan.run_dir),
-            "config": plan.config,
-            "plan": plan.to_dict(),
-        },
+        value=plan,
         metadata={
             "config_hash": plan.config_hash,
             "run_key": plan.run_key,
@@ -181,7 +175,7 @@ def _qlora_adapter(
     tunegate: TunegateResource,
     axolotl: AxolotlResource,
     pipes_subprocess_client: dg.PipesSubprocessClient,
-    axolotl_config: dict,
+    axolotl_config: run_plan.RunPlan,
     base_model: BaseModelInfo,
     baseline_scores: Ladder,
 ):
@@ -197,7 +191,7 @@ def _qlora_adapter(
         )
         return  # a generator that yields nothing: no materialization, downstream skipped
 
-    plan = run_plan.RunPlan.from_dict(axolotl_config["plan"])
+    plan = axolotl_config
     done = done_marker.completed_run(plan.run_dir)
     if done is not None:
         context.log.info(f"Cache hit: {plan.run_dir} already holds a trained, checked adapter")
@@ -295,9 +289,8 @@ def build_qlora_adapter(pool: str) -> dg.AssetsDefinition:
     )(_qlora_adapter)
 
 
-qlora_adapter = build_qlora_adapter(
-    TrainingSettings().pool
-)  # the schema's default pool; the code location passes its own
+# the schema's default pool, for tests; the code location builds its own from tunegate.yaml
+qlora_adapter = build_qlora_adapter(TrainingSettings().pool)
 
 
 def build_assets(project: Project) -> list[dg.AssetsDefinition]:

@@ -20,6 +20,7 @@ from pipelines.gate.report import DecisionRecord, Scores
 from pipelines.models import artefacts
 from pipelines.models.materialize import BaseModelInfo
 from pipelines.training.adapter import AdapterRecord
+from pipelines.training.run_plan import RunPlan
 
 SETTINGS = GateSettings()  # the shipped defaults: margin 0.05, alpha 0.05, general drop 0.05
 FP = "task-suite-fp-01"  # 16 characters: error messages show the first 16 of a fingerprint
@@ -192,6 +193,23 @@ def adapter_record(adapter_dir: str = "/runs/adapter", run_key: str = "run-1", *
 
 
 # --------------------------------------------------------------------------- a win in the registry
+def run_plan_double(run_dir: str = "/runs/run-1") -> RunPlan:
+    """What ``axolotl_config`` returns, for a run that never starts (training skipped)."""
+    return RunPlan(
+        base_model="tiny-llama",
+        slug="tiny-llama",
+        config={},
+        config_hash="cfg-hash",
+        run_key="run-1",
+        run_dir=Path(run_dir),
+        data_fingerprint="data-fp",
+        base_model_sha256="w",
+        base_model_dir=Path("/models/tiny"),
+        tokenizer_hash="t",
+        cuda=False,
+    )
+
+
 BASE_MODEL = BaseModelInfo(
     name="tiny",
     path="/models/tiny",

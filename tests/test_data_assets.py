@@ -222,7 +222,7 @@ def test_training_config_never_sees_the_held_out_split(workspace, tiny_registry)
     assert held_ids and len(held_prompts) == len(held_rows)
 
     config = result.asset_value("axolotl_config")
-    text = Path(config["path"]).read_text()
+    text = config.config_path.read_text()
     assert held.path not in text and Path(held.path).name not in text
     assert not [i for i in held_ids if i in text] and not [p for p in held_prompts if p in text]
     cfg = yaml.safe_load(text)

@@ -26,7 +26,17 @@ from pipelines.models import artefacts
 from pipelines.orchestration.partitions import base_model_partitions
 from pipelines.orchestration.resources import PromptfooResource, TunegateResource
 from pipelines.training.adapter import AdapterRecord
-from tests.cards import FP, LOSS, OTHER_FP, adapter_record, base_model_info, card, champion_entry, logged_win
+from tests.cards import (
+    FP,
+    LOSS,
+    OTHER_FP,
+    adapter_record,
+    base_model_info,
+    card,
+    champion_entry,
+    logged_win,
+    run_plan_double,
+)
 from tests.doubles import PARTITION, TASK, TEMPLATE, double, metadata_of, promotion_assets
 
 
@@ -243,7 +253,7 @@ def test_training_is_skipped_when_the_baseline_meets_the_target(tmp_path, tunega
     result = dg.materialize(
         [
             double("baseline_scores", Ladder("static_few_shot", rungs, skip)),
-            double("axolotl_config", {"plan": {}}),
+            double("axolotl_config", run_plan_double()),
             double("base_model", base_model_info()),
             qlora_adapter,
             downstream_double,

@@ -367,7 +367,7 @@ def test_training_pod_is_built_by_pipes_k8s_client_and_valid(tmp_path, tiny_mode
     assert extras["command"] == [
         "axolotl",
         "train",
-        config["path"],
+        str(config.config_path),
         "--launcher",
         "torchrun",
         "--",
@@ -375,8 +375,8 @@ def test_training_pod_is_built_by_pipes_k8s_client_and_valid(tmp_path, tiny_mode
         "--nproc_per_node",
         "2",
     ]
-    assert extras["run_dir"] == config["run_dir"] and extras["cpu_qlora_patch"] is False
-    generated = yaml.safe_load(Path(config["path"]).read_text())
+    assert extras["run_dir"] == str(config.run_dir) and extras["cpu_qlora_patch"] is False
+    generated = yaml.safe_load(config.config_path.read_text())
     assert generated["bf16"] is True and generated["sequence_len"] == 2048  # the pod has GPUs: gpu.yaml
     assert run_plan.CPU_DDP_PLUGIN not in generated["plugins"]
     pod_model = kubernetes.client.ApiClient()._ApiClient__deserialize(wire, "V1Pod")

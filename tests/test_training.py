@@ -213,22 +213,22 @@ def test_end_to_end_qlora_run_through_pipes_then_cache_hit(stage):
     assert adapter.eval_loss_last < adapter.eval_loss_first
     assert adapter.data_fingerprint == fixture_fingerprint()
     config = result.output_for_node("axolotl_config")
-    assert adapter.config_hash == config["config_hash"]
-    assert Path(config["path"]).is_file() and yaml.safe_load(Path(config["path"]).read_text()) == config["config"]
-    assert config["run_dir"] == adapter.run_dir
+    assert adapter.config_hash == config.config_hash
+    assert config.config_path.is_file() and yaml.safe_load(config.config_path.read_text()) == config.config
+    assert str(config.run_dir) == adapter.run_dir
 
     # metadata from the metrics the plugin recorded inside the Trainer
     assert meta["trainable_params"].value > 0 and meta["train_runtime_s"].value > 0
     assert meta["tokens_per_second"].value > 0 and meta["launch_wall_s"].value > 0
     assert meta["launches"].value == 1 and meta["eval_count"].value == 2
     assert "| step | train loss |" in meta["loss_curve"].value
-    assert config["config"]["test_datasets"][0]["path"] == str(VALIDATION)
+    assert config.config["test_datasets"][0]["path"] == str(VALIDATION)
 
     # tracked by Axolotl's own MLflow integration (keys in the generated YAML), tagged by tunegate
-    assert config["config"]["use_mlflow"] is True
-    assert config["config"]["mlflow_experiment_name"] == "tunegate-support_ticket_triage"
+    assert config.config["use_mlflow"] is True
+    assert config.config["mlflow_experiment_name"] == "tunegate-support_ticket_triage"
     store = stage[1]["tunegate"].tracking_store()
-    assert config["config"]["mlflow_tracking_uri"] == store.uri
+    assert config.config["mlflow_tracking_uri"] == store.uri
     run = store.client().get_run(adapter.mlflow_run_id)
     assert meta["mlflow_run_id"].value == adapter.mlflow_run_id
     assert run.info.run_name == f"train @ {PARTITION}" and run.info.status == "FINISHED"

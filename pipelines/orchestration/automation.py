@@ -140,6 +140,5 @@ def build_retune_schedule(cron: str) -> dg.ScheduleDefinition:
     )(_retune_check)
 
 
-weekly_retune_schedule = build_retune_schedule(
-    ScheduleSettings().cron
-)  # the schema's default; the code location passes its own
+# the schema's default cron, for tests; the code location builds its own from tunegate.yaml
+weekly_retune_schedule = build_retune_schedule(ScheduleSettings().cron)
