@@ -349,11 +349,13 @@ def test_fields_mapping_is_checked_against_the_header_when_sources_load(tmp_path
         )
         expected = rf"sources.yaml: source 's': .*rows.{kind} has no column\(s\) \['answr'\]"
         with pytest.raises(ConfigError, match=expected):
-            headers.load_checked_sources(sources)
+            headers.check_headers(load_sources(sources), sources)
         sources.write_text(sources.read_text().replace("answr", "answer"))
-        assert [s.name for s in headers.load_checked_sources(sources)] == ["s"]
+        headers.check_headers(specs := load_sources(sources), sources)
+        assert [s.name for s in specs] == ["s"]
     sources.write_text("sources:\n  - {name: s, kind: csv, path: later.csv, fields: {user: q, assistant: a}}\n")
-    assert load_sources(sources) and headers.load_checked_sources(sources)  # not there yet: the run reports it
+    headers.check_headers(specs := load_sources(sources), sources)  # not there yet: the run reports it
+    assert specs
 
 
 def test_misconfigured_source_is_a_short_message_first(tmp_path):

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 from pipelines.config.base import ConfigError
-from pipelines.config.sources import SourceSpec, load_sources
+from pipelines.config.sources import SourceSpec
 from pipelines.data.readers import check_columns, jsonl_rows, read_frame
 from pipelines.data.rejects import SourceError
 
@@ -49,10 +49,3 @@ def check_headers(specs: list[SourceSpec], sources_file: Path) -> None:
             check_columns(spec, columns, spec.resolved_files()[0])
         except SourceError as exc:
             raise ConfigError(f"{sources_file}: {exc}") from None
-
-
-def load_checked_sources(sources_file: Path) -> list[SourceSpec]:
-    """``config.load_sources`` plus the header check: what the code location loads."""
-    specs = load_sources(sources_file)
-    check_headers(specs, sources_file)
-    return specs

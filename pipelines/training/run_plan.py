@@ -12,7 +12,7 @@ of train (``pipelines.data.split``); the held-out eval split is never an input h
 from __future__ import annotations
 
 import copy
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -218,19 +218,6 @@ class RunPlan:
     @property
     def needs_cpu_qlora_patch(self) -> bool:
         return not self.cuda and self.config.get("adapter") == "qlora" and bool(self.config.get("load_in_4bit"))
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-safe form (the ``axolotl_config`` asset's value carries it downstream)."""
-        out = asdict(self)
-        out.update(run_dir=str(self.run_dir), base_model_dir=str(self.base_model_dir))
-        return out
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> RunPlan:
-        names = {f for f in cls.__dataclass_fields__}
-        values = {k: v for k, v in data.items() if k in names}
-        values.update(run_dir=Path(data["run_dir"]), base_model_dir=Path(data["base_model_dir"]))
-        return cls(**values)
 
 
 def plan_run(
